@@ -1,0 +1,1 @@
+//! The capture file container: chunk framing, writer, reader, blobs and index.

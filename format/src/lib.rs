@@ -1,0 +1,23 @@
+//! vgt-format: the virtio-gpu wire protocol, the vgt capture file, and the device state model.
+//!
+//! This crate is the bottom of vgt's dependency graph. It knows the bytes — what a virtio-gpu
+//! command, response or vhost-user message looks like on the wire, and how a capture file is laid
+//! out on disk — and nothing about vhost-user sockets, renderers or user interfaces.
+//!
+//! - [`wire`]: typed decode/encode of every virtio-gpu command and response, plus the names of the
+//!   vhost-user and vhost-user-gpu messages.
+//! - [`record`]: the records a capture is made of (commands, responses, memory reads, fences,
+//!   frames, lifecycle events …).
+//! - [`file`]: the append-only, checksummed, crash-tolerant container that stores records, with
+//!   content-addressed compressed payloads and an index for random access.
+//! - [`state`]: folds records into the device state (resources, contexts, scanouts, fences) at
+//!   any record.
+#![forbid(unsafe_code)]
+
+pub mod file;
+pub mod record;
+pub mod state;
+pub mod wire;
+
+
+pub use record::{Payload, Record, RecordBody, RecordId};

@@ -1,0 +1,1 @@
+//! The device state model: folds records into resources, contexts, scanouts and fences.
