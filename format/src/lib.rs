@@ -21,3 +21,6 @@ pub mod wire;
 
 pub use file::{CaptureReader, CaptureWriter, SyncPolicy, WriterOptions};
 pub use record::{Payload, Record, RecordBody, RecordId};
+
+#[cfg(feature = "test-utils")]
+pub mod testing;

@@ -77,10 +77,17 @@ impl<W: Write> CaptureBuilder<W> {
     }
 
     /// Records `request` as submitted on `queue` with `writable_len` bytes for the response.
-    pub fn command(&mut self, queue: u16, request: &Request, writable_len: u32) -> Result<RecordId> {
+    pub fn command(
+        &mut self,
+        queue: u16,
+        request: &Request,
+        writable_len: u32,
+    ) -> Result<RecordId> {
         let bytes = request.encode();
         let head = self.next_head;
-        self.next_head = self.next_head.wrapping_add(if writable_len > 0 { 2 } else { 1 });
+        self.next_head = self
+            .next_head
+            .wrapping_add(if writable_len > 0 { 2 } else { 1 });
         let mut descriptors = vec![Descriptor {
             addr: 0x8000_0000 + u64::from(head) * 0x1000,
             len: bytes.len() as u32,
@@ -281,7 +288,6 @@ impl<W: Write> CaptureBuilder<W> {
     pub fn finish(self) -> Result<crate::file::WriterStats> {
         self.writer.finish()
     }
-
 }
 
 /// An OK_DISPLAY_INFO response with scanout 0 enabled at `width`x`height`.

@@ -1,5 +1,7 @@
 //! The state model folded over synthetic captures made of real wire bytes.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use vgt_format::record::{LifecycleKind, Payload};
 use vgt_format::state::{DeviceState, InlineOnly, PayloadSource, ResourceKind};
 use vgt_format::testing::CaptureBuilder;

@@ -87,7 +87,10 @@ pub fn parse_range(s: &str) -> Result<Range<u64>, String> {
 pub fn parse_kind(s: &str) -> Result<RecordKind, String> {
     RecordKind::from_name(s).ok_or_else(|| {
         let names: Vec<&str> = RecordKind::ALL.iter().map(|k| k.name()).collect();
-        format!("unknown record kind `{s}` (expected one of: {})", names.join(", "))
+        format!(
+            "unknown record kind `{s}` (expected one of: {})",
+            names.join(", ")
+        )
     })
 }
 
@@ -146,7 +149,11 @@ mod tests {
     use super::*;
 
     fn check(input: &str, expected: Result<Range<u64>, ()>) {
-        assert_eq!(parse_range(input).map_err(|_| ()), expected, "input {input:?}");
+        assert_eq!(
+            parse_range(input).map_err(|_| ()),
+            expected,
+            "input {input:?}"
+        );
     }
 
     #[test]

@@ -12,7 +12,9 @@ use vgt_format::state::PayloadSource;
 use vgt_format::wire::{
     self, Request, Response,
     gpu_socket::{GpuSocketRequest, decode_gpu_socket_payload},
-    vhost_user::{BackendRequest, VhostUserRequest, decode_backend_payload, decode_vhost_user_payload},
+    vhost_user::{
+        BackendRequest, VhostUserRequest, decode_backend_payload, decode_vhost_user_payload,
+    },
 };
 
 /// Payloads above this size are not read just to describe a record.
@@ -27,7 +29,11 @@ fn bytes<'a>(src: &'a dyn PayloadSource, p: &'a Payload) -> Option<Cow<'a, [u8]>
 
 /// Seconds with microseconds, for the time column.
 pub fn format_ts(ts_ns: u64) -> String {
-    format!("{}.{:06}", ts_ns / 1_000_000_000, (ts_ns % 1_000_000_000) / 1_000)
+    format!(
+        "{}.{:06}",
+        ts_ns / 1_000_000_000,
+        (ts_ns % 1_000_000_000) / 1_000
+    )
 }
 
 fn direction_arrow(d: Direction) -> &'static str {
@@ -110,7 +116,10 @@ pub fn describe(record: &Record, src: &dyn PayloadSource) -> String {
             );
         }
         RecordBody::VhostUser(m) => {
-            let is_reply = matches!(m.direction, Direction::BackToFront | Direction::BackendReply);
+            let is_reply = matches!(
+                m.direction,
+                Direction::BackToFront | Direction::BackendReply
+            );
             let _ = write!(
                 s,
                 "{} {} flags={:#x} fds={}",
@@ -199,7 +208,11 @@ pub fn describe(record: &Record, src: &dyn PayloadSource) -> String {
                 f.fence_id,
                 f.ctx_id,
                 f.ring_idx,
-                if f.context_ring { " (context ring)" } else { "" },
+                if f.context_ring {
+                    " (context ring)"
+                } else {
+                    ""
+                },
                 command_ref(f.command)
             );
         }
@@ -208,24 +221,29 @@ pub fn describe(record: &Record, src: &dyn PayloadSource) -> String {
             let _ = write!(
                 s,
                 "{} {} flags={:#x} fds={}",
-                if is_reply { "qemu->backend" } else { "backend->qemu" },
+                if is_reply {
+                    "qemu->backend"
+                } else {
+                    "backend->qemu"
+                },
                 gpu_request_name(g.request),
                 g.flags,
                 g.fd_count
             );
             match bytes(src, &g.payload) {
-                Some(b) => match decode_gpu_socket_payload(GpuSocketRequest(g.request), is_reply, &b)
-                {
-                    Ok(p) => {
-                        let text = p.to_string();
-                        if !text.is_empty() {
-                            let _ = write!(s, " {text}");
+                Some(b) => {
+                    match decode_gpu_socket_payload(GpuSocketRequest(g.request), is_reply, &b) {
+                        Ok(p) => {
+                            let text = p.to_string();
+                            if !text.is_empty() {
+                                let _ = write!(s, " {text}");
+                            }
+                        }
+                        Err(e) => {
+                            let _ = write!(s, " <undecodable payload: {e}>");
                         }
                     }
-                    Err(e) => {
-                        let _ = write!(s, " <undecodable payload: {e}>");
-                    }
-                },
+                }
                 None => {
                     let _ = write!(s, " payload={}B", g.payload.len());
                 }
@@ -282,7 +300,11 @@ pub fn describe(record: &Record, src: &dyn PayloadSource) -> String {
             let _ = write!(s, "{:?}", m.text);
         }
         RecordBody::Unknown { kind, body } => {
-            let _ = write!(s, "kind={kind:#06x} {} bytes (unknown to this version)", body.len());
+            let _ = write!(
+                s,
+                "kind={kind:#06x} {} bytes (unknown to this version)",
+                body.len()
+            );
         }
     }
     s
@@ -313,7 +335,11 @@ fn payload_json(p: &Payload) -> Value {
 }
 
 fn id_json(id: RecordId) -> Value {
-    if id == u64::MAX { Value::Null } else { json!(id) }
+    if id == u64::MAX {
+        Value::Null
+    } else {
+        json!(id)
+    }
 }
 
 /// One JSON object describing a record: raw fields plus the decoded view where bytes decode.

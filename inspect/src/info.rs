@@ -212,7 +212,12 @@ pub fn run(path: &Path, json: bool, out: &mut dyn Write) -> Result<Outcome> {
         return Ok(Outcome { damaged });
     }
 
-    writeln!(out, "file:        {} ({})", path.display(), human_bytes(file_len))?;
+    writeln!(
+        out,
+        "file:        {} ({})",
+        path.display(),
+        human_bytes(file_len)
+    )?;
     writeln!(
         out,
         "format:      vgt capture {}.{}, {}",
@@ -224,7 +229,11 @@ pub fn run(path: &Path, json: bool, out: &mut dyn Write) -> Result<Outcome> {
             "no index (file was not finished; records found by scanning)"
         }
     )?;
-    writeln!(out, "created:     {}", format_unix_ns(header.created_unix_ns))?;
+    writeln!(
+        out,
+        "created:     {}",
+        format_unix_ns(header.created_unix_ns)
+    )?;
     if let Some(st) = &summary.session {
         writeln!(
             out,
@@ -286,7 +295,10 @@ pub fn run(path: &Path, json: bool, out: &mut dyn Write) -> Result<Outcome> {
     )?;
     let truncated_at = verify.truncated_at.or(health.truncated_at);
     if verify.corrupt.is_empty() && truncated_at.is_none() && summary.unreadable_records == 0 {
-        writeln!(out, "health:      ok (every checksum and blob hash verified)")?;
+        writeln!(
+            out,
+            "health:      ok (every checksum and blob hash verified)"
+        )?;
     } else {
         if let Some(at) = truncated_at {
             writeln!(
@@ -318,9 +330,15 @@ mod tests {
     fn unix_ns_formats_as_utc() {
         assert_eq!(format_unix_ns(0), "1970-01-01T00:00:00Z");
         // 2026-11-25T14:12:32Z
-        assert_eq!(format_unix_ns(1_795_615_952_000_000_000), "2026-11-25T14:12:32Z");
+        assert_eq!(
+            format_unix_ns(1_795_615_952_000_000_000),
+            "2026-11-25T14:12:32Z"
+        );
         // Leap day.
-        assert_eq!(format_unix_ns(951_782_400_000_000_000), "2000-02-29T00:00:00Z");
+        assert_eq!(
+            format_unix_ns(951_782_400_000_000_000),
+            "2000-02-29T00:00:00Z"
+        );
     }
 
     #[test]

@@ -11,9 +11,9 @@ pub fn records_bar(total: u64, what: &str) -> ProgressBar {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
-    if let Ok(style) = ProgressStyle::with_template(
-        "{msg} {wide_bar} {pos}/{len} records ({per_sec}, eta {eta})",
-    ) {
+    if let Ok(style) =
+        ProgressStyle::with_template("{msg} {wide_bar} {pos}/{len} records ({per_sec}, eta {eta})")
+    {
         bar.set_style(style);
     }
     bar.set_message(what.to_string());

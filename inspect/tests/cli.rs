@@ -1,6 +1,8 @@
 //! `vgt-inspect info` and `dump` run as a user runs them, on synthetic captures made of real
 //! wire bytes, on truncated and damaged copies, and on files that are not captures.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -48,9 +50,18 @@ fn info_reports_counts_frames_and_health() {
     // 1 session + 4 setup exchanges * 2 + 3 updates * (2 exchanges * 2 + 2 memory reads + 1 frame)
     // + marker + end.
     assert!(out.contains("records:     32"), "{out}");
-    assert!(out.contains("TRANSFER_TO_HOST_2D                  3"), "{out}");
-    assert!(out.contains("RESOURCE_FLUSH                       3"), "{out}");
-    assert!(out.contains("OK_NODATA                            9"), "{out}");
+    assert!(
+        out.contains("TRANSFER_TO_HOST_2D                  3"),
+        "{out}"
+    );
+    assert!(
+        out.contains("RESOURCE_FLUSH                       3"),
+        "{out}"
+    );
+    assert!(
+        out.contains("OK_NODATA                            9"),
+        "{out}"
+    );
     assert!(out.contains("frames:      3 scanout0=3"), "{out}");
     assert!(out.contains("health:      ok"), "{out}");
 }
@@ -80,12 +91,34 @@ fn dump_prints_one_decoded_line_per_record() {
     let out = stdout(&o);
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 18, "{out}");
-    assert!(lines[0].starts_with("#0 ") && lines[0].contains("session"), "{}", lines[0]);
-    assert!(lines[1].contains("command") && lines[1].contains("GET_DISPLAY_INFO"), "{}", lines[1]);
-    assert!(lines[2].contains("response") && lines[2].contains("cmd=#1"), "{}", lines[2]);
-    assert!(lines.iter().any(|l| l.contains("RESOURCE_CREATE_2D") && l.contains("32x16")), "{out}");
+    assert!(
+        lines[0].starts_with("#0 ") && lines[0].contains("session"),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[1].contains("command") && lines[1].contains("GET_DISPLAY_INFO"),
+        "{}",
+        lines[1]
+    );
+    assert!(
+        lines[2].contains("response") && lines[2].contains("cmd=#1"),
+        "{}",
+        lines[2]
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("RESOURCE_CREATE_2D") && l.contains("32x16")),
+        "{out}"
+    );
     assert!(lines.iter().any(|l| l.contains("memory-read")), "{out}");
-    assert!(lines.iter().any(|l| l.contains("frame") && l.contains("scanout=0")), "{out}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("frame") && l.contains("scanout=0")),
+        "{out}"
+    );
     assert!(lines[16].contains("\"workload done\""), "{}", lines[16]);
 }
 
@@ -103,14 +136,24 @@ fn dump_range_and_kind_filter_records() {
     let o = inspect(&["dump", p, "--kind", "frame", "--kind", "marker"]);
     let out = stdout(&o);
     assert_eq!(out.lines().count(), 4, "{out}");
-    assert!(out.lines().all(|l| l.contains(" frame ") || l.contains(" marker ")), "{out}");
+    assert!(
+        out.lines()
+            .all(|l| l.contains(" frame ") || l.contains(" marker ")),
+        "{out}"
+    );
 }
 
 #[test]
 fn dump_json_lines_parse_and_carry_decoded_commands() {
     let dir = tempfile::tempdir().unwrap();
     let path = boot_capture(dir.path(), 1);
-    let o = inspect(&["dump", "--json", "--kind", "command", path.to_str().unwrap()]);
+    let o = inspect(&[
+        "dump",
+        "--json",
+        "--kind",
+        "command",
+        path.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let objects: Vec<serde_json::Value> = stdout(&o)
         .lines()
@@ -119,7 +162,12 @@ fn dump_json_lines_parse_and_carry_decoded_commands() {
     assert_eq!(objects.len(), 6);
     assert_eq!(objects[0]["kind"], "command");
     assert_eq!(objects[0]["queue"], 0);
-    assert!(objects[0]["decoded"]["text"].as_str().unwrap().contains("GET_DISPLAY_INFO"));
+    assert!(
+        objects[0]["decoded"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("GET_DISPLAY_INFO")
+    );
     assert!(objects[1]["decoded"]["request"].is_object());
 }
 
@@ -134,10 +182,16 @@ fn truncated_capture_dumps_up_to_the_cut_with_a_warning() {
     let o = inspect(&["dump", cut.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
     let err = stderr(&o);
-    assert!(err.contains("warning") && err.contains("truncated at byte"), "{err}");
+    assert!(
+        err.contains("warning") && err.contains("truncated at byte"),
+        "{err}"
+    );
     let n = stdout(&o).lines().count();
     assert!(n > 0 && n < 32, "{n} records");
-    assert!(err.contains(&format!("{n} complete records recovered")), "{err}");
+    assert!(
+        err.contains(&format!("{n} complete records recovered")),
+        "{err}"
+    );
 
     let o = inspect(&["info", cut.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
