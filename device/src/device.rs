@@ -738,8 +738,9 @@ impl Device {
                 height,
             });
         }
-        let bytes = u64::from(width) * u64::from(height) * BYTES_PER_PIXEL;
-        if bytes > self.config.max_resource_bytes {
+        // Saturating: u32::MAX squared times 4 does not fit u64. The stride must fit u32.
+        let bytes = (u64::from(width) * u64::from(height)).saturating_mul(BYTES_PER_PIXEL);
+        if bytes > self.config.max_resource_bytes || width.checked_mul(4).is_none() {
             return Err(ValidationError::ResourceTooLarge {
                 resource_id,
                 bytes,
