@@ -33,7 +33,7 @@ pub const CONTROL_QUEUE: u16 = 0;
 /// Index of the cursor queue.
 pub const CURSOR_QUEUE: u16 = 1;
 /// `VIRTIO_GPU_MAX_SCANOUTS`.
-pub const MAX_SCANOUTS: usize = 16;
+pub const MAX_SCANOUTS: usize = response::MAX_SCANOUTS;
 
 const BYTES_PER_PIXEL: u64 = 4;
 const CURSOR_SIZE: u32 = 64;
@@ -473,7 +473,9 @@ impl Device {
             });
         }
         let on_cursor_queue = queue == CURSOR_QUEUE;
-        if command.is_cursor() != on_cursor_queue && command.name().is_some() {
+        if queue > CURSOR_QUEUE
+            || (command.is_cursor() != on_cursor_queue && command.name().is_some())
+        {
             return Err(ValidationError::WrongQueue { command, queue });
         }
         let unsupported = |reason| Err(ValidationError::Unsupported { command, reason });

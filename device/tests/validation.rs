@@ -398,6 +398,18 @@ fn each_violation_gets_its_error_and_the_device_keeps_serving() {
 }
 
 #[test]
+fn queue_other_than_control_or_cursor_gets_err_unspec() {
+    let mut rig = rig();
+    let done = rig.submit_raw(2, &Request::new(Command::GetDisplayInfo).encode(), 408);
+    assert_eq!(
+        header_of(&done[0].response).type_,
+        ResponseType::ERR_UNSPEC.0
+    );
+    assert_eq!(rig.host.errors.len(), 1);
+    still_serves(&mut rig);
+}
+
+#[test]
 fn unknown_command_code_gets_err_unspec() {
     let mut rig = rig();
     let mut req = Request::new(Command::GetDisplayInfo);
