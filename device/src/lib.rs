@@ -32,6 +32,7 @@
 
 mod backing;
 mod device;
+pub mod display;
 mod error;
 mod fence;
 mod host;
