@@ -257,6 +257,7 @@ impl<'r> Replayer<'r> {
         let mut report = ReplayReport {
             records: self.reader.len(),
             truncated_at: self.reader.health().truncated_at,
+            unfinished: !self.reader.health().indexed,
             ..ReplayReport::default()
         };
         let started = Instant::now();
@@ -287,6 +288,7 @@ impl<'r> Replayer<'r> {
                 span_start: None,
                 span_end: 0,
                 capture_crashed: false,
+                unverified: None,
             };
             run.run()?;
             report.loops += 1;
@@ -348,13 +350,17 @@ struct Run<'a> {
     span_start: Option<u64>,
     span_end: u64,
     capture_crashed: bool,
+    /// A command not to verify (the last one of a cut capture).
+    unverified: Option<RecordId>,
 }
 
 impl Run<'_> {
     fn run(&mut self) -> Result<(), ReplayError> {
         let mut window = Window::default();
         let mut last_record = None;
-        let mut incomplete = self.report.truncated_at.is_some();
+        // Without an index the writer never finished: the capture was cut (maybe at a chunk
+        // boundary, which leaves no incomplete chunk behind).
+        let mut incomplete = self.report.truncated_at.is_some() || !self.reader.health().indexed;
         for item in self.reader.iter() {
             let (id, record) = match item {
                 Ok(r) => r,
@@ -379,6 +385,14 @@ impl Run<'_> {
             }
         }
         if !self.stop {
+            if incomplete && let Some((id, _, _)) = &window.command {
+                // The file ends inside this command's records: some of its reads, frames or
+                // its response may be missing, so it runs (a crash still shows) unverified.
+                self.unverified = Some(*id);
+                if self.loop_index == 0 {
+                    self.report.incomplete_command = Some(*id);
+                }
+            }
             self.flush(std::mem::take(&mut window))?;
         }
         if self.capture_crashed {
@@ -535,7 +549,7 @@ impl Run<'_> {
                 malformed,
                 crash,
             )?;
-            if id >= self.opts.start {
+            if id >= self.opts.start && self.unverified != Some(id) {
                 self.span_start.get_or_insert(ts);
                 self.span_end = self.span_end.max(last_ts).max(ts);
             }
@@ -594,7 +608,7 @@ impl Run<'_> {
         malformed: bool,
         crash: Option<String>,
     ) -> Result<(), ReplayError> {
-        let verify = id >= self.opts.start;
+        let verify = id >= self.opts.start && self.unverified != Some(id);
         if verify {
             self.pace(ts);
         }

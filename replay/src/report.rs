@@ -375,10 +375,14 @@ pub struct ReplayReport {
     pub transport_rejected: Vec<RecordId>,
     /// Commands whose response the capture does not hold (it ends first).
     pub unanswered: Vec<RecordId>,
+    /// The last command, when the capture ends inside its records: executed but not verified.
+    pub incomplete_command: Option<RecordId>,
     /// A recorded renderer crash that replay reproduced.
     pub reproduced_crash: Option<ReproducedCrash>,
     /// File offset where the capture is cut off, when it is.
     pub truncated_at: Option<u64>,
+    /// The capture has no index: its writer never finished (cut off or crashed).
+    pub unfinished: bool,
     /// A damaged record that ended the replay: (record, what was wrong).
     pub damaged: Option<(RecordId, String)>,
     /// Replay stopped at the first divergence (without `keep_going`).
@@ -433,8 +437,20 @@ impl ReplayReport {
                     .map_or("none".to_owned(), |r| r.to_string())
             )?;
         }
+        if self.unfinished && self.truncated_at.is_none() {
+            writeln!(
+                out,
+                "the capture has no index: its writer never finished (cut off or crashed)"
+            )?;
+        }
         if let Some((r, why)) = &self.damaged {
             writeln!(out, "replay stopped at damaged record {r}: {why}")?;
+        }
+        if let Some(c) = self.incomplete_command {
+            writeln!(
+                out,
+                "the capture ends inside the records of command {c}: executed, not verified"
+            )?;
         }
         if !self.unanswered.is_empty() {
             writeln!(
