@@ -154,21 +154,21 @@ fn main() -> ExitCode {
     };
     let mut out = std::io::stdout().lock();
     let written = if cli.json {
-        let mut summary = serde_json::to_value(&report).unwrap_or_default();
-        if let Some(map) = summary.as_object_mut() {
-            // Digests are for tests and tools; the summary lists findings.
-            map.remove("frame_digests");
-            map.remove("response_digests");
-            map.insert(
-                "x_realtime".to_owned(),
-                serde_json::json!(report.x_realtime()),
-            );
-            map.insert(
-                "identical".to_owned(),
-                serde_json::json!(report.is_identical()),
-            );
-        }
-        serde_json::to_writer_pretty(&mut out, &summary)
+        serde_json::to_value(&report)
+            .map(|mut summary| {
+                if let Some(map) = summary.as_object_mut() {
+                    map.insert(
+                        "x_realtime".to_owned(),
+                        serde_json::json!(report.x_realtime()),
+                    );
+                    map.insert(
+                        "identical".to_owned(),
+                        serde_json::json!(report.is_identical()),
+                    );
+                }
+                summary
+            })
+            .and_then(|summary| serde_json::to_writer_pretty(&mut out, &summary))
             .map_err(std::io::Error::other)
             .and_then(|()| writeln!(out))
     } else {

@@ -393,9 +393,12 @@ pub struct ReplayReport {
     pub wall_ns: u64,
     /// Capture time the replayed records span (all loops), in nanoseconds.
     pub capture_span_ns: u64,
-    /// Hash of every replayed frame of the first loop, in order.
+    /// Hash of every replayed frame of the first loop, in order (not serialized).
+    #[serde(skip)]
     pub frame_digests: Vec<FrameDigest>,
-    /// Hash of every replayed response of the first loop, in completion order.
+    /// Hash of every replayed response of the first loop, in completion order (not
+    /// serialized).
+    #[serde(skip)]
     pub response_digests: Vec<ResponseDigest>,
 }
 
