@@ -11,6 +11,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
+use std::sync::mpsc::{Receiver, SyncSender};
 use std::time::{Duration, Instant};
 
 use vgt_device::display::{FRAME_FORMAT, Framebuffers};
@@ -20,8 +21,8 @@ use vgt_device::{
 };
 use vgt_format::CaptureReader;
 use vgt_format::record::{
-    CommandRecord, Direction, FenceSignal, Frame, LifecycleKind, MemoryRead, Payload, Record,
-    RecordBody, RecordId, ResponseRecord,
+    CommandRecord, Direction, FenceSignal, Frame, LifecycleKind, Payload, Record, RecordBody,
+    RecordId,
 };
 use vgt_format::wire::{
     self, CommandType, FLAG_INFO_RING_IDX, GpuSocketRequest, Request, Response, ResponseBody,
@@ -287,7 +288,6 @@ impl<'r> Replayer<'r> {
                 paced_from: Instant::now(),
                 span_start: None,
                 span_end: 0,
-                capture_crashed: false,
                 unverified: None,
             };
             run.run()?;
@@ -301,13 +301,16 @@ impl<'r> Replayer<'r> {
     }
 }
 
-/// The records that belong to one command: everything after it up to the next command.
+/// The records that belong to one command: everything after it up to the next command, with
+/// every payload already read (by the reading thread).
 #[derive(Default)]
 struct Window {
-    command: Option<(RecordId, u64, CommandRecord)>,
-    reads: Vec<MemoryRead>,
+    /// The command: record, timestamp, record, request bytes.
+    command: Option<(RecordId, u64, CommandRecord, Vec<u8>)>,
+    /// Guest bytes read for it: address, bytes.
+    reads: Vec<(u64, Vec<u8>)>,
     replies: VecDeque<(u32, Vec<u8>)>,
-    responses: Vec<(RecordId, ResponseRecord)>,
+    responses: Vec<(RecordId, RecordId, Vec<u8>)>,
     frames: Vec<(RecordId, Frame)>,
     fences: Vec<(RecordId, FenceSignal)>,
     malformed: bool,
@@ -315,6 +318,145 @@ struct Window {
     reset: bool,
     memory_ops: Vec<(VhostUserRequest, Vec<u8>)>,
     last_ts: u64,
+    /// The last window of the capture.
+    last: bool,
+}
+
+/// What the reading thread hands to the executing thread.
+enum Item {
+    Window(Box<Window>),
+    /// A record or payload could not be read; nothing after it is delivered.
+    Damaged(RecordId, String),
+    /// Reading ended; the last record read.
+    End(Option<RecordId>),
+}
+
+/// Reads records in order, groups them into windows and reads their payloads (blob
+/// decompression and verification happen here, on the reading thread, while the device
+/// executes the previous command).
+fn produce(reader: &CaptureReader, end: Option<RecordId>, tx: &SyncSender<Item>) {
+    let mut window = Window::default();
+    let mut last_record = None;
+    let mut damaged = None;
+    for item in reader.iter() {
+        let (id, record) = match item {
+            Ok(r) => r,
+            Err(e) => {
+                damaged = Some((last_record.map_or(0, |r: RecordId| r + 1), e.to_string()));
+                break;
+            }
+        };
+        last_record = Some(id);
+        if let RecordBody::Command(_) = &record.body
+            && end.is_some_and(|end| id >= end)
+        {
+            break;
+        }
+        match push(reader, &mut window, id, record) {
+            Ok(None) => {}
+            Ok(Some(done)) => {
+                if tx.send(Item::Window(Box::new(done))).is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                let _ = tx.send(Item::Damaged(id, e.to_string()));
+                let _ = tx.send(Item::End(last_record));
+                return;
+            }
+        }
+    }
+    if let Some((id, why)) = damaged {
+        // Before the last window, so that it is known to be incomplete.
+        if tx.send(Item::Damaged(id, why)).is_err() {
+            return;
+        }
+    }
+    window.last = true;
+    if tx.send(Item::Window(Box::new(window))).is_ok() {
+        let _ = tx.send(Item::End(last_record));
+    }
+}
+
+/// Adds a record to the current window; returns the finished window when a new command
+/// starts one.
+fn push(
+    reader: &CaptureReader,
+    w: &mut Window,
+    id: RecordId,
+    record: Record,
+) -> Result<Option<Window>, vgt_format::file::Error> {
+    let ts = record.ts_ns;
+    let out = match record.body {
+        RecordBody::Command(c) => {
+            let request = reader.read_payload(&c.request)?.into_owned();
+            let done = std::mem::take(w);
+            w.command = Some((id, ts, c, request));
+            w.last_ts = ts;
+            return Ok(Some(done));
+        }
+        RecordBody::MemoryRead(m) => {
+            let bytes = reader.read_payload(&m.data)?.into_owned();
+            w.reads.push((m.addr, bytes));
+            None
+        }
+        RecordBody::Response(r) => {
+            let bytes = reader.read_payload(&r.bytes)?.into_owned();
+            w.responses.push((id, r.command, bytes));
+            None
+        }
+        RecordBody::Frame(f) => {
+            w.frames.push((id, f));
+            None
+        }
+        RecordBody::Fence(f) => {
+            w.fences.push((id, f));
+            None
+        }
+        RecordBody::GpuSocket(g) => {
+            if g.direction == Direction::BackendReply {
+                let bytes = reader.read_payload(&g.payload)?.into_owned();
+                w.replies.push_back((g.request, bytes));
+            }
+            None
+        }
+        RecordBody::Lifecycle(l) => {
+            let this = w.command.as_ref().map(|c| c.0);
+            match l.kind {
+                LifecycleKind::ValidationError
+                    if l.command.is_some()
+                        && l.command == this
+                        && l.message.starts_with("malformed descriptor chain") =>
+                {
+                    w.malformed = true;
+                }
+                LifecycleKind::Crash if l.command.is_some() && l.command == this => {
+                    w.crash = Some(l.message);
+                }
+                LifecycleKind::Reset => w.reset = true,
+                _ => {}
+            }
+            None
+        }
+        RecordBody::VhostUser(v) => {
+            let req = VhostUserRequest(v.request);
+            if v.direction == Direction::FrontToBack
+                && matches!(
+                    req,
+                    VhostUserRequest::SET_MEM_TABLE
+                        | VhostUserRequest::ADD_MEM_REG
+                        | VhostUserRequest::REM_MEM_REG
+                )
+            {
+                let bytes = reader.read_payload(&v.payload)?.into_owned();
+                w.memory_ops.push((req, bytes));
+            }
+            None
+        }
+        _ => None,
+    };
+    w.last_ts = w.last_ts.max(ts);
+    Ok(out)
 }
 
 struct CommandInfo {
@@ -349,146 +491,63 @@ struct Run<'a> {
     paced_from: Instant,
     span_start: Option<u64>,
     span_end: u64,
-    capture_crashed: bool,
     /// A command not to verify (the last one of a cut capture).
     unverified: Option<RecordId>,
 }
 
 impl Run<'_> {
     fn run(&mut self) -> Result<(), ReplayError> {
-        let mut window = Window::default();
-        let mut last_record = None;
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Item>(4);
+        let reader = self.reader;
+        let end = self.opts.end;
+        std::thread::scope(|scope| {
+            scope.spawn(move || produce(reader, end, &tx));
+            // Leaving early drops `rx`, which ends the reading thread at its next send.
+            self.consume(rx)
+        })
+    }
+
+    fn consume(&mut self, rx: Receiver<Item>) -> Result<(), ReplayError> {
         // Without an index the writer never finished: the capture was cut (maybe at a chunk
         // boundary, which leaves no incomplete chunk behind).
         let mut incomplete = self.report.truncated_at.is_some() || !self.reader.health().indexed;
-        for item in self.reader.iter() {
-            let (id, record) = match item {
-                Ok(r) => r,
-                Err(e) => {
-                    let id = last_record.map_or(0, |r: RecordId| r + 1);
-                    self.report.damaged = Some((id, e.to_string()));
+        for item in rx {
+            match item {
+                Item::Window(w) => {
+                    if w.crash.is_some() {
+                        incomplete = true;
+                    }
+                    if w.last
+                        && incomplete
+                        && let Some((id, ..)) = &w.command
+                    {
+                        // The file ends inside this command's records: some of its reads,
+                        // frames or its response may be missing, so it runs (a crash still
+                        // shows) unverified.
+                        self.unverified = Some(*id);
+                        if self.loop_index == 0 {
+                            self.report.incomplete_command = Some(*id);
+                        }
+                    }
+                    self.flush(*w)?;
+                    if self.stop {
+                        break;
+                    }
+                }
+                Item::Damaged(id, why) => {
+                    if self.report.damaged.is_none() {
+                        self.report.damaged = Some((id, why));
+                    }
                     incomplete = true;
-                    break;
                 }
-            };
-            last_record = Some(id);
-            if let RecordBody::Command(_) = &record.body
-                && self.opts.end.is_some_and(|end| id >= end)
-            {
-                break;
+                Item::End(last) => self.report.last_record = last,
             }
-            if let Some(w) = self.push(&mut window, id, record) {
-                self.flush(w)?;
-                if self.stop {
-                    break;
-                }
-            }
-        }
-        if !self.stop {
-            if incomplete && let Some((id, _, _)) = &window.command {
-                // The file ends inside this command's records: some of its reads, frames or
-                // its response may be missing, so it runs (a crash still shows) unverified.
-                self.unverified = Some(*id);
-                if self.loop_index == 0 {
-                    self.report.incomplete_command = Some(*id);
-                }
-            }
-            self.flush(std::mem::take(&mut window))?;
-        }
-        if self.capture_crashed {
-            incomplete = true;
         }
         if let Some(start) = self.span_start {
             self.report.capture_span_ns += self.span_end.saturating_sub(start);
         }
-        self.report.last_record = last_record;
         self.finish(incomplete);
         Ok(())
-    }
-
-    /// Adds a record to the current window; returns the finished window when a new command
-    /// starts one.
-    fn push(&mut self, w: &mut Window, id: RecordId, record: Record) -> Option<Window> {
-        let ts = record.ts_ns;
-        let out = match record.body {
-            RecordBody::Command(c) => {
-                let done = std::mem::take(w);
-                w.command = Some((id, ts, c));
-                Some(done)
-            }
-            RecordBody::MemoryRead(m) => {
-                w.reads.push(m);
-                None
-            }
-            RecordBody::Response(r) => {
-                w.responses.push((id, r));
-                None
-            }
-            RecordBody::Frame(f) => {
-                w.frames.push((id, f));
-                None
-            }
-            RecordBody::Fence(f) => {
-                w.fences.push((id, f));
-                None
-            }
-            RecordBody::GpuSocket(g) => {
-                if g.direction == Direction::BackendReply
-                    && let Ok(bytes) = self.reader.read_payload(&g.payload)
-                {
-                    w.replies.push_back((g.request, bytes.into_owned()));
-                }
-                None
-            }
-            RecordBody::Lifecycle(l) => {
-                let this = w.command.as_ref().map(|c| c.0);
-                match l.kind {
-                    LifecycleKind::ValidationError
-                        if l.command.is_some()
-                            && l.command == this
-                            && l.message.starts_with("malformed descriptor chain") =>
-                    {
-                        w.malformed = true;
-                    }
-                    LifecycleKind::Crash if l.command.is_some() && l.command == this => {
-                        self.capture_crashed = true;
-                        w.crash = Some(l.message);
-                    }
-                    LifecycleKind::Reset => w.reset = true,
-                    _ => {}
-                }
-                None
-            }
-            RecordBody::VhostUser(v) => {
-                let req = VhostUserRequest(v.request);
-                if v.direction == Direction::FrontToBack
-                    && matches!(
-                        req,
-                        VhostUserRequest::SET_MEM_TABLE
-                            | VhostUserRequest::ADD_MEM_REG
-                            | VhostUserRequest::REM_MEM_REG
-                    )
-                    && let Ok(bytes) = self.reader.read_payload(&v.payload)
-                {
-                    w.memory_ops.push((req, bytes.into_owned()));
-                }
-                None
-            }
-            _ => None,
-        };
-        if out.is_none() {
-            w.last_ts = w.last_ts.max(ts);
-        } else {
-            w.last_ts = ts;
-        }
-        out
-    }
-
-    fn damaged(&mut self, record: RecordId, e: &vgt_format::file::Error) {
-        if self.report.damaged.is_none() {
-            self.report.damaged = Some((record, e.to_string()));
-        }
-        self.stop = true;
     }
 
     fn diverge(&mut self, record: RecordId, command: RecordId, kind: DivergenceKind) {
@@ -536,13 +595,15 @@ impl Run<'_> {
             reset,
             memory_ops,
             last_ts,
+            last: _,
         } = w;
-        if let Some((id, ts, cmd)) = command {
+        if let Some((id, ts, cmd, request)) = command {
             self.execute(
                 id,
                 ts,
                 &cmd,
-                &reads,
+                &request,
+                reads,
                 &mut replies,
                 &frames,
                 &fences,
@@ -554,21 +615,14 @@ impl Run<'_> {
                 self.span_end = self.span_end.max(last_ts).max(ts);
             }
         }
-        for (rid, r) in responses {
-            if malformed_command(&self.report.transport_rejected, r.command) {
+        for (rid, command, bytes) in responses {
+            if malformed_command(&self.report.transport_rejected, command) {
                 continue;
             }
-            let bytes = match self.reader.read_payload(&r.bytes) {
-                Ok(b) => b.into_owned(),
-                Err(e) => {
-                    self.damaged(rid, &e);
-                    return Ok(());
-                }
-            };
-            match self.actual.remove(&r.command) {
-                Some(found) => self.compare_response(rid, r.command, &bytes, &found),
+            match self.actual.remove(&command) {
+                Some(found) => self.compare_response(rid, command, &bytes, &found),
                 None => {
-                    self.expected.insert(r.command, (rid, bytes));
+                    self.expected.insert(command, (rid, bytes));
                 }
             }
         }
@@ -601,7 +655,8 @@ impl Run<'_> {
         id: RecordId,
         ts: u64,
         cmd: &CommandRecord,
-        reads: &[MemoryRead],
+        request: &[u8],
+        reads: Vec<(u64, Vec<u8>)>,
         replies: &mut VecDeque<(u32, Vec<u8>)>,
         frames: &[(RecordId, Frame)],
         fences: &[(RecordId, FenceSignal)],
@@ -613,27 +668,14 @@ impl Run<'_> {
             self.pace(ts);
         }
         self.observer.progress(id);
-        for r in reads {
-            match self.reader.read_payload(&r.data) {
-                Ok(bytes) => self.memory.write(r.addr, &bytes),
-                Err(e) => {
-                    self.damaged(id, &e);
-                    return Ok(());
-                }
-            }
+        for (addr, bytes) in reads {
+            self.memory.write_owned(addr, bytes);
         }
-        let request = match self.reader.read_payload(&cmd.request) {
-            Ok(b) => b,
-            Err(e) => {
-                self.damaged(id, &e);
-                return Ok(());
-            }
-        };
         let code = request
             .get(0..4)
             .and_then(|b| b.try_into().ok())
             .map(u32::from_le_bytes);
-        let resource_id = Request::decode(&request)
+        let resource_id = Request::decode(request)
             .ok()
             .and_then(|r| r.command.resource_id());
         self.commands.insert(
@@ -676,7 +718,7 @@ impl Run<'_> {
         let submission = Submission {
             queue: cmd.queue,
             token: id,
-            request: &request,
+            request,
             writable_len: cmd.writable_len,
         };
         let device = &mut self.device;

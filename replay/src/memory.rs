@@ -80,6 +80,37 @@ impl SparseMemory {
         self.extents.insert(new_start, merged);
     }
 
+    /// Stores `data` at `addr` like [`SparseMemory::write`], taking the buffer over instead of
+    /// copying it when it replaces one extent exactly or touches none (the common case of a
+    /// transfer source read again and again).
+    pub fn write_owned(&mut self, addr: u64, data: Vec<u8>) {
+        let Some(end) = addr.checked_add(data.len() as u64) else {
+            return;
+        };
+        let exact = self
+            .extents
+            .get(&addr)
+            .is_some_and(|b| b.len() == data.len());
+        let before_touches = self
+            .extents
+            .range(..addr)
+            .next_back()
+            .is_some_and(|(&s, b)| s + b.len() as u64 >= addr);
+        let after_touches = self
+            .extents
+            .range(addr..=end)
+            .any(|(&s, b)| s != addr || b.len() != data.len());
+        if !data.is_empty()
+            && (exact || !self.extents.contains_key(&addr))
+            && !before_touches
+            && !after_touches
+        {
+            self.extents.insert(addr, data);
+        } else {
+            self.write(addr, &data);
+        }
+    }
+
     /// Replaces the guest's memory regions (SET_MEM_TABLE).
     pub fn set_regions(&mut self, regions: &[MemoryRegion]) {
         self.regions = regions
@@ -196,6 +227,25 @@ mod tests {
         assert_eq!(read(&m, 9, 7), Some(vec![7, 7, 8, 2, 2, 3, 3]));
         assert_eq!(m.extents.len(), 1);
         assert_eq!(m.len(), 7);
+    }
+
+    #[test]
+    fn write_owned_matches_write() {
+        let mut a = SparseMemory::new();
+        let mut b = SparseMemory::new();
+        let ops: [(u64, Vec<u8>); 6] = [
+            (100, vec![1; 8]),
+            (100, vec![2; 8]),
+            (108, vec![3; 4]),
+            (200, vec![4; 4]),
+            (96, vec![5; 6]),
+            (300, vec![]),
+        ];
+        for (addr, data) in ops {
+            a.write(addr, &data);
+            b.write_owned(addr, data);
+            assert_eq!(a.extents, b.extents);
+        }
     }
 
     #[test]

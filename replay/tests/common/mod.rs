@@ -162,6 +162,11 @@ impl Recording {
             .unwrap()
     }
 
+    /// Moves the capture clock forward (frame pacing in benchmarks).
+    pub fn advance(&mut self, ns: u64) {
+        self.ts += ns;
+    }
+
     /// Guest writes `data` at `addr`.
     pub fn poke(&mut self, addr: u64, data: &[u8]) {
         let off = (addr - RAM_BASE) as usize;
