@@ -979,9 +979,11 @@ impl Device {
         let stride = c.strides[0];
         let offset = c.offsets[0];
         let row = u64::from(c.width) * BYTES_PER_PIXEL;
-        let end = (u64::from(c.height))
-            .checked_sub(1)
-            .map(|h1| u64::from(offset) + u64::from(stride) * h1 + row);
+        let end = u64::from(c.height).checked_sub(1).and_then(|h1| {
+            (u64::from(stride) * h1)
+                .checked_add(u64::from(offset))?
+                .checked_add(row)
+        });
         if c.width == 0 || u64::from(stride) < row || end.is_none_or(|e| e > size) {
             return Err(ValidationError::BlobLayout {
                 resource_id,
@@ -1075,8 +1077,9 @@ impl Device {
         DisplayEvent::Update {
             scanout_id,
             resource_id: source.resource_id,
-            x: rect.x - source.rect.x,
-            y: rect.y - source.rect.y,
+            // `rect` lies inside `source.rect` (it is that rect or an intersection with it).
+            x: rect.x.saturating_sub(source.rect.x),
+            y: rect.y.saturating_sub(source.rect.y),
             width: rect.width,
             height: rect.height,
             format,

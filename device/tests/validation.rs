@@ -31,6 +31,7 @@ fn rig() -> Rig {
     rig.ok(create(2, Format::B8G8R8X8_UNORM, W, H));
     rig.ok(attach(2, &BACKING));
     rig.ok(create(3, Format::B8G8R8A8_UNORM, 64, 64));
+    rig.ok(blob(5, BlobMem::GUEST, 4096, &[(0x1_0000, 4096)]));
     rig
 }
 
