@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use vgt_format::wire::{
     BlobMem, CapsetId, CommandType, CtrlHeader, DisplayInfo, DisplayOne, Format, MemEntry, Rect,
-    Request, Response, ResponseBody, ResponseType,
+    Request, Response, ResponseBody,
 };
 use vgt_format::wire::{Command, response};
 
@@ -529,14 +529,14 @@ impl Device {
                     .renderer
                     .capset_info(c.capset_index)
                     .map_err(|source| ValidationError::Renderer { command, source })?;
-                Ok(Response::new(
-                    Response::header_for(ResponseType::OK_CAPSET_INFO, hdr),
+                Ok(Response::ok(
                     ResponseBody::OkCapsetInfo(response::CapsetInfo {
                         capset_id: CapsetId(info.capset_id),
                         capset_max_version: info.max_version,
                         capset_max_size: info.max_size,
                         padding: 0,
                     }),
+                    hdr,
                 ))
             }
             Command::GetCapset(c) => {
@@ -555,16 +555,13 @@ impl Device {
                     .renderer
                     .capset(c.capset_id.0, c.capset_version)
                     .map_err(|source| ValidationError::Renderer { command, source })?;
-                Ok(Response::new(
-                    Response::header_for(ResponseType::OK_CAPSET, hdr),
-                    ResponseBody::OkCapset(data),
-                ))
+                Ok(Response::ok(ResponseBody::OkCapset(data), hdr))
             }
             Command::ResourceAssignUuid(c) => {
                 self.resource(command, c.resource_id)?;
-                Ok(Response::new(
-                    Response::header_for(ResponseType::OK_RESOURCE_UUID, hdr),
+                Ok(Response::ok(
                     ResponseBody::OkResourceUuid(resource_uuid(c.resource_id)),
+                    hdr,
                 ))
             }
             Command::ResourceCreateBlob(c) => {
@@ -712,10 +709,7 @@ impl Device {
                 response::Edid::from_blob(&block)
             }
         };
-        Ok(Response::new(
-            Response::header_for(ResponseType::OK_EDID, hdr),
-            ResponseBody::OkEdid(edid),
-        ))
+        Ok(Response::ok(ResponseBody::OkEdid(edid), hdr))
     }
 
     fn create_2d(
@@ -1293,8 +1287,5 @@ impl Device {
 }
 
 fn display_info_response(hdr: &CtrlHeader, pmodes: [DisplayOne; MAX_SCANOUTS]) -> Response {
-    Response::new(
-        Response::header_for(ResponseType::OK_DISPLAY_INFO, hdr),
-        ResponseBody::OkDisplayInfo(DisplayInfo { pmodes }),
-    )
+    Response::ok(ResponseBody::OkDisplayInfo(DisplayInfo { pmodes }), hdr)
 }
