@@ -158,11 +158,12 @@ pub enum ValidationError {
         /// `DeviceConfig::max_backing_entries`.
         max: u32,
     },
-    /// A mem entry that wraps around or lies outside guest memory.
+    /// A mem entry whose range wraps around the 64-bit address space (so it can never be guest
+    /// memory). Entries that are merely outside guest memory fail when read ([`Self::MemoryRead`]).
     #[error(
-        "resource {resource_id}: mem entry {index} ({addr:#x}+{length:#x}) is outside guest memory"
+        "resource {resource_id}: mem entry {index} ({addr:#x}+{length:#x}) wraps around the address space"
     )]
-    EntryOutsideMemory {
+    EntryWraps {
         /// The resource.
         resource_id: u32,
         /// Index of the entry in the scatter list.
@@ -334,7 +335,7 @@ impl ValidationError {
             | V::WrongQueue { .. }
             | V::NoBacking { .. }
             | V::BackingAttached { .. }
-            | V::EntryOutsideMemory { .. }
+            | V::EntryWraps { .. }
             | V::MemoryRead { .. }
             | V::EdidDisabled
             | V::ResponseTruncated { .. } => ResponseType::ERR_UNSPEC,

@@ -16,8 +16,11 @@
 //! [`DeviceHost::validation_error`], and leaves no half-built state behind.
 //!
 //! Choices where the protocol leaves room (documented here once):
-//! - a mem entry outside guest memory, or a failed guest read, is ERR_UNSPEC (QEMU's answer
-//!   to a mapping failure); too many or zero entries is ERR_INVALID_PARAMETER;
+//! - a mem entry that wraps around the address space is refused at ATTACH/CREATE_BLOB; one
+//!   outside guest memory is accepted there and fails the command that reads through it, with
+//!   ERR_UNSPEC (QEMU's answer to a mapping failure). Asking guest memory at attach time would
+//!   make the answer depend on something replay cannot see (only recorded reads);
+//! - too many or zero entries is ERR_INVALID_PARAMETER;
 //! - RESOURCE_UNREF of a resource still on a scanout disables that scanout first (as QEMU);
 //! - ATTACH_BACKING twice, and TRANSFER/DETACH without backing, are ERR_UNSPEC (as QEMU);
 //! - TRANSFER_TO_HOST_2D on a guest blob is OK and does nothing (as QEMU);
