@@ -288,9 +288,9 @@ pub enum ValidationError {
         width: u32,
         /// Framebuffer height.
         height: u32,
-        /// strides[0].
+        /// `strides[0]`.
         stride: u32,
-        /// offsets[0].
+        /// `offsets[0]`.
         offset: u32,
         /// Bytes the layout needs; `None` on overflow.
         end: Option<u64>,

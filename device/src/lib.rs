@@ -9,6 +9,14 @@
 //! renderer will copy (row by row, mapped through the scatter list, contiguous runs coalesced)
 //! into a per-resource shadow of the backing, reports them, and only then lets the renderer
 //! copy from the shadow. Replay can therefore rebuild guest memory from recorded reads alone.
+//! The shadow is lent to the renderer for the duration of one call (rutabaga sees it as a
+//! single iovec attached and detached inside that call), so no raw pointer outlives a borrow.
+//! Guest blobs are displayed straight from guest memory (reads reported the same way);
+//! rutabaga's 2D blob read path only handles x = y = 0 and ignores the plane offset.
+//!
+//! The only other inputs are the host's answers to [`DeviceHost::display_info`] and
+//! [`DeviceHost::edid`] and calls to [`Device::set_scanout_size`]: a replay must feed back the
+//! recorded ones to stay identical.
 //!
 //! Every guest-controlled value is validated in 64-bit arithmetic before it reaches the
 //! renderer. A violation is answered with the error code listed on
