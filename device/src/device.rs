@@ -51,6 +51,9 @@ pub struct DeviceConfig {
     pub max_backing_entries: u32,
     /// Largest resource (width × height × 4), blob, or backing in bytes.
     pub max_resource_bytes: u64,
+    /// Host memory all resources together may use: 2D pixels plus backing shadows (QEMU's
+    /// `max_hostmem`). Beyond it creates and attaches get ERR_OUT_OF_MEMORY.
+    pub max_total_bytes: u64,
 }
 
 impl Default for DeviceConfig {
@@ -61,6 +64,7 @@ impl Default for DeviceConfig {
             refresh_hz: 60,
             max_backing_entries: 16384,
             max_resource_bytes: 512 << 20,
+            max_total_bytes: 1 << 30,
         }
     }
 }
@@ -108,6 +112,19 @@ struct Resource {
     shadow: Vec<u8>,
 }
 
+impl Resource {
+    /// Host bytes this resource holds: its 2D pixels and its backing shadow.
+    fn host_bytes(&self) -> u64 {
+        let pixels = match self.kind {
+            Kind::TwoD { width, height, .. } => {
+                u64::from(width) * u64::from(height) * BYTES_PER_PIXEL
+            }
+            Kind::GuestBlob { .. } => 0,
+        };
+        pixels + self.shadow.len() as u64
+    }
+}
+
 /// Framebuffer layout of a blob on a scanout (SET_SCANOUT_BLOB).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct BlobFb {
@@ -144,6 +161,8 @@ pub struct Device {
     events_read: u32,
     timelines: Timelines,
     signalled: Vec<FenceInfo>,
+    /// Host bytes held for resources (see `DeviceConfig::max_total_bytes`).
+    used_bytes: u64,
 }
 
 impl std::fmt::Debug for Device {
@@ -280,6 +299,7 @@ impl Device {
             events_read: 0,
             timelines: Timelines::default(),
             signalled: Vec::new(),
+            used_bytes: 0,
         })
     }
 
@@ -340,6 +360,7 @@ impl Device {
             let _ = self.renderer.unref(id);
         }
         self.resources.clear();
+        self.used_bytes = 0;
         for (s, &(w, h)) in self.scanouts.iter_mut().zip(&self.config.scanouts) {
             *s = Scanout {
                 width: w,
@@ -517,7 +538,9 @@ impl Device {
                         resource_id: c.resource_id,
                     });
                 }
+                let freed = res.shadow.len() as u64;
                 res.shadow = Vec::new();
+                self.used_bytes = self.used_bytes.saturating_sub(freed);
                 Ok(Response::ok_nodata(hdr))
             }
             Command::GetCapsetInfo(c) => {
@@ -645,6 +668,19 @@ impl Device {
         }
     }
 
+    fn check_budget(&self, resource_id: u32, needed: u64) -> Result<(), ValidationError> {
+        let max = self.config.max_total_bytes;
+        if self.used_bytes.saturating_add(needed) > max {
+            return Err(ValidationError::HostMemoryExhausted {
+                resource_id,
+                needed,
+                used: self.used_bytes,
+                max,
+            });
+        }
+        Ok(())
+    }
+
     fn check_new_id(&self, command: CommandType, resource_id: u32) -> Result<(), ValidationError> {
         if resource_id == 0 || self.resources.contains_key(&resource_id) {
             return Err(ValidationError::ResourceIdTaken {
@@ -746,9 +782,11 @@ impl Device {
                 max: self.config.max_resource_bytes,
             });
         }
+        self.check_budget(resource_id, bytes)?;
         self.renderer
             .create_2d(resource_id, format, width, height)
             .map_err(|source| ValidationError::Renderer { command, source })?;
+        self.used_bytes += bytes;
         self.resources.insert(
             resource_id,
             Resource {
@@ -782,7 +820,9 @@ impl Device {
                 });
             }
         }
-        self.resources.remove(&resource_id);
+        if let Some(res) = self.resources.remove(&resource_id) {
+            self.used_bytes = self.used_bytes.saturating_sub(res.host_bytes());
+        }
         self.renderer
             .unref(resource_id)
             .map_err(|source| ValidationError::Renderer { command, source })
@@ -819,10 +859,12 @@ impl Device {
             }
             Kind::GuestBlob { .. } => 0,
         };
+        self.check_budget(resource_id, shadow_len as u64)?;
         let res = self.resource_mut(command, resource_id)?;
         res.backing = Some(Backing::new(entries.to_vec()));
         // Zeroed allocation: pages the guest never transfers are never touched.
         res.shadow = vec![0; shadow_len];
+        self.used_bytes += shadow_len as u64;
         Ok(())
     }
 

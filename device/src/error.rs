@@ -212,6 +212,19 @@ pub enum ValidationError {
         /// The limit.
         max: u64,
     },
+    /// All resources together would hold more host memory than
+    /// `DeviceConfig::max_total_bytes`.
+    #[error("resource {resource_id}: {needed} more bytes with {used} in use exceeds {max}")]
+    HostMemoryExhausted {
+        /// The resource.
+        resource_id: u32,
+        /// Bytes the command would add.
+        needed: u64,
+        /// Bytes in use before it.
+        used: u64,
+        /// The limit.
+        max: u64,
+    },
     /// A pixel format virtio-gpu does not define.
     #[error("{command}: format {format} is not a virtio-gpu format")]
     UnsupportedFormat {
@@ -356,9 +369,10 @@ impl ValidationError {
                 ResponseType::ERR_INVALID_RESOURCE_ID
             }
             V::InvalidScanout { .. } => ResponseType::ERR_INVALID_SCANOUT_ID,
-            V::ZeroSize { .. } | V::ResourceTooLarge { .. } | V::BackingTooLarge { .. } => {
-                ResponseType::ERR_OUT_OF_MEMORY
-            }
+            V::ZeroSize { .. }
+            | V::ResourceTooLarge { .. }
+            | V::BackingTooLarge { .. }
+            | V::HostMemoryExhausted { .. } => ResponseType::ERR_OUT_OF_MEMORY,
             V::Renderer { source, .. } => source.response_type(),
         }
     }

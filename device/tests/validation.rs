@@ -560,3 +560,47 @@ fn cursor_violations_are_reported_without_response_bytes() {
     assert!(done[0].response.is_empty());
     still_serves(&mut rig);
 }
+
+#[test]
+fn host_memory_budget_refuses_then_frees_on_unref_and_detach() {
+    let mem = VecMemory::new(&[(0x1_0000, 0x8000)]);
+    let config = DeviceConfig {
+        scanouts: vec![(64, 64)],
+        max_total_bytes: 64 << 10,
+        ..DeviceConfig::default()
+    };
+    let mut rig = Rig::new(config, mem);
+    // Four 16 KiB resources fill the 64 KiB budget exactly; a fifth does not fit.
+    for id in 1..=4 {
+        rig.ok(create(id, Format::B8G8R8X8_UNORM, 64, 64));
+    }
+    rig.fails(
+        create(5, Format::B8G8R8X8_UNORM, 1, 1),
+        ResponseType::ERR_OUT_OF_MEMORY,
+    );
+    rig.fails(
+        attach(1, &[(0x1_0000, 16)]),
+        ResponseType::ERR_OUT_OF_MEMORY,
+    );
+    // Unref gives its pixels back: now a backing shadow (the remaining room) fits.
+    rig.ok(Command::ResourceUnref(ResourceUnref {
+        resource_id: 4,
+        padding: 0,
+    }));
+    rig.ok(attach(1, &[(0x1_0000, 16 << 10)]));
+    rig.fails(
+        create(5, Format::B8G8R8X8_UNORM, 1, 1),
+        ResponseType::ERR_OUT_OF_MEMORY,
+    );
+    // Detach gives the shadow back.
+    rig.ok(Command::ResourceDetachBacking(ResourceDetachBacking {
+        resource_id: 1,
+        padding: 0,
+    }));
+    rig.ok(create(5, Format::B8G8R8X8_UNORM, 64, 64));
+    // Reset gives everything back.
+    rig.dev.reset();
+    for id in 1..=4 {
+        rig.ok(create(id, Format::B8G8R8X8_UNORM, 64, 64));
+    }
+}
