@@ -443,12 +443,18 @@ impl Device {
                 ctx_id: hdr.ctx_id,
                 ring_idx: hdr.ring_idx,
             };
-            let ring = Ring::of(&fence);
-            self.timelines.hold(ring, fence.fence_id, completion);
-            if let Err(source) = self.renderer.create_fence(fence) {
-                // The command itself succeeded; release it rather than hold it forever.
-                host.validation_error(sub.token, &ValidationError::Renderer { command, source });
-                self.timelines.signal(ring, fence.fence_id, &mut out);
+            // Fences signal only through `release_signalled` below, so holding the completion
+            // after create_fence cannot miss a fence that signalled synchronously.
+            match self.renderer.create_fence(fence) {
+                Ok(()) => self
+                    .timelines
+                    .hold(Ring::of(&fence), fence.fence_id, completion),
+                Err(source) => {
+                    // The command itself succeeded; answer it rather than hold it forever.
+                    let err = ValidationError::Renderer { command, source };
+                    host.validation_error(sub.token, &err);
+                    out.push(completion);
+                }
             }
         } else {
             out.push(completion);
