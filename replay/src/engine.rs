@@ -8,7 +8,7 @@
 //! host's answers (GET_DISPLAY_INFO / GET_EDID replies) in recorded order. Nothing depends on
 //! the wall clock except the optional pacing.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, SyncSender};
@@ -336,6 +336,7 @@ enum Item {
 /// executes the previous command).
 fn produce(reader: &CaptureReader, end: Option<RecordId>, tx: &SyncSender<Item>) {
     let mut window = Window::default();
+    let mut uploads = Uploads::default();
     let mut last_record = None;
     let mut damaged = None;
     for item in reader.iter() {
@@ -352,7 +353,7 @@ fn produce(reader: &CaptureReader, end: Option<RecordId>, tx: &SyncSender<Item>)
         {
             break;
         }
-        match push(reader, &mut window, id, record) {
+        match push(reader, &mut uploads, &mut window, id, record) {
             Ok(None) => {}
             Ok(Some(done)) => {
                 if tx.send(Item::Window(Box::new(done))).is_err() {
@@ -378,10 +379,48 @@ fn produce(reader: &CaptureReader, end: Option<RecordId>, tx: &SyncSender<Item>)
     }
 }
 
+/// The content last written to each guest range, by blob hash, so that an identical re-upload
+/// (same range, same stored blob) is neither decompressed nor copied again: guest memory as
+/// rebuilt already holds exactly those bytes.
+#[derive(Default)]
+struct Uploads {
+    /// start -> (length, content hash); the ranges never overlap.
+    ranges: BTreeMap<u64, (u64, u128)>,
+    longest: u64,
+}
+
+impl Uploads {
+    /// Records a write of `len` bytes at `addr` with content `hash` (None: unknown content).
+    /// Returns true when the range already holds exactly that content.
+    fn unchanged(&mut self, addr: u64, len: u64, hash: Option<u128>) -> bool {
+        if let Some(h) = hash
+            && self.ranges.get(&addr) == Some(&(len, h))
+        {
+            return true;
+        }
+        let end = addr.saturating_add(len);
+        let overlapping: Vec<u64> = self
+            .ranges
+            .range(addr.saturating_sub(self.longest)..end)
+            .filter(|(s, (l, _))| s.saturating_add(*l) > addr)
+            .map(|(s, _)| *s)
+            .collect();
+        for s in overlapping {
+            self.ranges.remove(&s);
+        }
+        if let Some(h) = hash {
+            self.ranges.insert(addr, (len, h));
+            self.longest = self.longest.max(len);
+        }
+        false
+    }
+}
+
 /// Adds a record to the current window; returns the finished window when a new command
 /// starts one.
 fn push(
     reader: &CaptureReader,
+    uploads: &mut Uploads,
     w: &mut Window,
     id: RecordId,
     record: Record,
@@ -396,8 +435,15 @@ fn push(
             return Ok(Some(done));
         }
         RecordBody::MemoryRead(m) => {
-            let bytes = reader.read_payload(&m.data)?.into_owned();
-            w.reads.push((m.addr, bytes));
+            let len = m.data.len();
+            let hash = match &m.data {
+                Payload::Blob(r) => Some(r.hash.0),
+                Payload::Inline(_) => None,
+            };
+            if !uploads.unchanged(m.addr, len, hash) {
+                let bytes = reader.read_payload(&m.data)?.into_owned();
+                w.reads.push((m.addr, bytes));
+            }
             None
         }
         RecordBody::Response(r) => {
@@ -1215,5 +1261,30 @@ impl DeviceHost for Host<'_> {
         if let Some(r) = reason {
             self.unsupported.get_or_insert(r);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uploads_skip_only_identical_content_at_the_same_untouched_range() {
+        let mut u = Uploads::default();
+        assert!(!u.unchanged(100, 10, Some(1)));
+        assert!(u.unchanged(100, 10, Some(1)));
+        assert!(!u.unchanged(100, 10, Some(2)));
+        assert!(u.unchanged(100, 10, Some(2)));
+        // Another write over part of it: the next identical upload is real again.
+        assert!(!u.unchanged(105, 2, None));
+        assert!(!u.unchanged(100, 10, Some(2)));
+        assert!(!u.unchanged(95, 6, Some(3)));
+        assert!(!u.unchanged(100, 10, Some(2)));
+        // A longer or shorter range with the same start is another upload.
+        assert!(!u.unchanged(100, 12, Some(2)));
+        assert!(!u.unchanged(100, 10, Some(2)));
+        assert!(u.unchanged(100, 10, Some(2)));
+        assert!(!u.unchanged(0, 1000, None));
+        assert!(!u.unchanged(100, 10, Some(2)));
     }
 }
