@@ -588,7 +588,7 @@ fn identical_reuploads_and_overlapping_partial_uploads_replay_identically() {
     let a = pattern(size, 1);
     let b = pattern(size, 2);
     let full = rect(0, 0, w, h);
-    let mut show = |r: &mut Recording, px: &[u8], area| {
+    let show = |r: &mut Recording, px: &[u8], area| {
         r.poke(fb, px);
         r.submit(&transfer(1, area, 0));
         r.submit(&flush(1, full));
