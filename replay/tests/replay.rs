@@ -612,3 +612,56 @@ fn identical_reuploads_and_overlapping_partial_uploads_replay_identically() {
     assert_eq!(h[4], h[6]);
     assert_ne!(h[5], h[6]);
 }
+
+fn data(name: &str) -> Vec<u8> {
+    std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data")
+            .join(name),
+    )
+    .unwrap()
+}
+
+#[test]
+fn vgt_capture_boot_capture_replays_identically() {
+    let bytes = data("capture-boot.vgt");
+    let report = replay(&bytes);
+    assert_clean(&report);
+    assert_eq!(report.commands, count(&bytes, RecordKind::COMMAND));
+    assert_eq!(report.frames, count(&bytes, RecordKind::FRAME));
+    assert!(report.frames > 0);
+    // Its GET_DISPLAY_INFO/GET_EDID were answered by QEMU: the replies were used.
+    assert!(count(&bytes, RecordKind::GPU_SOCKET) > 0);
+    // One transferred byte changed: the next frame of that resource diverges.
+    let mut done = false;
+    let edited = rewrite(&bytes, |_, mut rec| {
+        if let RecordBody::MemoryRead(m) = &mut rec.body
+            && !done
+            && m.data.len() >= 64 * 4
+        {
+            bytes_mut(&mut m.data)[1] ^= 0x80;
+            done = true;
+        }
+        Some(rec)
+    });
+    assert!(done);
+    let report = replay(&edited);
+    assert_eq!(report.divergences.len(), 1, "{:#?}", report.divergences);
+    assert!(
+        matches!(report.divergences[0].kind, DivergenceKind::Frame { .. }),
+        "{}",
+        report.divergences[0]
+    );
+}
+
+#[test]
+fn vgt_capture_malformed_capture_replays_identically() {
+    let bytes = data("capture-malformed.vgt");
+    let report = replay(&bytes);
+    assert_clean(&report);
+    assert!(!report.transport_rejected.is_empty());
+    assert_eq!(
+        report.commands + report.transport_rejected.len() as u64,
+        count(&bytes, RecordKind::COMMAND)
+    );
+}
