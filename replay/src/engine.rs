@@ -21,8 +21,8 @@ use vgt_device::{
 };
 use vgt_format::CaptureReader;
 use vgt_format::record::{
-    CommandRecord, Direction, FenceSignal, Frame, LifecycleKind, Payload, Record, RecordBody,
-    RecordId,
+    CommandRecord, CursorAction, Direction, FenceSignal, Frame, LifecycleKind, Payload, Record,
+    RecordBody, RecordId,
 };
 use vgt_format::wire::{
     self, CommandType, FLAG_INFO_RING_IDX, GpuSocketRequest, Request, Response, ResponseBody,
@@ -33,8 +33,9 @@ use xxhash_rust::xxh3::xxh3_128;
 use crate::frames::{self, PngError};
 use crate::memory::SparseMemory;
 use crate::report::{
-    Divergence, DivergenceKind, FenceSummary, FrameDigest, FrameShape, PixelDifference,
-    ReplayReport, ReproducedCrash, ResponseDigest, ResponseSummary, Unsupported, command_name,
+    CursorSummary, Divergence, DivergenceKind, FenceSummary, FrameDigest, FrameShape,
+    PixelDifference, ReplayReport, ReproducedCrash, ResponseDigest, ResponseSummary, Unsupported,
+    command_name,
 };
 
 /// Scanout size assumed when the capture never says (vgt-capture's default `--size`).
@@ -313,6 +314,7 @@ struct Window {
     responses: Vec<(RecordId, RecordId, Vec<u8>)>,
     frames: Vec<(RecordId, Frame)>,
     fences: Vec<(RecordId, FenceSignal)>,
+    cursors: Vec<(RecordId, CursorSummary)>,
     malformed: bool,
     crash: Option<String>,
     reset: bool,
@@ -453,6 +455,27 @@ fn push(
         }
         RecordBody::Frame(f) => {
             w.frames.push((id, f));
+            None
+        }
+        RecordBody::Cursor(c) => {
+            let action = match c.action {
+                CursorAction::Update => "update",
+                CursorAction::Move => "move",
+                CursorAction::Hide => "hide",
+                CursorAction::Other => "other",
+            };
+            w.cursors.push((
+                id,
+                CursorSummary {
+                    action,
+                    scanout_id: c.scanout_id,
+                    x: c.x,
+                    y: c.y,
+                    hot: (c.hot_x, c.hot_y),
+                    resource_id: c.resource_id,
+                    image_hash: c.image.as_ref().map(|p| hex(payload_hash(p))),
+                },
+            ));
             None
         }
         RecordBody::Fence(f) => {
@@ -636,6 +659,7 @@ impl Run<'_> {
             responses,
             frames,
             fences,
+            cursors,
             malformed,
             crash,
             reset,
@@ -653,6 +677,7 @@ impl Run<'_> {
                 &mut replies,
                 &frames,
                 &fences,
+                &cursors,
                 malformed,
                 crash,
             )?;
@@ -706,6 +731,7 @@ impl Run<'_> {
         replies: &mut VecDeque<(u32, Vec<u8>)>,
         frames: &[(RecordId, Frame)],
         fences: &[(RecordId, FenceSignal)],
+        cursors: &[(RecordId, CursorSummary)],
         malformed: bool,
         crash: Option<String>,
     ) -> Result<(), ReplayError> {
@@ -756,6 +782,7 @@ impl Run<'_> {
             expected_frames: frames,
             produced: Vec::new(),
             fences: Vec::new(),
+            cursors: Vec::new(),
             unsupported: None,
             frames_dir,
             command: id,
@@ -775,6 +802,7 @@ impl Run<'_> {
         let Host {
             produced,
             fences: signalled,
+            cursors: shown,
             unsupported,
             png_error,
             ..
@@ -843,6 +871,7 @@ impl Run<'_> {
         if verify {
             self.compare_frames(id, frames, produced);
             self.compare_fences(id, fences, &signalled);
+            self.compare_cursors(id, cursors, shown);
         }
         Ok(())
     }
@@ -1023,6 +1052,30 @@ impl Run<'_> {
         }
     }
 
+    fn compare_cursors(
+        &mut self,
+        id: RecordId,
+        expected: &[(RecordId, CursorSummary)],
+        found: Vec<CursorSummary>,
+    ) {
+        let n = expected.len().max(found.len());
+        let mut found = found.into_iter();
+        for i in 0..n {
+            let e = expected.get(i);
+            let g = found.next();
+            if e.map(|(_, c)| c) != g.as_ref() {
+                self.diverge(
+                    e.map_or(id, |(rid, _)| *rid),
+                    id,
+                    DivergenceKind::Cursor {
+                        expected: e.map(|(_, c)| c.clone()),
+                        found: g,
+                    },
+                );
+            }
+        }
+    }
+
     fn compare_fences(
         &mut self,
         id: RecordId,
@@ -1099,6 +1152,18 @@ impl Run<'_> {
     }
 }
 
+/// The XXH3-128 of a payload's bytes: from the blob reference, or computed for inline bytes.
+fn payload_hash(p: &Payload) -> u128 {
+    match p {
+        Payload::Blob(r) => r.hash.0,
+        Payload::Inline(b) => xxh3_128(b),
+    }
+}
+
+fn hex(h: u128) -> String {
+    format!("{h:032x}")
+}
+
 fn malformed_command(rejected: &[RecordId], command: RecordId) -> bool {
     rejected.last() == Some(&command) || rejected.contains(&command)
 }
@@ -1130,6 +1195,7 @@ struct Host<'a> {
     expected_frames: &'a [(RecordId, Frame)],
     produced: Vec<Produced>,
     fences: Vec<FenceInfo>,
+    cursors: Vec<CursorSummary>,
     unsupported: Option<String>,
     frames_dir: Option<&'a std::path::Path>,
     command: RecordId,
@@ -1144,15 +1210,50 @@ impl Host<'_> {
     }
 
     fn expected_hash(&self, frame: &Frame) -> Option<u128> {
-        match &frame.pixels {
-            Payload::Blob(r) => Some(r.hash.0),
-            Payload::Inline(b) => Some(xxh3_128(b)),
-        }
+        Some(payload_hash(&frame.pixels))
     }
 }
 
 impl DeviceHost for Host<'_> {
     fn display(&mut self, event: DisplayEvent) {
+        let cursor = match &event {
+            DisplayEvent::CursorUpdate {
+                scanout_id,
+                x,
+                y,
+                hot_x,
+                hot_y,
+                resource_id,
+                image,
+            } => Some(CursorSummary {
+                action: "update",
+                scanout_id: *scanout_id,
+                x: *x,
+                y: *y,
+                hot: (*hot_x, *hot_y),
+                resource_id: *resource_id,
+                image_hash: Some(hex(xxh3_128(&image[..]))),
+            }),
+            DisplayEvent::CursorMove { scanout_id, x, y }
+            | DisplayEvent::CursorHide { scanout_id, x, y } => Some(CursorSummary {
+                action: if matches!(event, DisplayEvent::CursorMove { .. }) {
+                    "move"
+                } else {
+                    "hide"
+                },
+                scanout_id: *scanout_id,
+                x: *x,
+                y: *y,
+                hot: (0, 0),
+                resource_id: 0,
+                image_hash: None,
+            }),
+            _ => None,
+        };
+        if let Some(c) = cursor {
+            self.cursors.push(c);
+            return;
+        }
         let Some(change) = self.fbs.apply(&event) else {
             return;
         };

@@ -103,6 +103,43 @@ impl fmt::Display for FenceSummary {
     }
 }
 
+/// A cursor change as shown on the display.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CursorSummary {
+    /// `update`, `move` or `hide`.
+    pub action: &'static str,
+    /// Scanout index.
+    pub scanout_id: u32,
+    /// Position.
+    pub x: u32,
+    /// Position.
+    pub y: u32,
+    /// Hot spot (updates only).
+    pub hot: (u32, u32),
+    /// Cursor resource (updates only).
+    pub resource_id: u32,
+    /// XXH3-128 of the 64x64 image (updates only).
+    pub image_hash: Option<String>,
+}
+
+impl fmt::Display for CursorSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "cursor {} on scanout {} at ({}, {})",
+            self.action, self.scanout_id, self.x, self.y
+        )?;
+        if let Some(h) = &self.image_hash {
+            write!(
+                f,
+                " hot ({}, {}) resource {} image {h}",
+                self.hot.0, self.hot.1, self.resource_id
+            )?;
+        }
+        Ok(())
+    }
+}
+
 /// What differed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
@@ -160,6 +197,13 @@ pub enum DivergenceKind {
         expected: Option<FenceSummary>,
         /// Replayed (None: replay did not signal it).
         found: Option<FenceSummary>,
+    },
+    /// A cursor change differs, is missing (found None) or extra (expected None).
+    Cursor {
+        /// Recorded.
+        expected: Option<CursorSummary>,
+        /// Replayed.
+        found: Option<CursorSummary>,
     },
     /// The device read guest bytes that the capture never recorded.
     UnrecordedMemory {
@@ -267,6 +311,12 @@ impl fmt::Display for Divergence {
                 (Some(e), None) => write!(f, "expected {e} to signal; replay did not signal it"),
                 (None, Some(g)) => write!(f, "replay signalled {g}; the capture did not"),
                 (None, None) => write!(f, "fence differs"),
+            },
+            DivergenceKind::Cursor { expected, found } => match (expected, found) {
+                (Some(e), Some(g)) => write!(f, "cursor differs: expected {e}, got {g}"),
+                (Some(e), None) => write!(f, "the capture shows {e}; replay did not"),
+                (None, Some(g)) => write!(f, "replay showed {g}; the capture did not"),
+                (None, None) => write!(f, "cursor differs"),
             },
             DivergenceKind::UnrecordedMemory { addr, len } => write!(
                 f,

@@ -665,3 +665,24 @@ fn vgt_capture_malformed_capture_replays_identically() {
         count(&bytes, RecordKind::COMMAND)
     );
 }
+
+#[test]
+fn changed_cursor_image_reports_cursor_divergence() {
+    let bytes = linux_like(16, 8, 1).finish();
+    assert_eq!(count(&bytes, RecordKind::CURSOR), 1);
+    let mut cursor_rec = None;
+    let edited = rewrite(&bytes, |id, mut rec| {
+        if let RecordBody::Cursor(c) = &mut rec.body {
+            bytes_mut(c.image.as_mut().unwrap())[7] ^= 1;
+            cursor_rec = Some(id);
+        }
+        Some(rec)
+    });
+    assert_clean(&replay(&bytes));
+    let report = replay(&edited);
+    assert_eq!(report.divergences.len(), 1, "{:#?}", report.divergences);
+    let d = &report.divergences[0];
+    assert_eq!(d.record, cursor_rec.unwrap());
+    assert_eq!(d.command_name, "UPDATE_CURSOR");
+    assert!(d.to_string().contains("cursor differs"), "{d}");
+}
