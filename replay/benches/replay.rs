@@ -183,6 +183,23 @@ fn replay(reader: &CaptureReader) -> vgt_replay::ReplayReport {
     report
 }
 
+/// What replay's reading thread does alone: decode every record and read (decompress, verify)
+/// the payloads replay needs.
+fn read_only(reader: &CaptureReader) -> u64 {
+    let mut n = 0;
+    for item in reader.iter() {
+        let (_, rec) = item.unwrap();
+        let p = match &rec.body {
+            RecordBody::Command(c) => &c.request,
+            RecordBody::MemoryRead(m) => &m.data,
+            RecordBody::Response(r) => &r.bytes,
+            _ => continue,
+        };
+        n += reader.read_payload(p).unwrap().len() as u64;
+    }
+    n
+}
+
 fn time(f: impl FnOnce()) -> Duration {
     let t = Instant::now();
     f();
@@ -228,8 +245,12 @@ fn main() {
     let mut d = Vec::new();
     let mut f = Vec::new();
     let mut r = Vec::new();
+    let mut o = Vec::new();
     let mut span = 0;
     for _ in 0..5 {
+        o.push(time(|| {
+            black_box(read_only(&reader));
+        }));
         d.push(time(|| {
             black_box(direct(&w, false));
         }));
@@ -244,13 +265,23 @@ fn main() {
         v.sort();
         v[v.len() / 2]
     };
-    let (d, f, r) = (median(&mut d), median(&mut f), median(&mut r));
+    let (d, f, r, o) = (
+        median(&mut d),
+        median(&mut f),
+        median(&mut r),
+        median(&mut o),
+    );
     let per_s = |t: Duration, n: u64| n as f64 / t.as_secs_f64();
     println!(
         "same-run medians of 5 ({width}x{height}, {} frames, {commands} commands):",
         w.frames
     );
-    for (name, t) in [("direct", d), ("direct+framebuffers", f), ("replay", r)] {
+    for (name, t) in [
+        ("direct", d),
+        ("direct+framebuffers", f),
+        ("replay", r),
+        ("reading only", o),
+    ] {
         println!(
             "  {name:<20} {:>8.3} s  {:>10.0} commands/s  {:>9.0} frames/s",
             t.as_secs_f64(),
