@@ -686,3 +686,58 @@ fn changed_cursor_image_reports_cursor_divergence() {
     assert_eq!(d.command_name, "UPDATE_CURSOR");
     assert!(d.to_string().contains("cursor differs"), "{d}");
 }
+
+#[test]
+fn capture_with_host_blobs_reports_them_unsupported_with_the_reason() {
+    use vgt_format::wire::{BlobFlags, BlobMem, ResourceCreateBlob, ResourceMapBlob};
+    let mut r = Recording::simple(16, 8);
+    r.submit(&Request::new(Command::GetDisplayInfo));
+    let create = r.submit(&Request::new(Command::ResourceCreateBlob(
+        ResourceCreateBlob {
+            resource_id: 3,
+            blob_mem: BlobMem::HOST3D,
+            blob_flags: BlobFlags(BlobFlags::USE_MAPPABLE),
+            nr_entries: 0,
+            blob_id: 1,
+            size: 4096,
+            entries: Vec::new(),
+        },
+    )));
+    let map = r.submit(&Request::new(Command::ResourceMapBlob(ResourceMapBlob {
+        resource_id: 3,
+        padding: 0,
+        offset: 0,
+    })));
+    let bytes = r.finish();
+    // What a host with host-visible memory answered: OK_NODATA and OK_MAP_INFO.
+    let edited = rewrite(&bytes, |_, mut rec| {
+        if let RecordBody::Response(resp) = &mut rec.body {
+            let b = bytes_mut(&mut resp.bytes);
+            if resp.command == create {
+                *b = Response::ok_nodata(&CtrlHeader::new(0)).encode();
+            } else if resp.command == map {
+                let mut m = Response::ok_nodata(&CtrlHeader::new(0)).encode();
+                m[0..4].copy_from_slice(&ResponseType::OK_MAP_INFO.0.to_le_bytes());
+                m.extend_from_slice(&[1, 0, 0, 0, 0, 0, 0, 0]);
+                *b = m;
+            }
+        }
+        Some(rec)
+    });
+    let report = replay(&edited);
+    assert!(report.divergences.is_empty(), "{:#?}", report.divergences);
+    assert_eq!(report.unsupported.len(), 2, "{:#?}", report.unsupported);
+    let u = &report.unsupported[0];
+    assert_eq!(
+        (u.record, u.command_name.as_str()),
+        (create, "RESOURCE_CREATE_BLOB")
+    );
+    assert!(u.reason.contains("blob_mem 2"), "{u}");
+    assert_eq!(u.recorded.as_ref().unwrap().type_name, "OK_NODATA");
+    let u = &report.unsupported[1];
+    assert_eq!(
+        (u.record, u.command_name.as_str()),
+        (map, "RESOURCE_MAP_BLOB")
+    );
+    assert!(u.reason.contains("host-visible"), "{u}");
+}
