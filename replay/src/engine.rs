@@ -579,15 +579,15 @@ impl Run<'_> {
     fn consume(&mut self, rx: Receiver<Item>) -> Result<(), ReplayError> {
         // Without an index the writer never finished: the capture was cut (maybe at a chunk
         // boundary, which leaves no incomplete chunk behind).
-        let mut incomplete = self.report.truncated_at.is_some() || !self.reader.health().indexed;
+        let mut cut = self.report.truncated_at.is_some() || !self.reader.health().indexed;
+        // A recorded crash ends the capture too, but its command's records are complete.
+        let mut crashed = false;
         for item in rx {
             match item {
                 Item::Window(w) => {
-                    if w.crash.is_some() {
-                        incomplete = true;
-                    }
+                    crashed |= w.crash.is_some();
                     if w.last
-                        && incomplete
+                        && cut
                         && let Some((id, ..)) = &w.command
                     {
                         // The file ends inside this command's records: some of its reads,
@@ -607,7 +607,7 @@ impl Run<'_> {
                     if self.report.damaged.is_none() {
                         self.report.damaged = Some((id, why));
                     }
-                    incomplete = true;
+                    cut = true;
                 }
                 Item::End(last) => self.report.last_record = last,
             }
@@ -615,7 +615,7 @@ impl Run<'_> {
         if let Some(start) = self.span_start {
             self.report.capture_span_ns += self.span_end.saturating_sub(start);
         }
-        self.finish(incomplete);
+        self.finish(cut || crashed);
         Ok(())
     }
 
@@ -833,6 +833,8 @@ impl Run<'_> {
             let _ = reason;
             self.unsupported_resources.entry(rid).or_insert(id);
         }
+        // Where the original crashed, it showed nothing more: only the crash is compared.
+        let compare_outputs = verify && crash.is_none();
         let completions = match result {
             Ok(c) => {
                 if let Some(recorded) = crash
@@ -868,7 +870,7 @@ impl Run<'_> {
                 }
             }
         }
-        if verify {
+        if compare_outputs {
             self.compare_frames(id, frames, produced);
             self.compare_fences(id, fences, &signalled);
             self.compare_cursors(id, cursors, shown);

@@ -741,3 +741,46 @@ fn capture_with_host_blobs_reports_them_unsupported_with_the_reason() {
     );
     assert!(u.reason.contains("host-visible"), "{u}");
 }
+
+#[test]
+fn recorded_crash_that_replay_does_not_reproduce_is_reported_at_that_command() {
+    let bytes = linux_like(16, 8, 3).finish();
+    let recs = records(&bytes);
+    // The renderer "crashed" on the third flush: the capture ends with the command, its crash
+    // lifecycle record and nothing else (what vgt-capture writes when the device panics).
+    let flush = CommandType::RESOURCE_FLUSH.0.to_le_bytes();
+    let crashed = recs
+        .iter()
+        .filter(|(_, r)| {
+            matches!(&r.body, RecordBody::Command(c)
+                if c.request.inline().is_some_and(|b| b[0..4] == flush))
+        })
+        .nth(2)
+        .unwrap()
+        .0;
+    let crash = vgt_format::Record {
+        ts_ns: 1 << 40,
+        body: RecordBody::Lifecycle(vgt_format::record::Lifecycle {
+            kind: vgt_format::record::LifecycleKind::Crash,
+            queue: Some(0),
+            command: Some(crashed),
+            message: "device panicked: renderer blew up".to_owned(),
+        }),
+    };
+    let crash_added = rewrite_then(
+        &bytes,
+        |id, rec| (id <= crashed).then_some(rec),
+        vec![crash],
+    );
+    let report = replay(&crash_added);
+    assert_eq!(report.divergences.len(), 1, "{:#?}", report.divergences);
+    let d = &report.divergences[0];
+    assert_eq!((d.record, d.command), (crashed, crashed));
+    let DivergenceKind::CrashNotReproduced { recorded } = &d.kind else {
+        panic!("{d}")
+    };
+    assert!(recorded.contains("renderer blew up"));
+    // The crashed command has no recorded response: not an extra response, unanswered.
+    assert!(report.reproduced_crash.is_none());
+    assert_eq!(report.unanswered, vec![crashed]);
+}

@@ -626,7 +626,16 @@ pub fn linux_like_on(r: &mut Recording, w: u32, h: u32, frames: u32) {
 
 /// Copies a capture record by record through a new writer, letting `edit` change (or drop,
 /// by returning None) each record with its payloads already read back as inline bytes.
-pub fn rewrite(bytes: &[u8], mut edit: impl FnMut(RecordId, Record) -> Option<Record>) -> Vec<u8> {
+pub fn rewrite(bytes: &[u8], edit: impl FnMut(RecordId, Record) -> Option<Record>) -> Vec<u8> {
+    rewrite_then(bytes, edit, Vec::new())
+}
+
+/// Like [`rewrite`], then appends `tail` (with inline payloads).
+pub fn rewrite_then(
+    bytes: &[u8],
+    mut edit: impl FnMut(RecordId, Record) -> Option<Record>,
+    tail: Vec<Record>,
+) -> Vec<u8> {
     let reader = CaptureReader::from_bytes(bytes.to_vec()).unwrap();
     let buf = SharedBuf::default();
     let mut w = CaptureWriter::new(buf.clone(), WriterOptions::default()).unwrap();
@@ -660,6 +669,10 @@ pub fn rewrite(bytes: &[u8], mut edit: impl FnMut(RecordId, Record) -> Option<Re
         restore_payloads(&mut w, &mut rec.body);
         let new_id = w.append(&rec).unwrap();
         renumber.insert(id, new_id);
+    }
+    for mut rec in tail {
+        restore_payloads(&mut w, &mut rec.body);
+        w.append(&rec).unwrap();
     }
     w.finish().unwrap();
     buf.0.borrow().clone()
