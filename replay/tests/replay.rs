@@ -782,5 +782,13 @@ fn recorded_crash_that_replay_does_not_reproduce_is_reported_at_that_command() {
     assert!(recorded.contains("renderer blew up"));
     // The crashed command has no recorded response: not an extra response, unanswered.
     assert!(report.reproduced_crash.is_none());
-    assert_eq!(report.unanswered, vec![crashed]);
+    let all = replay_with(
+        &crash_added,
+        ReplayOptions {
+            keep_going: true,
+            ..ReplayOptions::default()
+        },
+    );
+    assert_eq!(all.divergences, report.divergences);
+    assert_eq!(all.unanswered, vec![crashed]);
 }
