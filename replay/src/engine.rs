@@ -160,13 +160,32 @@ pub enum ReplayError {
 }
 
 /// Derives the device configuration from a capture: the number of scanouts from the recorded
-/// config space, EDID from the offered features, and each scanout's size from the first
-/// GET_DISPLAY_INFO response (or [`DEFAULT_SCANOUT_SIZE`]).
+/// config space, EDID from the offered features, and each scanout's configured size from what
+/// the device answered from its configuration: a GET_DISPLAY_INFO response, or else the modes
+/// of GET_EDID responses, that no GPU-socket reply fed. When every answer came from the host,
+/// the first GET_DISPLAY_INFO response's sizes are used, then [`DEFAULT_SCANOUT_SIZE`].
 pub fn device_config_for(reader: &CaptureReader) -> DeviceConfig {
     let mut num_scanouts = 1usize;
     let mut edid = true;
-    let mut display_info_commands = Vec::new();
-    let mut sizes: Option<Vec<(u32, u32)>> = None;
+    // The command whose window we are in: (id, code, EDID scanout), and whether a GPU-socket
+    // reply answered it.
+    let mut current: Option<(RecordId, u32, u32)> = None;
+    let mut replied = false;
+    let mut from_config: Option<Vec<(u32, u32)>> = None;
+    let mut from_edid: Vec<Option<(u32, u32)>> = vec![None; 16];
+    let mut from_host: Option<Vec<(u32, u32)>> = None;
+    let sizes_of = |info: &vgt_format::wire::DisplayInfo| -> Vec<(u32, u32)> {
+        info.pmodes
+            .iter()
+            .map(|p| {
+                if p.r.width == 0 || p.r.height == 0 {
+                    DEFAULT_SCANOUT_SIZE
+                } else {
+                    (p.r.width, p.r.height)
+                }
+            })
+            .collect()
+    };
     for item in reader.iter().take(20_000) {
         let Ok((id, record)) = item else { break };
         match record.body {
@@ -179,30 +198,61 @@ pub fn device_config_for(reader: &CaptureReader) -> DeviceConfig {
                 }
             }
             RecordBody::Command(c) => {
-                if let Ok(req) = reader.read_payload(&c.request)
-                    && req.get(0..4) == Some(&CommandType::GET_DISPLAY_INFO.0.to_le_bytes()[..])
+                replied = false;
+                current = reader.read_payload(&c.request).ok().and_then(|req| {
+                    let code = u32::from_le_bytes(req.get(0..4)?.try_into().ok()?);
+                    let scanout = req
+                        .get(24..28)
+                        .and_then(|b| b.try_into().ok())
+                        .map_or(0, u32::from_le_bytes);
+                    Some((id, code, scanout))
+                });
+            }
+            RecordBody::GpuSocket(g) if g.direction == Direction::BackendReply => {
+                if g.request == GpuSocketRequest::GET_DISPLAY_INFO.0
+                    || g.request == GpuSocketRequest::GET_EDID.0
                 {
-                    display_info_commands.push(id);
+                    replied = true;
                 }
             }
-            RecordBody::Response(r) if display_info_commands.contains(&r.command) => {
-                if let Ok(bytes) = reader.read_payload(&r.bytes)
-                    && let Ok(resp) = Response::decode(&bytes)
-                    && let ResponseBody::OkDisplayInfo(info) = resp.body
-                {
-                    sizes = Some(
-                        info.pmodes
-                            .iter()
-                            .map(|p| {
-                                if p.r.width == 0 || p.r.height == 0 {
-                                    DEFAULT_SCANOUT_SIZE
-                                } else {
-                                    (p.r.width, p.r.height)
-                                }
-                            })
-                            .collect(),
-                    );
-                    break;
+            RecordBody::Response(r) => {
+                let Some((cmd, code, scanout)) = current else {
+                    continue;
+                };
+                if r.command != cmd {
+                    continue;
+                }
+                let Ok(bytes) = reader.read_payload(&r.bytes) else {
+                    continue;
+                };
+                let Ok(resp) = Response::decode(&bytes) else {
+                    continue;
+                };
+                match resp.body {
+                    ResponseBody::OkDisplayInfo(info)
+                        if code == CommandType::GET_DISPLAY_INFO.0 =>
+                    {
+                        if replied {
+                            from_host.get_or_insert_with(|| sizes_of(&info));
+                        } else {
+                            from_config = Some(sizes_of(&info));
+                            break;
+                        }
+                    }
+                    ResponseBody::OkEdid(e) if code == CommandType::GET_EDID.0 && !replied => {
+                        if let Some(t) = e
+                            .edid
+                            .get(wire::edid::DTD_OFFSET..)
+                            .and_then(wire::edid::parse_detailed_timing)
+                            && let Some(slot) = from_edid.get_mut(scanout as usize)
+                            && slot.is_none()
+                            && t.h_active > 0
+                            && t.v_active > 0
+                        {
+                            *slot = Some((t.h_active, t.v_active));
+                        }
+                    }
+                    _ => {}
                 }
             }
             _ => {}
@@ -210,9 +260,11 @@ pub fn device_config_for(reader: &CaptureReader) -> DeviceConfig {
     }
     let scanouts = (0..num_scanouts)
         .map(|i| {
-            sizes
+            from_config
                 .as_ref()
                 .and_then(|s| s.get(i).copied())
+                .or_else(|| from_edid.get(i).copied().flatten())
+                .or_else(|| from_host.as_ref().and_then(|s| s.get(i).copied()))
                 .unwrap_or(DEFAULT_SCANOUT_SIZE)
         })
         .collect();

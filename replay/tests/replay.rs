@@ -70,7 +70,7 @@ fn gpu_socket_replies_answer_display_info_and_edid() {
                 flags: 0,
             }],
         },
-        edid: edid.to_vec(),
+        edid: Some(edid.to_vec()),
     };
     let config = DeviceConfig {
         scanouts: vec![(1024, 768)],
@@ -791,4 +791,40 @@ fn recorded_crash_that_replay_does_not_reproduce_is_reported_at_that_command() {
     );
     assert_eq!(all.divergences, report.divergences);
     assert_eq!(all.unanswered, vec![crashed]);
+}
+
+#[test]
+fn configured_scanout_size_is_derived_from_a_generated_edid() {
+    // QEMU answers display info (32x16) but not EDID; the device is configured 64x40 and the
+    // guest asks for the EDID first (as Linux does): that EDID is generated from 64x40.
+    let qemu = SimulatedQemu {
+        display: DisplayInfoFromHost {
+            displays: vec![HostDisplay {
+                x: 0,
+                y: 0,
+                width: 32,
+                height: 16,
+                enabled: true,
+                flags: 0,
+            }],
+        },
+        edid: None,
+    };
+    let config = DeviceConfig {
+        scanouts: vec![(64, 40)],
+        ..DeviceConfig::default()
+    };
+    let mut r = Recording::new(config.clone(), 16 << 20, Some(qemu));
+    r.submit(&Request::new(Command::GetEdid(vgt_format::wire::GetEdid {
+        scanout: 0,
+        padding: 0,
+    })));
+    linux_like_on(&mut r, 32, 16, 2);
+    let bytes = r.finish();
+    let reader = CaptureReader::from_bytes(bytes.clone()).unwrap();
+    assert_eq!(
+        vgt_replay::device_config_for(&reader).scanouts,
+        vec![(64, 40)]
+    );
+    assert_clean(&replay(&bytes));
 }

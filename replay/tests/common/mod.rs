@@ -71,7 +71,8 @@ impl GuestMemory for GuestRam {
 #[derive(Clone)]
 pub struct SimulatedQemu {
     pub display: DisplayInfoFromHost,
-    pub edid: Vec<u8>,
+    /// None: QEMU did not negotiate EDID on the socket (the device generates one).
+    pub edid: Option<Vec<u8>>,
 }
 
 /// Records a session of the real device.
@@ -176,7 +177,8 @@ impl Recording {
     /// Submits a request on the control queue (or the cursor queue for cursor commands).
     pub fn submit(&mut self, request: &Request) -> RecordId {
         let queue = u16::from(request.command_type().is_cursor());
-        let writable = if queue == 1 { 0 } else { 1024 };
+        // Room for the largest response (OK_CAPSET aside): RESP_EDID is 1056 bytes.
+        let writable = if queue == 1 { 0 } else { 4096 };
         self.submit_raw(queue, &request.encode(), writable)
     }
 
@@ -428,7 +430,7 @@ impl DeviceHost for Host<'_> {
     }
 
     fn edid(&mut self, scanout: u32) -> Option<Vec<u8>> {
-        let qemu = self.qemu?;
+        let edid = self.qemu?.edid.clone()?;
         self.rec.socket(
             Direction::BackendRequest,
             GpuSocketRequest::GET_EDID,
@@ -436,12 +438,12 @@ impl DeviceHost for Host<'_> {
         );
         let reply = Response::new(
             CtrlHeader::new(ResponseType::OK_EDID.0),
-            ResponseBody::OkEdid(vgt_format::wire::Edid::from_blob(&qemu.edid)),
+            ResponseBody::OkEdid(vgt_format::wire::Edid::from_blob(&edid)),
         )
         .encode();
         self.rec
             .socket(Direction::BackendReply, GpuSocketRequest::GET_EDID, &reply);
-        Some(qemu.edid.clone())
+        Some(edid)
     }
 
     fn fence_signalled(&mut self, fence: FenceInfo) {
