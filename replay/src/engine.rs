@@ -208,12 +208,12 @@ pub fn device_config_for(reader: &CaptureReader) -> DeviceConfig {
                     Some((id, code, scanout))
                 });
             }
-            RecordBody::GpuSocket(g) if g.direction == Direction::BackendReply => {
-                if g.request == GpuSocketRequest::GET_DISPLAY_INFO.0
-                    || g.request == GpuSocketRequest::GET_EDID.0
-                {
-                    replied = true;
-                }
+            RecordBody::GpuSocket(g)
+                if g.direction == Direction::BackendReply
+                    && (g.request == GpuSocketRequest::GET_DISPLAY_INFO.0
+                        || g.request == GpuSocketRequest::GET_EDID.0) =>
+            {
+                replied = true;
             }
             RecordBody::Response(r) => {
                 let Some((cmd, code, scanout)) = current else {
