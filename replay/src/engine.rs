@@ -879,10 +879,12 @@ impl Run<'_> {
                 );
             }
         }
-        if let (Some(reason), Some(rid)) = (&unsupported, resource_id)
+        // A resource whose creation (or setup) this renderer refused: later commands that use
+        // it fail here too, and say so.
+        if unsupported.is_some()
+            && let Some(rid) = resource_id
             && code != Some(CommandType::RESOURCE_UNREF.0)
         {
-            let _ = reason;
             self.unsupported_resources.entry(rid).or_insert(id);
         }
         // Where the original crashed, it showed nothing more: only the crash is compared.
@@ -1218,8 +1220,10 @@ fn hex(h: u128) -> String {
     format!("{h:032x}")
 }
 
+/// Whether the capturing transport rejected `command` (rare: a short list, searched from its
+/// end, where the command just rejected is).
 fn malformed_command(rejected: &[RecordId], command: RecordId) -> bool {
-    rejected.last() == Some(&command) || rejected.contains(&command)
+    rejected.iter().rev().any(|&r| r == command)
 }
 
 fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
@@ -1261,10 +1265,6 @@ impl Host<'_> {
         let i = self.replies.iter().position(|(r, _)| *r == request.0)?;
         let (_, bytes) = self.replies.remove(i)?;
         Response::decode(&bytes).ok()
-    }
-
-    fn expected_hash(&self, frame: &Frame) -> Option<u128> {
-        Some(payload_hash(&frame.pixels))
     }
 }
 
@@ -1317,7 +1317,7 @@ impl DeviceHost for Host<'_> {
         let hash = xxh3_128(&fb.pixels);
         let index = self.produced.len();
         let expected = self.expected_frames.get(index);
-        let expected_hash = expected.and_then(|(_, f)| self.expected_hash(f));
+        let expected_hash = expected.map(|(_, f)| payload_hash(&f.pixels));
         let mut first_difference = None;
         if let Some((_, f)) = expected
             && expected_hash != Some(hash)
