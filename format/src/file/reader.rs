@@ -475,8 +475,15 @@ impl CaptureReader {
         Ok(report)
     }
 
-    /// Reads the chunk at `offset` and checks its CRC.
+    /// Reads the chunk at `offset` and checks its CRC. Only called for offsets that the index,
+    /// a scan or a record said hold a complete chunk, so running past the end of the file is
+    /// damage, not truncation.
     fn read_chunk(&self, offset: u64) -> Result<(ChunkHeader, Vec<u8>)> {
+        self.read_chunk_inner(offset)
+            .map_err(|e| truncation_is_damage(offset, e))
+    }
+
+    fn read_chunk_inner(&self, offset: u64) -> Result<(ChunkHeader, Vec<u8>)> {
         let mut hb = [0u8; CHUNK_HEADER_LEN];
         self.src.read_exact_at(&mut hb, offset, &self.counters)?;
         let h = ChunkHeader::parse(&hb).ok_or_else(|| Error::Corrupt {
@@ -826,6 +833,11 @@ impl RecordIter<'_> {
 
     fn read(&mut self, id: RecordId) -> Result<Record> {
         let offset = self.offset(id)?;
+        self.read_at(offset)
+            .map_err(|e| truncation_is_damage(offset, e))
+    }
+
+    fn read_at(&mut self, offset: u64) -> Result<Record> {
         let r = self.reader;
         let hb = self
             .window
@@ -861,6 +873,25 @@ impl Iterator for RecordIter<'_> {
     fn size_hint(&self) -> (usize, Option<usize>) {
         let n = (self.end - self.next) as usize;
         (n, Some(n))
+    }
+}
+
+/// A chunk that the index or a record points at must be complete: running past the end of the
+/// file there is damage (a flipped length), not a cut.
+fn truncation_is_damage(offset: u64, e: Error) -> Error {
+    match e {
+        Error::Truncated {
+            offset: at,
+            needed,
+            available,
+        } => Error::Corrupt {
+            offset,
+            kind: CorruptionKind::BadFraming,
+            detail: format!(
+                "chunk runs past the end of the file: {needed} bytes needed at {at}, {available} there"
+            ),
+        },
+        other => other,
     }
 }
 
