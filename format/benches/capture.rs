@@ -111,9 +111,10 @@ fn command_record(i: u64) -> Record {
     }
 }
 
+static TMP: OnceLock<tempfile::TempDir> = OnceLock::new();
+
 fn tmp() -> &'static tempfile::TempDir {
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    DIR.get_or_init(|| tempfile::tempdir().unwrap())
+    TMP.get_or_init(|| tempfile::tempdir().unwrap())
 }
 
 fn bench_append(c: &mut Criterion) {
@@ -556,4 +557,8 @@ fn main() {
     bench_choices(&mut c);
     c.final_summary();
     print_summary(started);
+    // The temporary directory lives in a static, which is never dropped: remove it here.
+    if let Some(dir) = TMP.get() {
+        let _ = std::fs::remove_dir_all(dir.path());
+    }
 }
