@@ -315,6 +315,32 @@ fn bench_big(c: &mut Criterion) {
     });
     g.finish();
 
+    let mut g = c.benchmark_group("open_1gib_scan");
+    g.sample_size(10);
+    g.bench_function("capture_reader", |b| {
+        let (path, _) = big_file();
+        b.iter(|| {
+            let r = CaptureReader::open_scanning(path).unwrap();
+            assert!(!r.health().indexed);
+            black_box(r.len())
+        })
+    });
+    g.bench_function("baseline_pread_1mib", |b| {
+        let (path, _) = big_file();
+        b.iter(|| {
+            let f = File::open(path).unwrap();
+            let len = f.metadata().unwrap().len();
+            let mut buf = vec![0u8; 1 << 20];
+            let mut off = 0;
+            while off < len {
+                let n = f.read_at(&mut buf, off).unwrap();
+                black_box(&buf[..n]);
+                off += n as u64;
+            }
+        })
+    });
+    g.finish();
+
     let mut g = c.benchmark_group("record_random_1gib");
     g.bench_function("capture_reader", |b| {
         let (path, n) = big_file();
@@ -433,7 +459,7 @@ fn mean_ns(group: &str, bench: &str) -> Option<f64> {
 fn print_summary(started: std::time::SystemTime) {
     // (group, subject, baseline, unit per iteration: "records" / bytes, target)
     let frame_bytes = (FB_W * FB_H * 4) as f64;
-    let rows: [(&str, &str, &str, f64, &str, &str); 8] = [
+    let rows: [(&str, &str, &str, f64, &str, &str); 9] = [
         (
             "append_small",
             "capture_writer",

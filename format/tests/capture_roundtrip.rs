@@ -671,3 +671,44 @@ proptest! {
         let _ = r.verify().unwrap();
     }
 }
+
+#[test]
+fn scanning_open_steps_over_blob_bodies_and_agrees_with_the_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.vgt");
+    let mut w = CaptureWriter::create(&path, WriterOptions::default()).unwrap();
+    let mut rng = Rng(17);
+    let mut expected = Vec::new();
+    for i in 0..40u64 {
+        let raw = rng.bytes(100_000);
+        let data = w.store(&raw).unwrap();
+        let rec = Record {
+            ts_ns: i,
+            body: RecordBody::MemoryRead(MemoryRead {
+                command: i,
+                resource_id: 2,
+                addr: 0,
+                data,
+            }),
+        };
+        w.append(&rec).unwrap();
+        expected.push((rec, vec![raw]));
+    }
+    w.finish().unwrap();
+    let scanned = CaptureReader::open_scanning(&path).unwrap();
+    assert!(!scanned.health().indexed);
+    assert!(scanned.health().is_clean());
+    let file_len = scanned.health().file_len;
+    let read = scanned.io_stats().bytes;
+    assert!(read * 10 < file_len, "open read {read} of {file_len} bytes");
+    check_reads_back(&scanned, &expected);
+    let indexed = CaptureReader::open(&path).unwrap();
+    assert!(indexed.health().indexed);
+    for id in 0..indexed.len() {
+        assert_eq!(
+            indexed.record_offset(id).unwrap(),
+            scanned.record_offset(id).unwrap()
+        );
+    }
+    assert!(scanned.verify().unwrap().is_clean());
+}
