@@ -501,6 +501,14 @@ fn print_summary(started: std::time::SystemTime) {
             "<= 50 ms",
         ),
         (
+            "open_1gib_scan",
+            "capture_reader",
+            "baseline_pread_1mib",
+            0.0,
+            "",
+            "no index: scan",
+        ),
+        (
             "record_random_1gib",
             "capture_reader",
             "baseline_pread_128b",
