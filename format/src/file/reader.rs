@@ -655,7 +655,8 @@ impl CaptureReader {
                 }
                 break;
             }
-            let mut detail = format!("no chunk header here: found {head:02x?}");
+            // Formatted only on the damage path: this loop runs once per chunk.
+            let mut detail = None;
             let mut kind = CorruptionKind::BadFraming;
             if let Some(h) = ChunkHeader::parse(head) {
                 let end = pos + h.total_len();
@@ -699,10 +700,10 @@ impl CaptureReader {
                         continue;
                     }
                     kind = CorruptionKind::ChunkChecksum;
-                    detail = format!(
+                    detail = Some(format!(
                         "CRC of the chunk of kind {:#06x} does not match and no chunk follows it",
                         h.kind
-                    );
+                    ));
                 } else {
                     match self.resync(pos + 1)? {
                         Some(next) => {
@@ -724,6 +725,8 @@ impl CaptureReader {
                     }
                 }
             }
+            let detail =
+                detail.unwrap_or_else(|| format!("no chunk header here: found {head:02x?}"));
             match self.resync(pos + 1)? {
                 Some(next) => {
                     scan.corrupt.push(Corruption {
