@@ -712,3 +712,20 @@ fn scanning_open_steps_over_blob_bodies_and_agrees_with_the_index() {
     }
     assert!(scanned.verify().unwrap().is_clean());
 }
+
+#[test]
+fn reader_is_shared_across_threads() {
+    let (bytes, recs) = small_capture(true);
+    let r = CaptureReader::from_bytes(bytes).unwrap();
+    std::thread::scope(|s| {
+        for t in 0..4u64 {
+            let (r, recs) = (&r, &recs);
+            s.spawn(move || {
+                for i in 0..200u64 {
+                    let id = (i * 7 + t) % r.len();
+                    assert_eq!(r.record(id).unwrap(), recs[id as usize].0);
+                }
+            });
+        }
+    });
+}
