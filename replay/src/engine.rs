@@ -311,7 +311,7 @@ impl<'r> Replayer<'r> {
         let mut report = ReplayReport {
             records: self.reader.len(),
             truncated_at: self.reader.health().truncated_at,
-            unfinished: !self.reader.health().indexed,
+            unfinished: false,
             ..ReplayReport::default()
         };
         let started = Instant::now();
@@ -374,6 +374,8 @@ struct Window {
     last_ts: u64,
     /// The last window of the capture.
     last: bool,
+    /// It holds the capture's End lifecycle record (the writer finished its records).
+    end: bool,
 }
 
 /// What the reading thread hands to the executing thread.
@@ -555,6 +557,7 @@ fn push(
                     w.crash = Some(l.message);
                 }
                 LifecycleKind::Reset => w.reset = true,
+                LifecycleKind::End => w.end = true,
                 _ => {}
             }
             None
@@ -629,15 +632,21 @@ impl Run<'_> {
     }
 
     fn consume(&mut self, rx: Receiver<Item>) -> Result<(), ReplayError> {
-        // Without an index the writer never finished: the capture was cut (maybe at a chunk
-        // boundary, which leaves no incomplete chunk behind).
-        let mut cut = self.report.truncated_at.is_some() || !self.reader.health().indexed;
+        // Without an index and without the End record the writer never finished: the capture
+        // was cut (maybe at a chunk boundary, which leaves no incomplete chunk behind). A
+        // capture opened by scanning on purpose still has its End record.
+        let no_index = !self.reader.health().indexed;
+        let mut cut = self.report.truncated_at.is_some();
         // A recorded crash ends the capture too, but its command's records are complete.
         let mut crashed = false;
         for item in rx {
             match item {
                 Item::Window(w) => {
                     crashed |= w.crash.is_some();
+                    if w.last && no_index && !w.end && self.report.truncated_at.is_none() {
+                        self.report.unfinished = true;
+                        cut = true;
+                    }
                     if w.last
                         && cut
                         && let Some((id, ..)) = &w.command
@@ -718,6 +727,7 @@ impl Run<'_> {
             memory_ops,
             last_ts,
             last: _,
+            end: _,
         } = w;
         if let Some((id, ts, cmd, request)) = command {
             self.execute(

@@ -431,7 +431,8 @@ pub struct ReplayReport {
     pub reproduced_crash: Option<ReproducedCrash>,
     /// File offset where the capture is cut off, when it is.
     pub truncated_at: Option<u64>,
-    /// The capture has no index: its writer never finished (cut off or crashed).
+    /// The capture has neither an index nor an End record: its writer never finished (cut off
+    /// or crashed).
     pub unfinished: bool,
     /// A damaged record that ended the replay: (record, what was wrong).
     pub damaged: Option<(RecordId, String)>,
@@ -493,7 +494,7 @@ impl ReplayReport {
         if self.unfinished && self.truncated_at.is_none() {
             writeln!(
                 out,
-                "the capture has no index: its writer never finished (cut off or crashed)"
+                "the capture has no index and no End record: its writer never finished (cut off or crashed)"
             )?;
         }
         if let Some((r, why)) = &self.damaged {

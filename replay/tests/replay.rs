@@ -828,3 +828,36 @@ fn configured_scanout_size_is_derived_from_a_generated_edid() {
     );
     assert_clean(&replay(&bytes));
 }
+
+#[test]
+fn capture_opened_by_scanning_with_its_end_record_is_complete() {
+    let mut r = linux_like(8, 4, 2);
+    r.append(RecordBody::Lifecycle(vgt_format::record::Lifecycle {
+        kind: vgt_format::record::LifecycleKind::End,
+        queue: None,
+        command: None,
+        message: "front-end disconnected".to_owned(),
+    }));
+    let bytes = r.finish();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.vgt");
+    std::fs::write(&path, &bytes).unwrap();
+    let reader = CaptureReader::open_scanning(&path).unwrap();
+    assert!(!reader.health().indexed);
+    let report = Replayer::new(&reader, ReplayOptions::default())
+        .run(&mut Quiet)
+        .unwrap();
+    assert_clean(&report);
+    assert!(!report.unfinished);
+    assert_eq!(report.incomplete_command, None);
+    // The same records without the End record and without the index: the writer never
+    // finished, so the last command is not verified.
+    let end = CaptureReader::from_bytes(bytes.clone())
+        .unwrap()
+        .record_offset(records(&bytes).len() as u64 - 1)
+        .unwrap() as usize;
+    let report = replay(&bytes[..end]);
+    assert!(report.unfinished);
+    assert!(report.incomplete_command.is_some());
+    assert_clean(&report);
+}
