@@ -342,6 +342,7 @@ impl<'r> Replayer<'r> {
                 span_start: None,
                 span_end: 0,
                 unverified: None,
+                batch: Vec::new(),
             };
             run.run()?;
             report.loops += 1;
@@ -617,6 +618,8 @@ struct Run<'a> {
     span_end: u64,
     /// A command not to verify (the last one of a cut capture).
     unverified: Option<RecordId>,
+    /// Divergences of the current window, reported in record order when it is done.
+    batch: Vec<Divergence>,
 }
 
 impl Run<'_> {
@@ -677,6 +680,7 @@ impl Run<'_> {
             self.report.capture_span_ns += self.span_end.saturating_sub(start);
         }
         self.finish(cut || crashed);
+        self.emit();
         Ok(())
     }
 
@@ -685,15 +689,22 @@ impl Run<'_> {
             .commands
             .get(&command)
             .map_or_else(|| "?".to_owned(), |c| c.name.clone());
-        let d = Divergence {
+        self.batch.push(Divergence {
             record,
             command,
             command_name,
             loop_index: self.loop_index,
             kind,
-        };
-        self.observer.divergence(&d);
-        self.report.divergences.push(d);
+        });
+    }
+
+    /// Reports the divergences found for one window, in record order.
+    fn emit(&mut self) {
+        self.batch.sort_by_key(|d| d.record);
+        for d in self.batch.drain(..) {
+            self.observer.divergence(&d);
+            self.report.divergences.push(d);
+        }
     }
 
     fn pace(&mut self, ts: u64) {
@@ -775,6 +786,7 @@ impl Run<'_> {
                 _ => {}
             }
         }
+        self.emit();
         if !self.opts.keep_going && !self.report.divergences.is_empty() {
             self.report.stopped_early = true;
             self.stop = true;
