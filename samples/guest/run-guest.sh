@@ -61,7 +61,7 @@ else
     append="console=ttyS0 $append"
 fi
 for ((i = 2; i <= outputs; i++)); do
-    append+=" video=Virtual-$i:e"
+    append+=" video=Virtual-$i:1024x768e"
 done
 
 print_log=no

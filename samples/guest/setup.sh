@@ -7,8 +7,9 @@
 #     Debian source): qemu-system-x86 qemu-system-gui qemu-system-common qemu-system-data
 #   - from bookworm: busybox-static kmod cpio xz-utils gcc libc6-dev linux-libc-dev python3
 # Then, in ${VGT_CACHE:-$HOME/.cache/vgt}/guest (never in the repository):
-#   - Debian's guest kernel (the package linux-image-amd64 depends on), fetched with
-#     `apt-get download`, unpacked with `dpkg -x`, and its xz payload extracted to an
+#   - Debian's guest kernel (the package linux-image-amd64 depends on) and the matching
+#     linux-headers-*-common (for the DRM uapi headers, which linux-libc-dev lacks), fetched
+#     with `apt-get download`, unpacked with `dpkg -x`, and its xz payload extracted to an
 #     uncompressed ELF vmlinux (QEMU boots that through PVH, skipping ~4 s of decompression)
 #   - initramfs-<key>.cpio.gz: static busybox, virtio_pci/virtio_gpu modules in load order,
 #     samples/guest/init as /init and a static build of samples/guest/vgt-drm-test.c; <key>
@@ -149,19 +150,37 @@ fi
 kver=$(apt-cache show --no-all-versions "$kpkg" 2>/dev/null | awk '$1 == "Version:" { print $2; exit }')
 [[ -n $kver ]] || die "apt-cache show $kpkg gave no version"
 kernel_id=${kpkg}_$kver
+# linux-image-6.1.0-56-amd64 -> linux-headers-6.1.0-56-common (same source and version)
+hpkg=${kpkg/#linux-image-/linux-headers-}
+hpkg=${hpkg%-*}-common
+
+# fetch_deb PKG: print the path of PKG_$kver_*.deb in the cache, downloading it if needed.
+fetch_deb() {
+    local name="${1}_${kver//:/%3a}_*.deb" deb
+    mkdir -p "$cache/debs"
+    deb=$(find "$cache/debs" -maxdepth 1 -name "$name" -print -quit)
+    if [[ -z $deb ]]; then
+        (cd "$cache/debs" && quiet apt-get download "$1=$kver")
+        deb=$(find "$cache/debs" -maxdepth 1 -name "$name" -print -quit)
+        [[ -n $deb ]] || die "apt-get download $1=$kver left no $name in $cache/debs"
+    fi
+    echo "$deb"
+}
 kdir=$cache/kernel/$kernel_id
 
-if [[ ! -e $kdir/complete ]]; then
+if [[ ! -e $kdir/complete || ! -e $kdir/uapi/drm/drm_mode.h ]]; then
     rm -rf "$kdir"
-    mkdir -p "$kdir" "$cache/debs"
-    debname="${kpkg}_${kver//:/%3a}_*.deb"
-    deb=$(find "$cache/debs" -maxdepth 1 -name "$debname" -print -quit)
-    if [[ -z $deb ]]; then
-        (cd "$cache/debs" && quiet apt-get download "$kpkg=$kver")
-        deb=$(find "$cache/debs" -maxdepth 1 -name "$debname" -print -quit)
-        [[ -n $deb ]] || die "apt-get download $kpkg=$kver left no $debname in $cache/debs"
-    fi
+    mkdir -p "$kdir"
+    deb=$(fetch_deb "$kpkg")
     quiet dpkg -x "$deb" "$kdir/root"
+    # Debian's linux-libc-dev lacks the DRM uapi headers; take them from the same kernel.
+    deb=$(fetch_deb "$hpkg")
+    quiet dpkg -x "$deb" "$kdir/headers"
+    uapi=$(find "$kdir/headers/usr/src" -mindepth 3 -maxdepth 3 -path '*/include/uapi' -print -quit)
+    [[ -e $uapi/drm/drm_mode.h ]] || die "no include/uapi/drm/drm_mode.h in $hpkg"
+    mkdir -p "$kdir/uapi"
+    cp -r "$uapi/drm" "$kdir/uapi/drm"
+    rm -rf "$kdir/headers"
     vmlinuz=$(find "$kdir/root/boot" -name 'vmlinuz-*' -print -quit)
     [[ -n $vmlinuz ]] || die "no /boot/vmlinuz-* in $deb"
     # The bzImage carries the kernel as an xz stream; everything after its magic decompresses
@@ -190,7 +209,9 @@ build_initramfs() {
     cp /bin/busybox "$stage/bin/busybox"
     cp "$VGT_GUEST_DIR/init" "$stage/init"
     chmod 755 "$stage/init"
-    quiet gcc -static -O2 -Wall -Wextra -Werror -o "$stage/bin/vgt-drm-test" "$VGT_GUEST_DIR/vgt-drm-test.c"
+    # (-D__user=: the kernel's own uapi headers still carry the annotation headers_install strips)
+    quiet gcc -static -O2 -Wall -Wextra -Werror -idirafter "$kdir/uapi" -D__user= \
+        -o "$stage/bin/vgt-drm-test" "$VGT_GUEST_DIR/vgt-drm-test.c"
     # Modules and their dependencies, in the order modprobe would load them.
     mods=$(for m in virtio_pci virtio_gpu; do
         modprobe -d "$kdir/root" -S "$modver" --show-depends "$m" 2>>"$log"
