@@ -86,7 +86,9 @@ debian_source() {
     done
     for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
         [[ -r $f ]] || continue
-        sed -E 's/\[[^]]*\]//' "$f" | awk '$1 == "deb" && $3 == "bookworm" { print $2 "\t"; exit }'
+        # deb [opt=val ...] URI bookworm COMPONENTS -> URI<TAB>signed-by value, if any
+        sed -nE 's/^deb[ \t]+(\[([^]]*)\][ \t]+)?([^ \t]+)[ \t]+bookworm[ \t].*/\3\t\2/p' "$f" |
+            sed -E 's/\t(.*signed-by=([^ ]*).*|.*)$/\t\2/'
     done
 }
 
@@ -101,6 +103,7 @@ add_backports() {
     [[ -n $src ]] || die "no configured Debian source for bookworm found in /etc/apt (needed to add bookworm-backports)"
     uri=${src%%$'\t'*}
     signed=${src#*$'\t'}
+    [[ $signed == /* ]] || signed= # an inline key block is not copied; apt's keyrings apply
     {
         echo "Types: deb"
         echo "URIs: $uri"
