@@ -7,10 +7,11 @@
 #     Debian source): qemu-system-x86 qemu-system-gui qemu-system-common qemu-system-data
 #   - from bookworm: busybox-static kmod cpio xz-utils gcc libc6-dev linux-libc-dev python3
 # Then, in ${VGT_CACHE:-$HOME/.cache/vgt}/guest (never in the repository):
-#   - Debian's guest kernel (the package linux-image-amd64 depends on) and the matching
-#     linux-headers-*-common (for the DRM uapi headers, which linux-libc-dev lacks), fetched
-#     with `apt-get download`, unpacked with `dpkg -x`, and its xz payload extracted to an
-#     uncompressed ELF vmlinux (QEMU boots that through PVH, skipping ~4 s of decompression)
+#   - kernel/<package>_<version>/: Debian's guest kernel (the package linux-image-amd64
+#     depends on) and the matching linux-headers-*-common (for the DRM uapi headers, which
+#     linux-libc-dev lacks), fetched with `apt-get download` and unpacked with `dpkg -x`; kept
+#     are the xz payload of vmlinuz as an uncompressed ELF vmlinux (QEMU boots that through
+#     PVH, skipping ~4 s of decompression), the needed modules and the DRM headers
 #   - initramfs-<key>.cpio.gz: static busybox, virtio_pci/virtio_gpu modules in load order,
 #     samples/guest/init as /init and a static build of samples/guest/vgt-drm-test.c; <key>
 #     hashes those sources, so editing them gives a new initramfs on the next run.
@@ -171,21 +172,25 @@ fetch_deb() {
 }
 kdir=$cache/kernel/$kernel_id
 
-if [[ ! -e $kdir/complete || ! -e $kdir/uapi/drm/drm_mode.h ]]; then
+# The kernel directory keeps only what the initramfs and QEMU need: vmlinux, modules/ (the
+# virtio_pci and virtio_gpu modules and their dependencies, named NN-name.ko in load order,
+# listed in modules/load-order), uapi/drm/ and `complete`. The .debs and the unpacked packages
+# (about 500 MB) are deleted once it is complete.
+prepare_kernel() {
+    local tmp=$kdir/unpacked deb uapi vmlinuz offset modver mods m n=0 name
     rm -rf "$kdir"
-    mkdir -p "$kdir"
+    mkdir -p "$kdir/modules" "$kdir/uapi" "$tmp"
     deb=$(fetch_deb "$kpkg")
-    quiet dpkg -x "$deb" "$kdir/root"
+    quiet dpkg -x "$deb" "$tmp/image"
     # Debian's linux-libc-dev lacks the DRM uapi headers; take them from the same kernel.
     deb=$(fetch_deb "$hpkg")
-    quiet dpkg -x "$deb" "$kdir/headers"
-    uapi=$(find "$kdir/headers/usr/src" -mindepth 3 -maxdepth 3 -path '*/include/uapi' -print -quit)
+    quiet dpkg -x "$deb" "$tmp/headers"
+    uapi=$(find "$tmp/headers/usr/src" -mindepth 3 -maxdepth 3 -path '*/include/uapi' -print -quit)
     [[ -e $uapi/drm/drm_mode.h ]] || die "no include/uapi/drm/drm_mode.h in $hpkg"
-    mkdir -p "$kdir/uapi"
     cp -r "$uapi/drm" "$kdir/uapi/drm"
-    rm -rf "$kdir/headers"
-    vmlinuz=$(find "$kdir/root/boot" -name 'vmlinuz-*' -print -quit)
-    [[ -n $vmlinuz ]] || die "no /boot/vmlinuz-* in $deb"
+
+    vmlinuz=$(find "$tmp/image/boot" -name 'vmlinuz-*' -print -quit)
+    [[ -n $vmlinuz ]] || die "no /boot/vmlinuz-* in $kpkg"
     # The bzImage carries the kernel as an xz stream; everything after its magic decompresses
     # to the ELF vmlinux (trailing bytes of the bzImage are ignored by --single-stream).
     offset=$({ LC_ALL=C grep -obUaP '\xfd7zXZ\x00' "$vmlinuz" || true; } | awk -F: 'NR == 1 { print $1 }')
@@ -195,45 +200,48 @@ if [[ ! -e $kdir/complete || ! -e $kdir/uapi/drm/drm_mode.h ]]; then
         die "could not decompress the xz payload of $vmlinuz"
     [[ $(head -c 4 "$kdir/vmlinux" | od -An -tx1 | tr -d ' ') == 7f454c46 ]] ||
         die "$kdir/vmlinux is not an ELF file"
-    modver=$(basename "$(find "$kdir/root/lib/modules" -mindepth 1 -maxdepth 1 -type d -print -quit)")
-    quiet depmod -b "$kdir/root" "$modver"
+
+    # Modules and their dependencies, in the order modprobe would load them.
+    modver=$(basename "$(find "$tmp/image/lib/modules" -mindepth 1 -maxdepth 1 -type d -print -quit)")
+    quiet depmod -b "$tmp/image" "$modver"
+    mods=$(for m in virtio_pci virtio_gpu; do
+        modprobe -d "$tmp/image" -S "$modver" --show-depends "$m" 2>>"$log"
+    done | awk '$1 == "insmod" && !seen[$2]++ { print $2 }')
+    [[ -n $mods ]] || die "modprobe found no modules for virtio_pci virtio_gpu in $kpkg"
+    for m in $mods; do
+        n=$((n + 1))
+        name=$(printf '%02d-%s' "$n" "$(basename "${m%.xz}")")
+        case $m in
+            *.xz) xz -dc "$m" >"$kdir/modules/$name" ;;
+            *) cp "$m" "$kdir/modules/$name" ;;
+        esac
+        echo "$name" >>"$kdir/modules/load-order"
+    done
+
+    rm -rf "$tmp" "$cache/debs"
     echo "$modver" >"$kdir/complete"
-fi
-modver=$(cat "$kdir/complete")
+}
+
+[[ -e $kdir/complete ]] || prepare_kernel
 
 # --- 3. initramfs --------------------------------------------------------------------------
 key=$(guest_key "$kernel_id")
 initrd=$cache/initramfs-$key.cpio.gz
 
 build_initramfs() {
-    local stage=$cache/stage.$$ mods m n=0
+    local stage=$cache/stage.$$
     rm -rf "$stage"
-    mkdir -p "$stage"/{bin,dev,proc,sys,tmp,lib/modules}
+    mkdir -p "$stage"/{bin,dev,proc,sys,tmp,lib}
     cp /bin/busybox "$stage/bin/busybox"
     cp "$VGT_GUEST_DIR/init" "$stage/init"
     chmod 755 "$stage/init"
+    cp -r "$kdir/modules" "$stage/lib/modules"
     # (-D__user=: the kernel's own uapi headers still carry the annotation headers_install strips)
     quiet gcc -static -O2 -Wall -Wextra -Werror -idirafter "$kdir/uapi" -D__user= \
         -o "$stage/bin/vgt-drm-test" "$VGT_GUEST_DIR/vgt-drm-test.c"
-    # Modules and their dependencies, in the order modprobe would load them.
-    mods=$(for m in virtio_pci virtio_gpu; do
-        modprobe -d "$kdir/root" -S "$modver" --show-depends "$m" 2>>"$log"
-    done | awk '$1 == "insmod" && !seen[$2]++ { print $2 }')
-    [[ -n $mods ]] || die "modprobe found no modules for virtio_pci virtio_gpu in $kdir/root"
-    for m in $mods; do
-        n=$((n + 1))
-        local name
-        name=$(printf '%02d-%s' "$n" "$(basename "${m%.xz}")")
-        case $m in
-            *.xz) xz -dc "$m" >"$stage/lib/modules/$name" ;;
-            *) cp "$m" "$stage/lib/modules/$name" ;;
-        esac
-        echo "$name" >>"$stage/lib/modules/load-order"
-    done
     (cd "$stage" && find . -print | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet) |
         gzip -9 >"$initrd.tmp" || die "cpio/gzip of $stage failed"
     mv "$initrd.tmp" "$initrd"
-    cp "$stage/lib/modules/load-order" "$cache/modules-$key.txt"
     rm -rf "$stage"
 }
 
