@@ -16,7 +16,10 @@ The exchange, one JSON object per line over the unix socket QEMU got with
   ({"event": ...}) may arrive between them and are skipped.
 The screendump is written by QEMU itself (so the path must be one QEMU can write; qmp.py makes
 it absolute). PPM is binary P6, 8-bit RGB of the console surface the display backend last
-showed for that head; without --device, QEMU takes the first console and ignores --head.
+showed for that head. Without --device QEMU dumps the first console; --head needs --device
+(QEMU: "'head' must be specified together with 'device'"); an unknown head gives "Device gpu0
+(head 2) is not bound to a QemuConsole". The device id is that of the PCI device
+(run-guest.sh names it gpu0).
 The socket appears a moment after QEMU starts: qmp.py retries connecting for --wait seconds.
 Exit status 0 on success, 1 with one line on stderr otherwise.
 """

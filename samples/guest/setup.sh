@@ -100,7 +100,7 @@ have_backports() {
 
 add_backports() {
     local src uri signed file=/etc/apt/sources.list.d/vgt-bookworm-backports.sources
-    src=$(debian_source | head -n 1)
+    src=$(debian_source | awk 'NR == 1')
     [[ -n $src ]] || die "no configured Debian source for bookworm found in /etc/apt (needed to add bookworm-backports)"
     uri=${src%%$'\t'*}
     signed=${src#*$'\t'}
@@ -144,14 +144,14 @@ if ((${#want[@]})); then
 fi
 
 # --- 2. guest kernel -----------------------------------------------------------------------
-kpkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '$1 == "Depends:" && $2 ~ /^linux-image-/ { print $2; exit }')
+kpkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '$1 == "Depends:" && $2 ~ /^linux-image-/ && !n++ { print $2 }')
 if [[ -z $kpkg ]]; then
     need_root "refresh the apt package lists (linux-image-amd64 is unknown)"
     apt_update
-    kpkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '$1 == "Depends:" && $2 ~ /^linux-image-/ { print $2; exit }')
+    kpkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '$1 == "Depends:" && $2 ~ /^linux-image-/ && !n++ { print $2 }')
     [[ -n $kpkg ]] || die "apt knows no linux-image-amd64 package; is a bookworm source configured?"
 fi
-kver=$(apt-cache show --no-all-versions "$kpkg" 2>/dev/null | awk '$1 == "Version:" { print $2; exit }')
+kver=$(apt-cache show --no-all-versions "$kpkg" 2>/dev/null | awk '$1 == "Version:" && !n++ { print $2 }')
 [[ -n $kver ]] || die "apt-cache show $kpkg gave no version"
 kernel_id=${kpkg}_$kver
 # linux-image-6.1.0-56-amd64 -> linux-headers-6.1.0-56-common (same source and version)
