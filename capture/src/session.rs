@@ -264,6 +264,14 @@ impl Session {
         }
         if let Err(e) = self.daemon.wait()
             && reason == EndReason::Disconnect
+            && !matches!(
+                e,
+                vhost_user_backend::Error::HandleRequest(
+                    vhost::vhost_user::Error::Disconnected
+                        | vhost::vhost_user::Error::PartialMessage
+                        | vhost::vhost_user::Error::SocketBroken(_)
+                )
+            )
         {
             {
                 // The daemon refused a request or the connection broke mid-message.
