@@ -19,5 +19,5 @@ pub mod record;
 pub mod state;
 pub mod wire;
 
-
+pub use file::{CaptureReader, CaptureWriter, SyncPolicy, WriterOptions};
 pub use record::{Payload, Record, RecordBody, RecordId};

@@ -1,0 +1,382 @@
+//! The capture writer: appends records, stores payloads once per content, writes the index.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::Path;
+
+use lz4_flex::block::{CompressTable, compress_into_with_table, get_maximum_output_size};
+
+use super::format::{
+    BLOB_HEADER_LEN, BlobHeader, CHUNK_HEADER_LEN, CODEC_LZ4, CODEC_STORED, ChunkKind, FileHeader,
+    Footer, INDEX_CHUNK_ENTRIES, IndexRoot, MAX_CHUNK_BODY, chunk_crc, encode_chunk_header,
+    encode_index_chunk,
+};
+use super::{Error, Result, WriterStats, codec};
+use crate::record::{BlobRef, ContentHash, Payload, Record, RecordBody, RecordId, RecordKind};
+
+/// Size of the write buffer.
+const BUFFER_CAPACITY: usize = 1 << 20;
+
+/// When appended bytes reach the operating system.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SyncPolicy {
+    /// Bytes collect in a 1 MiB buffer and are written when it fills, on `flush`, `finish` or
+    /// drop. Fastest; a crash of this process loses up to 1 MiB.
+    #[default]
+    Buffered,
+    /// Every `append` hands its bytes (and the blobs stored for it) to the operating system with
+    /// write(2) before it returns, so a crash of this process (or of the renderer it is about to
+    /// call) loses nothing already appended. No fsync: call [`CaptureWriter::sync`] for that.
+    CrashSafe,
+}
+
+/// How a [`CaptureWriter`] writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriterOptions {
+    /// When bytes reach the operating system.
+    pub sync: SyncPolicy,
+    /// Payloads up to this many bytes are stored inline in the record; longer ones become blobs.
+    pub inline_max: usize,
+    /// Compress blobs with lz4 (kept raw anyway when that saves less than 1/8).
+    pub compress: bool,
+    /// The header's creation time; `None` takes the wall clock now.
+    pub created_unix_ns: Option<u64>,
+}
+
+impl Default for WriterOptions {
+    fn default() -> Self {
+        WriterOptions {
+            sync: SyncPolicy::Buffered,
+            inline_max: 128,
+            compress: true,
+            created_unix_ns: None,
+        }
+    }
+}
+
+impl WriterOptions {
+    /// These options with `sync` set.
+    pub fn with_sync(mut self, sync: SyncPolicy) -> Self {
+        self.sync = sync;
+        self
+    }
+}
+
+/// Appends records to a capture.
+///
+/// Dropping a writer without [`CaptureWriter::finish`] flushes what it buffered (errors
+/// ignored) and leaves a valid capture without an index, which readers open by scanning.
+pub struct CaptureWriter<W: Write> {
+    out: BufWriter<W>,
+    opts: WriterOptions,
+    /// File offset of the next byte written.
+    pos: u64,
+    offsets: Vec<u64>,
+    frames: Vec<RecordId>,
+    per_kind: Vec<u64>,
+    blobs: HashMap<u128, (u64, u64)>,
+    stats: WriterStats,
+    chunk: Vec<u8>,
+    compressed: Vec<u8>,
+    table: CompressTable,
+    failed: bool,
+}
+
+impl CaptureWriter<File> {
+    /// Creates (or truncates) `path` and writes the file header.
+    pub fn create(path: impl AsRef<Path>, opts: WriterOptions) -> Result<Self> {
+        let file = File::create(path).map_err(|source| Error::Io { offset: 0, source })?;
+        Self::new(file, opts)
+    }
+
+    /// Flushes the buffer and asks the operating system to put the data on stable storage.
+    pub fn sync(&mut self) -> Result<()> {
+        self.flush()?;
+        let offset = self.pos;
+        self.out
+            .get_ref()
+            .sync_data()
+            .map_err(|source| Error::Io { offset, source })
+    }
+}
+
+impl<W: Write> CaptureWriter<W> {
+    /// Starts a capture on `inner` (positioned at its start) and writes the file header.
+    pub fn new(inner: W, opts: WriterOptions) -> Result<Self> {
+        let created = opts.created_unix_ns.unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0)
+        });
+        let mut w = CaptureWriter {
+            out: BufWriter::with_capacity(BUFFER_CAPACITY, inner),
+            opts,
+            pos: 0,
+            offsets: Vec::new(),
+            frames: Vec::new(),
+            per_kind: vec![0; usize::from(RecordKind::FIRST_INTERNAL)],
+            blobs: HashMap::new(),
+            stats: WriterStats::default(),
+            chunk: Vec::with_capacity(4096),
+            compressed: Vec::new(),
+            table: CompressTable::default(),
+            failed: false,
+        };
+        w.write(&FileHeader::new(created).encode())?;
+        if w.opts.sync == SyncPolicy::CrashSafe {
+            w.flush()?;
+        }
+        Ok(w)
+    }
+
+    /// Turns `bytes` into a payload: inline when short, otherwise a reference to a blob chunk,
+    /// written now unless the same content was stored before.
+    pub fn store(&mut self, bytes: &[u8]) -> Result<Payload> {
+        self.check()?;
+        let len = bytes.len() as u64;
+        self.stats.raw_payload_bytes += len;
+        if bytes.len() <= self.opts.inline_max {
+            self.stats.stored_bytes += len;
+            return Ok(Payload::Inline(bytes.to_vec()));
+        }
+        let hash = xxhash_rust::xxh3::xxh3_128(bytes);
+        if let Some(&(offset, raw_len)) = self.blobs.get(&hash)
+            && raw_len == len
+        {
+            self.stats.dedup_hits += 1;
+            return Ok(Payload::Blob(BlobRef {
+                hash: ContentHash(hash),
+                len,
+                offset,
+            }));
+        }
+        let (codec, data_len) = self.compress(bytes);
+        let body_len = (BLOB_HEADER_LEN + data_len) as u64;
+        if body_len > u64::from(MAX_CHUNK_BODY) {
+            self.stats.raw_payload_bytes -= len;
+            return Err(Error::TooLarge {
+                len: body_len,
+                max: u64::from(MAX_CHUNK_BODY),
+            });
+        }
+        let blob_header = BlobHeader {
+            hash,
+            raw_len: len,
+            codec,
+        }
+        .encode();
+        let compressed = std::mem::take(&mut self.compressed);
+        let data = if codec == CODEC_LZ4 {
+            &compressed[..data_len]
+        } else {
+            bytes
+        };
+        let crc = crc32c::crc32c_append(
+            chunk_crc(ChunkKind::BLOB, 0, body_len as u32, &blob_header),
+            data,
+        );
+        let mut head = [0u8; CHUNK_HEADER_LEN + BLOB_HEADER_LEN];
+        head[..CHUNK_HEADER_LEN].copy_from_slice(&encode_chunk_header(ChunkKind::BLOB, &[]));
+        head[8..12].copy_from_slice(&(body_len as u32).to_le_bytes());
+        head[12..16].copy_from_slice(&crc.to_le_bytes());
+        head[CHUNK_HEADER_LEN..].copy_from_slice(&blob_header);
+        let offset = self.pos;
+        let written = self.write(&head).and_then(|()| self.write(data));
+        self.compressed = compressed;
+        written?;
+        self.blobs.insert(hash, (offset, len));
+        self.stats.blobs += 1;
+        self.stats.stored_bytes += data_len as u64;
+        Ok(Payload::Blob(BlobRef {
+            hash: ContentHash(hash),
+            len,
+            offset,
+        }))
+    }
+
+    /// Compresses into `self.compressed` when that saves at least 1/8; returns the codec and
+    /// the stored length.
+    fn compress(&mut self, bytes: &[u8]) -> (u8, usize) {
+        if !self.opts.compress {
+            return (CODEC_STORED, bytes.len());
+        }
+        let max = get_maximum_output_size(bytes.len());
+        if self.compressed.len() < max {
+            self.compressed.resize(max, 0);
+        }
+        match compress_into_with_table(bytes, &mut self.compressed, &mut self.table) {
+            Ok(n) if n <= bytes.len() - bytes.len() / 8 => (CODEC_LZ4, n),
+            _ => (CODEC_STORED, bytes.len()),
+        }
+    }
+
+    /// Appends a record and returns its id. Blob payloads must come from this writer's
+    /// [`CaptureWriter::store`].
+    pub fn append(&mut self, record: &Record) -> Result<RecordId> {
+        self.check()?;
+        for p in record.body.payloads() {
+            if let Payload::Blob(r) = p
+                && self.blobs.get(&r.hash.0) != Some(&(r.offset, r.len))
+            {
+                return Err(Error::UnknownBlob {
+                    hash: r.hash.0,
+                    offset: r.offset,
+                });
+            }
+        }
+        let kind = record.body.kind().0;
+        let offset = self.pos;
+        let mut chunk = std::mem::take(&mut self.chunk);
+        chunk.clear();
+        chunk.resize(CHUNK_HEADER_LEN, 0);
+        let encoded = codec::encode_body(&mut chunk, record)
+            .map_err(|detail| Error::InvalidRecord { kind, detail });
+        let result = encoded.and_then(|()| {
+            let body_len = (chunk.len() - CHUNK_HEADER_LEN) as u64;
+            if body_len > u64::from(MAX_CHUNK_BODY) {
+                return Err(Error::TooLarge {
+                    len: body_len,
+                    max: u64::from(MAX_CHUNK_BODY),
+                });
+            }
+            let header = encode_chunk_header(kind, &chunk[CHUNK_HEADER_LEN..]);
+            chunk[..CHUNK_HEADER_LEN].copy_from_slice(&header);
+            self.write(&chunk)
+        });
+        self.chunk = chunk;
+        result?;
+        let id = self.offsets.len() as RecordId;
+        self.offsets.push(offset);
+        if let Some(n) = self.per_kind.get_mut(usize::from(kind)) {
+            *n += 1;
+        }
+        if matches!(record.body, RecordBody::Frame(_)) {
+            self.frames.push(id);
+        }
+        self.stats.records += 1;
+        if self.opts.sync == SyncPolicy::CrashSafe {
+            self.flush()?;
+        }
+        Ok(id)
+    }
+
+    /// Appends a record made of `ts_ns` and `body`.
+    pub fn append_body(&mut self, ts_ns: u64, body: RecordBody) -> Result<RecordId> {
+        self.append(&Record { ts_ns, body })
+    }
+
+    /// Counts so far.
+    pub fn stats(&self) -> WriterStats {
+        WriterStats {
+            file_bytes: self.pos,
+            ..self.stats
+        }
+    }
+
+    /// Number of records appended.
+    pub fn len(&self) -> u64 {
+        self.offsets.len() as u64
+    }
+
+    /// True when no record was appended.
+    pub fn is_empty(&self) -> bool {
+        self.offsets.is_empty()
+    }
+
+    /// Hands buffered bytes to the operating system.
+    pub fn flush(&mut self) -> Result<()> {
+        let offset = self.pos;
+        self.out.flush().map_err(|source| {
+            self.failed = true;
+            Error::Io { offset, source }
+        })
+    }
+
+    /// Writes the index and footer, flushes, and returns the final counts. The file is complete
+    /// once this returns; on a file, call [`CaptureWriter::sync`] before it for durability of the
+    /// records, or rely on the operating system for the index (a lost index is rebuilt by a
+    /// scan).
+    pub fn finish(mut self) -> Result<WriterStats> {
+        self.check()?;
+        let end_of_data = self.pos;
+        let offsets = std::mem::take(&mut self.offsets);
+        let mut chunk_offsets = Vec::with_capacity(offsets.len().div_ceil(8192));
+        for (i, entries) in offsets.chunks(INDEX_CHUNK_ENTRIES as usize).enumerate() {
+            chunk_offsets.push(self.pos);
+            let body = encode_index_chunk(i as u64 * INDEX_CHUNK_ENTRIES, entries);
+            self.write_chunk(ChunkKind::INDEX_CHUNK, &body)?;
+        }
+        let root = IndexRoot {
+            record_count: offsets.len() as u64,
+            chunk_offsets,
+            frames: std::mem::take(&mut self.frames),
+            per_kind: self
+                .per_kind
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| **n > 0)
+                .map(|(k, n)| (k as u16, *n))
+                .collect(),
+            raw_payload_bytes: self.stats.raw_payload_bytes,
+            stored_bytes: self.stats.stored_bytes,
+            blobs: self.stats.blobs,
+            dedup_hits: self.stats.dedup_hits,
+            end_of_data,
+        };
+        let root_offset = self.pos;
+        self.write_chunk(ChunkKind::INDEX_ROOT, &root.encode())?;
+        let footer = Footer {
+            root_offset,
+            record_count: root.record_count,
+        };
+        self.write(&footer.encode())?;
+        self.flush()?;
+        Ok(self.stats())
+    }
+
+    fn write_chunk(&mut self, kind: u16, body: &[u8]) -> Result<()> {
+        if body.len() as u64 > u64::from(MAX_CHUNK_BODY) {
+            return Err(Error::TooLarge {
+                len: body.len() as u64,
+                max: u64::from(MAX_CHUNK_BODY),
+            });
+        }
+        self.write(&encode_chunk_header(kind, body))?;
+        self.write(body)
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        match self.out.write_all(bytes) {
+            Ok(()) => {
+                self.pos += bytes.len() as u64;
+                Ok(())
+            }
+            Err(source) => {
+                self.failed = true;
+                Err(Error::Io {
+                    offset: self.pos,
+                    source,
+                })
+            }
+        }
+    }
+
+    fn check(&self) -> Result<()> {
+        if self.failed {
+            Err(Error::WriterFailed)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl<W: Write> std::fmt::Debug for CaptureWriter<W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CaptureWriter")
+            .field("opts", &self.opts)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
