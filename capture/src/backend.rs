@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use vgt_device::{
     Completion, Device, DeviceHost, DisplayEvent, DisplayInfoFromHost, FenceInfo, GuestMemory,
@@ -72,17 +72,6 @@ pub fn protocol_features() -> VhostUserProtocolFeatures {
         | VhostUserProtocolFeatures::REPLY_ACK
 }
 
-/// Display defaults used when QEMU reports no enabled scanout (or there is no GPU socket).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DisplayDefaults {
-    /// Scanouts to report enabled.
-    pub scanouts: u32,
-    /// Their size.
-    pub width: u32,
-    /// Their size.
-    pub height: u32,
-}
-
 /// The GPU socket QEMU handed over, and what was negotiated on it.
 struct GpuSocket {
     backend: GpuBackend,
@@ -105,7 +94,9 @@ struct DisplayState {
 
 /// The recording virtio-gpu backend (wrap it in `Arc<RwLock<_>>` for the daemon).
 pub struct CaptureBackend {
-    device: Device,
+    /// In a mutex only because `Device` is `Send` but not `Sync` and the vhost traits want
+    /// `Sync`; the queue worker is the only thread that locks it.
+    device: Mutex<Device>,
     recorder: Arc<Recorder>,
     signal: Arc<SessionSignal>,
     mem: Option<GuestMemoryAtomic<GuestMemoryMmap>>,
@@ -113,7 +104,6 @@ pub struct CaptureBackend {
     event_idx: bool,
     exit: (EventConsumer, EventNotifier),
     display: DisplayState,
-    defaults: DisplayDefaults,
     pending: HashMap<u64, PendingChain>,
     fences: HashMap<u64, RecordId>,
     crashed: bool,
@@ -125,10 +115,9 @@ impl CaptureBackend {
         device: Device,
         recorder: Arc<Recorder>,
         signal: Arc<SessionSignal>,
-        defaults: DisplayDefaults,
     ) -> io::Result<Self> {
         Ok(CaptureBackend {
-            device,
+            device: Mutex::new(device),
             recorder,
             signal,
             mem: None,
@@ -136,7 +125,6 @@ impl CaptureBackend {
             event_idx: false,
             exit: new_event_consumer_and_notifier(EventFlag::NONBLOCK)?,
             display: DisplayState::default(),
-            defaults,
             pending: HashMap::new(),
             fences: HashMap::new(),
             crashed: false,
@@ -250,11 +238,10 @@ impl CaptureBackend {
             command,
             gpu: &mut self.gpu,
             display: &mut self.display,
-            defaults: self.defaults,
             fences: &self.fences,
         };
         let memory = Memory(mem);
-        let device = &mut self.device;
+        let device = self.device.get_mut().unwrap_or_else(|p| p.into_inner());
         let result = catch_unwind(AssertUnwindSafe(|| {
             device.submit(
                 Submission {
@@ -371,6 +358,12 @@ impl CaptureBackend {
     }
 }
 
+/// Locks the device; a poisoned lock (a panic inside the device, already recorded as a crash)
+/// still yields the device so that shutdown can proceed.
+fn lock(device: &Mutex<Device>) -> MutexGuard<'_, Device> {
+    device.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// The fence (id, flags) a request asks for, when its header has FLAG_FENCE.
 fn fence_of(request: &[u8]) -> Option<(u64, u32)> {
     let flags = u32::from_le_bytes(request.get(4..8)?.try_into().ok()?);
@@ -386,11 +379,6 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
     } else {
         "non-string panic payload".to_owned()
     }
-}
-
-/// The virtio-gpu code of a display update's pixel format.
-fn format_code(format: u32) -> u32 {
-    format
 }
 
 /// Guest memory as the device reads it.
@@ -439,7 +427,6 @@ struct Host<'a> {
     command: RecordId,
     gpu: &'a mut Option<GpuSocket>,
     display: &'a mut DisplayState,
-    defaults: DisplayDefaults,
     fences: &'a HashMap<u64, RecordId>,
 }
 
@@ -538,21 +525,6 @@ impl Host<'_> {
             gpu.protocol = Some(chosen);
         }
         chosen
-    }
-
-    fn default_display_info(&self) -> DisplayInfoFromHost {
-        DisplayInfoFromHost {
-            displays: (0..self.defaults.scanouts)
-                .map(|_| HostDisplay {
-                    x: 0,
-                    y: 0,
-                    width: self.defaults.width,
-                    height: self.defaults.height,
-                    enabled: true,
-                    flags: 0,
-                })
-                .collect(),
-        }
     }
 
     fn record_frame(&mut self, scanout_id: u32, rect: [u32; 4]) {
@@ -659,12 +631,21 @@ impl DeviceHost for Host<'_> {
                 y,
                 width,
                 height,
-                format,
+                format: _,
                 stride,
                 pixels,
             } => {
-                let packed =
-                    display::pack_update(x, y, width, height, format_code(format), stride, &pixels);
+                // vgt-device hands over pixels already converted to x8r8g8b8 (what QEMU's
+                // UPDATE wants); only the stride may need repacking.
+                let packed = display::pack_update(
+                    x,
+                    y,
+                    width,
+                    height,
+                    display::FORMAT_B8G8R8X8,
+                    stride,
+                    &pixels,
+                );
                 let fb = self
                     .display
                     .framebuffers
@@ -729,9 +710,9 @@ impl DeviceHost for Host<'_> {
     }
 
     fn display_info(&mut self) -> Option<DisplayInfoFromHost> {
-        if self.gpu.is_none() {
-            return Some(self.default_display_info());
-        }
+        // Without a GPU socket (or when QEMU does not answer) the device answers from its
+        // configuration (--scanouts, --size).
+        self.gpu.as_ref()?;
         self.gpu_protocol();
         let backend = self.gpu.as_ref()?.backend.clone();
         self.record_socket(Direction::BackendRequest, gpu_req::GET_DISPLAY_INFO, 0, &[]);
@@ -743,27 +724,24 @@ impl DeviceHost for Host<'_> {
                     gpu_req::FLAG_REPLY,
                     info.as_slice(),
                 );
-                let displays: Vec<HostDisplay> = info
-                    .pmodes
-                    .iter()
-                    .map(|m| HostDisplay {
-                        x: m.r.x,
-                        y: m.r.y,
-                        width: m.r.width,
-                        height: m.r.height,
-                        enabled: m.enabled != 0,
-                        flags: m.flags,
-                    })
-                    .collect();
-                if displays.iter().any(|d| d.enabled) {
-                    Some(DisplayInfoFromHost { displays })
-                } else {
-                    Some(self.default_display_info())
-                }
+                Some(DisplayInfoFromHost {
+                    displays: info
+                        .pmodes
+                        .iter()
+                        .map(|m| HostDisplay {
+                            x: m.r.x,
+                            y: m.r.y,
+                            width: m.r.width,
+                            height: m.r.height,
+                            enabled: m.enabled != 0,
+                            flags: m.flags,
+                        })
+                        .collect(),
+                })
             }
             Err(e) => {
                 self.error("gpu socket GET_DISPLAY_INFO", e);
-                Some(self.default_display_info())
+                None
             }
         }
     }
@@ -844,7 +822,7 @@ impl VhostUserBackendMut for CaptureBackend {
     }
 
     fn features(&self) -> u64 {
-        Self::offered_features(&self.device)
+        Self::offered_features(&lock(&self.device))
     }
 
     fn protocol_features(&self) -> VhostUserProtocolFeatures {
@@ -852,7 +830,10 @@ impl VhostUserBackendMut for CaptureBackend {
     }
 
     fn reset_device(&mut self) {
-        self.device.reset();
+        self.device
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .reset();
         self.pending.clear();
         self.fences.clear();
         self.display = DisplayState::default();
@@ -866,7 +847,7 @@ impl VhostUserBackendMut for CaptureBackend {
     }
 
     fn get_config(&self, offset: u32, size: u32) -> Vec<u8> {
-        let config = self.device.config_space();
+        let config = lock(&self.device).config_space();
         let start = (offset as usize).min(config.len());
         let end = start.saturating_add(size as usize).min(config.len());
         config[start..end].to_vec()

@@ -16,6 +16,10 @@ pub trait RecordSink: Send {
     fn store(&mut self, bytes: &[u8]) -> Result<Payload, SinkError>;
     /// Appends one record, returning its id.
     fn append(&mut self, record: &Record) -> Result<RecordId, SinkError>;
+    /// Hands buffered bytes to the operating system (periodically, in buffered mode).
+    fn flush(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
     /// Writes the index and closes the file.
     fn finish(self: Box<Self>) -> Result<(), SinkError>;
     /// Bytes written so far.
@@ -185,6 +189,14 @@ impl Recorder {
             s.file_bytes = sink.bytes_written();
         }
         s
+    }
+
+    /// Flushes the sink's buffer.
+    pub fn flush(&self) -> Result<(), RecordError> {
+        let mut inner = self.lock();
+        let sink = inner.sink.as_mut().ok_or(RecordError::Finished)?;
+        sink.flush()?;
+        Ok(())
     }
 
     /// True once [`Recorder::finish`] ran.

@@ -13,7 +13,6 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use vgt_device::DeviceConfig;
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 
-use crate::backend::DisplayDefaults;
 use crate::recorder::{RecordSink, Recorder};
 use crate::session::{EndReason, Session, SessionConfig};
 use crate::sink::NullSink;
@@ -36,7 +35,7 @@ pub struct Options {
     pub output: PathBuf,
     /// Number of scanouts.
     pub scanouts: u32,
-    /// Default scanout size when QEMU reports none.
+    /// Scanout size the device reports when QEMU does not answer GET_DISPLAY_INFO.
     pub size: (u32, u32),
     /// Sync policy.
     pub sync: SyncMode,
@@ -172,11 +171,6 @@ fn serve(
         .context("epoll")?;
     let config = SessionConfig {
         device: device_config(opts),
-        display: DisplayDefaults {
-            scanouts: opts.scanouts,
-            width: opts.size.0,
-            height: opts.size.1,
-        },
     };
     let bar = status_bar(opts.quiet);
     let mut events = vec![EpollEvent::default(); 4];
@@ -231,6 +225,12 @@ fn serve(
             };
             bar.set_message(status_message(&recorder, &path));
             bar.tick();
+            if opts.sync == SyncMode::Buffered {
+                // Bound what a crash can lose to about a second of records.
+                if let Err(e) = recorder.flush() {
+                    eprintln!("vgt-capture: error: flushing {}: {e}", path.display());
+                }
+            }
             for ev in &events[..count] {
                 match ev.data() {
                     TOKEN_SIGNAL => break 'session EndReason::Signal,
@@ -267,6 +267,7 @@ fn serve(
 /// The device configuration for the options.
 pub fn device_config(opts: &Options) -> DeviceConfig {
     DeviceConfig {
-        num_scanouts: opts.scanouts,
+        scanouts: vec![opts.size; opts.scanouts as usize],
+        ..DeviceConfig::default()
     }
 }

@@ -16,7 +16,7 @@ use vhost_user_backend::VhostUserDaemon;
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
-use crate::backend::{self, CaptureBackend, DisplayDefaults};
+use crate::backend::{self, CaptureBackend};
 use crate::recorder::{RecordError, Recorder};
 use crate::relay;
 use crate::{CaptureError, RENDERER};
@@ -98,8 +98,6 @@ pub enum EndReason {
 pub struct SessionConfig {
     /// Device configuration.
     pub device: DeviceConfig,
-    /// Display defaults when QEMU reports none.
-    pub display: DisplayDefaults,
 }
 
 /// A live session.
@@ -147,7 +145,7 @@ impl Session {
         recorder.lifecycle(LifecycleKind::Connect, None, None, "front-end connected")?;
 
         let signal = Arc::new(SessionSignal::new().map_err(|e| CaptureError::io("eventfd", e))?);
-        let backend = CaptureBackend::new(device, recorder.clone(), signal.clone(), config.display)
+        let backend = CaptureBackend::new(device, recorder.clone(), signal.clone())
             .map_err(|e| CaptureError::io("exit event", e))?;
         let backend = Arc::new(RwLock::new(backend));
         let mut daemon = VhostUserDaemon::new(

@@ -1,11 +1,16 @@
 //! Record sinks: the capture file (vgt-format's writer), a null sink for `--no-record`, and an
 //! in-memory sink for tests.
 
+use std::fs::File;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
+
+use vgt_format::file::{CaptureWriter, SyncPolicy, WriterOptions};
 
 use vgt_format::record::{Payload, Record, RecordId};
 
 use crate::recorder::{RecordSink, SinkError};
+use crate::server::SyncMode;
 
 /// Discards everything (`--no-record`): the backend still serves the guest.
 #[derive(Debug, Default)]
@@ -63,14 +68,40 @@ impl RecordSink for MemorySink {
     }
 }
 
-/// Opens the capture file writer at `path`.
-pub fn open_file(
-    path: &std::path::Path,
-    sync: crate::server::SyncMode,
-) -> Result<Box<dyn RecordSink>, SinkError> {
-    let _ = (path, sync);
-    Err(SinkError {
-        detail: "the capture file writer (vgt_format::file) is not merged yet".to_owned(),
-        source: None,
-    })
+/// The capture file, written through vgt-format's [`CaptureWriter`].
+pub struct FileSink {
+    writer: CaptureWriter<File>,
+}
+
+impl RecordSink for FileSink {
+    fn store(&mut self, bytes: &[u8]) -> Result<Payload, SinkError> {
+        self.writer.store(bytes).map_err(SinkError::wrap)
+    }
+
+    fn append(&mut self, record: &Record) -> Result<RecordId, SinkError> {
+        self.writer.append(record).map_err(SinkError::wrap)
+    }
+
+    fn flush(&mut self) -> Result<(), SinkError> {
+        self.writer.flush().map_err(SinkError::wrap)
+    }
+
+    fn finish(self: Box<Self>) -> Result<(), SinkError> {
+        self.writer.finish().map(|_| ()).map_err(SinkError::wrap)
+    }
+
+    fn bytes_written(&self) -> u64 {
+        self.writer.stats().file_bytes
+    }
+}
+
+/// Creates the capture file at `path` (truncating an existing one).
+pub fn open_file(path: &Path, sync: SyncMode) -> Result<Box<dyn RecordSink>, SinkError> {
+    let sync = match sync {
+        SyncMode::CrashSafe => SyncPolicy::CrashSafe,
+        SyncMode::Buffered => SyncPolicy::Buffered,
+    };
+    let writer = CaptureWriter::create(path, WriterOptions::default().with_sync(sync))
+        .map_err(SinkError::wrap)?;
+    Ok(Box::new(FileSink { writer }))
 }

@@ -8,7 +8,6 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::Arc;
 
 use common::{Buf, DisplayAnswers, TestFrontend, gpu};
-use vgt_capture::backend::DisplayDefaults;
 use vgt_capture::recorder::Recorder;
 use vgt_capture::session::{EndReason, Session, SessionConfig};
 use vgt_capture::sink::MemorySink;
@@ -24,12 +23,7 @@ fn handshake_and_command_are_recorded() {
     let sink = MemorySink::default();
     let recorder = Arc::new(Recorder::new(Box::new(sink.clone())));
     let config = SessionConfig {
-        device: vgt_device::DeviceConfig { num_scanouts: 1 },
-        display: DisplayDefaults {
-            scanouts: 1,
-            width: 1024,
-            height: 768,
-        },
+        device: vgt_device::DeviceConfig::default(),
     };
     let session = Session::start(server, recorder, &config).unwrap();
     let mut fe = TestFrontend::handshake(client, DisplayAnswers::default());
