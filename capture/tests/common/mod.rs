@@ -539,3 +539,43 @@ pub mod gpu {
         u32::from_le_bytes(resp[0..4].try_into().unwrap())
     }
 }
+
+/// An in-process capture session on a fresh socket, recording into `capture` (a file).
+pub struct InProcess {
+    pub fe: TestFrontend,
+    pub session: vgt_capture::session::Session,
+    pub capture: std::path::PathBuf,
+    pub dir: tempfile::TempDir,
+}
+
+/// Starts a session writing `capture.vgt` in a temp dir, and connects the test front-end.
+pub fn start_in_process(answers: DisplayAnswers) -> InProcess {
+    use std::os::unix::net::UnixListener;
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("vgpu.sock");
+    let capture = dir.path().join("capture.vgt");
+    let listener = UnixListener::bind(&sock).unwrap();
+    let client = UnixStream::connect(&sock).unwrap();
+    let (server, _) = listener.accept().unwrap();
+    let sink =
+        vgt_capture::sink::open_file(&capture, vgt_capture::server::SyncMode::CrashSafe).unwrap();
+    let recorder = Arc::new(vgt_capture::recorder::Recorder::new(sink));
+    let config = vgt_capture::session::SessionConfig {
+        device: vgt_device::DeviceConfig::default(),
+    };
+    let session = vgt_capture::session::Session::start(server, recorder, &config).unwrap();
+    let fe = TestFrontend::handshake(client, answers);
+    InProcess {
+        fe,
+        session,
+        capture,
+        dir,
+    }
+}
+
+/// Every record of a capture file with its payloads resolved.
+pub fn read_capture(path: &Path) -> (vgt_format::file::CaptureReader, Vec<vgt_format::Record>) {
+    let reader = vgt_format::file::CaptureReader::open(path).unwrap();
+    let records: Vec<vgt_format::Record> = reader.iter().map(|r| r.unwrap().1).collect();
+    (reader, records)
+}
