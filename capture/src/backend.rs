@@ -235,6 +235,7 @@ impl CaptureBackend {
         );
         let mut host = Host {
             recorder: &self.recorder,
+            queue,
             command,
             gpu: &mut self.gpu,
             display: &mut self.display,
@@ -424,6 +425,7 @@ impl GuestMemory for Memory<'_> {
 /// The device's view of its surroundings during one submission.
 struct Host<'a> {
     recorder: &'a Recorder,
+    queue: u16,
     command: RecordId,
     gpu: &'a mut Option<GpuSocket>,
     display: &'a mut DisplayState,
@@ -799,7 +801,7 @@ impl DeviceHost for Host<'_> {
     fn validation_error(&mut self, token: u64, err: &ValidationError) {
         let r = self.recorder.lifecycle(
             LifecycleKind::ValidationError,
-            None,
+            Some(self.queue),
             Some(token),
             err.to_string(),
         );
