@@ -169,6 +169,9 @@ impl CaptureBackend {
             };
             self.process_chain(queue, head, table, size, &mem, vrings, &mut signal);
         }
+        if !self.crashed {
+            self.poll_fences(&atomic.memory(), vrings, &mut signal);
+        }
         for (i, needed) in signal.iter().enumerate() {
             if let Some(v) = vrings.get(i).filter(|_| *needed)
                 && v.needs_notification().unwrap_or(true)
@@ -262,13 +265,52 @@ impl CaptureBackend {
                 }
             }
             Err(panic) => {
-                let message = panic_message(&panic);
+                let message = panic_message(panic.as_ref());
                 eprintln!("vgt-capture: the device crashed on command {command}: {message}");
                 let _ = self.recorder.lifecycle(
                     LifecycleKind::Crash,
                     Some(queue),
                     Some(command),
                     format!("device panicked: {message}"),
+                );
+                self.crashed = true;
+                self.signal.crashed();
+            }
+        }
+    }
+
+    /// Completions released by fences the renderer signalled asynchronously (rutabaga 2D
+    /// signals inside submit, so this is normally empty).
+    fn poll_fences(
+        &mut self,
+        mem: &GuestMemoryMmap,
+        vrings: &[VringRwLock],
+        signal: &mut [bool; NUM_QUEUES],
+    ) {
+        let mut host = Host {
+            recorder: &self.recorder,
+            queue: CONTROL_QUEUE,
+            command: u64::MAX,
+            gpu: &mut self.gpu,
+            display: &mut self.display,
+            fences: &self.fences,
+        };
+        let device = self.device.get_mut().unwrap_or_else(|p| p.into_inner());
+        let result = catch_unwind(AssertUnwindSafe(|| device.poll(&mut host)));
+        match result {
+            Ok(completions) => {
+                for c in completions {
+                    self.complete(c, mem, vrings, signal);
+                }
+            }
+            Err(panic) => {
+                let message = panic_message(panic.as_ref());
+                eprintln!("vgt-capture: the device crashed while polling fences: {message}");
+                let _ = self.recorder.lifecycle(
+                    LifecycleKind::Crash,
+                    None,
+                    None,
+                    format!("device panicked while polling fences: {message}"),
                 );
                 self.crashed = true;
                 self.signal.crashed();
@@ -475,7 +517,10 @@ impl Host<'_> {
         match f(&backend) {
             Ok(()) => true,
             Err(e) => {
-                self.error("gpu socket", e);
+                // The front-end closed the display socket (a reset tears it down): report it
+                // once and stop sending until QEMU hands over a new one.
+                self.error("gpu socket (display output stopped)", e);
+                *self.gpu = None;
                 false
             }
         }
@@ -855,9 +900,17 @@ impl VhostUserBackendMut for CaptureBackend {
         config[start..end].to_vec()
     }
 
-    fn set_config(&mut self, _offset: u32, _buf: &[u8]) -> io::Result<()> {
-        // events_clear writes: the built-in device raises no display events, so there is
-        // nothing to clear. The message itself is in the capture (VhostUser record).
+    fn set_config(&mut self, offset: u32, buf: &[u8]) -> io::Result<()> {
+        // The driver may only write events_clear (offset 4); the message itself is in the
+        // capture as a VhostUser record.
+        if offset == 4
+            && let Ok(mask) = <[u8; 4]>::try_from(buf)
+        {
+            self.device
+                .get_mut()
+                .unwrap_or_else(|p| p.into_inner())
+                .clear_events(u32::from_le_bytes(mask));
+        }
         Ok(())
     }
 

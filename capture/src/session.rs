@@ -122,6 +122,15 @@ impl Session {
         let device = Device::new(config.device.clone()).map_err(|e| CaptureError::Device {
             detail: e.to_string(),
         })?;
+        Self::start_with_device(front, recorder, device)
+    }
+
+    /// Like [`Session::start`] with a device built by the caller (another renderer).
+    pub fn start_with_device(
+        front: UnixStream,
+        recorder: Arc<Recorder>,
+        device: Device,
+    ) -> Result<Session, CaptureError> {
         let features = CaptureBackend::offered_features(&device);
         let config_space = device.config_space();
         let wall = SystemTime::now()
