@@ -122,7 +122,7 @@ fn renderer_panic_is_recorded_with_its_command_and_the_file_finished() {
             RecordBody::Command(c) => Some((i as u64, c)),
             _ => None,
         })
-        .last()
+        .next_back()
         .unwrap();
     assert_eq!(
         reader.read_payload(&cmd.request).unwrap().as_ref(),
