@@ -25,7 +25,7 @@ use vhost::vhost_user::message::{
     VhostUserProtocolFeatures, VhostUserU64, VhostUserVirtioFeatures,
 };
 use vhost_user_backend::{VhostUserBackendMut, VringRwLock, VringT};
-use virtio_bindings::bindings::virtio_config::VIRTIO_F_VERSION_1;
+use virtio_bindings::bindings::virtio_config::{VIRTIO_F_RING_RESET, VIRTIO_F_VERSION_1};
 use virtio_bindings::bindings::virtio_ring::{
     VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC,
 };
@@ -58,8 +58,14 @@ const FLAG_FENCE: u32 = 1;
 const FLAG_INFO_RING_IDX: u32 = 2;
 
 /// Virtio feature bits the backend adds to the device's own.
+///
+/// RING_RESET is offered because QEMU 10's vhost-user-gpu acks it whether or not the back-end
+/// offered it (seen in a real boot), and vhost-user-backend refuses SET_FEATURES with bits it did
+/// not offer; the Linux driver never resets a single queue, and a reset arrives as
+/// SET_VRING_ENABLE/GET_VRING_BASE, which the daemon handles.
 pub fn transport_features() -> u64 {
     (1 << VIRTIO_F_VERSION_1)
+        | (1 << VIRTIO_F_RING_RESET)
         | (1 << VIRTIO_RING_F_INDIRECT_DESC)
         | (1 << VIRTIO_RING_F_EVENT_IDX)
         | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits()
