@@ -149,7 +149,8 @@ impl CaptureBackend {
                 .lifecycle(LifecycleKind::Error, None, None, format!("{context}: {e}"));
     }
 
-    fn process_queue(&mut self, queue: u16, vrings: &[VringRwLock]) -> io::Result<()> {
+    /// Serves every available chain of `queue`; returns how many chains it took.
+    fn process_queue(&mut self, queue: u16, vrings: &[VringRwLock]) -> io::Result<usize> {
         let Some(atomic) = self.mem.clone() else {
             return Err(io::Error::other("queue event before SET_MEM_TABLE"));
         };
@@ -157,6 +158,7 @@ impl CaptureBackend {
             .get(usize::from(queue))
             .ok_or_else(|| io::Error::other(format!("no vring {queue}")))?;
         let mut signal = [false; NUM_QUEUES];
+        let mut taken = 0;
         loop {
             if self.crashed {
                 break;
@@ -173,6 +175,7 @@ impl CaptureBackend {
             let Some((head, table, size)) = popped else {
                 break;
             };
+            taken += 1;
             self.process_chain(queue, head, table, size, &mem, vrings, &mut signal);
         }
         if !self.crashed {
@@ -185,7 +188,7 @@ impl CaptureBackend {
                 v.signal_used_queue()?;
             }
         }
-        Ok(())
+        Ok(taken)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -961,11 +964,15 @@ impl VhostUserBackendMut for CaptureBackend {
                 vring
                     .disable_notification()
                     .map_err(|e| io::Error::other(e.to_string()))?;
-                self.process_queue(device_event, vrings)?;
+                let taken = self.process_queue(device_event, vrings)?;
                 let more = vring
                     .enable_notification()
                     .map_err(|e| io::Error::other(e.to_string()))?;
-                if !more || self.crashed {
+                // `more` also holds when the ring has new entries but can no longer be popped:
+                // GET_VRING_BASE marks the queue not ready before it waits for this thread to
+                // let go of the backend, so looping until `more` is false would spin forever
+                // and deadlock QEMU's shutdown (seen when a real guest's QEMU quit mid-flush).
+                if !more || self.crashed || taken == 0 {
                     break;
                 }
             }
