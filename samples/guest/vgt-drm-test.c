@@ -2,7 +2,7 @@
  * vgt-drm-test: a small fbdev/DRM client that the vgt test guest runs to make its virtio-gpu
  * driver send known traffic. Static, kernel uapi headers only (no libdrm).
  *
- *   vgt-drm-test fb                    FB_FRAMES full-screen writes to /dev/fb0
+ *   vgt-drm-test fb [FRAMES]           FRAMES (default FB_FRAMES) full-screen writes to /dev/fb0
  *   vgt-drm-test modes  [--ready FILE] modeset every connected scanout, change the resolution
  *                                      of scanout 0, page-flip between two buffers
  *   vgt-drm-test cursor [--ready FILE] modeset scanout 0, set a 64x64 ARGB cursor, move it,
@@ -108,7 +108,7 @@ static uint32_t fb_pixel(unsigned f, unsigned x, unsigned y)
 	return xrgb(x + 4 * f, y + 2 * f, ((x / 32 + y / 32 + f) & 1) ? 255 : 0);
 }
 
-static int run_fb(void)
+static int run_fb(unsigned frames)
 {
 	struct fb_var_screeninfo var;
 	struct fb_fix_screeninfo fix;
@@ -127,7 +127,7 @@ static int run_fb(void)
 	uint8_t *frame = malloc(size);
 	if (!frame)
 		die_sys("malloc %zu", size);
-	for (unsigned f = 0; f < FB_FRAMES; f++) {
+	for (unsigned f = 0; f < frames; f++) {
 		for (unsigned y = 0; y < var.yres; y++) {
 			uint32_t *row = (uint32_t *)(frame + (size_t)y * fix.line_length);
 			for (unsigned x = 0; x < fix.line_length / 4; x++)
@@ -143,8 +143,8 @@ static int run_fb(void)
 		}
 		usleep(20000); /* let the damage worker flush most frames on their own */
 	}
-	say("fb: %ux%u, line length %u: wrote %d frames of %zu bytes; the last is frame %d",
-	    var.xres, var.yres, fix.line_length, FB_FRAMES, size, FB_FRAMES - 1);
+	say("fb: %ux%u, line length %u: wrote %u frames of %zu bytes; the last is frame %u",
+	    var.xres, var.yres, fix.line_length, frames, size, frames - 1);
 	free(frame);
 	close(fd);
 	return 0;
@@ -441,14 +441,22 @@ int main(int argc, char **argv)
 	const char *ready = NULL;
 	int fd, rc;
 
+	if (argc >= 2 && argc <= 3 && strcmp(argv[1], "fb") == 0) {
+		unsigned long frames = FB_FRAMES;
+		if (argc == 3) {
+			char *end;
+			frames = strtoul(argv[2], &end, 10);
+			if (*end || frames < 1 || frames > 10000)
+				die("fb: FRAMES must be 1..10000, got '%s'", argv[2]);
+		}
+		return run_fb((unsigned)frames);
+	}
 	if (argc == 4 && strcmp(argv[2], "--ready") == 0)
 		ready = argv[3];
 	else if (argc != 2) {
-		fprintf(stderr, "usage: vgt-drm-test fb | modes [--ready FILE] | cursor [--ready FILE]\n");
+		fprintf(stderr, "usage: vgt-drm-test fb [FRAMES] | modes [--ready FILE] | cursor [--ready FILE]\n");
 		return 2;
 	}
-	if (strcmp(argv[1], "fb") == 0)
-		return run_fb();
 
 	fd = open("/dev/dri/card0", O_RDWR | O_CLOEXEC);
 	if (fd < 0)
