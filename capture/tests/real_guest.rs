@@ -25,7 +25,12 @@ use vgt_format::wire::CommandType as C;
 /// One guest at a time: the machine has few cores and the guests run under TCG.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-const CAPTURE_BIN: &str = env!("CARGO_BIN_EXE_vgt-capture");
+/// The vgt-capture binary under test: this package's build, or `VGT_CAPTURE_BIN`.
+fn capture_bin() -> PathBuf {
+    std::env::var_os("VGT_CAPTURE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_vgt-capture")))
+}
 
 /// `None` (and a line saying so) when the e2e tests are to be skipped; panics with the setup
 /// hint when the guest is missing.
@@ -95,7 +100,7 @@ fn shots_agree(
 fn run_workload(workload: &str, outputs: u32, root: &Path) -> Result<Timing> {
     let dir = root.join(workload);
     std::fs::create_dir_all(&dir)?;
-    let mut capture = CaptureProcess::spawn(Path::new(CAPTURE_BIN), &dir, outputs, &[])?;
+    let mut capture = CaptureProcess::spawn(&capture_bin(), &dir, outputs, &[])?;
     let start = Instant::now();
     let mut guest = GuestRun::boot(
         &capture.socket,
@@ -373,7 +378,7 @@ fn sigkill_mid_fb_workload_keeps_every_command() {
     let dir = root.join("sigkill");
     std::fs::create_dir_all(&dir).unwrap();
     let start = Instant::now();
-    let mut capture = CaptureProcess::spawn(Path::new(CAPTURE_BIN), &dir, 1, &[]).unwrap();
+    let mut capture = CaptureProcess::spawn(&capture_bin(), &dir, 1, &[]).unwrap();
     let mut guest = GuestRun::boot(
         &capture.socket,
         &dir,
