@@ -25,11 +25,11 @@ use vhost::vhost_user::message::{
     VhostUserProtocolFeatures, VhostUserU64, VhostUserVirtioFeatures,
 };
 use vhost_user_backend::{VhostUserBackendMut, VringRwLock, VringT};
-use virtio_bindings::bindings::virtio_config::VIRTIO_F_VERSION_1;
+use virtio_bindings::bindings::virtio_config::{VIRTIO_F_RING_RESET, VIRTIO_F_VERSION_1};
 use virtio_bindings::bindings::virtio_ring::{
     VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC,
 };
-use virtio_queue::QueueT;
+use virtio_queue::{QueueOwnedT, QueueT};
 use vm_memory::{
     ByteValued, Bytes, GuestAddress, GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap,
 };
@@ -58,8 +58,14 @@ const FLAG_FENCE: u32 = 1;
 const FLAG_INFO_RING_IDX: u32 = 2;
 
 /// Virtio feature bits the backend adds to the device's own.
+///
+/// RING_RESET is offered because QEMU 10's vhost-user-gpu acks it whether or not the back-end
+/// offered it (seen in a real boot), and vhost-user-backend refuses SET_FEATURES with bits it did
+/// not offer; the Linux driver never resets a single queue, and a reset arrives as
+/// SET_VRING_ENABLE/GET_VRING_BASE, which the daemon handles.
 pub fn transport_features() -> u64 {
     (1 << VIRTIO_F_VERSION_1)
+        | (1 << VIRTIO_F_RING_RESET)
         | (1 << VIRTIO_RING_F_INDIRECT_DESC)
         | (1 << VIRTIO_RING_F_EVENT_IDX)
         | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits()
@@ -106,6 +112,7 @@ pub struct CaptureBackend {
     display: DisplayState,
     pending: HashMap<u64, PendingChain>,
     fences: HashMap<u64, RecordId>,
+    queue_error_reported: [bool; NUM_QUEUES],
     crashed: bool,
 }
 
@@ -127,6 +134,7 @@ impl CaptureBackend {
             display: DisplayState::default(),
             pending: HashMap::new(),
             fences: HashMap::new(),
+            queue_error_reported: [false; NUM_QUEUES],
             crashed: false,
         })
     }
@@ -143,7 +151,8 @@ impl CaptureBackend {
                 .lifecycle(LifecycleKind::Error, None, None, format!("{context}: {e}"));
     }
 
-    fn process_queue(&mut self, queue: u16, vrings: &[VringRwLock]) -> io::Result<()> {
+    /// Serves every available chain of `queue`; returns how many were taken.
+    fn process_queue(&mut self, queue: u16, vrings: &[VringRwLock]) -> io::Result<usize> {
         let Some(atomic) = self.mem.clone() else {
             return Err(io::Error::other("queue event before SET_MEM_TABLE"));
         };
@@ -151,6 +160,7 @@ impl CaptureBackend {
             .get(usize::from(queue))
             .ok_or_else(|| io::Error::other(format!("no vring {queue}")))?;
         let mut signal = [false; NUM_QUEUES];
+        let mut taken = 0;
         loop {
             if self.crashed {
                 break;
@@ -159,14 +169,31 @@ impl CaptureBackend {
             let popped = {
                 let mut state = vring.get_mut();
                 let q = state.get_queue_mut();
+                if !q.ready() {
+                    // Stopped (GET_VRING_BASE) or not yet set up: nothing may be taken.
+                    break;
+                }
                 let table = q.desc_table();
                 let size = q.size();
-                q.pop_descriptor_chain(mem.clone())
-                    .map(|c| (c.head_index(), table, size))
+                match q.iter(mem.clone()) {
+                    Ok(mut chains) => Ok(chains.next().map(|c| (c.head_index(), table, size))),
+                    Err(e) => Err(e),
+                }
             };
-            let Some((head, table, size)) = popped else {
-                break;
+            let (head, table, size) = match popped {
+                Ok(Some(p)) => p,
+                Ok(None) => break,
+                Err(e) => {
+                    // A corrupt available ring (e.g. an index that ran ahead by more than the
+                    // queue size): nothing on it can be trusted until the driver resets it.
+                    if !self.queue_error_reported[usize::from(queue)] {
+                        self.queue_error_reported[usize::from(queue)] = true;
+                        self.fail(&format!("queue {queue}"), e);
+                    }
+                    break;
+                }
             };
+            taken += 1;
             self.process_chain(queue, head, table, size, &mem, vrings, &mut signal);
         }
         if !self.crashed {
@@ -179,7 +206,7 @@ impl CaptureBackend {
                 v.signal_used_queue()?;
             }
         }
-        Ok(())
+        Ok(taken)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -884,9 +911,8 @@ impl VhostUserBackendMut for CaptureBackend {
         self.pending.clear();
         self.fences.clear();
         self.display = DisplayState::default();
-        let _ = self
-            .recorder
-            .lifecycle(LifecycleKind::Reset, None, None, "device reset");
+        self.queue_error_reported = [false; NUM_QUEUES];
+        // The Reset lifecycle record comes from the relay, which saw RESET_DEVICE.
     }
 
     fn set_event_idx(&mut self, enabled: bool) {
@@ -955,11 +981,14 @@ impl VhostUserBackendMut for CaptureBackend {
                 vring
                     .disable_notification()
                     .map_err(|e| io::Error::other(e.to_string()))?;
-                self.process_queue(device_event, vrings)?;
+                let taken = self.process_queue(device_event, vrings)?;
                 let more = vring
                     .enable_notification()
                     .map_err(|e| io::Error::other(e.to_string()))?;
-                if !more || self.crashed {
+                // `more` with nothing taken means the ring cannot be served now (stopped, or
+                // corrupt): looping would spin with the backend lock held and block the
+                // GET_VRING_BASE that stops it.
+                if !more || taken == 0 || self.crashed {
                     break;
                 }
             }

@@ -264,8 +264,12 @@ impl Session {
 
     /// Stops serving and finishes the capture file.
     pub fn end(mut self, reason: EndReason) -> Result<(), RecordError> {
-        let _ = self.front.shutdown(std::net::Shutdown::Both);
-        let _ = self.back.shutdown(std::net::Shutdown::Both);
+        if reason != EndReason::Disconnect {
+            // Cut the front-end off. On a disconnect the relays end by themselves once they
+            // have read (and recorded) everything the front-end sent before it closed.
+            let _ = self.front.shutdown(std::net::Shutdown::Both);
+            let _ = self.back.shutdown(std::net::Shutdown::Both);
+        }
         for r in self.relays.drain(..) {
             let _ = r.join();
         }
