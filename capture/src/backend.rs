@@ -162,7 +162,7 @@ impl CaptureBackend {
         let mut signal = [false; NUM_QUEUES];
         let mut taken = 0;
         loop {
-            if self.crashed {
+            if self.crashed || self.signal.is_stopping() {
                 break;
             }
             let mem = atomic.memory();
@@ -544,13 +544,18 @@ impl Host<'_> {
         match f(&backend) {
             Ok(()) => true,
             Err(e) => {
-                // The front-end closed the display socket (a reset tears it down): report it
-                // once and stop sending until QEMU hands over a new one.
-                self.error("gpu socket (display output stopped)", e);
-                *self.gpu = None;
+                self.gpu_failed("gpu socket", e);
                 false
             }
         }
+    }
+
+    /// The display socket failed: QEMU closed it (a reset tears it down), or it stopped
+    /// reading for longer than the socket timeout (the stream is then out of step). Report it
+    /// once and send nothing more until QEMU hands over a new socket.
+    fn gpu_failed(&mut self, context: &str, e: impl std::fmt::Display) {
+        self.error(&format!("{context} (display output stopped)"), e);
+        *self.gpu = None;
     }
 
     /// Negotiates the GPU socket's protocol features once (GET then SET, both recorded).
@@ -580,7 +585,7 @@ impl Host<'_> {
                 value
             }
             Err(e) => {
-                self.error("gpu socket GET_PROTOCOL_FEATURES", e);
+                self.gpu_failed("gpu socket GET_PROTOCOL_FEATURES", e);
                 0
             }
         };
@@ -593,7 +598,7 @@ impl Host<'_> {
             &chosen.to_le_bytes(),
         );
         if let Err(e) = backend.set_protocol_features(&msg) {
-            self.error("gpu socket SET_PROTOCOL_FEATURES", e);
+            self.gpu_failed("gpu socket SET_PROTOCOL_FEATURES", e);
         }
         if let Some(gpu) = self.gpu.as_mut() {
             gpu.protocol = Some(chosen);
@@ -814,7 +819,7 @@ impl DeviceHost for Host<'_> {
                 })
             }
             Err(e) => {
-                self.error("gpu socket GET_DISPLAY_INFO", e);
+                self.gpu_failed("gpu socket GET_DISPLAY_INFO", e);
                 None
             }
         }
@@ -846,7 +851,7 @@ impl DeviceHost for Host<'_> {
                 (len > 0).then(|| resp.edid[..len].to_vec())
             }
             Err(e) => {
-                self.error("gpu socket GET_EDID", e);
+                self.gpu_failed("gpu socket GET_EDID", e);
                 None
             }
         }

@@ -190,6 +190,39 @@ fn lifecycle_of(recorder: &Recorder, msg: &RawMessage) {
     }
 }
 
+/// How long a send to or a reply from QEMU's display socket may take.
+///
+/// QEMU reads the display socket from its main loop, which blocks while it waits for a
+/// vhost-user reply. A display UPDATE larger than the socket buffer sent at that moment, with
+/// the reply needing the backend lock the sender holds (GET_VRING_BASE does), would wait
+/// forever; the timeout turns that into a recorded error and stopped display output.
+pub const GPU_SOCKET_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Sets SO_SNDTIMEO and SO_RCVTIMEO on a socket (shared with every duplicate of the fd).
+pub fn set_socket_timeouts(fd: &OwnedFd, timeout: std::time::Duration) -> io::Result<()> {
+    let tv = libc::timeval {
+        tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX),
+        tv_usec: libc::suseconds_t::from(timeout.subsec_micros() as i32),
+    };
+    for opt in [libc::SO_SNDTIMEO, libc::SO_RCVTIMEO] {
+        // SAFETY: `fd` is a valid open descriptor for the call's duration and `tv` is a
+        // properly initialised timeval whose size is passed along.
+        let r = unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                opt,
+                (&tv as *const libc::timeval).cast(),
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            )
+        };
+        if r != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
 /// Relays front-end requests to the daemon until either side closes. Returns why it stopped.
 pub fn front_to_back(
     front: &UnixStream,
@@ -202,6 +235,17 @@ pub fn front_to_back(
         };
         record(recorder, Direction::FrontToBack, &msg);
         lifecycle_of(recorder, &msg);
+        if msg.request() == req::GPU_SET_SOCKET
+            && let Some(fd) = msg.fds.first()
+            && let Err(e) = set_socket_timeouts(fd, GPU_SOCKET_TIMEOUT)
+        {
+            let _ = recorder.lifecycle(
+                LifecycleKind::Error,
+                None,
+                None,
+                format!("cannot set timeouts on the gpu socket: {e}"),
+            );
+        }
         write_message(back, &msg)?;
     }
 }

@@ -23,6 +23,7 @@ use crate::{CaptureError, RENDERER};
 
 /// Flags a session's threads raise for the main loop, plus an eventfd that wakes it.
 pub struct SessionSignal {
+    stopping: AtomicBool,
     crashed: AtomicBool,
     record_failed: AtomicBool,
     disconnected: AtomicBool,
@@ -33,6 +34,7 @@ impl SessionSignal {
     /// Fresh flags.
     pub fn new() -> std::io::Result<Self> {
         Ok(SessionSignal {
+            stopping: AtomicBool::new(false),
             crashed: AtomicBool::new(false),
             record_failed: AtomicBool::new(false),
             disconnected: AtomicBool::new(false),
@@ -43,6 +45,16 @@ impl SessionSignal {
     fn raise(&self, flag: &AtomicBool) {
         flag.store(true, Ordering::SeqCst);
         let _ = self.wake.write(1);
+    }
+
+    /// The session is ending: the queue worker takes no further chains.
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+    }
+
+    /// True once [`SessionSignal::stop`] was called.
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
     }
 
     /// The device panicked.
@@ -264,6 +276,7 @@ impl Session {
 
     /// Stops serving and finishes the capture file.
     pub fn end(mut self, reason: EndReason) -> Result<(), RecordError> {
+        self.signal.stop();
         if reason != EndReason::Disconnect {
             // Cut the front-end off. On a disconnect the relays end by themselves once they
             // have read (and recorded) everything the front-end sent before it closed.
