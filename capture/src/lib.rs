@@ -8,11 +8,13 @@
 //! - [`backend`]: the `VhostUserBackendMut` that walks chains, records, executes and responds.
 //! - [`chain`]: descriptor-chain walking with typed errors for malformed chains.
 //! - [`display`]: framebuffer copies and vhost-user-gpu message layouts.
+//! - [`gpu_socket`]: the vhost-user-gpu display socket client (with timeouts).
 //! - [`recorder`]: the thread-safe record appender over a [`recorder::RecordSink`].
 
 pub mod backend;
 pub mod chain;
 pub mod display;
+pub mod gpu_socket;
 pub mod recorder;
 pub mod relay;
 pub mod server;

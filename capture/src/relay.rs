@@ -15,6 +15,7 @@ use std::sync::Arc;
 use vgt_format::record::{Direction, LifecycleKind, RecordBody, VhostUserMessage};
 use vmm_sys_util::sock_ctrl_msg::ScmSocket;
 
+use crate::gpu_socket::GpuSlot;
 use crate::recorder::Recorder;
 
 /// vhost-user header length.
@@ -190,11 +191,44 @@ fn lifecycle_of(recorder: &Recorder, msg: &RawMessage) {
     }
 }
 
+/// Sets SO_SNDTIMEO and SO_RCVTIMEO on a socket (shared with every duplicate of the fd).
+pub fn set_socket_timeouts(fd: &OwnedFd, timeout: std::time::Duration) -> io::Result<()> {
+    let tv = libc::timeval {
+        tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX),
+        tv_usec: libc::suseconds_t::from(timeout.subsec_micros() as i32),
+    };
+    for opt in [libc::SO_SNDTIMEO, libc::SO_RCVTIMEO] {
+        // SAFETY: `fd` is a valid open descriptor for the call's duration and `tv` is a
+        // properly initialised timeval whose size is passed along.
+        let r = unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                opt,
+                (&tv as *const libc::timeval).cast(),
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            )
+        };
+        if r != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// A duplicate of the display socket QEMU handed over, with timeouts set.
+fn take_gpu_socket(fd: &OwnedFd) -> io::Result<UnixStream> {
+    let dup = fd.try_clone()?;
+    set_socket_timeouts(&dup, crate::gpu_socket::GPU_SOCKET_POLL)?;
+    Ok(UnixStream::from(dup))
+}
+
 /// Relays front-end requests to the daemon until either side closes. Returns why it stopped.
 pub fn front_to_back(
     front: &UnixStream,
     back: &UnixStream,
     recorder: &Arc<Recorder>,
+    gpu_slot: &GpuSlot,
 ) -> io::Result<()> {
     loop {
         let Some(msg) = read_message(front)? else {
@@ -202,6 +236,21 @@ pub fn front_to_back(
         };
         record(recorder, Direction::FrontToBack, &msg);
         lifecycle_of(recorder, &msg);
+        if msg.request() == req::GPU_SET_SOCKET
+            && let Some(fd) = msg.fds.first()
+        {
+            match take_gpu_socket(fd) {
+                Ok(stream) => gpu_slot.put(stream),
+                Err(e) => {
+                    let _ = recorder.lifecycle(
+                        LifecycleKind::Error,
+                        None,
+                        None,
+                        format!("cannot use the gpu socket: {e}"),
+                    );
+                }
+            }
+        }
         write_message(back, &msg)?;
     }
 }

@@ -17,12 +17,14 @@ use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
 use crate::backend::{self, CaptureBackend};
+use crate::gpu_socket::GpuSlot;
 use crate::recorder::{RecordError, Recorder};
 use crate::relay;
 use crate::{CaptureError, RENDERER};
 
 /// Flags a session's threads raise for the main loop, plus an eventfd that wakes it.
 pub struct SessionSignal {
+    stopping: AtomicBool,
     crashed: AtomicBool,
     record_failed: AtomicBool,
     disconnected: AtomicBool,
@@ -33,6 +35,7 @@ impl SessionSignal {
     /// Fresh flags.
     pub fn new() -> std::io::Result<Self> {
         Ok(SessionSignal {
+            stopping: AtomicBool::new(false),
             crashed: AtomicBool::new(false),
             record_failed: AtomicBool::new(false),
             disconnected: AtomicBool::new(false),
@@ -43,6 +46,16 @@ impl SessionSignal {
     fn raise(&self, flag: &AtomicBool) {
         flag.store(true, Ordering::SeqCst);
         let _ = self.wake.write(1);
+    }
+
+    /// The session is ending: the queue worker takes no further chains.
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+    }
+
+    /// True once [`SessionSignal::stop`] was called.
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
     }
 
     /// The device panicked.
@@ -154,8 +167,10 @@ impl Session {
         recorder.lifecycle(LifecycleKind::Connect, None, None, "front-end connected")?;
 
         let signal = Arc::new(SessionSignal::new().map_err(|e| CaptureError::io("eventfd", e))?);
-        let backend = CaptureBackend::new(device, recorder.clone(), signal.clone())
-            .map_err(|e| CaptureError::io("exit event", e))?;
+        let gpu_slot = Arc::new(GpuSlot::default());
+        let backend =
+            CaptureBackend::new(device, recorder.clone(), signal.clone(), gpu_slot.clone())
+                .map_err(|e| CaptureError::io("exit event", e))?;
         let backend = Arc::new(RwLock::new(backend));
         let mut daemon = VhostUserDaemon::new(
             "vgt-capture".to_owned(),
@@ -188,7 +203,7 @@ impl Session {
 
         let mut relays = Vec::new();
         {
-            let (f, b, r, s) = (
+            let (f, b, r, s, g) = (
                 front
                     .try_clone()
                     .map_err(|e| CaptureError::io("socket clone", e))?,
@@ -196,12 +211,13 @@ impl Session {
                     .map_err(|e| CaptureError::io("socket clone", e))?,
                 recorder.clone(),
                 signal.clone(),
+                gpu_slot,
             );
             relays.push(
                 std::thread::Builder::new()
                     .name("vgt-relay-in".to_owned())
                     .spawn(move || {
-                        let why = match relay::front_to_back(&f, &b, &r) {
+                        let why = match relay::front_to_back(&f, &b, &r, &g) {
                             Ok(()) => "front-end closed the connection".to_owned(),
                             Err(e) => format!("front-end connection failed: {e}"),
                         };
@@ -264,8 +280,13 @@ impl Session {
 
     /// Stops serving and finishes the capture file.
     pub fn end(mut self, reason: EndReason) -> Result<(), RecordError> {
-        let _ = self.front.shutdown(std::net::Shutdown::Both);
-        let _ = self.back.shutdown(std::net::Shutdown::Both);
+        self.signal.stop();
+        if reason != EndReason::Disconnect {
+            // Cut the front-end off. On a disconnect the relays end by themselves once they
+            // have read (and recorded) everything the front-end sent before it closed.
+            let _ = self.front.shutdown(std::net::Shutdown::Both);
+            let _ = self.back.shutdown(std::net::Shutdown::Both);
+        }
         for r in self.relays.drain(..) {
             let _ = r.join();
         }

@@ -41,7 +41,7 @@ fn handshake_and_command_are_recorded() {
             _ => None,
         })
         .collect();
-    assert_eq!(&reqs[..8], &[1, 15, 16, 17, 3, 13, 14, 13]);
+    assert_eq!(&reqs[..8], &[1, 15, 16, 17, 3, 1, 13, 14]);
     for r in &records {
         eprintln!("{:?}", r.body.kind().name());
     }

@@ -56,6 +56,28 @@ pub struct DisplayMsg {
     pub payload: Vec<u8>,
 }
 
+/// A gate the fake display waits at before answering GET_DISPLAY_INFO (to hold the backend
+/// inside a command).
+#[derive(Debug, Default)]
+pub struct Gate {
+    open: Mutex<bool>,
+    cv: std::sync::Condvar,
+}
+
+impl Gate {
+    pub fn open(&self) {
+        *self.open.lock().unwrap() = true;
+        self.cv.notify_all();
+    }
+
+    fn wait(&self) {
+        let mut open = self.open.lock().unwrap();
+        while !*open {
+            open = self.cv.wait(open).unwrap();
+        }
+    }
+}
+
 /// What the fake QEMU display answers.
 #[derive(Debug, Clone)]
 pub struct DisplayAnswers {
@@ -63,6 +85,9 @@ pub struct DisplayAnswers {
     pub width: u32,
     pub height: u32,
     pub edid: Vec<u8>,
+    pub display_info_gate: Option<Arc<Gate>>,
+    /// After a SCANOUT message, stop reading the socket until this opens (a stalled QEMU).
+    pub stall_after_scanout: Option<Arc<Gate>>,
 }
 
 impl Default for DisplayAnswers {
@@ -72,6 +97,8 @@ impl Default for DisplayAnswers {
             width: 640,
             height: 480,
             edid: (0..128u32).map(|i| (i * 7 + 3) as u8).collect(),
+            display_info_gate: None,
+            stall_after_scanout: None,
         }
     }
 }
@@ -105,9 +132,17 @@ pub fn spawn_display(
                 flags,
                 payload,
             });
+            if request == 7
+                && let Some(g) = &answers.stall_after_scanout
+            {
+                g.wait();
+            }
             let reply: Option<Vec<u8>> = match request {
                 1 => Some(answers.protocol_features.to_le_bytes().to_vec()),
                 3 => {
+                    if let Some(g) = &answers.display_info_gate {
+                        g.wait();
+                    }
                     let mut r = vec![0u8; 408];
                     r[0..4].copy_from_slice(&0x1101u32.to_le_bytes());
                     r[24 + 8..24 + 12].copy_from_slice(&answers.width.to_le_bytes());
@@ -236,6 +271,7 @@ impl TestFrontend {
         frontend.set_protocol_features(protocol).unwrap();
         assert_eq!(frontend.get_queue_num().unwrap(), 2);
         frontend.set_owner().unwrap();
+        assert_eq!(frontend.get_features().unwrap(), features);
         let queues: Vec<DriverQueue> = (0..2).map(|i| DriverQueue::new(i, QUEUE_SIZE)).collect();
         for q in &queues {
             frontend
@@ -245,9 +281,13 @@ impl TestFrontend {
                 .set_vring_err(usize::from(q.index), &q.call)
                 .unwrap();
         }
-        let (_, config) = frontend
-            .get_config(0, 16, VhostUserConfigFlags::WRITABLE, &[0u8; 16])
-            .unwrap();
+        let mut config = Vec::new();
+        for _ in 0..2 {
+            let (_, c) = frontend
+                .get_config(0, 16, VhostUserConfigFlags::WRITABLE, &[0u8; 16])
+                .unwrap();
+            config = c;
+        }
         // GPU_SET_SOCKET (request 33) is not in the vhost crate's front-end: send it raw.
         let (ours, theirs) = UnixStream::pair().unwrap();
         let mut hdr = Vec::new();
@@ -258,6 +298,11 @@ impl TestFrontend {
             .unwrap();
         drop(theirs);
         let (display_log, display_thread) = spawn_display(ours, answers);
+        for q in &queues {
+            frontend
+                .set_vring_call(usize::from(q.index), &q.call)
+                .unwrap();
+        }
         // Ack what a Linux guest acks: everything the device offers (VERSION_1, rings, EDID…).
         frontend.set_features(features).unwrap();
         let region = mem.find_region(GuestAddress(0)).unwrap();
@@ -301,6 +346,27 @@ impl TestFrontend {
             config,
             protocol,
         }
+    }
+
+    /// QEMU's vhost stop (guest reset or power-off): disable both rings, read their bases back
+    /// (which stops them) and re-point the call fds. Returns the bases.
+    pub fn stop(&mut self) -> Vec<u32> {
+        for q in &self.queues {
+            self.frontend
+                .set_vring_enable(usize::from(q.index), false)
+                .unwrap();
+        }
+        let bases = self
+            .queues
+            .iter()
+            .map(|q| self.frontend.get_vring_base(usize::from(q.index)).unwrap())
+            .collect();
+        for q in &self.queues {
+            self.frontend
+                .set_vring_call(usize::from(q.index), &q.call)
+                .unwrap();
+        }
+        bases
     }
 
     /// Allocates guest memory for a buffer (16-byte aligned).
