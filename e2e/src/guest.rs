@@ -101,6 +101,18 @@ pub fn wait_timeout(child: &mut Child, limit: Duration) -> Result<Option<ExitSta
     }
 }
 
+/// The vgt-capture arguments the harness uses (docs/CAPTURE.md shows the same ones).
+pub fn capture_args(socket: &Path, output: &Path, scanouts: u32) -> Vec<std::ffi::OsString> {
+    vec![
+        "--socket".into(),
+        socket.into(),
+        "-o".into(),
+        output.into(),
+        "--scanouts".into(),
+        scanouts.to_string().into(),
+    ]
+}
+
 /// A running `vgt-capture`; killed (SIGKILL) when dropped while still running.
 pub struct CaptureProcess {
     /// The child.
@@ -121,12 +133,7 @@ impl CaptureProcess {
         let output = dir.join("capture.vgt");
         let log = dir.join("vgt-capture.log");
         let child = Command::new(bin)
-            .arg("--socket")
-            .arg(&socket)
-            .arg("-o")
-            .arg(&output)
-            .arg("--scanouts")
-            .arg(scanouts.to_string())
+            .args(capture_args(&socket, &output, scanouts))
             .arg("--quiet")
             .args(extra)
             .stdin(Stdio::null())
