@@ -1,0 +1,310 @@
+//! The vhost-user message relay: QEMU's connection ends here, every message (with its file
+//! descriptors) is recorded byte for byte and passed on to the vhost-user-backend daemon over a
+//! private socket, and the daemon's replies travel back the same way.
+//!
+//! vhost-user-backend builds its request handler privately (`VhostUserHandler::new` is
+//! crate-internal), so wrapping the handler to observe requests is not possible; interposing the
+//! socket is, and it records the real wire bytes (header flags, fd counts, replies included)
+//! instead of re-encoded parsed values.
+
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+
+use vgt_format::record::{Direction, LifecycleKind, RecordBody, VhostUserMessage};
+use vmm_sys_util::sock_ctrl_msg::ScmSocket;
+
+use crate::gpu_socket::GpuSlot;
+use crate::recorder::Recorder;
+
+/// vhost-user header length.
+pub const HEADER_LEN: usize = 12;
+/// Largest payload the relay accepts (the vhost crate's own limit is 4 KiB).
+pub const MAX_PAYLOAD: u32 = 0x10000;
+/// Most file descriptors one message may carry.
+const MAX_FDS: usize = 32;
+
+/// vhost-user front-end request codes the relay interprets for lifecycle records.
+pub mod req {
+    /// RESET_OWNER.
+    pub const RESET_OWNER: u32 = 4;
+    /// GET_VRING_BASE (stops the ring).
+    pub const GET_VRING_BASE: u32 = 11;
+    /// SET_VRING_ENABLE.
+    pub const SET_VRING_ENABLE: u32 = 18;
+    /// GPU_SET_SOCKET.
+    pub const GPU_SET_SOCKET: u32 = 33;
+    /// RESET_DEVICE.
+    pub const RESET_DEVICE: u32 = 34;
+    /// SET_STATUS.
+    pub const SET_STATUS: u32 = 39;
+}
+
+/// One vhost-user message as it travelled.
+#[derive(Debug)]
+pub struct RawMessage {
+    /// The 12 header bytes.
+    pub header: [u8; HEADER_LEN],
+    /// The payload.
+    pub payload: Vec<u8>,
+    /// Attached descriptors.
+    pub fds: Vec<OwnedFd>,
+}
+
+impl RawMessage {
+    /// Request code.
+    pub fn request(&self) -> u32 {
+        u32::from_le_bytes([
+            self.header[0],
+            self.header[1],
+            self.header[2],
+            self.header[3],
+        ])
+    }
+
+    /// Header flags.
+    pub fn flags(&self) -> u32 {
+        u32::from_le_bytes([
+            self.header[4],
+            self.header[5],
+            self.header[6],
+            self.header[7],
+        ])
+    }
+
+    fn payload_u32(&self, at: usize) -> Option<u32> {
+        Some(u32::from_le_bytes(
+            self.payload.get(at..at + 4)?.try_into().ok()?,
+        ))
+    }
+
+    fn payload_u64(&self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.payload.get(0..8)?.try_into().ok()?))
+    }
+}
+
+/// Reads one message; `Ok(None)` at a clean end of stream.
+pub fn read_message(sock: &UnixStream) -> io::Result<Option<RawMessage>> {
+    let mut header = [0u8; HEADER_LEN];
+    let mut raw_fds: [RawFd; MAX_FDS] = [-1; MAX_FDS];
+    let mut iov = [libc::iovec {
+        iov_base: header.as_mut_ptr().cast(),
+        iov_len: HEADER_LEN,
+    }];
+    // SAFETY: the iovec points at `header`, which lives across the call and may hold any bytes.
+    let (n, nfds) = unsafe { sock.recv_with_fds(&mut iov, &mut raw_fds) }
+        .map_err(|e| io::Error::from_raw_os_error(e.errno()))?;
+    let fds: Vec<OwnedFd> = raw_fds[..nfds]
+        .iter()
+        // SAFETY: recvmsg returned these descriptors to us; nothing else owns them.
+        .map(|&fd| unsafe { OwnedFd::from_raw_fd(fd) })
+        .collect();
+    if n == 0 {
+        return Ok(None);
+    }
+    let mut reader = sock;
+    if n < HEADER_LEN {
+        reader.read_exact(&mut header[n..])?;
+    }
+    let size = u32::from_le_bytes([header[8], header[9], header[10], header[11]]);
+    if size > MAX_PAYLOAD {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "vhost-user message {} announces a {size}-byte payload (limit {MAX_PAYLOAD})",
+                u32::from_le_bytes([header[0], header[1], header[2], header[3]])
+            ),
+        ));
+    }
+    let mut payload = vec![0u8; size as usize];
+    reader.read_exact(&mut payload)?;
+    Ok(Some(RawMessage {
+        header,
+        payload,
+        fds,
+    }))
+}
+
+/// Writes one message with its descriptors.
+pub fn write_message(sock: &UnixStream, msg: &RawMessage) -> io::Result<()> {
+    let fds: Vec<RawFd> = msg.fds.iter().map(|f| f.as_raw_fd()).collect();
+    let mut all = Vec::with_capacity(HEADER_LEN + msg.payload.len());
+    all.extend_from_slice(&msg.header);
+    all.extend_from_slice(&msg.payload);
+    let sent = sock
+        .send_with_fds(&[&all[..]], &fds)
+        .map_err(|e| io::Error::from_raw_os_error(e.errno()))?;
+    if sent < all.len() {
+        let mut w = sock;
+        w.write_all(&all[sent..])?;
+    }
+    Ok(())
+}
+
+fn record(recorder: &Recorder, direction: Direction, msg: &RawMessage) {
+    let r = recorder.store(&msg.payload).and_then(|payload| {
+        recorder.append(RecordBody::VhostUser(VhostUserMessage {
+            direction,
+            request: msg.request(),
+            flags: msg.flags(),
+            fd_count: u8::try_from(msg.fds.len()).unwrap_or(u8::MAX),
+            payload,
+        }))
+    });
+    if let Err(e) = r {
+        eprintln!("vgt-capture: error: recording a vhost-user message: {e}");
+    }
+}
+
+/// Lifecycle records implied by a front-end request.
+fn lifecycle_of(recorder: &Recorder, msg: &RawMessage) {
+    let queue = msg.payload_u32(0).and_then(|q| u16::try_from(q).ok());
+    let event = match msg.request() {
+        req::RESET_OWNER | req::RESET_DEVICE => {
+            Some((LifecycleKind::Reset, None, "reset requested"))
+        }
+        req::GET_VRING_BASE => Some((
+            LifecycleKind::QueueStop,
+            queue,
+            "GET_VRING_BASE stops the ring",
+        )),
+        req::SET_VRING_ENABLE => match msg.payload_u32(4) {
+            Some(0) => Some((LifecycleKind::QueueStop, queue, "SET_VRING_ENABLE 0")),
+            Some(_) => Some((LifecycleKind::QueueStart, queue, "SET_VRING_ENABLE 1")),
+            None => None,
+        },
+        req::GPU_SET_SOCKET => Some((
+            LifecycleKind::DriverOk,
+            None,
+            "GPU_SET_SOCKET (QEMU hands over the display socket when the driver sets DRIVER_OK)",
+        )),
+        req::SET_STATUS => match msg.payload_u64() {
+            Some(s) if s & 4 != 0 => Some((LifecycleKind::DriverOk, None, "SET_STATUS DRIVER_OK")),
+            Some(0) => Some((LifecycleKind::Reset, None, "SET_STATUS 0")),
+            _ => None,
+        },
+        _ => None,
+    };
+    if let Some((kind, queue, message)) = event {
+        let _ = recorder.lifecycle(kind, queue, None, message);
+    }
+}
+
+/// Sets SO_SNDTIMEO and SO_RCVTIMEO on a socket (shared with every duplicate of the fd).
+pub fn set_socket_timeouts(fd: &OwnedFd, timeout: std::time::Duration) -> io::Result<()> {
+    let tv = libc::timeval {
+        tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX),
+        tv_usec: libc::suseconds_t::from(timeout.subsec_micros() as i32),
+    };
+    for opt in [libc::SO_SNDTIMEO, libc::SO_RCVTIMEO] {
+        // SAFETY: `fd` is a valid open descriptor for the call's duration and `tv` is a
+        // properly initialised timeval whose size is passed along.
+        let r = unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                opt,
+                (&tv as *const libc::timeval).cast(),
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            )
+        };
+        if r != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// A duplicate of the display socket QEMU handed over, with timeouts set.
+fn take_gpu_socket(fd: &OwnedFd) -> io::Result<UnixStream> {
+    let dup = fd.try_clone()?;
+    set_socket_timeouts(&dup, crate::gpu_socket::GPU_SOCKET_POLL)?;
+    Ok(UnixStream::from(dup))
+}
+
+/// Relays front-end requests to the daemon until either side closes. Returns why it stopped.
+pub fn front_to_back(
+    front: &UnixStream,
+    back: &UnixStream,
+    recorder: &Arc<Recorder>,
+    gpu_slot: &GpuSlot,
+) -> io::Result<()> {
+    loop {
+        let Some(msg) = read_message(front)? else {
+            return Ok(());
+        };
+        record(recorder, Direction::FrontToBack, &msg);
+        lifecycle_of(recorder, &msg);
+        if msg.request() == req::GPU_SET_SOCKET
+            && let Some(fd) = msg.fds.first()
+        {
+            match take_gpu_socket(fd) {
+                Ok(stream) => gpu_slot.put(stream),
+                Err(e) => {
+                    let _ = recorder.lifecycle(
+                        LifecycleKind::Error,
+                        None,
+                        None,
+                        format!("cannot use the gpu socket: {e}"),
+                    );
+                }
+            }
+        }
+        write_message(back, &msg)?;
+    }
+}
+
+/// Relays the daemon's replies to the front-end until either side closes.
+pub fn back_to_front(
+    back: &UnixStream,
+    front: &UnixStream,
+    recorder: &Arc<Recorder>,
+) -> io::Result<()> {
+    loop {
+        let Some(msg) = read_message(back)? else {
+            return Ok(());
+        };
+        record(recorder, Direction::BackToFront, &msg);
+        write_message(front, &msg)?;
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_with_fd_survives_a_round_trip() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let (x, _y) = UnixStream::pair().unwrap();
+        let mut header = [0u8; HEADER_LEN];
+        header[0] = 33;
+        header[4] = 1;
+        header[8] = 3;
+        let msg = RawMessage {
+            header,
+            payload: vec![1, 2, 3],
+            fds: vec![OwnedFd::from(x)],
+        };
+        write_message(&a, &msg).unwrap();
+        let got = read_message(&b).unwrap().unwrap();
+        assert_eq!(got.request(), 33);
+        assert_eq!(got.flags(), 1);
+        assert_eq!(got.payload, vec![1, 2, 3]);
+        assert_eq!(got.fds.len(), 1);
+        drop(a);
+        assert!(read_message(&b).unwrap().is_none());
+    }
+
+    #[test]
+    fn oversized_payload_is_an_error_not_an_allocation() {
+        let (mut a, b) = UnixStream::pair().unwrap();
+        let mut header = [0u8; HEADER_LEN];
+        header[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
+        a.write_all(&header).unwrap();
+        let e = read_message(&b).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+    }
+}

@@ -1,0 +1,107 @@
+//! Record sinks: the capture file (vgt-format's writer), a null sink for `--no-record`, and an
+//! in-memory sink for tests.
+
+use std::fs::File;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use vgt_format::file::{CaptureWriter, SyncPolicy, WriterOptions};
+
+use vgt_format::record::{Payload, Record, RecordId};
+
+use crate::recorder::{RecordSink, SinkError};
+use crate::server::SyncMode;
+
+/// Discards everything (`--no-record`): the backend still serves the guest.
+#[derive(Debug, Default)]
+pub struct NullSink {
+    next: RecordId,
+}
+
+impl RecordSink for NullSink {
+    fn store(&mut self, _bytes: &[u8]) -> Result<Payload, SinkError> {
+        Ok(Payload::empty())
+    }
+
+    fn append(&mut self, _record: &Record) -> Result<RecordId, SinkError> {
+        let id = self.next;
+        self.next += 1;
+        Ok(id)
+    }
+
+    fn finish(self: Box<Self>) -> Result<(), SinkError> {
+        Ok(())
+    }
+
+    fn bytes_written(&self) -> u64 {
+        0
+    }
+}
+
+/// Keeps records in memory (payloads inline); clone the handle to read them back.
+#[derive(Debug, Default, Clone)]
+pub struct MemorySink {
+    /// The records appended so far.
+    pub records: Arc<Mutex<Vec<Record>>>,
+    /// Set when `finish` ran.
+    pub finished: Arc<Mutex<bool>>,
+}
+
+impl RecordSink for MemorySink {
+    fn store(&mut self, bytes: &[u8]) -> Result<Payload, SinkError> {
+        Ok(Payload::Inline(bytes.to_vec()))
+    }
+
+    fn append(&mut self, record: &Record) -> Result<RecordId, SinkError> {
+        let mut r = self.records.lock().unwrap_or_else(|p| p.into_inner());
+        r.push(record.clone());
+        Ok(r.len() as u64 - 1)
+    }
+
+    fn finish(self: Box<Self>) -> Result<(), SinkError> {
+        *self.finished.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        Ok(())
+    }
+
+    fn bytes_written(&self) -> u64 {
+        0
+    }
+}
+
+/// The capture file, written through vgt-format's [`CaptureWriter`].
+pub struct FileSink {
+    writer: CaptureWriter<File>,
+}
+
+impl RecordSink for FileSink {
+    fn store(&mut self, bytes: &[u8]) -> Result<Payload, SinkError> {
+        self.writer.store(bytes).map_err(SinkError::wrap)
+    }
+
+    fn append(&mut self, record: &Record) -> Result<RecordId, SinkError> {
+        self.writer.append(record).map_err(SinkError::wrap)
+    }
+
+    fn flush(&mut self) -> Result<(), SinkError> {
+        self.writer.flush().map_err(SinkError::wrap)
+    }
+
+    fn finish(self: Box<Self>) -> Result<(), SinkError> {
+        self.writer.finish().map(|_| ()).map_err(SinkError::wrap)
+    }
+
+    fn bytes_written(&self) -> u64 {
+        self.writer.stats().file_bytes
+    }
+}
+
+/// Creates the capture file at `path` (truncating an existing one).
+pub fn open_file(path: &Path, sync: SyncMode) -> Result<Box<dyn RecordSink>, SinkError> {
+    let sync = match sync {
+        SyncMode::CrashSafe => SyncPolicy::CrashSafe,
+        SyncMode::Buffered => SyncPolicy::Buffered,
+    };
+    let writer = CaptureWriter::create(path, WriterOptions::default().with_sync(sync))
+        .map_err(SinkError::wrap)?;
+    Ok(Box::new(FileSink { writer }))
+}

@@ -1,0 +1,56 @@
+//! Regression: QEMU stops a ring (SET_VRING_ENABLE 0, GET_VRING_BASE) while the backend is
+//! inside a command and another chain waits in the ring. With EVENT_IDX the queue loop used to
+//! spin on "more work" it could not take, holding the backend lock that GET_VRING_BASE needs:
+//! QEMU hung at guest power-off. Found by booting a real guest.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{Buf, DisplayAnswers, Gate, gpu, start_in_process};
+use vgt_capture::session::EndReason;
+use vhost::VhostBackend;
+use vhost::vhost_user::VhostUserFrontend;
+
+#[test]
+fn get_vring_base_while_a_command_runs_does_not_deadlock() {
+    let gate = Arc::new(Gate::default());
+    let answers = DisplayAnswers {
+        display_info_gate: Some(gate.clone()),
+        ..DisplayAnswers::default()
+    };
+    let mut t = start_in_process(answers);
+    // The first chain blocks the worker inside GET_DISPLAY_INFO (QEMU does not answer yet);
+    // the second waits in the ring.
+    t.fe.push(0, &[Buf::Out(gpu::get_display_info()), Buf::In(408)], false);
+    t.fe.push(0, &[Buf::Out(gpu::get_display_info()), Buf::In(408)], false);
+    std::thread::sleep(Duration::from_millis(100));
+    t.fe.frontend.set_vring_enable(0, false).unwrap();
+    let opener = {
+        let gate = gate.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            gate.open();
+        })
+    };
+    t.fe.raw
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let base = t.fe.frontend.get_vring_base(0);
+    opener.join().unwrap();
+    let base = match base {
+        Ok(b) => b,
+        Err(e) => {
+            // The worker is wedged holding the backend lock: unwinding would hang in the
+            // daemon's drop (it joins the worker), so fail the test process outright.
+            eprintln!("GET_VRING_BASE got no answer ({e}): the queue worker is stuck");
+            std::process::exit(101);
+        }
+    };
+    assert!(base == 1 || base == 2, "base {base}");
+    let common::InProcess { fe, session, .. } = t;
+    drop(fe);
+    session.end(EndReason::Disconnect).unwrap();
+}
