@@ -1,4 +1,4 @@
-//! docs/CAPTURE.md tells users which QEMU options and which vgt-capture flags to use; the
+//! docs/CAPTURE.md and README.md tell users which QEMU options and which vgt-capture flags to use; the
 //! real-guest tests boot with run-guest.sh's options and start vgt-capture with
 //! `vgt_e2e::guest::capture_args`. This test keeps the two the same.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
@@ -37,33 +37,37 @@ fn read(rel: &str) -> String {
 
 #[test]
 fn capture_doc_qemu_options_are_the_ones_run_guest_boots_with() {
-    let doc = read("docs/CAPTURE.md");
     let script = read("samples/guest/run-guest.sh");
-    let documented = device_options(&doc);
     let used = device_options(&script);
-    assert_eq!(documented.len(), 4, "{documented:?}");
-    assert_eq!(
-        documented, used,
-        "docs/CAPTURE.md vs samples/guest/run-guest.sh"
-    );
+    for file in ["docs/CAPTURE.md", "README.md"] {
+        let documented = device_options(&read(file));
+        assert_eq!(documented.len(), 4, "{file}: {documented:?}");
+        assert_eq!(documented, used, "{file} vs samples/guest/run-guest.sh");
+    }
 }
 
 #[test]
 fn capture_doc_vgt_capture_flags_are_the_ones_the_tests_use() {
-    let doc = read("docs/CAPTURE.md");
-    let line = doc
-        .lines()
-        .find(|l| l.contains("vgt-capture --socket"))
-        .expect("a vgt-capture command line in docs/CAPTURE.md");
-    let documented: Vec<&str> = line
-        .split_whitespace()
-        .filter(|w| w.starts_with('-'))
-        .collect();
+    for file in ["docs/CAPTURE.md", "README.md"] {
+        let doc = read(file);
+        let line = doc
+            .lines()
+            .find(|l| l.contains("vgt-capture --socket"))
+            .unwrap_or_else(|| panic!("a vgt-capture command line in {file}"));
+        let documented: Vec<&str> = line
+            .split_whitespace()
+            .filter(|w| w.starts_with('-'))
+            .collect();
+        check_flags(file, &documented);
+    }
+}
+
+fn check_flags(file: &str, documented: &[&str]) {
     let args = capture_args(Path::new("S"), Path::new("O"), 1);
     let used: Vec<String> = args
         .iter()
         .map(|a| a.to_string_lossy().into_owned())
         .filter(|a| a.starts_with('-'))
         .collect();
-    assert_eq!(documented, used);
+    assert_eq!(documented, used, "{file}");
 }
