@@ -8,7 +8,7 @@
 //!   vhost-user and vhost-user-gpu messages.
 //! - [`record`]: the records a capture is made of (commands, responses, memory reads, fences,
 //!   frames, lifecycle events …).
-//! - [`file`]: the append-only, checksummed, crash-tolerant container that stores records, with
+//! - [`file`](mod@file): the append-only, checksummed, crash-tolerant container that stores records, with
 //!   content-addressed compressed payloads and an index for random access.
 //! - [`state`]: folds records into the device state (resources, contexts, scanouts, fences) at
 //!   any record.
