@@ -720,7 +720,9 @@ impl DeviceHost for Host<'_> {
                     .display
                     .framebuffers
                     .entry(scanout_id)
-                    .or_insert_with(|| Framebuffer::new(x + width, y + height));
+                    .or_insert_with(|| {
+                        Framebuffer::new(x.saturating_add(width), y.saturating_add(height))
+                    });
                 fb.resource_id = resource_id;
                 fb.patch(&packed);
                 let mut payload = display::u32_payload(&[scanout_id, x, y, width, height]);
