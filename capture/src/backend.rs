@@ -684,9 +684,14 @@ impl DeviceHost for Host<'_> {
                         .get(&scanout_id)
                         .is_some_and(|f| f.width == width && f.height == height);
                     if !keep {
-                        self.display
-                            .framebuffers
-                            .insert(scanout_id, Framebuffer::new(width, height));
+                        match Framebuffer::new(width, height) {
+                            Some(fb) => {
+                                self.display.framebuffers.insert(scanout_id, fb);
+                            }
+                            None => {
+                                self.display.framebuffers.remove(&scanout_id);
+                            }
+                        }
                     }
                 }
                 self.send(
@@ -716,13 +721,16 @@ impl DeviceHost for Host<'_> {
                     stride,
                     &pixels,
                 );
-                let fb = self
-                    .display
-                    .framebuffers
-                    .entry(scanout_id)
-                    .or_insert_with(|| Framebuffer::new(x + width, y + height));
-                fb.resource_id = resource_id;
-                fb.patch(&packed);
+                if !self.display.framebuffers.contains_key(&scanout_id)
+                    && let Some(fb) =
+                        Framebuffer::new(x.saturating_add(width), y.saturating_add(height))
+                {
+                    self.display.framebuffers.insert(scanout_id, fb);
+                }
+                if let Some(fb) = self.display.framebuffers.get_mut(&scanout_id) {
+                    fb.resource_id = resource_id;
+                    fb.patch(&packed);
+                }
                 let mut payload = display::u32_payload(&[scanout_id, x, y, width, height]);
                 payload.extend_from_slice(&packed.pixels);
                 self.send(gpu_req::UPDATE, &payload);

@@ -97,6 +97,10 @@ pub fn pack_update(
     }
 }
 
+/// Largest scanout copy kept for Frame records (a 16384 x 8192 picture); larger scanouts are
+/// still shown on QEMU but get no Frame records.
+pub const MAX_FRAMEBUFFER_BYTES: u64 = 512 << 20;
+
 /// The current picture of one scanout, B, G, R, X bytes, stride `width * 4`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Framebuffer {
@@ -111,14 +115,18 @@ pub struct Framebuffer {
 }
 
 impl Framebuffer {
-    /// A black framebuffer.
-    pub fn new(width: u32, height: u32) -> Self {
-        Framebuffer {
+    /// A black framebuffer; `None` when larger than [`MAX_FRAMEBUFFER_BYTES`].
+    pub fn new(width: u32, height: u32) -> Option<Self> {
+        let bytes = u64::from(width) * u64::from(height) * 4;
+        if bytes > MAX_FRAMEBUFFER_BYTES {
+            return None;
+        }
+        Some(Framebuffer {
             width,
             height,
             resource_id: 0,
-            pixels: vec![0; width as usize * height as usize * 4],
-        }
+            pixels: vec![0; bytes as usize],
+        })
     }
 
     /// Bytes per row.
@@ -180,7 +188,7 @@ mod tests {
 
     #[test]
     fn patch_outside_frame_is_clipped() {
-        let mut fb = Framebuffer::new(2, 2);
+        let mut fb = Framebuffer::new(2, 2).unwrap();
         let u = PackedUpdate {
             x: 1,
             y: 1,

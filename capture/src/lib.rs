@@ -11,6 +11,25 @@
 //! - [`gpu_socket`]: the vhost-user-gpu display socket client (with timeouts).
 //! - [`recorder`]: the thread-safe record appender over a [`recorder::RecordSink`].
 
+//!
+//! # What is recorded, and how
+//! - vhost-user messages: the relay owns QEMU's connection and forwards every message (fds
+//!   included) to the vhost-user-backend daemon over a private socket, recording header fields
+//!   and payload bytes exactly as they travelled, both directions (`VhostUser` records).
+//!   vhost-user-backend builds its request handler privately, so it cannot be wrapped.
+//! - Display socket: spoken by [`gpu_socket`] on a duplicate of the fd QEMU passed with
+//!   GPU_SET_SOCKET; requests are recorded as sent, replies as received (`GpuSocket`, with
+//!   `BackendRequest` / `BackendReply` directions).
+//! - Chains: walked by [`chain`]; `CommandRecord::descriptors` lists ring descriptors in chain
+//!   order and, for an indirect descriptor, that descriptor followed by its table's entries. The
+//!   command is appended before the device runs it. A chain that cannot be walked is recorded
+//!   with the descriptors read so far and an empty request, then a `ValidationError` lifecycle
+//!   record, and is returned with used length 0.
+//! - Frames: the whole scanout (x8r8g8b8, stride width*4) after every display update; repeats
+//!   cost nothing thanks to the writer's content deduplication.
+//! - Lifecycle: Connect, DriverOk (GPU_SET_SOCKET / SET_STATUS), QueueStart/Stop
+//!   (SET_VRING_ENABLE, GET_VRING_BASE), Reset, ValidationError, Error, Crash, Disconnect, End.
+
 pub mod backend;
 pub mod chain;
 pub mod display;

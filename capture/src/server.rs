@@ -119,7 +119,11 @@ fn status_bar(quiet: bool) -> ProgressBar {
 }
 
 fn status_message(recorder: &Recorder, path: &Path) -> String {
-    let s = recorder.stats();
+    let mut s = recorder.stats();
+    if recorder.is_finished() {
+        // The writer is gone; the file's length includes the index it wrote last.
+        s.file_bytes = std::fs::metadata(path).map_or(s.file_bytes, |m| m.len());
+    }
     format!(
         "{}: {} commands, {} frames, {:.1} MB written, dedup {:.2}x{}",
         path.display(),
@@ -244,10 +248,10 @@ fn serve(
             }
         };
         let _ = epoll.ctl(ControlOperation::Delete, wake, EpollEvent::default());
-        let summary = status_message(&recorder, &path);
         let ended = session.end(reason);
         bar.finish_and_clear();
         ended.with_context(|| format!("cannot finish capture file {}", path.display()))?;
+        let summary = status_message(&recorder, &path);
         if !opts.quiet {
             eprintln!("vgt-capture: finished {summary}");
         }

@@ -218,6 +218,9 @@ impl Session {
                     .name("vgt-relay-in".to_owned())
                     .spawn(move || {
                         let why = match relay::front_to_back(&f, &b, &r, &g) {
+                            _ if s.is_stopping() => {
+                                "vgt-capture closed the connection (session ending)".to_owned()
+                            }
                             Ok(()) => "front-end closed the connection".to_owned(),
                             Err(e) => format!("front-end connection failed: {e}"),
                         };

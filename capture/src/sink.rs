@@ -1,9 +1,7 @@
-//! Record sinks: the capture file (vgt-format's writer), a null sink for `--no-record`, and an
-//! in-memory sink for tests.
+//! Record sinks: the capture file (vgt-format's writer) and a null sink for `--no-record`.
 
 use std::fs::File;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 
 use vgt_format::file::{CaptureWriter, SyncPolicy, WriterOptions};
 
@@ -30,36 +28,6 @@ impl RecordSink for NullSink {
     }
 
     fn finish(self: Box<Self>) -> Result<(), SinkError> {
-        Ok(())
-    }
-
-    fn bytes_written(&self) -> u64 {
-        0
-    }
-}
-
-/// Keeps records in memory (payloads inline); clone the handle to read them back.
-#[derive(Debug, Default, Clone)]
-pub struct MemorySink {
-    /// The records appended so far.
-    pub records: Arc<Mutex<Vec<Record>>>,
-    /// Set when `finish` ran.
-    pub finished: Arc<Mutex<bool>>,
-}
-
-impl RecordSink for MemorySink {
-    fn store(&mut self, bytes: &[u8]) -> Result<Payload, SinkError> {
-        Ok(Payload::Inline(bytes.to_vec()))
-    }
-
-    fn append(&mut self, record: &Record) -> Result<RecordId, SinkError> {
-        let mut r = self.records.lock().unwrap_or_else(|p| p.into_inner());
-        r.push(record.clone());
-        Ok(r.len() as u64 - 1)
-    }
-
-    fn finish(self: Box<Self>) -> Result<(), SinkError> {
-        *self.finished.lock().unwrap_or_else(|p| p.into_inner()) = true;
         Ok(())
     }
 

@@ -196,3 +196,15 @@ fn bad_arguments_are_one_clear_error() {
         "{err}"
     );
 }
+
+#[test]
+fn no_record_serves_without_writing_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, sock, out) = spawn(dir.path(), &["--no-record"]);
+    let mut fe = TestFrontend::connect(&sock, DisplayAnswers::default());
+    traffic(&mut fe, 3, 700);
+    drop(fe);
+    let status = wait_exit(&mut child);
+    assert!(status.success(), "{status:?}");
+    assert!(!out.exists(), "--no-record writes nothing");
+}
