@@ -44,6 +44,15 @@ pub enum Verb {
         #[arg(long)]
         json: bool,
     },
+    /// Automatic checks for known virtio-gpu bug classes; exits 1 when anything is found, 0
+    /// when clean, 2 when the file cannot be read.
+    Check {
+        /// The capture file.
+        file: PathBuf,
+        /// Print the report as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// What a verb reports back to `main` besides its output.
@@ -51,6 +60,8 @@ pub enum Verb {
 pub struct Outcome {
     /// The capture was damaged (corrupt chunks): exit non-zero after printing what was readable.
     pub damaged: bool,
+    /// `check` found something: exit 1.
+    pub findings: bool,
 }
 
 /// Parses `A..B`, `A..=B`, `A..`, `..B` or `N` into a half-open range of record numbers.
@@ -104,21 +115,27 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
             kind,
             json,
         } => crate::dump::run(&file, range, &kind, json, out),
+        Verb::Check { file, json } => crate::check_cmd::run(&file, json, out),
     }
 }
 
 /// Entry point of the binary: parse, run, print one line per error, map to an exit code
-/// (0 success, 1 error or damaged capture, 2 bad arguments).
+/// (0 success, 1 error or damaged capture, 2 bad arguments). `check` exits 1 on findings and 2
+/// when its input cannot be read.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    let is_check = matches!(cli.verb, Verb::Check { .. });
+    let error_code = if is_check { 2 } else { 1 };
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());
     let result = run(cli, &mut out);
     let flushed = out.flush();
     match (result, flushed) {
         (Ok(outcome), Ok(())) => {
-            if outcome.damaged {
+            if outcome.findings {
                 ExitCode::from(1)
+            } else if outcome.damaged {
+                ExitCode::from(error_code)
             } else {
                 ExitCode::SUCCESS
             }
@@ -128,7 +145,7 @@ pub fn main() -> ExitCode {
         (Ok(_), Err(e)) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         (Err(e), _) => {
             eprintln!("vgt-inspect: error: {e:#}");
-            ExitCode::from(1)
+            ExitCode::from(error_code)
         }
         (Ok(_), Err(e)) => {
             eprintln!("vgt-inspect: error: writing output: {e}");

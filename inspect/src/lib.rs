@@ -3,6 +3,8 @@
 //! The binary is a thin shell over [`cli`]; each verb lives in its own module and only reads
 //! captures through `vgt_format` (UI code never parses bytes itself).
 
+pub mod check;
+pub mod check_cmd;
 pub mod cli;
 pub mod describe;
 pub mod dump;

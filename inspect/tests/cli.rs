@@ -241,3 +241,61 @@ fn a_missing_file_and_bad_arguments_are_reported() {
     let o = inspect(&["dump", "x.vgt", "--kind", "bogus"]);
     assert_eq!(o.status.code(), Some(2));
 }
+
+#[test]
+fn check_on_a_clean_boot_exits_0_with_no_finding() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = boot_capture(dir.path(), 3);
+    let o = inspect(&["check", path.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).starts_with("0 findings"), "{}", stdout(&o));
+    let o = inspect(&["check", "--json", path.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["total"], 0);
+    assert_eq!(v["checks"].as_array().unwrap().len(), 10);
+}
+
+#[test]
+fn check_with_findings_exits_1_and_names_the_records() {
+    use vgt_format::wire::{Command as Cmd, Request, ResourceUnref};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("uaf.vgt");
+    let writer = CaptureWriter::create(&path, WriterOptions::default()).unwrap();
+    let mut b = CaptureBuilder::new(writer, 1).unwrap();
+    b.linux_boot(16, 16, 1).unwrap();
+    // Unref of the resource on scanout 0, then a second unref: use after teardown.
+    for _ in 0..2 {
+        b.ok(Request::new(Cmd::ResourceUnref(ResourceUnref {
+            resource_id: 2,
+            padding: 0,
+        })))
+        .unwrap();
+    }
+    b.finish().unwrap();
+    let o = inspect(&["check", path.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("mode-changes"), "{out}");
+    assert!(out.contains("use-after-teardown"), "{out}");
+    assert!(out.contains("destroyed by RESOURCE_UNREF at #"), "{out}");
+    let o = inspect(&["check", "--json", path.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let findings = v["findings"].as_array().unwrap();
+    assert_eq!(findings.len(), 2, "{v}");
+    assert_eq!(findings[1]["check"], "use-after-teardown");
+    assert_eq!(findings[1]["severity"], "error");
+    assert!(findings[1]["records"].as_array().unwrap().len() == 2);
+}
+
+#[test]
+fn check_on_a_file_that_is_not_a_capture_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("junk.vgt");
+    std::fs::write(&path, b"definitely not a capture").unwrap();
+    let o = inspect(&["check", path.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let o = inspect(&["check", dir.path().join("missing.vgt").to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+}
