@@ -53,6 +53,22 @@ pub enum Verb {
         #[arg(long)]
         json: bool,
     },
+    /// Command histogram, latency percentiles per command type, bytes moved, frames per second.
+    Stats {
+        /// The capture file.
+        file: PathBuf,
+        /// Print the statistics as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Export commands and fences as Chrome trace / Perfetto JSON.
+    Export {
+        /// Write a Chrome trace event file here.
+        #[arg(long, value_name = "OUT.json")]
+        chrome_trace: PathBuf,
+        /// The capture file.
+        file: PathBuf,
+    },
 }
 
 /// What a verb reports back to `main` besides its output.
@@ -116,6 +132,8 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
             json,
         } => crate::dump::run(&file, range, &kind, json, out),
         Verb::Check { file, json } => crate::check_cmd::run(&file, json, out),
+        Verb::Stats { file, json } => crate::stats::run(&file, json, out),
+        Verb::Export { chrome_trace, file } => crate::export::run(&file, &chrome_trace, out),
     }
 }
 

@@ -8,5 +8,7 @@ pub mod check_cmd;
 pub mod cli;
 pub mod describe;
 pub mod dump;
+pub mod export;
 pub mod info;
 pub mod progress;
+pub mod stats;

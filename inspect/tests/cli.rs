@@ -8,6 +8,7 @@ use std::process::{Command, Output};
 
 use vgt_format::record::LifecycleKind;
 use vgt_format::testing::CaptureBuilder;
+use vgt_format::wire::CtrlHeader;
 use vgt_format::{CaptureWriter, WriterOptions};
 
 fn inspect(args: &[&str]) -> Output {
@@ -298,4 +299,125 @@ fn check_on_a_file_that_is_not_a_capture_exits_2() {
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     let o = inspect(&["check", dir.path().join("missing.vgt").to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn stats_report_histogram_latency_bytes_and_fps() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = boot_capture(dir.path(), 3);
+    let o = inspect(&["stats", "--json", path.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["commands"]["TRANSFER_TO_HOST_2D"], 3);
+    assert_eq!(v["commands"]["RESOURCE_FLUSH"], 3);
+    assert_eq!(v["commands"]["GET_DISPLAY_INFO"], 1);
+    // The builder answers every command one microsecond after it.
+    assert_eq!(v["latency"]["RESOURCE_FLUSH"]["count"], 3);
+    assert_eq!(v["latency"]["RESOURCE_FLUSH"]["p50_ns"], 1000);
+    assert_eq!(v["latency"]["RESOURCE_FLUSH"]["max_ns"], 1000);
+    assert_eq!(v["bytes"]["memory_reads"], 3 * 32 * 16 * 4);
+    assert_eq!(
+        v["bytes"]["memory_reads_per_resource"]["2"],
+        3 * 32 * 16 * 4
+    );
+    assert_eq!(v["frames"], 3);
+    assert_eq!(v["frames_per_second"], serde_json::json!([3]));
+    let o = inspect(&["stats", path.to_str().unwrap()]);
+    assert!(o.status.success());
+    let out = stdout(&o);
+    assert!(
+        out.contains(
+            "TRANSFER_TO_HOST_2D              3      1.000      1.000      1.000      1.000"
+        ),
+        "{out}"
+    );
+}
+
+#[test]
+fn chrome_trace_has_queue_and_ring_tracks_with_flows() {
+    use vgt_format::record::{FenceSignal, RecordBody};
+    use vgt_format::wire::{
+        Command as Cmd, FLAG_FENCE, FLAG_INFO_RING_IDX, Rect, Request, ResourceFlush, Response,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fences.vgt");
+    let writer = CaptureWriter::create(&path, WriterOptions::default()).unwrap();
+    let mut b = CaptureBuilder::new(writer, 1).unwrap();
+    b.linux_boot(16, 16, 1).unwrap();
+    let mut flush = Request::new(Cmd::ResourceFlush(ResourceFlush {
+        r: Rect {
+            x: 0,
+            y: 0,
+            width: 16,
+            height: 16,
+        },
+        resource_id: 2,
+        padding: 0,
+    }));
+    flush.header.flags = FLAG_FENCE;
+    flush.header.fence_id = 1;
+    let fenced = b.command(0, &flush, 24).unwrap();
+    b.respond(fenced, &Response::ok_nodata(&flush.header))
+        .unwrap();
+    let mut submit = Request::new(Cmd::Submit3d(Default::default()));
+    submit.header.flags = FLAG_FENCE | FLAG_INFO_RING_IDX;
+    submit.header.fence_id = 2;
+    submit.header.ctx_id = 1;
+    submit.header.ring_idx = 3;
+    let sub = b.command(0, &submit, 24).unwrap();
+    b.respond(sub, &Response::ok_nodata(&CtrlHeader::new(0x1100)))
+        .unwrap();
+    b.append(RecordBody::Fence(FenceSignal {
+        command: sub,
+        fence_id: 2,
+        ctx_id: 1,
+        ring_idx: 3,
+        context_ring: true,
+    }))
+    .unwrap();
+    b.finish().unwrap();
+
+    let trace = dir.path().join("trace.json");
+    let o = inspect(&[
+        "export",
+        "--chrome-trace",
+        trace.to_str().unwrap(),
+        path.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&trace).unwrap()).unwrap();
+    let events = v["traceEvents"].as_array().unwrap();
+    let of = |ph: &str, pid: u64| -> Vec<&serde_json::Value> {
+        events
+            .iter()
+            .filter(|e| e["ph"] == ph && e["pid"] == pid)
+            .collect()
+    };
+    // Every answered command is a complete event on the control queue track (pid 1, tid 0).
+    let commands = of("X", 1);
+    assert_eq!(commands.len(), 4 + 2 + 2, "{commands:#?}");
+    assert!(commands.iter().all(|e| e["tid"] == 0 && e["dur"] == 1.0));
+    // One complete event per fence on its ring's track, from submission to signal.
+    let fences = of("X", 2);
+    assert_eq!(fences.len(), 2, "{fences:#?}");
+    assert_eq!(fences[0]["name"], "fence 1");
+    assert_eq!(fences[0]["args"]["command"], fenced);
+    assert_eq!(fences[1]["name"], "fence 2");
+    assert_eq!(fences[1]["dur"], 2.0);
+    assert_ne!(fences[0]["tid"], fences[1]["tid"]);
+    // Flows join the submission on the queue track to the signal on the ring track.
+    let starts = of("s", 1);
+    let finishes = of("f", 2);
+    assert_eq!(starts.len(), 2);
+    assert_eq!(finishes.len(), 2);
+    for (s, f) in starts.iter().zip(&finishes) {
+        assert_eq!(s["id"], f["id"]);
+        assert!(f["ts"].as_f64().unwrap() >= s["ts"].as_f64().unwrap());
+    }
+    let names: Vec<&str> = of("M", 2)
+        .iter()
+        .filter_map(|e| e["args"]["name"].as_str())
+        .collect();
+    assert!(names.contains(&"fences: global"), "{names:?}");
+    assert!(names.contains(&"fences: ctx 1 ring 3"), "{names:?}");
 }
