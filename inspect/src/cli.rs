@@ -11,10 +11,13 @@ use vgt_format::record::RecordKind;
 /// Look inside vgt captures.
 #[derive(Debug, Parser)]
 #[command(name = "vgt-inspect", version, about, long_about = None)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct Cli {
-    /// What to do.
+    /// What to do (without a verb: browse FILE in the terminal UI).
     #[command(subcommand)]
-    pub verb: Verb,
+    pub verb: Option<Verb>,
+    /// The capture to browse when no verb is given.
+    pub file: Option<PathBuf>,
 }
 
 /// The verbs.
@@ -60,6 +63,11 @@ pub enum Verb {
         /// Print the statistics as one JSON object.
         #[arg(long)]
         json: bool,
+    },
+    /// Browse a capture in the terminal (the default when only a file is given).
+    Tui {
+        /// The capture file.
+        file: PathBuf,
     },
     /// Export commands and fences as Chrome trace / Perfetto JSON.
     Export {
@@ -123,7 +131,13 @@ pub fn parse_kind(s: &str) -> Result<RecordKind, String> {
 
 /// Runs a parsed command line, writing to `out`.
 pub fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
-    match cli.verb {
+    let verb = match (cli.verb, cli.file) {
+        (Some(v), _) => v,
+        (None, Some(file)) => Verb::Tui { file },
+        (None, None) => anyhow::bail!("no capture given: vgt-inspect FILE, or vgt-inspect --help"),
+    };
+    match verb {
+        Verb::Tui { file } => crate::tui::run(&file, out),
         Verb::Info { file, json } => crate::info::run(&file, json, out),
         Verb::Dump {
             file,
@@ -142,7 +156,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
 /// when its input cannot be read.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let is_check = matches!(cli.verb, Verb::Check { .. });
+    let is_check = matches!(cli.verb, Some(Verb::Check { .. }));
     let error_code = if is_check { 2 } else { 1 };
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());

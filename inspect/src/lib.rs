@@ -12,3 +12,4 @@ pub mod export;
 pub mod info;
 pub mod progress;
 pub mod stats;
+pub mod tui;
