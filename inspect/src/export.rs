@@ -68,16 +68,47 @@ fn us(ns: u64) -> f64 {
     ns as f64 / 1_000.0
 }
 
-/// Builds the trace: `{"traceEvents": [...], "displayTimeUnit": "ns", ...}`.
-pub fn chrome_trace(reader: &CaptureReader) -> Value {
-    let mut events: Vec<Value> = Vec::new();
+/// Writes trace events one by one, so that memory stays flat however long the capture.
+struct Sink<'w> {
+    w: &'w mut dyn Write,
+    n: usize,
+    error: Option<std::io::Error>,
+}
+
+impl Sink<'_> {
+    fn push(&mut self, v: Value) {
+        if self.error.is_some() {
+            return;
+        }
+        let sep: &[u8] = if self.n == 0 { b"\n" } else { b",\n" };
+        let r = self
+            .w
+            .write_all(sep)
+            .and_then(|()| serde_json::to_writer(&mut *self.w, &v).map_err(std::io::Error::from));
+        match r {
+            Ok(()) => self.n += 1,
+            Err(e) => self.error = Some(e),
+        }
+    }
+}
+
+/// Writes the trace, `{"traceEvents": [...], "displayTimeUnit": "ns", ...}`, to `w`; returns
+/// the number of events.
+pub fn write_chrome_trace(reader: &CaptureReader, w: &mut dyn Write) -> std::io::Result<usize> {
+    w.write_all(b"{\"traceEvents\": [")?;
+    let mut sink = Sink {
+        w,
+        n: 0,
+        error: None,
+    };
+    let events = &mut sink;
     let mut submitted: HashMap<RecordId, Submitted> = HashMap::new();
     let mut pending: BTreeMap<Ring, Vec<RecordId>> = BTreeMap::new();
     let mut rings: BTreeMap<Ring, u32> = BTreeMap::new();
     let mut queues: BTreeMap<u16, ()> = BTreeMap::new();
     let mut last_ts = 0;
     // A fence signal completes every pending command on its timeline up to the fence id.
-    let signal = |events: &mut Vec<Value>,
+    let signal = |events: &mut Sink<'_>,
                   submitted: &mut HashMap<RecordId, Submitted>,
                   pending: &mut BTreeMap<Ring, Vec<RecordId>>,
                   tid: u32,
@@ -187,7 +218,7 @@ pub fn chrome_trace(reader: &CaptureReader) -> Value {
                     let ring = Ring::of(&resp.header);
                     let tid = ring_tid(&mut rings, ring);
                     signal(
-                        &mut events,
+                        events,
                         &mut submitted,
                         &mut pending,
                         tid,
@@ -212,7 +243,7 @@ pub fn chrome_trace(reader: &CaptureReader) -> Value {
                 };
                 let tid = ring_tid(&mut rings, ring);
                 signal(
-                    &mut events,
+                    events,
                     &mut submitted,
                     &mut pending,
                     tid,
@@ -247,10 +278,9 @@ pub fn chrome_trace(reader: &CaptureReader) -> Value {
             }
         }
     }
-    let mut meta = vec![
-        json!({"name": "process_name", "ph": "M", "pid": PID_QUEUES, "tid": 0, "args": {"name": "virtqueues"}}),
-        json!({"name": "process_name", "ph": "M", "pid": PID_FENCES, "tid": 0, "args": {"name": "fence rings"}}),
-    ];
+    let meta = events;
+    meta.push(json!({"name": "process_name", "ph": "M", "pid": PID_QUEUES, "tid": 0, "args": {"name": "virtqueues"}}));
+    meta.push(json!({"name": "process_name", "ph": "M", "pid": PID_FENCES, "tid": 0, "args": {"name": "fence rings"}}));
     for q in queues.keys() {
         let name = match q {
             0 => "controlq".to_string(),
@@ -262,27 +292,28 @@ pub fn chrome_trace(reader: &CaptureReader) -> Value {
     for (ring, tid) in &rings {
         meta.push(json!({"name": "thread_name", "ph": "M", "pid": PID_FENCES, "tid": tid, "args": {"name": ring.name()}}));
     }
-    meta.extend(events);
-    json!({
-        "traceEvents": meta,
-        "displayTimeUnit": "ns",
-        "otherData": {"generator": concat!("vgt-inspect ", env!("CARGO_PKG_VERSION"))},
-    })
+    let n = sink.n;
+    if let Some(e) = sink.error {
+        return Err(e);
+    }
+    let tail = json!({"generator": concat!("vgt-inspect ", env!("CARGO_PKG_VERSION"))});
+    write!(
+        w,
+        "\n], \"displayTimeUnit\": \"ns\", \"otherData\": {tail}}}\n"
+    )?;
+    Ok(n)
 }
 
 /// Runs `export --chrome-trace OUT FILE`.
 pub fn run(path: &Path, chrome_trace_out: &Path, out: &mut dyn Write) -> Result<Outcome> {
     let reader =
         CaptureReader::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let trace = chrome_trace(&reader);
     let file = std::fs::File::create(chrome_trace_out)
         .with_context(|| format!("cannot create {}", chrome_trace_out.display()))?;
     let mut w = std::io::BufWriter::new(file);
-    serde_json::to_writer(&mut w, &trace)
+    let n = write_chrome_trace(&reader, &mut w)
+        .and_then(|n| w.flush().map(|()| n))
         .with_context(|| format!("writing {}", chrome_trace_out.display()))?;
-    w.flush()
-        .with_context(|| format!("writing {}", chrome_trace_out.display()))?;
-    let n = trace["traceEvents"].as_array().map_or(0, Vec::len);
     writeln!(
         out,
         "wrote {n} trace events to {}",

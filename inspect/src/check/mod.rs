@@ -252,6 +252,7 @@ impl Early {
 #[derive(Debug, Default)]
 pub struct Checker {
     report: Report,
+    kept: HashMap<CheckId, usize>,
     view: GuestView,
     num_scanouts: Option<u32>,
     num_capsets: Option<u32>,
@@ -290,16 +291,12 @@ impl Checker {
         records: Vec<RecordId>,
         message: String,
     ) {
-        let kept = self
-            .report
-            .findings
-            .iter()
-            .filter(|f| f.check == check)
-            .count();
-        if kept >= MAX_FINDINGS_PER_CHECK {
+        let kept = self.kept.entry(check).or_default();
+        if *kept >= MAX_FINDINGS_PER_CHECK {
             *self.report.suppressed.entry(check).or_default() += 1;
             return;
         }
+        *kept += 1;
         self.report.findings.push(Finding {
             check,
             severity,

@@ -866,3 +866,23 @@ fn commands_after_reset_and_context_destroy_are_use_after_teardown() {
         "RESOURCE_FLUSH names resource 7, destroyed by device reset",
     );
 }
+
+#[test]
+fn findings_beyond_the_cap_are_counted_not_kept() {
+    let report = check(|b| {
+        create(b, 7, 8, 8);
+        for _ in 0..(super::MAX_FINDINGS_PER_CHECK + 20) {
+            flush(b, 7, rect(0, 0, 8, 8));
+        }
+    });
+    assert_eq!(
+        only(&report, CheckId::ModeChanges).len(),
+        super::MAX_FINDINGS_PER_CHECK
+    );
+    assert_eq!(report.suppressed.get(&CheckId::ModeChanges), Some(&20));
+    assert_eq!(
+        report.total(),
+        super::MAX_FINDINGS_PER_CHECK as u64 + 20 + 1,
+        "plus the leak"
+    );
+}
