@@ -259,6 +259,11 @@ fn summaries_link_commands_to_responses_and_flag_errors() {
         .unwrap();
         b.ok(fenced(create(5, 2, 2), 77)).unwrap();
     });
+    // Browsers keep one per record: 1M records must fit in 48 MB.
+    assert_eq!(
+        std::mem::size_of::<vgt_format::summary::RecordSummary>(),
+        48
+    );
     let mut table = Vec::new();
     let mut linker = SummaryLinker::new();
     for item in reader.iter() {

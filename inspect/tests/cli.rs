@@ -421,3 +421,42 @@ fn chrome_trace_has_queue_and_ring_tracks_with_flows() {
     assert!(names.contains(&"fences: global"), "{names:?}");
     assert!(names.contains(&"fences: ctx 1 ring 3"), "{names:?}");
 }
+
+/// The format's v1 sample holds deliberately odd records (unknown command codes with fences that
+/// are never answered, a validation error). `check` reports exactly those, and nothing else.
+#[test]
+fn check_on_the_v1_sample_reports_only_its_true_findings() {
+    let sample = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../format/tests/data/v1-small.vgt"
+    );
+    let o = inspect(&["check", "--json", sample]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let findings = v["findings"].as_array().unwrap();
+    let mut got: Vec<(String, Vec<u64>)> = findings
+        .iter()
+        .map(|f| {
+            (
+                f["check"].as_str().unwrap().to_string(),
+                f["records"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|r| r.as_u64().unwrap())
+                    .collect(),
+            )
+        })
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            ("errors".to_string(), vec![11, 2]),
+            ("fences".to_string(), vec![15]),
+            ("fences".to_string(), vec![17]),
+            ("fences".to_string(), vec![19]),
+        ],
+        "{v}"
+    );
+}

@@ -378,7 +378,11 @@ impl Checker {
                         CheckId::Errors,
                         Severity::Error,
                         records,
-                        format!("{what}: {}", l.message),
+                        if l.message.is_empty() {
+                            what.to_string()
+                        } else {
+                            format!("{what}: {}", l.message)
+                        },
                     );
                 }
                 _ => {}
