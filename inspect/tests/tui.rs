@@ -300,3 +300,92 @@ fn real_terminal_in_tmux_browses_and_quits() {
     // The alternate screen is gone: the browser's frame is no longer on the terminal.
     assert!(!s.contains("device state after"), "{s}");
 }
+
+#[test]
+fn every_view_draws_at_tiny_and_huge_sizes_without_panicking() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut app = app(dir.path());
+    app.apply(Action::Jump(9));
+    for (w, h) in [(1, 1), (10, 3), (20, 5), (80, 24), (200, 60), (400, 2)] {
+        for view in [View::List, View::Resources, View::Timeline] {
+            for help in [false, true] {
+                app.apply(Action::Show(view));
+                app.help = help;
+                let mut terminal = Terminal::new(TestBackend::new(w, h)).unwrap();
+                app.prepare(Rect::new(0, 0, w, h));
+                terminal.draw(|f| draw(f, &app)).unwrap();
+            }
+        }
+    }
+    // Zoomed far in and panned past the end, the timeline still draws.
+    app.apply(Action::Show(View::Timeline));
+    for _ in 0..40 {
+        app.apply(Action::ZoomIn);
+        app.apply(Action::PanRight);
+    }
+    let s = screen(&mut app);
+    assert!(s.contains("timeline"), "{s}");
+}
+
+#[test]
+fn frame_detail_has_a_pixel_preview() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut app = app(dir.path());
+    // #15 is the first frame (after the transfer exchange, two reads and the flush exchange).
+    app.apply(Action::Jump(15));
+    screen(&mut app);
+    let d = app.detail.as_ref().unwrap();
+    let text: String = d.lines.iter().map(|l| l.to_string() + "\n").collect();
+    assert!(text.contains("frame 32x16"), "{text}");
+    assert_eq!(d.link, Some(13), "the flush that made it");
+    let rows = d
+        .lines
+        .iter()
+        .filter(|l| l.spans.iter().any(|s| s.content == "▀"))
+        .count();
+    assert_eq!(rows, 8, "16 pixel rows in 8 half-block lines");
+}
+
+#[test]
+fn resources_view_lists_destroyed_resources_and_jumps_to_their_destruction() {
+    use vgt_format::wire::{Format, ResourceCreate2d, ResourceUnref};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("unref.vgt");
+    let writer = CaptureWriter::create(&path, WriterOptions::default()).unwrap();
+    let mut b = CaptureBuilder::new(writer, 1).unwrap();
+    b.linux_boot(8, 8, 1).unwrap();
+    let created = b
+        .ok(Request::new(Command::ResourceCreate2d(ResourceCreate2d {
+            resource_id: 5,
+            format: Format::B8G8R8A8_UNORM,
+            width: 4,
+            height: 4,
+        })))
+        .unwrap();
+    let unref = b
+        .ok(Request::new(Command::ResourceUnref(ResourceUnref {
+            resource_id: 5,
+            padding: 0,
+        })))
+        .unwrap();
+    b.finish().unwrap();
+    let reader = Arc::new(CaptureReader::open(&path).unwrap());
+    let mut app = App::new(reader, "unref.vgt", true);
+    app.wait_index();
+    app.apply(Action::Bottom);
+    app.apply(Action::Show(View::Resources));
+    let s = screen(&mut app);
+    assert!(s.contains("1 live resources, 1 retired"), "{s}");
+    assert!(
+        s.contains(&format!("#{created}")) && s.contains(&format!("#{unref}")),
+        "{s}"
+    );
+    app.apply(Action::Down(1));
+    app.apply(Action::FollowDestroyed);
+    assert_eq!(app.selected_id(), Some(unref));
+    app.apply(Action::Show(View::Resources));
+    screen(&mut app);
+    app.apply(Action::Down(1));
+    app.apply(Action::Follow);
+    assert_eq!(app.selected_id(), Some(created));
+}

@@ -340,7 +340,8 @@ impl App {
                 self.resource_cursor = self.resource_cursor.saturating_sub(n as usize);
             }
             Action::Down(n) if self.view == View::Resources => {
-                self.resource_cursor = self.resource_cursor.saturating_add(n as usize);
+                let last = self.resource_count().saturating_sub(1);
+                self.resource_cursor = self.resource_cursor.saturating_add(n as usize).min(last);
             }
             Action::Up(n) => self.select(self.selected.saturating_sub(n)),
             Action::Down(n) => self.select(self.selected.saturating_add(n)),
@@ -495,6 +496,14 @@ impl App {
             .map(|r| (r.created_at, r.destroyed_at))
     }
 
+    /// Rows in the resources view for the current state.
+    fn resource_count(&self) -> usize {
+        match &self.state {
+            Some((_, Ok(state))) => state.resources.len() + state.retired_resources.len(),
+            _ => 0,
+        }
+    }
+
     fn timeline_move(&mut self, action: &Action) {
         let (start, span) = self.timeline_window();
         let (start, span) = match action {
@@ -576,6 +585,9 @@ impl App {
         {
             let st = self.state_at(id);
             self.state = Some((id, st));
+            self.resource_cursor = self
+                .resource_cursor
+                .min(self.resource_count().saturating_sub(1));
         }
     }
 
