@@ -47,10 +47,13 @@ pub struct RecordSummary {
     pub ctx: u32,
     /// Record kind code.
     pub kind: RecordKind,
-    /// Virtqueue (commands, responses), scanout (frames, cursors), ring index (fences).
+    /// Virtqueue (commands, responses), scanout (frames, cursors), direction (vhost-user),
+    /// queue (lifecycle).
     pub queue: u16,
     /// `FLAG_*` bits.
     pub flags: u8,
+    /// Fence ring index (fenced commands and responses with FLAG_INFO_RING_IDX, fences).
+    pub ring: u8,
 }
 
 impl RecordSummary {
@@ -66,6 +69,7 @@ impl RecordSummary {
             kind,
             queue: 0,
             flags: 0,
+            ring: 0,
         }
     }
 
@@ -82,6 +86,7 @@ fn from_header(s: &mut RecordSummary, h: &CtrlHeader) {
         s.fence = h.fence_id;
         if h.has_ring_idx() {
             s.flags |= FLAG_CONTEXT_RING;
+            s.ring = h.ring_idx;
         }
     }
 }
@@ -145,7 +150,7 @@ pub fn summarize(record: &Record, src: &dyn PayloadSource) -> RecordSummary {
             s.link = f.command;
             s.fence = f.fence_id;
             s.ctx = f.ctx_id;
-            s.queue = u16::from(f.ring_idx);
+            s.ring = f.ring_idx;
             if f.context_ring {
                 s.flags |= FLAG_CONTEXT_RING;
             }

@@ -286,6 +286,7 @@ fn summaries_link_commands_to_responses_and_flag_errors() {
     let fenced_cmd = &table[n - 2];
     assert_eq!((fenced_cmd.resource, fenced_cmd.fence), (5, 77));
     assert!(fenced_cmd.flags & FLAG_FENCED != 0 && fenced_cmd.flags & FLAG_ERROR == 0);
+    assert_eq!(fenced_cmd.ring, 0, "a global-timeline fence");
     assert_eq!(fenced_cmd.response_code, ResponseType::OK_NODATA.0);
     // Memory reads and frames point at their commands; the session links nowhere.
     assert_eq!(table[0].link, NO_RECORD);

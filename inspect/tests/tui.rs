@@ -389,3 +389,30 @@ fn resources_view_lists_destroyed_resources_and_jumps_to_their_destruction() {
     app.apply(Action::Follow);
     assert_eq!(app.selected_id(), Some(created));
 }
+
+#[test]
+fn timeline_has_a_track_per_fence_ring() {
+    use vgt_format::wire::FLAG_INFO_RING_IDX;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rings.vgt");
+    let writer = CaptureWriter::create(&path, WriterOptions::default()).unwrap();
+    let mut b = CaptureBuilder::new(writer, 1).unwrap();
+    b.linux_boot(8, 8, 1).unwrap();
+    for (ring, fence) in [(3u8, 1u64), (5, 2)] {
+        let mut r = Request::new(Command::Submit3d(Default::default()));
+        r.header.flags = FLAG_FENCE | FLAG_INFO_RING_IDX;
+        r.header.fence_id = fence;
+        r.header.ctx_id = 1;
+        r.header.ring_idx = ring;
+        b.ok(r).unwrap();
+    }
+    b.finish().unwrap();
+    let reader = Arc::new(CaptureReader::open(&path).unwrap());
+    let mut app = App::new(reader, "rings.vgt", true);
+    app.wait_index();
+    app.apply(Action::Show(View::Timeline));
+    let s = screen(&mut app);
+    for track in ["controlq", "c1 r3 fences", "c1 r5 fences"] {
+        assert!(s.contains(track), "{track} missing:\n{s}");
+    }
+}

@@ -365,7 +365,7 @@ fn draw_timeline(frame: &mut Frame<'_>, app: &App, area: Rect) {
         add(format!("1 {q}"), s.ts_ns, done, s.is_error());
         if s.flags & FLAG_FENCED != 0 {
             let ring = if s.flags & FLAG_CONTEXT_RING != 0 {
-                format!("ctx{} fences", s.ctx)
+                format!("c{} r{} fences", s.ctx, s.ring)
             } else {
                 "fences".to_string()
             };

@@ -99,6 +99,7 @@ fn blank() -> RecordSummary {
         kind: vgt_format::record::RecordKind(0),
         queue: 0,
         flags: vgt_format::summary::FLAG_UNDECODABLE,
+        ring: 0,
     }
 }
 
