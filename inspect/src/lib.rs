@@ -1,4 +1,5 @@
-//! vgt-inspect: command-line analysis of vgt captures.
+//! vgt-inspect: the terminal browser and command-line analysis of vgt captures (info, dump,
+//! check, stats, export).
 //!
 //! The binary is a thin shell over [`cli`]; each verb lives in its own module and only reads
 //! captures through `vgt_format` (UI code never parses bytes itself).
