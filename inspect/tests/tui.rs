@@ -416,3 +416,60 @@ fn timeline_has_a_track_per_fence_ring() {
         assert!(s.contains(track), "{track} missing:\n{s}");
     }
 }
+
+#[test]
+fn panic_in_browser_mode_restores_the_terminal() {
+    use std::process::Command as Proc;
+    if Proc::new("tmux").arg("-V").output().is_err() {
+        println!("skipped: tmux is not installed");
+        return;
+    }
+    // Examples are built by `cargo test` next to the test binaries' `deps` folder.
+    let exe = std::env::current_exe().unwrap();
+    let example = exe
+        .parent()
+        .and_then(Path::parent)
+        .unwrap()
+        .join("examples")
+        .join("panic_in_browser");
+    if !example.exists() {
+        println!("skipped: {} is not built", example.display());
+        return;
+    }
+    let session = format!("vgt-inspect-panic-{}", std::process::id());
+    let tmux = |args: &[&str]| Proc::new("tmux").args(args).output().expect("run tmux");
+    let cmd = format!(
+        "{} 2>&1; stty -a | tr ' ' '\\n' | grep -x -- '-\\?icanon'; echo DONE; sleep 30",
+        example.display()
+    );
+    let o = tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        &session,
+        "-x",
+        "80",
+        "-y",
+        "24",
+        &cmd,
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let mut screen = String::new();
+    for _ in 0..100 {
+        screen = String::from_utf8_lossy(&tmux(&["capture-pane", "-t", &session, "-p"]).stdout)
+            .into_owned();
+        if screen.contains("DONE") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    tmux(&["kill-session", "-t", &session]);
+    assert!(screen.contains("DONE"), "{screen}");
+    assert!(
+        screen.contains("deliberate panic inside the browser"),
+        "{screen}"
+    );
+    // Canonical mode is back (raw mode shows `-icanon`) and the alternate screen is gone.
+    assert!(screen.lines().any(|l| l.trim() == "icanon"), "{screen}");
+    assert!(!screen.contains("BROWSER-SCREEN"), "{screen}");
+}

@@ -43,10 +43,35 @@ fn restore_terminal() {
     );
 }
 
-/// Restores the terminal when dropped (normal exit and error paths).
-struct Guard;
+/// The terminal in browser mode: raw, alternate screen, mouse captured. Dropping it (normal
+/// exit, an error, or unwinding from a panic) restores the terminal; a panic hook installed by
+/// [`TerminalSession::enter`] restores it before the panic message is printed.
+pub struct TerminalSession {
+    _private: (),
+}
 
-impl Drop for Guard {
+impl TerminalSession {
+    /// Enters browser mode and returns a ratatui terminal on stdout.
+    pub fn enter() -> Result<(TerminalSession, Terminal<CrosstermBackend<io::Stdout>>)> {
+        static HOOK: std::sync::Once = std::sync::Once::new();
+        HOOK.call_once(|| {
+            // A panic must not leave the terminal in raw mode on the alternate screen.
+            let previous = std::panic::take_hook();
+            std::panic::set_hook(Box::new(move |info| {
+                restore_terminal();
+                previous(info);
+            }));
+        });
+        enable_raw_mode().context("cannot put the terminal in raw mode")?;
+        let session = TerminalSession { _private: () };
+        execute!(io::stdout(), EnterAlternateScreen, EnableMouseCapture)
+            .context("cannot set up the terminal")?;
+        let terminal = Terminal::new(CrosstermBackend::new(io::stdout()))?;
+        Ok((session, terminal))
+    }
+}
+
+impl Drop for TerminalSession {
     fn drop(&mut self) {
         restore_terminal();
     }
@@ -61,18 +86,7 @@ pub fn run(path: &Path, _out: &mut dyn Write) -> Result<Outcome> {
         |n| n.to_string_lossy().into_owned(),
     );
     let mut app = App::new(Arc::new(reader), &name, true);
-
-    // A panic must not leave the terminal in raw mode on the alternate screen.
-    let previous = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        restore_terminal();
-        previous(info);
-    }));
-    enable_raw_mode().context("cannot put the terminal in raw mode")?;
-    let _guard = Guard;
-    execute!(io::stdout(), EnterAlternateScreen, EnableMouseCapture)
-        .context("cannot set up the terminal")?;
-    let mut terminal = Terminal::new(CrosstermBackend::new(io::stdout()))?;
+    let (_session, mut terminal) = TerminalSession::enter()?;
     terminal.clear()?;
     loop {
         let size = terminal.size()?;
