@@ -538,7 +538,10 @@ impl Checker {
     /// Looks a resource up, reporting a missing or destroyed one.
     fn resource(&mut self, id: RecordId, name: &str, res: u32) -> bool {
         match self.view.lookup(res) {
-            Lookup::Live => true,
+            Lookup::Live => {
+                self.view.touch(res, id);
+                true
+            }
             Lookup::Retired {
                 destroyed_at,
                 reason,
@@ -1112,7 +1115,7 @@ impl Checker {
                 self.scanout_ok(id, name, c.pos.scanout_id);
                 if c.resource_id != 0 {
                     self.resource(id, name, c.resource_id);
-                    self.view.cursor = Some(c.resource_id);
+                    self.view.cursors.insert(c.resource_id);
                 }
             }
             Command::MoveCursor(c) => {
@@ -1488,15 +1491,18 @@ impl Checker {
                 );
             }
         }
-        // Leaks: resources alive at the end that no scanout shows and that are not the cursor.
-        let leaks = self.view.leaks();
-        for (res, created, bytes, backing) in leaks {
+        // Leaks: resources alive at the end that were never shown nor used as the cursor and
+        // that nothing named in the second half of the capture. (Every capture ends with live
+        // resources; only forgotten ones are leaks.)
+        let stale_before = self.report.records / 2;
+        let leaks = self.view.leaks(stale_before);
+        for (res, created, last_use, bytes, backing) in leaks {
             self.find(
                 CheckId::Lifecycle,
                 Severity::Warning,
-                vec![created],
+                vec![created, last_use],
                 format!(
-                    "resource {res} ({bytes} host bytes, {backing} bytes of backing) created at #{created} is never unreferenced and no scanout shows it at the end"
+                    "resource {res} ({bytes} host bytes, {backing} bytes of backing) created at #{created} is never unreferenced, never shown, and unused after #{last_use} (the second half of the capture never names it)"
                 ),
             );
         }

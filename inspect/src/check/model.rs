@@ -37,6 +37,10 @@ pub(crate) struct Res {
     /// Offset in the host-visible region and the mapping record.
     pub mapped: Option<(u64, RecordId)>,
     pub created_at: RecordId,
+    /// The last command that named it.
+    pub last_use: RecordId,
+    /// Shown on a scanout at some point (a framebuffer, perhaps the idle one of a flip pair).
+    pub ever_shown: bool,
 }
 
 impl Res {
@@ -78,8 +82,8 @@ pub(crate) struct GuestView {
     retired_contexts: HashMap<u32, (RecordId, &'static str)>,
     /// What each scanout shows (resource, record that set it).
     scanouts: [(u32, RecordId); 16],
-    /// The last cursor resource (not a leak when alive at the end).
-    pub cursor: Option<u32>,
+    /// Resources ever used as the cursor image (not leaks when alive at the end).
+    pub cursors: std::collections::HashSet<u32>,
     live_bytes: u64,
 }
 
@@ -139,6 +143,8 @@ impl GuestView {
             scanouts: Vec::new(),
             mapped: None,
             created_at: at,
+            last_use: at,
+            ever_shown: false,
         };
         self.live_bytes = self.live_bytes.saturating_add(r.host_bytes());
         self.retired.remove(&res);
@@ -194,6 +200,7 @@ impl GuestView {
             && let Some(r) = self.resources.get_mut(&res)
         {
             r.scanouts.push((scanout, at));
+            r.ever_shown = true;
         }
     }
 
@@ -208,7 +215,7 @@ impl GuestView {
             self.destroy_ctx(c, at, "device reset");
         }
         self.scanouts = Default::default();
-        self.cursor = None;
+        self.cursors.clear();
     }
 
     /// Another live blob mapped over `start..end`: (resource, mapping record, its range).
@@ -229,13 +236,22 @@ impl GuestView {
         (self.resources.len() as u64, self.live_bytes)
     }
 
-    /// Resources alive now that no scanout shows and that are not the cursor:
-    /// (id, created at, host bytes, backing bytes).
-    pub fn leaks(&self) -> Vec<(u32, RecordId, u64, u64)> {
+    /// Notes that a command named a live resource.
+    pub fn touch(&mut self, res: u32, at: RecordId) {
+        if let Some(r) = self.resources.get_mut(&res) {
+            r.last_use = at;
+        }
+    }
+
+    /// Resources alive now that were never shown nor used as the cursor and that no command
+    /// named after `stale_before`: (id, created at, last use, host bytes, backing bytes).
+    pub fn leaks(&self, stale_before: RecordId) -> Vec<(u32, RecordId, RecordId, u64, u64)> {
         self.resources
             .iter()
-            .filter(|(id, r)| r.scanouts.is_empty() && self.cursor != Some(**id))
-            .map(|(id, r)| (*id, r.created_at, r.host_bytes(), r.backing))
+            .filter(|(id, r)| {
+                !r.ever_shown && !self.cursors.contains(id) && r.last_use < stale_before
+            })
+            .map(|(id, r)| (*id, r.created_at, r.last_use, r.host_bytes(), r.backing))
             .collect()
     }
 }
