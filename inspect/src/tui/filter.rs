@@ -37,59 +37,122 @@ pub struct Filter {
     pub text: String,
 }
 
-fn secs(s: &str, default: u64) -> Result<u64, String> {
+/// Why a filter does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FilterError {
+    /// A value that must be a number is not.
+    #[error("`{value}` is not a number in `{term}`")]
+    NotANumber {
+        /// The whole term.
+        term: String,
+        /// The value.
+        value: String,
+    },
+    /// A number is too large for its field.
+    #[error("`{value}` is too large for `{term}` (at most {max})")]
+    TooLarge {
+        /// The whole term.
+        term: String,
+        /// The value.
+        value: String,
+        /// The largest value the field holds.
+        max: u64,
+    },
+    /// A time bound is not a non-negative number of seconds.
+    #[error("`{value}` is not a time in seconds in `{term}`")]
+    NotATime {
+        /// The whole term.
+        term: String,
+        /// The value.
+        value: String,
+    },
+    /// `kind:` names no record kind.
+    #[error(
+        "unknown record kind `{kind}` (session, vhost-user, command, memory-read, response, fence, gpu-socket, frame, cursor, lifecycle, marker)"
+    )]
+    UnknownKind {
+        /// The name given.
+        kind: String,
+    },
+    /// A `key:` this syntax does not have.
+    #[error("unknown filter key `{key}:` (type kind res ctx fence code q t)")]
+    UnknownKey {
+        /// The key given.
+        key: String,
+    },
+}
+
+fn secs(term: &str, s: &str, default: u64) -> Result<u64, FilterError> {
     if s.is_empty() {
         return Ok(default);
     }
-    let v: f64 = s
-        .parse()
-        .map_err(|_| format!("`{s}` is not a time in seconds"))?;
+    let bad = || FilterError::NotATime {
+        term: term.to_string(),
+        value: s.to_string(),
+    };
+    let v: f64 = s.parse().map_err(|_| bad())?;
     if v.is_nan() || v < 0.0 {
-        return Err(format!("`{s}` is not a time in seconds"));
+        return Err(bad());
     }
     Ok((v * 1e9) as u64)
 }
 
 impl Filter {
     /// Parses the filter syntax (see the module docs).
-    pub fn parse(text: &str) -> Result<Filter, String> {
+    pub fn parse(text: &str) -> Result<Filter, FilterError> {
         let mut terms = Vec::new();
         for word in text.split_whitespace() {
             let (key, value) = word.split_once(':').unwrap_or(("", word));
-            let num = |v: &str| -> Result<u64, String> {
-                let v = v.trim_start_matches('#');
-                if let Some(h) = v.strip_prefix("0x") {
+            let num = |v: &str| -> Result<u64, FilterError> {
+                let digits = v.trim_start_matches('#');
+                if let Some(h) = digits.strip_prefix("0x") {
                     u64::from_str_radix(h, 16)
                 } else {
-                    v.parse()
+                    digits.parse()
                 }
-                .map_err(|_| format!("`{v}` is not a number in `{word}`"))
+                .map_err(|_| FilterError::NotANumber {
+                    term: word.to_string(),
+                    value: v.to_string(),
+                })
             };
-            let small = |v: &str| -> Result<u32, String> {
-                u32::try_from(num(v)?).map_err(|_| format!("`{v}` is too large in `{word}`"))
+            let too_large = |v: &str, max: u64| FilterError::TooLarge {
+                term: word.to_string(),
+                value: v.to_string(),
+                max,
+            };
+            let small = |v: &str| -> Result<u32, FilterError> {
+                u32::try_from(num(v)?).map_err(|_| too_large(v, u64::from(u32::MAX)))
             };
             terms.push(match key.to_ascii_lowercase().as_str() {
                 "type" => Term::Type(value.to_ascii_uppercase()),
                 "kind" => Term::Kind(RecordKind::from_name(value).ok_or_else(|| {
-                    format!("unknown record kind `{value}` (command, response, memory-read, fence, frame …)")
+                    FilterError::UnknownKind {
+                        kind: value.to_string(),
+                    }
                 })?),
                 "res" | "resource" => Term::Resource(small(value)?),
                 "ctx" => Term::Ctx(small(value)?),
                 "fence" => Term::Fence(num(value)?),
                 "code" => Term::Code(value.to_ascii_uppercase()),
                 "q" | "queue" => Term::Queue(
-                    u16::try_from(num(value)?).map_err(|_| format!("queue `{value}` too large"))?,
+                    u16::try_from(num(value)?)
+                        .map_err(|_| too_large(value, u64::from(u16::MAX)))?,
                 ),
                 "t" | "time" => {
                     let (a, b) = value.split_once('-').unwrap_or((value, value));
-                    let (a, b) = (secs(a, 0)?, secs(b, u64::MAX)?);
+                    let (a, b) = (secs(word, a, 0)?, secs(word, b, u64::MAX)?);
                     Term::Time(a, if b == u64::MAX { b } else { b.max(a) })
                 }
                 "" if value.eq_ignore_ascii_case("err") || value.eq_ignore_ascii_case("error") => {
                     Term::Errors
                 }
                 "" => Term::Text(value.to_ascii_uppercase()),
-                other => return Err(format!("unknown filter key `{other}:`")),
+                other => {
+                    return Err(FilterError::UnknownKey {
+                        key: other.to_string(),
+                    });
+                }
             });
         }
         Ok(Filter {
@@ -187,22 +250,38 @@ mod tests {
 
     #[test]
     fn bad_filters_are_rejected_with_the_reason() {
-        assert!(
-            Filter::parse("res:abc")
-                .unwrap_err()
-                .contains("not a number")
+        let check = |text: &str, want: FilterError| assert_eq!(Filter::parse(text), Err(want));
+        check(
+            "type:x res:abc",
+            FilterError::NotANumber {
+                term: "res:abc".into(),
+                value: "abc".into(),
+            },
         );
-        assert!(
-            Filter::parse("kind:nope")
-                .unwrap_err()
-                .contains("unknown record kind")
+        check(
+            "q:70000",
+            FilterError::TooLarge {
+                term: "q:70000".into(),
+                value: "70000".into(),
+                max: 65535,
+            },
         );
-        assert!(
-            Filter::parse("zz:1")
-                .unwrap_err()
-                .contains("unknown filter key")
+        check(
+            "kind:nope",
+            FilterError::UnknownKind {
+                kind: "nope".into(),
+            },
         );
-        assert!(Filter::parse("t:x-1").unwrap_err().contains("not a time"));
+        check("zz:1", FilterError::UnknownKey { key: "zz".into() });
+        check(
+            "t:x-1",
+            FilterError::NotATime {
+                term: "t:x-1".into(),
+                value: "x".into(),
+            },
+        );
+        let text = Filter::parse("res:abc").unwrap_err().to_string();
+        assert_eq!(text, "`abc` is not a number in `res:abc`");
     }
 
     #[test]
