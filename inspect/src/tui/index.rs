@@ -36,7 +36,8 @@ pub struct Indexed {
 /// early (the result is then incomplete and should be dropped).
 pub fn build(reader: &CaptureReader, progress: &AtomicU64, cancel: &AtomicBool) -> Indexed {
     let len = reader.len();
-    let mut table = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+    // The count comes from the file: reserve for it only up to a sane bound.
+    let mut table = Vec::with_capacity(usize::try_from(len.min(1 << 24)).unwrap_or(0));
     let mut linker = SummaryLinker::new();
     let mut states = StateIndex::new(STATE_INTERVAL);
     let mut checker = Checker::new();
