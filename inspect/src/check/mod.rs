@@ -152,6 +152,9 @@ pub struct Report {
     pub peak_at: Option<RecordId>,
     /// Resources alive at the end.
     pub live_resources_at_end: u64,
+    /// Guest memory bytes read that equal the previous read at the same address (partly
+    /// redundant uploads; wholly redundant ones are findings).
+    pub unchanged_upload_bytes: u64,
 }
 
 impl Report {
@@ -231,6 +234,17 @@ struct Awaiting {
     request: Request,
 }
 
+/// The memory reads of one command, compared with the previous reads at the same places.
+#[derive(Debug, Default)]
+struct Upload {
+    command: RecordId,
+    resource: u32,
+    reads: u64,
+    bytes: u64,
+    identical: u64,
+    previous: Option<RecordId>,
+}
+
 /// Commands seen before something that should have come first, reported at the end if that
 /// thing did come.
 #[derive(Debug, Default)]
@@ -275,6 +289,7 @@ pub struct Checker {
     display_enabled: Option<(u32, RecordId)>,
     // redundant copies
     last_upload: HashMap<(u32, u64), (u128, RecordId)>,
+    upload: Option<Upload>,
     transferred_since_flush: HashMap<u32, (u64, Vec<RecordId>)>,
 }
 
@@ -438,22 +453,27 @@ impl Checker {
                     Payload::Blob(b) => b.hash.0,
                     Payload::Inline(b) => xxhash_rust::xxh3::xxh3_128(b),
                 };
+                // Per command: a transfer whose every read equals the previous read at the same
+                // place uploaded nothing new. (Single unchanged pages of a partly damaged
+                // framebuffer are normal and only counted.)
+                if self.upload.as_ref().is_some_and(|u| u.command != m.command) {
+                    self.flush_upload();
+                }
+                let u = self.upload.get_or_insert_with(|| Upload {
+                    command: m.command,
+                    resource: m.resource_id,
+                    ..Upload::default()
+                });
                 let key = (m.resource_id, m.addr);
-                if let Some((prev, prev_id)) = self.last_upload.insert(key, (hash, id))
-                    && prev == hash
-                    && !m.data.is_empty()
-                {
-                    self.find(
-                        CheckId::RedundantCopies,
-                        Severity::Warning,
-                        vec![m.command, id, prev_id],
-                        format!(
-                            "identical upload: the {} bytes read at {:#x} for resource {} equal those read by #{prev_id}",
-                            m.data.len(),
-                            m.addr,
-                            m.resource_id
-                        ),
-                    );
+                let previous = self.last_upload.insert(key, (hash, m.command));
+                u.reads += 1;
+                u.bytes += m.data.len();
+                match previous {
+                    Some((prev, prev_cmd)) if prev == hash => {
+                        u.identical += m.data.len();
+                        u.previous = Some(prev_cmd);
+                    }
+                    _ => {}
                 }
                 let acc = self
                     .transferred_since_flush
@@ -469,6 +489,28 @@ impl Checker {
             | RecordBody::Cursor(_)
             | RecordBody::Marker(_)
             | RecordBody::Unknown { .. } => {}
+        }
+    }
+
+    /// Judges the finished command's uploads.
+    fn flush_upload(&mut self) {
+        let Some(u) = self.upload.take() else {
+            return;
+        };
+        self.report.unchanged_upload_bytes += u.identical;
+        if u.bytes > 0
+            && u.identical == u.bytes
+            && let Some(prev) = u.previous
+        {
+            self.find(
+                CheckId::RedundantCopies,
+                Severity::Warning,
+                vec![u.command, prev],
+                format!(
+                    "identical upload: all {} bytes ({} reads) that #{} read for resource {} equal what #{prev} read there",
+                    u.bytes, u.reads, u.command, u.resource
+                ),
+            );
         }
     }
 
@@ -1417,6 +1459,7 @@ impl Checker {
     /// End-of-capture checks (leaks, unsignalled fences, outliers, early commands) and the
     /// report.
     pub fn finish(mut self) -> Report {
+        self.flush_upload();
         // Init order: commands before DRIVER_OK or before their ring was enabled, reported only
         // when the capture shows that event at all.
         if let Some(ok) = self.driver_ok_at

@@ -795,21 +795,37 @@ fn identical_uploads_are_found() {
         let pixels = vec![0x5a; 64 * 32 * 4];
         for _ in 0..2 {
             let t = transfer(b, 7, rect(0, 0, 64, 32), 0);
-            b.memory_read(t, 7, FRAMEBUFFER_GPA, &pixels).unwrap();
+            let (a, c) = pixels.split_at(4096);
+            b.memory_read(t, 7, FRAMEBUFFER_GPA, a).unwrap();
+            b.memory_read(t, 7, FRAMEBUFFER_GPA + 4096, c).unwrap();
             flush(b, 7, rect(0, 0, 64, 32));
         }
     });
     assert_eq!(
-        only(&report, CheckId::RedundantCopies).len(),
-        1,
+        only(&report, CheckId::RedundantCopies),
+        vec!["identical upload: all 8192 bytes (2 reads) that #13 read for resource 7 equal what #7 read there".to_string()],
+    );
+    assert_eq!(report.unchanged_upload_bytes, 8192);
+}
+
+#[test]
+fn partly_unchanged_uploads_are_counted_not_reported() {
+    let report = check(|b| {
+        shown_resource(b);
+        for i in 0..2u8 {
+            let t = transfer(b, 7, rect(0, 0, 64, 32), 0);
+            b.memory_read(t, 7, FRAMEBUFFER_GPA, &[0x11; 4096]).unwrap();
+            b.memory_read(t, 7, FRAMEBUFFER_GPA + 4096, &[i; 4096])
+                .unwrap();
+            flush(b, 7, rect(0, 0, 64, 32));
+        }
+    });
+    assert!(
+        only(&report, CheckId::RedundantCopies).is_empty(),
         "{:#?}",
         report.findings
     );
-    assert_found(
-        &report,
-        CheckId::RedundantCopies,
-        "identical upload: the 8192 bytes read at 0x100000000 for resource 7",
-    );
+    assert_eq!(report.unchanged_upload_bytes, 4096);
 }
 
 #[test]
