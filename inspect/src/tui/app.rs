@@ -528,12 +528,18 @@ impl App {
         if self.tl_span > 0 {
             return (self.tl_start, self.tl_span);
         }
-        let end = self
-            .index
-            .as_ref()
-            .and_then(|ix| ix.table.last())
-            .map_or(0, |s| s.ts_ns);
-        (0, end.max(1_000))
+        let Some(ix) = &self.index else {
+            return (0, 1_000);
+        };
+        // The whole capture, from its first command (setup before the driver starts is idle).
+        let end = ix.table.last().map_or(0, |s| s.ts_ns);
+        let start = ix
+            .table
+            .iter()
+            .find(|s| s.kind == RecordKind::COMMAND)
+            .map_or(0, |s| s.ts_ns)
+            .min(end);
+        (start, (end - start).max(1_000))
     }
 
     fn click(&mut self, col: u16, row: u16) {

@@ -380,9 +380,13 @@ fn draw_timeline(frame: &mut Frame<'_>, app: &App, area: Rect) {
         .map(|s| col_of(s.ts_ns));
     let mut marker = " ".repeat(usize::from(LABEL));
     if let Some(c) = sel_col {
-        marker.push_str(&" ".repeat(c));
-        marker.push('▼');
-        marker.push_str(" selected");
+        if c + 10 <= cols {
+            marker.push_str(&" ".repeat(c));
+            marker.push_str("▼ selected");
+        } else {
+            marker.push_str(&" ".repeat(c.saturating_sub(9)));
+            marker.push_str("selected ▼");
+        }
     }
     lines.push(Line::from(marker));
     if tracks.is_empty() {
