@@ -473,3 +473,22 @@ fn panic_in_browser_mode_restores_the_terminal() {
     assert!(screen.lines().any(|l| l.trim() == "icanon"), "{screen}");
     assert!(!screen.contains("BROWSER-SCREEN"), "{screen}");
 }
+
+#[test]
+fn filtering_at_the_end_of_the_list_keeps_the_screen_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut app = app(dir.path());
+    app.apply(Action::Bottom);
+    screen(&mut app);
+    app.apply(Action::StartFilter);
+    for c in "kind:command".chars() {
+        app.apply(Action::FilterChar(c));
+    }
+    app.apply(Action::FilterCommit);
+    let s = screen(&mut app);
+    // 12 commands; the list shows the last 10 of them with the selection on the last.
+    assert_eq!(app.count(), 12);
+    assert_eq!(app.top, 2);
+    assert_eq!(app.selected_id(), Some(32));
+    assert!(s.contains("RESOURCE_FLUSH"), "{s}");
+}

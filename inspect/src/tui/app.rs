@@ -570,6 +570,8 @@ impl App {
         } else if self.selected >= self.top + visible {
             self.top = self.selected + 1 - visible;
         }
+        // No blank rows below the end of a shortened (filtered) list.
+        self.top = self.top.min(self.count().saturating_sub(visible));
         if self.rows.len() > ROW_CACHE {
             self.rows.clear();
         }
