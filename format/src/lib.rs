@@ -11,12 +11,15 @@
 //! - [`file`](mod@file): the append-only, checksummed, crash-tolerant container that stores records, with
 //!   content-addressed compressed payloads and an index for random access.
 //! - [`state`]: folds records into the device state (resources, contexts, scanouts, fences) at
-//!   any record.
+//!   any record, and [`state::StateIndex`] checkpoints it for fast random access.
+//! - [`summary`]: a fixed-size integer summary of each record, for tools that index and filter
+//!   whole captures.
 #![forbid(unsafe_code)]
 
 pub mod file;
 pub mod record;
 pub mod state;
+pub mod summary;
 pub mod wire;
 
 pub use file::{CaptureReader, CaptureWriter, SyncPolicy, WriterOptions};

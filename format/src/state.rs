@@ -604,3 +604,97 @@ fn le_u64(b: &[u8]) -> u64 {
     a.copy_from_slice(&b[..8]);
     u64::from_le_bytes(a)
 }
+
+impl PayloadSource for crate::file::CaptureReader {
+    fn payload_bytes<'a>(&'a self, payload: &'a Payload) -> Option<Cow<'a, [u8]>> {
+        self.read_payload(payload).ok()
+    }
+}
+
+/// Device states saved every `interval` records, so that the state at any record is one clone
+/// plus at most `interval - 1` applied records away.
+///
+/// Build it in one pass with [`StateIndex::observe`] (or [`StateIndex::build`]), then ask
+/// [`StateIndex::state_at`]. Checkpoint `k` is the state before record `k * interval`.
+#[derive(Debug, Clone)]
+pub struct StateIndex {
+    interval: u64,
+    checkpoints: Vec<DeviceState>,
+    current: DeviceState,
+    next: RecordId,
+}
+
+impl StateIndex {
+    /// An empty index saving a checkpoint every `interval` records (at least 1).
+    pub fn new(interval: u64) -> Self {
+        StateIndex {
+            interval: interval.max(1),
+            checkpoints: Vec::new(),
+            current: DeviceState::new(),
+            next: 0,
+        }
+    }
+
+    /// Folds the next record (`id` must be the number of records observed so far; a damaged
+    /// record is observed as `None` so that numbering stays aligned).
+    pub fn observe(&mut self, id: RecordId, record: Option<&Record>, payloads: &dyn PayloadSource) {
+        if id != self.next {
+            return;
+        }
+        if id.is_multiple_of(self.interval) {
+            self.checkpoints.push(self.current.clone());
+        }
+        if let Some(r) = record {
+            self.current.apply(id, r, payloads);
+        }
+        self.next += 1;
+    }
+
+    /// Builds the index over a whole capture.
+    pub fn build(reader: &crate::file::CaptureReader, interval: u64) -> Self {
+        let mut index = StateIndex::new(interval);
+        // The iterator yields a damaged record as an error in its place, so numbering holds.
+        for (n, item) in reader.iter().enumerate() {
+            let record = item.ok().map(|(_, r)| r);
+            index.observe(n as RecordId, record.as_ref(), reader);
+        }
+        index
+    }
+
+    /// Records observed.
+    pub fn len(&self) -> u64 {
+        self.next
+    }
+
+    /// True when nothing was observed.
+    pub fn is_empty(&self) -> bool {
+        self.next == 0
+    }
+
+    /// The checkpoint interval.
+    pub fn interval(&self) -> u64 {
+        self.interval
+    }
+
+    /// The state after applying records `0..=id`, reading at most `interval` records from
+    /// `reader`. `None` when `id` was not observed.
+    pub fn state_at(
+        &self,
+        reader: &crate::file::CaptureReader,
+        id: RecordId,
+    ) -> Option<DeviceState> {
+        if id >= self.next {
+            return None;
+        }
+        if id + 1 == self.next {
+            return Some(self.current.clone());
+        }
+        let k = (id / self.interval) as usize;
+        let mut state = self.checkpoints.get(k)?.clone();
+        let start = k as u64 * self.interval;
+        for (rid, r) in reader.iter_range(start..id + 1).flatten() {
+            state.apply(rid, &r, reader);
+        }
+        Some(state)
+    }
+}

@@ -200,3 +200,103 @@ fn blob_request_without_payload_source_is_counted_not_guessed() {
     assert!(inline_only.resources[&3].backing.is_empty());
     assert_eq!(fold(&reader, reader.len()).resources[&3].backing.len(), 64);
 }
+
+/// A capture with resources created, shown, unreffed and a reset, long enough for several
+/// checkpoints.
+fn churn() -> CaptureReader {
+    build(|b| {
+        b.linux_boot(16, 8, 3).unwrap();
+        for id in 10..40u32 {
+            b.ok(create(id, 4, 4)).unwrap();
+            if id % 3 == 0 {
+                b.ok(Request::new(Command::ResourceUnref(ResourceUnref {
+                    resource_id: id,
+                    padding: 0,
+                })))
+                .unwrap();
+            }
+        }
+        b.lifecycle(LifecycleKind::Reset, "reset").unwrap();
+        b.ok(create(99, 8, 8)).unwrap();
+    })
+}
+
+#[test]
+fn state_index_gives_the_same_state_as_a_full_fold_at_every_record() {
+    let reader = churn();
+    for interval in [1, 7, 16, 1000] {
+        let index = vgt_format::state::StateIndex::build(&reader, interval);
+        assert_eq!(index.len(), reader.len());
+        for id in 0..reader.len() {
+            let fast = index.state_at(&reader, id).unwrap();
+            let slow = fold(&reader, id + 1);
+            assert_eq!(
+                serde_json::to_value(&fast).unwrap(),
+                serde_json::to_value(&slow).unwrap(),
+                "interval {interval}, record {id}"
+            );
+            assert_eq!(
+                fast.commands_in_flight().count(),
+                slow.commands_in_flight().count()
+            );
+        }
+        assert!(index.state_at(&reader, reader.len()).is_none());
+    }
+}
+
+#[test]
+fn summaries_link_commands_to_responses_and_flag_errors() {
+    use vgt_format::record::RecordKind;
+    use vgt_format::summary::{FLAG_ERROR, FLAG_FENCED, NO_RECORD, SummaryLinker, summarize};
+    use vgt_format::wire::CommandType;
+    let reader = build(|b| {
+        b.linux_boot(16, 8, 1).unwrap();
+        let bad = create(0, 1, 1);
+        b.exchange(
+            bad.clone(),
+            &Response::error(ResponseType::ERR_INVALID_RESOURCE_ID, &bad.header),
+        )
+        .unwrap();
+        b.ok(fenced(create(5, 2, 2), 77)).unwrap();
+    });
+    // Browsers keep one per record: 1M records must fit in 48 MB.
+    assert_eq!(
+        std::mem::size_of::<vgt_format::summary::RecordSummary>(),
+        48
+    );
+    let mut table = Vec::new();
+    let mut linker = SummaryLinker::new();
+    for item in reader.iter() {
+        let (id, r) = item.unwrap();
+        table.push(summarize(&r, &reader));
+        linker.link(&mut table, id);
+    }
+    let n = table.len();
+    // The last two exchanges: the failed create and the fenced create.
+    let (bad_cmd, bad_resp) = (&table[n - 4], &table[n - 3]);
+    assert_eq!(bad_cmd.kind, RecordKind::COMMAND);
+    assert_eq!(bad_cmd.code, CommandType::RESOURCE_CREATE_2D.0);
+    assert_eq!(bad_cmd.link, (n - 3) as u64);
+    assert_eq!(
+        bad_cmd.response_code,
+        ResponseType::ERR_INVALID_RESOURCE_ID.0
+    );
+    assert!(bad_cmd.flags & FLAG_ERROR != 0 && bad_resp.flags & FLAG_ERROR != 0);
+    assert_eq!(bad_resp.link, (n - 4) as u64);
+    let fenced_cmd = &table[n - 2];
+    assert_eq!((fenced_cmd.resource, fenced_cmd.fence), (5, 77));
+    assert!(fenced_cmd.flags & FLAG_FENCED != 0 && fenced_cmd.flags & FLAG_ERROR == 0);
+    assert_eq!(fenced_cmd.ring, 0, "a global-timeline fence");
+    assert_eq!(fenced_cmd.response_code, ResponseType::OK_NODATA.0);
+    // Memory reads and frames point at their commands; the session links nowhere.
+    assert_eq!(table[0].link, NO_RECORD);
+    let read = table
+        .iter()
+        .find(|s| s.kind == RecordKind::MEMORY_READ)
+        .unwrap();
+    assert_eq!(
+        table[read.link as usize].code,
+        CommandType::TRANSFER_TO_HOST_2D.0
+    );
+    assert_eq!(read.resource, 2);
+}

@@ -11,10 +11,13 @@ use vgt_format::record::RecordKind;
 /// Look inside vgt captures.
 #[derive(Debug, Parser)]
 #[command(name = "vgt-inspect", version, about, long_about = None)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct Cli {
-    /// What to do.
+    /// What to do (without a verb: browse FILE in the terminal UI).
     #[command(subcommand)]
-    pub verb: Verb,
+    pub verb: Option<Verb>,
+    /// The capture to browse when no verb is given.
+    pub file: Option<PathBuf>,
 }
 
 /// The verbs.
@@ -44,6 +47,36 @@ pub enum Verb {
         #[arg(long)]
         json: bool,
     },
+    /// Automatic checks for known virtio-gpu bug classes; exits 1 when anything is found, 0
+    /// when clean, 2 when the file cannot be read.
+    Check {
+        /// The capture file.
+        file: PathBuf,
+        /// Print the report as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Command histogram, latency percentiles per command type, bytes moved, frames per second.
+    Stats {
+        /// The capture file.
+        file: PathBuf,
+        /// Print the statistics as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Browse a capture in the terminal (the default when only a file is given).
+    Tui {
+        /// The capture file.
+        file: PathBuf,
+    },
+    /// Export commands and fences as Chrome trace / Perfetto JSON.
+    Export {
+        /// Write a Chrome trace event file here.
+        #[arg(long, value_name = "OUT.json")]
+        chrome_trace: PathBuf,
+        /// The capture file.
+        file: PathBuf,
+    },
 }
 
 /// What a verb reports back to `main` besides its output.
@@ -51,6 +84,8 @@ pub enum Verb {
 pub struct Outcome {
     /// The capture was damaged (corrupt chunks): exit non-zero after printing what was readable.
     pub damaged: bool,
+    /// `check` found something: exit 1.
+    pub findings: bool,
 }
 
 /// Parses `A..B`, `A..=B`, `A..`, `..B` or `N` into a half-open range of record numbers.
@@ -96,7 +131,13 @@ pub fn parse_kind(s: &str) -> Result<RecordKind, String> {
 
 /// Runs a parsed command line, writing to `out`.
 pub fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
-    match cli.verb {
+    let verb = match (cli.verb, cli.file) {
+        (Some(v), _) => v,
+        (None, Some(file)) => Verb::Tui { file },
+        (None, None) => anyhow::bail!("no capture given: vgt-inspect FILE, or vgt-inspect --help"),
+    };
+    match verb {
+        Verb::Tui { file } => crate::tui::run(&file, out),
         Verb::Info { file, json } => crate::info::run(&file, json, out),
         Verb::Dump {
             file,
@@ -104,21 +145,29 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
             kind,
             json,
         } => crate::dump::run(&file, range, &kind, json, out),
+        Verb::Check { file, json } => crate::check_cmd::run(&file, json, out),
+        Verb::Stats { file, json } => crate::stats::run(&file, json, out),
+        Verb::Export { chrome_trace, file } => crate::export::run(&file, &chrome_trace, out),
     }
 }
 
 /// Entry point of the binary: parse, run, print one line per error, map to an exit code
-/// (0 success, 1 error or damaged capture, 2 bad arguments).
+/// (0 success, 1 error or damaged capture, 2 bad arguments). `check` exits 1 on findings and 2
+/// when its input cannot be read.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    let is_check = matches!(cli.verb, Some(Verb::Check { .. }));
+    let error_code = if is_check { 2 } else { 1 };
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());
     let result = run(cli, &mut out);
     let flushed = out.flush();
     match (result, flushed) {
         (Ok(outcome), Ok(())) => {
-            if outcome.damaged {
+            if outcome.findings {
                 ExitCode::from(1)
+            } else if outcome.damaged {
+                ExitCode::from(error_code)
             } else {
                 ExitCode::SUCCESS
             }
@@ -128,7 +177,7 @@ pub fn main() -> ExitCode {
         (Ok(_), Err(e)) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         (Err(e), _) => {
             eprintln!("vgt-inspect: error: {e:#}");
-            ExitCode::from(1)
+            ExitCode::from(error_code)
         }
         (Ok(_), Err(e)) => {
             eprintln!("vgt-inspect: error: writing output: {e}");

@@ -80,5 +80,8 @@ pub fn run(
             )?;
         }
     }
-    Ok(Outcome { damaged })
+    Ok(Outcome {
+        damaged,
+        ..Outcome::default()
+    })
 }

@@ -209,7 +209,10 @@ pub fn run(path: &Path, json: bool, out: &mut dyn Write) -> Result<Outcome> {
             "corrupt": verify.corrupt,
         });
         writeln!(out, "{v}")?;
-        return Ok(Outcome { damaged });
+        return Ok(Outcome {
+            damaged,
+            ..Outcome::default()
+        });
     }
 
     writeln!(
@@ -315,7 +318,10 @@ pub fn run(path: &Path, json: bool, out: &mut dyn Write) -> Result<Outcome> {
             )?;
         }
     }
-    Ok(Outcome { damaged })
+    Ok(Outcome {
+        damaged,
+        ..Outcome::default()
+    })
 }
 
 fn ratio(a: u64, b: u64) -> f64 {

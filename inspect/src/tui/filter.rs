@@ -1,0 +1,294 @@
+//! Filters over the summary table: parsed once from the text the user types, then matched
+//! against plain integers so that a million records filter in well under a second.
+//!
+//! Syntax: space-separated terms, all of which must match.
+//! `type:NAME` command/response/message type (substring, any case), `kind:KIND` record kind,
+//! `res:N`, `ctx:N`, `fence:N`, `code:NAME` response code (substring; matches a command by its
+//! response), `err` errors and findings only, `t:A-B` time range in seconds (`t:A-` or `t:-B`
+//! open-ended), `q:N` queue; any other word is free text matched against the record's kind and
+//! type names.
+
+use std::collections::HashMap;
+
+use vgt_format::record::{LifecycleKind, RecordId, RecordKind};
+use vgt_format::summary::RecordSummary;
+use vgt_format::wire::{CommandType, ResponseType, VhostUserRequest, gpu_socket::GpuSocketRequest};
+
+/// One parsed term.
+#[derive(Debug, Clone, PartialEq)]
+enum Term {
+    Type(String),
+    Kind(RecordKind),
+    Resource(u32),
+    Ctx(u32),
+    Fence(u64),
+    Code(String),
+    Errors,
+    Time(u64, u64),
+    Queue(u16),
+    Text(String),
+}
+
+/// A parsed filter.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Filter {
+    terms: Vec<Term>,
+    /// The text it was parsed from.
+    pub text: String,
+}
+
+/// Why a filter does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FilterError {
+    /// A value that must be a number is not.
+    #[error("`{value}` is not a number in `{term}`")]
+    NotANumber {
+        /// The whole term.
+        term: String,
+        /// The value.
+        value: String,
+    },
+    /// A number is too large for its field.
+    #[error("`{value}` is too large for `{term}` (at most {max})")]
+    TooLarge {
+        /// The whole term.
+        term: String,
+        /// The value.
+        value: String,
+        /// The largest value the field holds.
+        max: u64,
+    },
+    /// A time bound is not a non-negative number of seconds.
+    #[error("`{value}` is not a time in seconds in `{term}`")]
+    NotATime {
+        /// The whole term.
+        term: String,
+        /// The value.
+        value: String,
+    },
+    /// `kind:` names no record kind.
+    #[error(
+        "unknown record kind `{kind}` (session, vhost-user, command, memory-read, response, fence, gpu-socket, frame, cursor, lifecycle, marker)"
+    )]
+    UnknownKind {
+        /// The name given.
+        kind: String,
+    },
+    /// A `key:` this syntax does not have.
+    #[error("unknown filter key `{key}:` (type kind res ctx fence code q t)")]
+    UnknownKey {
+        /// The key given.
+        key: String,
+    },
+}
+
+fn secs(term: &str, s: &str, default: u64) -> Result<u64, FilterError> {
+    if s.is_empty() {
+        return Ok(default);
+    }
+    let bad = || FilterError::NotATime {
+        term: term.to_string(),
+        value: s.to_string(),
+    };
+    let v: f64 = s.parse().map_err(|_| bad())?;
+    if v.is_nan() || v < 0.0 {
+        return Err(bad());
+    }
+    Ok((v * 1e9) as u64)
+}
+
+impl Filter {
+    /// Parses the filter syntax (see the module docs).
+    pub fn parse(text: &str) -> Result<Filter, FilterError> {
+        let mut terms = Vec::new();
+        for word in text.split_whitespace() {
+            let (key, value) = word.split_once(':').unwrap_or(("", word));
+            let num = |v: &str| -> Result<u64, FilterError> {
+                let digits = v.trim_start_matches('#');
+                if let Some(h) = digits.strip_prefix("0x") {
+                    u64::from_str_radix(h, 16)
+                } else {
+                    digits.parse()
+                }
+                .map_err(|_| FilterError::NotANumber {
+                    term: word.to_string(),
+                    value: v.to_string(),
+                })
+            };
+            let too_large = |v: &str, max: u64| FilterError::TooLarge {
+                term: word.to_string(),
+                value: v.to_string(),
+                max,
+            };
+            let small = |v: &str| -> Result<u32, FilterError> {
+                u32::try_from(num(v)?).map_err(|_| too_large(v, u64::from(u32::MAX)))
+            };
+            terms.push(match key.to_ascii_lowercase().as_str() {
+                "type" => Term::Type(value.to_ascii_uppercase()),
+                "kind" => Term::Kind(RecordKind::from_name(value).ok_or_else(|| {
+                    FilterError::UnknownKind {
+                        kind: value.to_string(),
+                    }
+                })?),
+                "res" | "resource" => Term::Resource(small(value)?),
+                "ctx" => Term::Ctx(small(value)?),
+                "fence" => Term::Fence(num(value)?),
+                "code" => Term::Code(value.to_ascii_uppercase()),
+                "q" | "queue" => Term::Queue(
+                    u16::try_from(num(value)?)
+                        .map_err(|_| too_large(value, u64::from(u16::MAX)))?,
+                ),
+                "t" | "time" => {
+                    let (a, b) = value.split_once('-').unwrap_or((value, value));
+                    let (a, b) = (secs(word, a, 0)?, secs(word, b, u64::MAX)?);
+                    Term::Time(a, if b == u64::MAX { b } else { b.max(a) })
+                }
+                "" if value.eq_ignore_ascii_case("err") || value.eq_ignore_ascii_case("error") => {
+                    Term::Errors
+                }
+                "" => Term::Text(value.to_ascii_uppercase()),
+                other => {
+                    return Err(FilterError::UnknownKey {
+                        key: other.to_string(),
+                    });
+                }
+            });
+        }
+        Ok(Filter {
+            terms,
+            text: text.to_string(),
+        })
+    }
+
+    /// Ids of the matching records. `marks` are the records to keep for `err` (errors and
+    /// findings, sorted).
+    pub fn apply(&self, table: &[RecordSummary], marks: &[RecordId]) -> Vec<RecordId> {
+        // Name matches depend only on (kind, code): decide each pair once.
+        let mut names: HashMap<(u16, u32, usize), bool> = HashMap::new();
+        let mut out = Vec::new();
+        for (i, s) in table.iter().enumerate() {
+            let id = i as RecordId;
+            let ok = self.terms.iter().enumerate().all(|(t, term)| match term {
+                Term::Type(n) => *names
+                    .entry((s.kind.0, s.code, t))
+                    .or_insert_with(|| code_name(s.kind, s.code).contains(n.as_str())),
+                Term::Kind(k) => s.kind == *k,
+                Term::Resource(r) => s.resource == *r,
+                Term::Ctx(c) => s.ctx == *c,
+                Term::Fence(f) => {
+                    s.fence == *f
+                        && (s.flags & vgt_format::summary::FLAG_FENCED != 0
+                            || s.kind == RecordKind::FENCE)
+                }
+                Term::Code(n) => {
+                    let code = if s.kind == RecordKind::COMMAND {
+                        s.response_code
+                    } else if s.kind == RecordKind::RESPONSE {
+                        s.code
+                    } else {
+                        return false;
+                    };
+                    *names
+                        .entry((RecordKind::RESPONSE.0, code, t))
+                        .or_insert_with(|| ResponseType(code).to_string().contains(n.as_str()))
+                }
+                Term::Errors => s.is_error() || marks.binary_search(&id).is_ok(),
+                Term::Time(a, b) => (*a..=*b).contains(&s.ts_ns),
+                Term::Queue(q) => {
+                    (s.kind == RecordKind::COMMAND || s.kind == RecordKind::RESPONSE)
+                        && s.queue == *q
+                }
+                Term::Text(w) => *names.entry((s.kind.0, s.code, t)).or_insert_with(|| {
+                    code_name(s.kind, s.code).contains(w.as_str())
+                        || s.kind.name().to_ascii_uppercase().contains(w.as_str())
+                }),
+            });
+            if ok {
+                out.push(id);
+            }
+        }
+        out
+    }
+}
+
+/// The upper-case name of a record's code (command, response, message or lifecycle name).
+pub fn code_name(kind: RecordKind, code: u32) -> String {
+    match kind {
+        RecordKind::COMMAND => CommandType(code).to_string(),
+        RecordKind::RESPONSE => ResponseType(code).to_string(),
+        RecordKind::VHOST_USER => VhostUserRequest(code).to_string(),
+        RecordKind::GPU_SOCKET => GpuSocketRequest(code).to_string(),
+        RecordKind::LIFECYCLE => lifecycle_code_name(code).to_ascii_uppercase(),
+        other => other.name().to_ascii_uppercase(),
+    }
+}
+
+fn lifecycle_code_name(code: u32) -> &'static str {
+    const ALL: [LifecycleKind; 12] = [
+        LifecycleKind::Connect,
+        LifecycleKind::Disconnect,
+        LifecycleKind::Reset,
+        LifecycleKind::QueueReset,
+        LifecycleKind::QueueStart,
+        LifecycleKind::QueueStop,
+        LifecycleKind::DriverOk,
+        LifecycleKind::ConfigChange,
+        LifecycleKind::ValidationError,
+        LifecycleKind::Error,
+        LifecycleKind::Crash,
+        LifecycleKind::End,
+    ];
+    ALL.iter()
+        .find(|k| **k as u32 == code)
+        .map_or("other", |k| crate::describe::lifecycle_name(*k))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_filters_are_rejected_with_the_reason() {
+        let check = |text: &str, want: FilterError| assert_eq!(Filter::parse(text), Err(want));
+        check(
+            "type:x res:abc",
+            FilterError::NotANumber {
+                term: "res:abc".into(),
+                value: "abc".into(),
+            },
+        );
+        check(
+            "q:70000",
+            FilterError::TooLarge {
+                term: "q:70000".into(),
+                value: "70000".into(),
+                max: 65535,
+            },
+        );
+        check(
+            "kind:nope",
+            FilterError::UnknownKind {
+                kind: "nope".into(),
+            },
+        );
+        check("zz:1", FilterError::UnknownKey { key: "zz".into() });
+        check(
+            "t:x-1",
+            FilterError::NotATime {
+                term: "t:x-1".into(),
+                value: "x".into(),
+            },
+        );
+        let text = Filter::parse("res:abc").unwrap_err().to_string();
+        assert_eq!(text, "`abc` is not a number in `res:abc`");
+    }
+
+    #[test]
+    fn time_ranges_parse_in_seconds() {
+        let f = Filter::parse("t:1.5-2").unwrap();
+        assert_eq!(f.terms, vec![Term::Time(1_500_000_000, 2_000_000_000)]);
+        let f = Filter::parse("t:3-").unwrap();
+        assert_eq!(f.terms, vec![Term::Time(3_000_000_000, u64::MAX)]);
+    }
+}
