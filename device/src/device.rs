@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use vgt_format::wire::{
     BlobMem, CapsetId, CommandType, CtrlHeader, DisplayInfo, DisplayOne, Format, MemEntry, Rect,
-    Request, Response, ResponseBody, ResponseType,
+    Request, Response, ResponseBody,
 };
 use vgt_format::wire::{Command, response};
 
@@ -33,7 +33,7 @@ pub const CONTROL_QUEUE: u16 = 0;
 /// Index of the cursor queue.
 pub const CURSOR_QUEUE: u16 = 1;
 /// `VIRTIO_GPU_MAX_SCANOUTS`.
-pub const MAX_SCANOUTS: usize = 16;
+pub const MAX_SCANOUTS: usize = response::MAX_SCANOUTS;
 
 const BYTES_PER_PIXEL: u64 = 4;
 const CURSOR_SIZE: u32 = 64;
@@ -51,6 +51,9 @@ pub struct DeviceConfig {
     pub max_backing_entries: u32,
     /// Largest resource (width × height × 4), blob, or backing in bytes.
     pub max_resource_bytes: u64,
+    /// Host memory all resources together may use: 2D pixels plus backing shadows (QEMU's
+    /// `max_hostmem`). Beyond it creates and attaches get ERR_OUT_OF_MEMORY.
+    pub max_total_bytes: u64,
 }
 
 impl Default for DeviceConfig {
@@ -61,6 +64,7 @@ impl Default for DeviceConfig {
             refresh_hz: 60,
             max_backing_entries: 16384,
             max_resource_bytes: 512 << 20,
+            max_total_bytes: 1 << 30,
         }
     }
 }
@@ -108,6 +112,19 @@ struct Resource {
     shadow: Vec<u8>,
 }
 
+impl Resource {
+    /// Host bytes this resource holds: its 2D pixels and its backing shadow.
+    fn host_bytes(&self) -> u64 {
+        let pixels = match self.kind {
+            Kind::TwoD { width, height, .. } => {
+                u64::from(width) * u64::from(height) * BYTES_PER_PIXEL
+            }
+            Kind::GuestBlob { .. } => 0,
+        };
+        pixels + self.shadow.len() as u64
+    }
+}
+
 /// Framebuffer layout of a blob on a scanout (SET_SCANOUT_BLOB).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct BlobFb {
@@ -144,6 +161,8 @@ pub struct Device {
     events_read: u32,
     timelines: Timelines,
     signalled: Vec<FenceInfo>,
+    /// Host bytes held for resources (see `DeviceConfig::max_total_bytes`).
+    used_bytes: u64,
 }
 
 impl std::fmt::Debug for Device {
@@ -192,15 +211,18 @@ pub fn resource_uuid(resource_id: u32) -> [u8; 16] {
     u
 }
 
-/// Checks a scatter list: count within limits, no entry wrapping or outside guest memory, total
+/// Checks a scatter list: count within limits, no entry wrapping around the address space, total
 /// within `max_resource_bytes`. Returns the total length.
+///
+/// Whether the entries lie in guest memory is deliberately *not* asked here: every decision the
+/// device takes must be reproducible from the request bytes and the recorded reads alone, so an
+/// entry outside memory fails when (and only if) a command reads through it.
 fn check_entries(
     config: &DeviceConfig,
     command: CommandType,
     resource_id: u32,
     entries: &[MemEntry],
     allow_empty: bool,
-    mem: &dyn GuestMemory,
 ) -> Result<u64, ValidationError> {
     let n = entries.len();
     let max = config.max_backing_entries;
@@ -215,8 +237,8 @@ fn check_entries(
     let mut total = 0u64;
     for (index, e) in entries.iter().enumerate() {
         let len = u64::from(e.length);
-        if e.addr.checked_add(len).is_none() || !mem.contains(e.addr, len) {
-            return Err(ValidationError::EntryOutsideMemory {
+        if e.addr.checked_add(len).is_none() {
+            return Err(ValidationError::EntryWraps {
                 resource_id,
                 index,
                 addr: e.addr,
@@ -277,6 +299,7 @@ impl Device {
             events_read: 0,
             timelines: Timelines::default(),
             signalled: Vec::new(),
+            used_bytes: 0,
         })
     }
 
@@ -337,6 +360,7 @@ impl Device {
             let _ = self.renderer.unref(id);
         }
         self.resources.clear();
+        self.used_bytes = 0;
         for (s, &(w, h)) in self.scanouts.iter_mut().zip(&self.config.scanouts) {
             *s = Scanout {
                 width: w,
@@ -419,12 +443,18 @@ impl Device {
                 ctx_id: hdr.ctx_id,
                 ring_idx: hdr.ring_idx,
             };
-            let ring = Ring::of(&fence);
-            self.timelines.hold(ring, fence.fence_id, completion);
-            if let Err(source) = self.renderer.create_fence(fence) {
-                // The command itself succeeded; release it rather than hold it forever.
-                host.validation_error(sub.token, &ValidationError::Renderer { command, source });
-                self.timelines.signal(ring, fence.fence_id, &mut out);
+            // Fences signal only through `release_signalled` below, so holding the completion
+            // after create_fence cannot miss a fence that signalled synchronously.
+            match self.renderer.create_fence(fence) {
+                Ok(()) => self
+                    .timelines
+                    .hold(Ring::of(&fence), fence.fence_id, completion),
+                Err(source) => {
+                    // The command itself succeeded; answer it rather than hold it forever.
+                    let err = ValidationError::Renderer { command, source };
+                    host.validation_error(sub.token, &err);
+                    out.push(completion);
+                }
             }
         } else {
             out.push(completion);
@@ -473,7 +503,9 @@ impl Device {
             });
         }
         let on_cursor_queue = queue == CURSOR_QUEUE;
-        if command.is_cursor() != on_cursor_queue && command.name().is_some() {
+        if queue > CURSOR_QUEUE
+            || (command.is_cursor() != on_cursor_queue && command.name().is_some())
+        {
             return Err(ValidationError::WrongQueue { command, queue });
         }
         let unsupported = |reason| Err(ValidationError::Unsupported { command, reason });
@@ -501,7 +533,7 @@ impl Device {
                 Ok(Response::ok_nodata(hdr))
             }
             Command::ResourceAttachBacking(c) => {
-                self.attach_backing(command, c.resource_id, &c.entries, mem)?;
+                self.attach_backing(command, c.resource_id, &c.entries)?;
                 Ok(Response::ok_nodata(hdr))
             }
             Command::ResourceDetachBacking(c) => {
@@ -512,7 +544,9 @@ impl Device {
                         resource_id: c.resource_id,
                     });
                 }
+                let freed = res.shadow.len() as u64;
                 res.shadow = Vec::new();
+                self.used_bytes = self.used_bytes.saturating_sub(freed);
                 Ok(Response::ok_nodata(hdr))
             }
             Command::GetCapsetInfo(c) => {
@@ -527,14 +561,14 @@ impl Device {
                     .renderer
                     .capset_info(c.capset_index)
                     .map_err(|source| ValidationError::Renderer { command, source })?;
-                Ok(Response::new(
-                    Response::header_for(ResponseType::OK_CAPSET_INFO, hdr),
+                Ok(Response::ok(
                     ResponseBody::OkCapsetInfo(response::CapsetInfo {
                         capset_id: CapsetId(info.capset_id),
                         capset_max_version: info.max_version,
                         capset_max_size: info.max_size,
                         padding: 0,
                     }),
+                    hdr,
                 ))
             }
             Command::GetCapset(c) => {
@@ -553,20 +587,17 @@ impl Device {
                     .renderer
                     .capset(c.capset_id.0, c.capset_version)
                     .map_err(|source| ValidationError::Renderer { command, source })?;
-                Ok(Response::new(
-                    Response::header_for(ResponseType::OK_CAPSET, hdr),
-                    ResponseBody::OkCapset(data),
-                ))
+                Ok(Response::ok(ResponseBody::OkCapset(data), hdr))
             }
             Command::ResourceAssignUuid(c) => {
                 self.resource(command, c.resource_id)?;
-                Ok(Response::new(
-                    Response::header_for(ResponseType::OK_RESOURCE_UUID, hdr),
+                Ok(Response::ok(
                     ResponseBody::OkResourceUuid(resource_uuid(c.resource_id)),
+                    hdr,
                 ))
             }
             Command::ResourceCreateBlob(c) => {
-                self.create_blob(command, c, mem)?;
+                self.create_blob(command, c)?;
                 Ok(Response::ok_nodata(hdr))
             }
             Command::SetScanoutBlob(c) => {
@@ -643,6 +674,19 @@ impl Device {
         }
     }
 
+    fn check_budget(&self, resource_id: u32, needed: u64) -> Result<(), ValidationError> {
+        let max = self.config.max_total_bytes;
+        if self.used_bytes.saturating_add(needed) > max {
+            return Err(ValidationError::HostMemoryExhausted {
+                resource_id,
+                needed,
+                used: self.used_bytes,
+                max,
+            });
+        }
+        Ok(())
+    }
+
     fn check_new_id(&self, command: CommandType, resource_id: u32) -> Result<(), ValidationError> {
         if resource_id == 0 || self.resources.contains_key(&resource_id) {
             return Err(ValidationError::ResourceIdTaken {
@@ -710,10 +754,7 @@ impl Device {
                 response::Edid::from_blob(&block)
             }
         };
-        Ok(Response::new(
-            Response::header_for(ResponseType::OK_EDID, hdr),
-            ResponseBody::OkEdid(edid),
-        ))
+        Ok(Response::ok(ResponseBody::OkEdid(edid), hdr))
     }
 
     fn create_2d(
@@ -738,17 +779,20 @@ impl Device {
                 height,
             });
         }
-        let bytes = u64::from(width) * u64::from(height) * BYTES_PER_PIXEL;
-        if bytes > self.config.max_resource_bytes {
+        // Saturating: u32::MAX squared times 4 does not fit u64. The stride must fit u32.
+        let bytes = (u64::from(width) * u64::from(height)).saturating_mul(BYTES_PER_PIXEL);
+        if bytes > self.config.max_resource_bytes || width.checked_mul(4).is_none() {
             return Err(ValidationError::ResourceTooLarge {
                 resource_id,
                 bytes,
                 max: self.config.max_resource_bytes,
             });
         }
+        self.check_budget(resource_id, bytes)?;
         self.renderer
             .create_2d(resource_id, format, width, height)
             .map_err(|source| ValidationError::Renderer { command, source })?;
+        self.used_bytes += bytes;
         self.resources.insert(
             resource_id,
             Resource {
@@ -782,7 +826,9 @@ impl Device {
                 });
             }
         }
-        self.resources.remove(&resource_id);
+        if let Some(res) = self.resources.remove(&resource_id) {
+            self.used_bytes = self.used_bytes.saturating_sub(res.host_bytes());
+        }
         self.renderer
             .unref(resource_id)
             .map_err(|source| ValidationError::Renderer { command, source })
@@ -793,14 +839,13 @@ impl Device {
         command: CommandType,
         resource_id: u32,
         entries: &[MemEntry],
-        mem: &dyn GuestMemory,
     ) -> Result<(), ValidationError> {
         let res = self.resource(command, resource_id)?;
         if res.backing.is_some() {
             return Err(ValidationError::BackingAttached { resource_id });
         }
         let kind = res.kind;
-        let total = check_entries(&self.config, command, resource_id, entries, false, mem)?;
+        let total = check_entries(&self.config, command, resource_id, entries, false)?;
         if let Kind::GuestBlob { size } = kind
             && total < size
         {
@@ -820,10 +865,12 @@ impl Device {
             }
             Kind::GuestBlob { .. } => 0,
         };
+        self.check_budget(resource_id, shadow_len as u64)?;
         let res = self.resource_mut(command, resource_id)?;
         res.backing = Some(Backing::new(entries.to_vec()));
         // Zeroed allocation: pages the guest never transfers are never touched.
         res.shadow = vec![0; shadow_len];
+        self.used_bytes += shadow_len as u64;
         Ok(())
     }
 
@@ -976,9 +1023,11 @@ impl Device {
         let stride = c.strides[0];
         let offset = c.offsets[0];
         let row = u64::from(c.width) * BYTES_PER_PIXEL;
-        let end = (u64::from(c.height))
-            .checked_sub(1)
-            .map(|h1| u64::from(offset) + u64::from(stride) * h1 + row);
+        let end = u64::from(c.height).checked_sub(1).and_then(|h1| {
+            (u64::from(stride) * h1)
+                .checked_add(u64::from(offset))?
+                .checked_add(row)
+        });
         if c.width == 0 || u64::from(stride) < row || end.is_none_or(|e| e > size) {
             return Err(ValidationError::BlobLayout {
                 resource_id,
@@ -1072,8 +1121,9 @@ impl Device {
         DisplayEvent::Update {
             scanout_id,
             resource_id: source.resource_id,
-            x: rect.x - source.rect.x,
-            y: rect.y - source.rect.y,
+            // `rect` lies inside `source.rect` (it is that rect or an intersection with it).
+            x: rect.x.saturating_sub(source.rect.x),
+            y: rect.y.saturating_sub(source.rect.y),
             width: rect.width,
             height: rect.height,
             format,
@@ -1182,7 +1232,6 @@ impl Device {
         &mut self,
         command: CommandType,
         c: &vgt_format::wire::ResourceCreateBlob,
-        mem: &dyn GuestMemory,
     ) -> Result<(), ValidationError> {
         let resource_id = c.resource_id;
         self.check_new_id(command, resource_id)?;
@@ -1206,7 +1255,7 @@ impl Device {
                 max: self.config.max_resource_bytes,
             });
         }
-        let total = check_entries(&self.config, command, resource_id, &c.entries, true, mem)?;
+        let total = check_entries(&self.config, command, resource_id, &c.entries, true)?;
         if !c.entries.is_empty() && total < c.size {
             return Err(ValidationError::BlobSize {
                 resource_id,
@@ -1287,8 +1336,5 @@ impl Device {
 }
 
 fn display_info_response(hdr: &CtrlHeader, pmodes: [DisplayOne; MAX_SCANOUTS]) -> Response {
-    Response::new(
-        Response::header_for(ResponseType::OK_DISPLAY_INFO, hdr),
-        ResponseBody::OkDisplayInfo(DisplayInfo { pmodes }),
-    )
+    Response::ok(ResponseBody::OkDisplayInfo(DisplayInfo { pmodes }), hdr)
 }

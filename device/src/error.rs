@@ -158,11 +158,12 @@ pub enum ValidationError {
         /// `DeviceConfig::max_backing_entries`.
         max: u32,
     },
-    /// A mem entry that wraps around or lies outside guest memory.
+    /// A mem entry whose range wraps around the 64-bit address space (so it can never be guest
+    /// memory). Entries that are merely outside guest memory fail when read ([`Self::MemoryRead`]).
     #[error(
-        "resource {resource_id}: mem entry {index} ({addr:#x}+{length:#x}) is outside guest memory"
+        "resource {resource_id}: mem entry {index} ({addr:#x}+{length:#x}) wraps around the address space"
     )]
-    EntryOutsideMemory {
+    EntryWraps {
         /// The resource.
         resource_id: u32,
         /// Index of the entry in the scatter list.
@@ -208,6 +209,19 @@ pub enum ValidationError {
         resource_id: u32,
         /// Bytes the resource would need.
         bytes: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// All resources together would hold more host memory than
+    /// `DeviceConfig::max_total_bytes`.
+    #[error("resource {resource_id}: {needed} more bytes with {used} in use exceeds {max}")]
+    HostMemoryExhausted {
+        /// The resource.
+        resource_id: u32,
+        /// Bytes the command would add.
+        needed: u64,
+        /// Bytes in use before it.
+        used: u64,
         /// The limit.
         max: u64,
     },
@@ -287,9 +301,9 @@ pub enum ValidationError {
         width: u32,
         /// Framebuffer height.
         height: u32,
-        /// strides[0].
+        /// `strides[0]`.
         stride: u32,
-        /// offsets[0].
+        /// `offsets[0]`.
         offset: u32,
         /// Bytes the layout needs; `None` on overflow.
         end: Option<u64>,
@@ -334,7 +348,7 @@ impl ValidationError {
             | V::WrongQueue { .. }
             | V::NoBacking { .. }
             | V::BackingAttached { .. }
-            | V::EntryOutsideMemory { .. }
+            | V::EntryWraps { .. }
             | V::MemoryRead { .. }
             | V::EdidDisabled
             | V::ResponseTruncated { .. } => ResponseType::ERR_UNSPEC,
@@ -355,9 +369,10 @@ impl ValidationError {
                 ResponseType::ERR_INVALID_RESOURCE_ID
             }
             V::InvalidScanout { .. } => ResponseType::ERR_INVALID_SCANOUT_ID,
-            V::ZeroSize { .. } | V::ResourceTooLarge { .. } | V::BackingTooLarge { .. } => {
-                ResponseType::ERR_OUT_OF_MEMORY
-            }
+            V::ZeroSize { .. }
+            | V::ResourceTooLarge { .. }
+            | V::BackingTooLarge { .. }
+            | V::HostMemoryExhausted { .. } => ResponseType::ERR_OUT_OF_MEMORY,
             V::Renderer { source, .. } => source.response_type(),
         }
     }

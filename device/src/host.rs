@@ -36,8 +36,9 @@ pub trait GuestMemory {
     /// outside guest memory (then `buf` may be partly written).
     fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemoryError>;
 
-    /// Whether `addr .. addr + len` lies inside guest memory. Used to refuse impossible scatter
-    /// lists at ATTACH_BACKING time; the default says "yes" and leaves the check to `read`.
+    /// Whether `addr .. addr + len` lies inside guest memory. The device never calls this (its
+    /// decisions depend only on request bytes and reads, so that replay, which knows only the
+    /// recorded reads, decides the same); it is here for hosts that share the trait object.
     fn contains(&self, addr: u64, len: u64) -> bool {
         let _ = (addr, len);
         true

@@ -9,6 +9,14 @@
 //! renderer will copy (row by row, mapped through the scatter list, contiguous runs coalesced)
 //! into a per-resource shadow of the backing, reports them, and only then lets the renderer
 //! copy from the shadow. Replay can therefore rebuild guest memory from recorded reads alone.
+//! The shadow is lent to the renderer for the duration of one call (rutabaga sees it as a
+//! single iovec attached and detached inside that call), so no raw pointer outlives a borrow.
+//! Guest blobs are displayed straight from guest memory (reads reported the same way);
+//! rutabaga's 2D blob read path only handles x = y = 0 and ignores the plane offset.
+//!
+//! The only other inputs are the host's answers to [`DeviceHost::display_info`] and
+//! [`DeviceHost::edid`] and calls to [`Device::set_scanout_size`]: a replay must feed back the
+//! recorded ones to stay identical.
 //!
 //! Every guest-controlled value is validated in 64-bit arithmetic before it reaches the
 //! renderer. A violation is answered with the error code listed on
@@ -16,8 +24,11 @@
 //! [`DeviceHost::validation_error`], and leaves no half-built state behind.
 //!
 //! Choices where the protocol leaves room (documented here once):
-//! - a mem entry outside guest memory, or a failed guest read, is ERR_UNSPEC (QEMU's answer
-//!   to a mapping failure); too many or zero entries is ERR_INVALID_PARAMETER;
+//! - a mem entry that wraps around the address space is refused at ATTACH/CREATE_BLOB; one
+//!   outside guest memory is accepted there and fails the command that reads through it, with
+//!   ERR_UNSPEC (QEMU's answer to a mapping failure). Asking guest memory at attach time would
+//!   make the answer depend on something replay cannot see (only recorded reads);
+//! - too many or zero entries is ERR_INVALID_PARAMETER;
 //! - RESOURCE_UNREF of a resource still on a scanout disables that scanout first (as QEMU);
 //! - ATTACH_BACKING twice, and TRANSFER/DETACH without backing, are ERR_UNSPEC (as QEMU);
 //! - TRANSFER_TO_HOST_2D on a guest blob is OK and does nothing (as QEMU);

@@ -8,7 +8,7 @@
 //!   vhost-user and vhost-user-gpu messages.
 //! - [`record`]: the records a capture is made of (commands, responses, memory reads, fences,
 //!   frames, lifecycle events …).
-//! - [`file`]: the append-only, checksummed, crash-tolerant container that stores records, with
+//! - [`file`](mod@file): the append-only, checksummed, crash-tolerant container that stores records, with
 //!   content-addressed compressed payloads and an index for random access.
 //! - [`state`]: folds records into the device state (resources, contexts, scanouts, fences) at
 //!   any record.
@@ -21,3 +21,6 @@ pub mod wire;
 
 pub use file::{CaptureReader, CaptureWriter, SyncPolicy, WriterOptions};
 pub use record::{Payload, Record, RecordBody, RecordId};
+
+#[cfg(feature = "test-utils")]
+pub mod testing;

@@ -37,6 +37,20 @@ impl DisplayInfo {
     /// Size on the wire, header included.
     pub const SIZE: usize = 408;
 
+    /// Display info with scanout `i` enabled at `modes[i]` (at most 16 are used) and the
+    /// rest disabled.
+    pub fn from_modes(modes: &[Rect]) -> Self {
+        let mut pmodes = [DisplayOne::default(); MAX_SCANOUTS];
+        for (p, r) in pmodes.iter_mut().zip(modes) {
+            *p = DisplayOne {
+                r: *r,
+                enabled: 1,
+                flags: 0,
+            };
+        }
+        DisplayInfo { pmodes }
+    }
+
     fn read(b: &[u8]) -> Self {
         let mut pmodes = [DisplayOne::default(); MAX_SCANOUTS];
         for (i, p) in pmodes.iter_mut().enumerate() {
@@ -160,6 +174,24 @@ pub enum ResponseBody {
     Error,
     /// A code this version does not know: every byte after the header.
     Unknown(Vec<u8>),
+}
+
+impl ResponseBody {
+    /// The code a response with this body is sent with; `None` for [`ResponseBody::Error`]
+    /// and [`ResponseBody::Unknown`], whose code only the header knows.
+    pub fn response_type(&self) -> Option<ResponseType> {
+        Some(match self {
+            ResponseBody::OkNodata => ResponseType::OK_NODATA,
+            ResponseBody::OkDisplayInfo(_) => ResponseType::OK_DISPLAY_INFO,
+            ResponseBody::OkCapsetInfo(_) => ResponseType::OK_CAPSET_INFO,
+            ResponseBody::OkCapset(_) => ResponseType::OK_CAPSET,
+            ResponseBody::OkEdid(_) => ResponseType::OK_EDID,
+            ResponseBody::OkResourceUuid(_) => ResponseType::OK_RESOURCE_UUID,
+            ResponseBody::OkMapInfo(_) => ResponseType::OK_MAP_INFO,
+            ResponseBody::OkResourcePlaneInfo(_) => ResponseType::OK_RESOURCE_PLANE_INFO,
+            ResponseBody::Error | ResponseBody::Unknown(_) => return None,
+        })
+    }
 }
 
 /// A whole virtio-gpu response as the device writes it.
@@ -307,6 +339,13 @@ impl Response {
             Self::header_for(ResponseType::OK_NODATA, hdr_from_request),
             ResponseBody::OkNodata,
         )
+    }
+
+    /// A success response carrying `body` answering the request with header `req`; the code
+    /// comes from the body ([`ResponseBody::response_type`], UNDEFINED for bodies without one).
+    pub fn ok(body: ResponseBody, req: &CtrlHeader) -> Response {
+        let t = body.response_type().unwrap_or(ResponseType::UNDEFINED);
+        Self::new(Self::header_for(t, req), body)
     }
 
     /// An error response of code `t` answering the request with header `req`.

@@ -143,6 +143,51 @@ pub mod flags {
 /// Size of the vhost-user message header (request, flags, size).
 pub const HEADER_SIZE: usize = 12;
 
+/// The 12-byte header of a vhost-user message (host byte order, little-endian here).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
+pub struct MessageHeader {
+    /// Request code ([`VhostUserRequest`] or, on the back-end channel, [`BackendRequest`]).
+    pub request: u32,
+    /// Version bits and [`flags::REPLY`] / [`flags::NEED_REPLY`].
+    pub flags: u32,
+    /// Payload size in bytes.
+    pub size: u32,
+}
+
+impl MessageHeader {
+    /// Decodes the header at the start of `b` (further bytes are ignored).
+    pub fn decode(b: &[u8]) -> Result<Self, DecodeError> {
+        need(b, "vhost-user header", 0, HEADER_SIZE)?;
+        Ok(MessageHeader {
+            request: le32(b, 0),
+            flags: le32(b, 4),
+            size: le32(b, 8),
+        })
+    }
+
+    /// Appends the 12 header bytes.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        put32(out, self.request);
+        put32(out, self.flags);
+        put32(out, self.size);
+    }
+
+    /// True when [`flags::REPLY`] is set.
+    pub fn is_reply(&self) -> bool {
+        self.flags & flags::REPLY != 0
+    }
+
+    /// True when [`flags::NEED_REPLY`] is set.
+    pub fn needs_reply(&self) -> bool {
+        self.flags & flags::NEED_REPLY != 0
+    }
+
+    /// The protocol version field (1 for every valid message).
+    pub fn version(&self) -> u32 {
+        self.flags & flags::VERSION_MASK
+    }
+}
+
 const PROTOCOL_FEATURES: [&str; 22] = [
     "MQ",
     "LOG_SHMFD",

@@ -7,6 +7,7 @@ mod edid;
 mod gpu_socket;
 mod props;
 mod responses;
+mod types;
 mod vhost_user;
 
 /// Writes a little-endian u32 at `off`, growing `v` as needed.

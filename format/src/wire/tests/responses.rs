@@ -208,3 +208,26 @@ fn response_json_dump_serialises() {
     let j = serde_json::to_value(&r).unwrap();
     assert_eq!(j["body"]["OkEdid"]["edid"].as_array().unwrap().len(), 1024);
 }
+
+#[test]
+fn ok_with_body_takes_code_from_body_and_fence_from_request() {
+    let mut req = CtrlHeader::new(0x100);
+    req.flags = FLAG_FENCE;
+    req.fence_id = 9;
+    let info = DisplayInfo::from_modes(&[Rect {
+        x: 0,
+        y: 0,
+        width: 1280,
+        height: 800,
+    }]);
+    let r = Response::ok(ResponseBody::OkDisplayInfo(info), &req);
+    let b = r.encode();
+    assert_eq!(b.len(), 408);
+    assert_eq!(&b[0..4], &0x1101u32.to_le_bytes());
+    assert_eq!(&b[8..16], &9u64.to_le_bytes());
+    assert_eq!(&b[32..36], &1280u32.to_le_bytes());
+    assert_eq!(&b[40..44], &1u32.to_le_bytes());
+    assert_eq!(&b[64..68], &0u32.to_le_bytes(), "scanout 1 disabled");
+    assert_eq!(Response::decode(&b).unwrap(), r);
+    assert_eq!(r.to_string(), "OK_DISPLAY_INFO 0:0,0 1280x800 fence=9");
+}

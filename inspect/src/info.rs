@@ -1,0 +1,350 @@
+//! `vgt-inspect info`: what a capture holds and whether it is whole.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{Context as _, Result};
+use serde_json::json;
+use vgt_format::CaptureReader;
+use vgt_format::record::{ContentHash, Payload, RecordBody, RecordKind, SessionStart};
+use vgt_format::wire::{CommandType, Request, Response, ResponseType};
+
+use crate::cli::Outcome;
+use crate::describe::format_ts;
+use crate::progress;
+
+/// Everything `info` reports, gathered in one pass over the records.
+#[derive(Debug, Default)]
+pub struct Summary {
+    /// The session start record, when the capture has one.
+    pub session: Option<SessionStart>,
+    /// Records read.
+    pub records: u64,
+    /// Records that could not be read (corrupt).
+    pub unreadable_records: u64,
+    /// Records per kind.
+    pub per_kind: BTreeMap<RecordKind, u64>,
+    /// Commands per command type name.
+    pub per_command: BTreeMap<String, u64>,
+    /// Responses per response type name.
+    pub per_response: BTreeMap<String, u64>,
+    /// Error responses.
+    pub error_responses: u64,
+    /// Frames per scanout.
+    pub frames_per_scanout: BTreeMap<u32, u64>,
+    /// Timestamp of the last record.
+    pub last_ts_ns: u64,
+    /// Bytes carried by payloads, each reference counted in full (what was on the wire).
+    pub payload_bytes: u64,
+    /// Payload references to blobs.
+    pub blob_refs: u64,
+    /// Distinct blobs referenced.
+    pub distinct_blobs: u64,
+    /// Bytes of distinct blob content (uncompressed).
+    pub distinct_blob_bytes: u64,
+}
+
+impl Summary {
+    /// Reads every record of `reader` and tallies it.
+    pub fn gather(reader: &CaptureReader) -> Summary {
+        let mut s = Summary::default();
+        let mut seen: HashSet<ContentHash> = HashSet::new();
+        let bar = progress::records_bar(reader.len(), "reading");
+        for (n, item) in reader.iter().enumerate() {
+            if n % 4096 == 0 {
+                bar.set_position(n as u64);
+            }
+            let (_, record) = match item {
+                Ok(r) => r,
+                Err(_) => {
+                    s.unreadable_records += 1;
+                    continue;
+                }
+            };
+            s.records += 1;
+            s.last_ts_ns = s.last_ts_ns.max(record.ts_ns);
+            *s.per_kind.entry(record.body.kind()).or_default() += 1;
+            for p in record.body.payloads() {
+                s.payload_bytes += p.len();
+                if let Payload::Blob(b) = p {
+                    s.blob_refs += 1;
+                    if seen.insert(b.hash) {
+                        s.distinct_blobs += 1;
+                        s.distinct_blob_bytes += b.len;
+                    }
+                }
+            }
+            match &record.body {
+                RecordBody::SessionStart(st) if s.session.is_none() => {
+                    s.session = Some(st.clone());
+                }
+                RecordBody::Command(c) => {
+                    let name = match reader.read_payload(&c.request) {
+                        Ok(b) => match Request::decode(&b) {
+                            Ok(r) => type_name(r.command_type()),
+                            Err(_) => "<undecodable>".to_string(),
+                        },
+                        Err(_) => "<unreadable>".to_string(),
+                    };
+                    *s.per_command.entry(name).or_default() += 1;
+                }
+                RecordBody::Response(r) => {
+                    let name = match reader.read_payload(&r.bytes) {
+                        Ok(b) if b.is_empty() => "<empty>".to_string(),
+                        Ok(b) => match Response::decode(&b) {
+                            Ok(resp) => {
+                                let t = resp.response_type();
+                                if t.is_error() {
+                                    s.error_responses += 1;
+                                }
+                                response_name(t)
+                            }
+                            Err(_) => "<undecodable>".to_string(),
+                        },
+                        Err(_) => "<unreadable>".to_string(),
+                    };
+                    *s.per_response.entry(name).or_default() += 1;
+                }
+                RecordBody::Frame(f) => {
+                    *s.frames_per_scanout.entry(f.scanout_id).or_default() += 1;
+                }
+                _ => {}
+            }
+        }
+        bar.finish_and_clear();
+        s
+    }
+
+    /// Total frames.
+    pub fn frames(&self) -> u64 {
+        self.frames_per_scanout.values().sum()
+    }
+}
+
+fn type_name(t: CommandType) -> String {
+    t.name()
+        .map_or_else(|| format!("UNKNOWN({:#06x})", t.0), str::to_string)
+}
+
+fn response_name(t: ResponseType) -> String {
+    t.name()
+        .map_or_else(|| format!("UNKNOWN({:#06x})", t.0), str::to_string)
+}
+
+/// Formats Unix nanoseconds as an ISO-8601 UTC timestamp.
+pub fn format_unix_ns(ns: u64) -> String {
+    let secs = ns / 1_000_000_000;
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil-from-days (proleptic Gregorian), valid for any u64 seconds.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        (rem / 60) % 60,
+        rem % 60
+    )
+}
+
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+/// Runs `info`.
+pub fn run(path: &Path, json: bool, out: &mut dyn Write) -> Result<Outcome> {
+    let reader =
+        CaptureReader::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let summary = Summary::gather(&reader);
+    let verify = reader
+        .verify()
+        .with_context(|| format!("cannot verify {}", path.display()))?;
+    let health = reader.health();
+    let header = reader.header();
+    let file_len = health.file_len;
+    let damaged = !verify.corrupt.is_empty() || summary.unreadable_records > 0;
+
+    if json {
+        let v = json!({
+            "file": path.display().to_string(),
+            "file_bytes": file_len,
+            "version": format!("{}.{}", header.version_major, header.version_minor),
+            "created_unix_ns": header.created_unix_ns,
+            "indexed": health.indexed,
+            "session": summary.session,
+            "duration_ns": summary.last_ts_ns,
+            "records": summary.records,
+            "unreadable_records": summary.unreadable_records,
+            "per_kind": summary.per_kind.iter().map(|(k, n)| (k.name().to_string(), *n)).collect::<BTreeMap<_, _>>(),
+            "per_command": summary.per_command,
+            "per_response": summary.per_response,
+            "error_responses": summary.error_responses,
+            "frames": summary.frames(),
+            "frames_per_scanout": summary.frames_per_scanout,
+            "payload_bytes": summary.payload_bytes,
+            "blob_refs": summary.blob_refs,
+            "distinct_blobs": summary.distinct_blobs,
+            "distinct_blob_bytes": summary.distinct_blob_bytes,
+            "storage_ratio": ratio(summary.payload_bytes, file_len),
+            "truncated_at": verify.truncated_at.or(health.truncated_at),
+            "corrupt": verify.corrupt,
+        });
+        writeln!(out, "{v}")?;
+        return Ok(Outcome { damaged });
+    }
+
+    writeln!(
+        out,
+        "file:        {} ({})",
+        path.display(),
+        human_bytes(file_len)
+    )?;
+    writeln!(
+        out,
+        "format:      vgt capture {}.{}, {}",
+        header.version_major,
+        header.version_minor,
+        if health.indexed {
+            "indexed"
+        } else {
+            "no index (file was not finished; records found by scanning)"
+        }
+    )?;
+    writeln!(
+        out,
+        "created:     {}",
+        format_unix_ns(header.created_unix_ns)
+    )?;
+    if let Some(st) = &summary.session {
+        writeln!(
+            out,
+            "recorded by: {} {} ({}), renderer {}",
+            st.tool,
+            st.tool_version,
+            match st.mode {
+                vgt_format::record::CaptureMode::BuiltIn => "built-in",
+                vgt_format::record::CaptureMode::Proxy => "proxy",
+                vgt_format::record::CaptureMode::Synthetic => "synthetic",
+                vgt_format::record::CaptureMode::Other => "other mode",
+            },
+            st.renderer
+        )?;
+        writeln!(
+            out,
+            "features:    offered {:#x} acked {:#x} [{}]",
+            st.features_offered,
+            st.features_acked,
+            vgt_format::wire::vhost_user::feature_names(st.features_acked).join(" ")
+        )?;
+    }
+    writeln!(out, "duration:    {} s", format_ts(summary.last_ts_ns))?;
+    writeln!(out, "records:     {}", summary.records)?;
+    for (kind, n) in &summary.per_kind {
+        writeln!(out, "  {:<13}{n:>10}", kind.name())?;
+    }
+    if !summary.per_command.is_empty() {
+        writeln!(out, "commands:")?;
+        for (name, n) in &summary.per_command {
+            writeln!(out, "  {name:<28}{n:>10}")?;
+        }
+    }
+    if !summary.per_response.is_empty() {
+        writeln!(out, "responses:   ({} errors)", summary.error_responses)?;
+        for (name, n) in &summary.per_response {
+            writeln!(out, "  {name:<28}{n:>10}")?;
+        }
+    }
+    writeln!(
+        out,
+        "frames:      {}{}",
+        summary.frames(),
+        summary
+            .frames_per_scanout
+            .iter()
+            .map(|(s, n)| format!(" scanout{s}={n}"))
+            .collect::<String>()
+    )?;
+    writeln!(
+        out,
+        "payloads:    {} on the wire, {} distinct blob bytes in {} blobs ({} references), file {} ({:.1}x)",
+        human_bytes(summary.payload_bytes),
+        human_bytes(summary.distinct_blob_bytes),
+        summary.distinct_blobs,
+        summary.blob_refs,
+        human_bytes(file_len),
+        ratio(summary.payload_bytes, file_len)
+    )?;
+    let truncated_at = verify.truncated_at.or(health.truncated_at);
+    if verify.corrupt.is_empty() && truncated_at.is_none() && summary.unreadable_records == 0 {
+        writeln!(
+            out,
+            "health:      ok (every checksum and blob hash verified)"
+        )?;
+    } else {
+        if let Some(at) = truncated_at {
+            writeln!(
+                out,
+                "health:      truncated at byte {at}: {} complete records recovered",
+                summary.records
+            )?;
+        }
+        for c in &verify.corrupt {
+            writeln!(
+                out,
+                "health:      damaged at byte {}: {:?}: {}",
+                c.offset, c.kind, c.detail
+            )?;
+        }
+    }
+    Ok(Outcome { damaged })
+}
+
+fn ratio(a: u64, b: u64) -> f64 {
+    if b == 0 { 0.0 } else { a as f64 / b as f64 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unix_ns_formats_as_utc() {
+        assert_eq!(format_unix_ns(0), "1970-01-01T00:00:00Z");
+        // 2026-11-25T14:12:32Z
+        assert_eq!(
+            format_unix_ns(1_795_615_952_000_000_000),
+            "2026-11-25T14:12:32Z"
+        );
+        // Leap day.
+        assert_eq!(
+            format_unix_ns(951_782_400_000_000_000),
+            "2000-02-29T00:00:00Z"
+        );
+    }
+
+    #[test]
+    fn bytes_print_in_binary_units() {
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(3 << 30), "3.0 GiB");
+    }
+}
