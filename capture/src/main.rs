@@ -19,7 +19,12 @@ enum SyncArg {
 /// `-chardev socket,id=vgpu,path=SOCKET -device vhost-user-gpu-pci,chardev=vgpu` and shared
 /// guest memory (`-object memory-backend-memfd,share=on`).
 #[derive(Debug, Parser)]
-#[command(version, about, args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+#[command(
+    version,
+    about,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
 struct Cli {
     #[command(subcommand)]
     mode: Option<Mode>,
@@ -41,7 +46,11 @@ struct ProxyArgs {
     #[arg(long)]
     socket: PathBuf,
     /// Socket of a backend that is already listening.
-    #[arg(long, conflicts_with = "backend_cmd", required_unless_present = "backend_cmd")]
+    #[arg(
+        long,
+        conflicts_with = "backend_cmd",
+        required_unless_present = "backend_cmd"
+    )]
     backend: Option<PathBuf>,
     /// Shell command that starts the backend; `%s` is replaced by the socket path it must
     /// listen on (e.g. '/usr/lib/qemu/vhost-user-gpu --socket-path %s').

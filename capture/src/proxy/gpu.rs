@@ -17,6 +17,10 @@ use crate::relay::{self, RawMessage};
 /// Largest display message the relay accepts: a 16384x16384 UPDATE plus its header.
 pub const MAX_GPU_PAYLOAD: u32 = 16384 * 16384 * 4 + 64;
 
+/// Display messages queued for QEMU before the relay stops reading the backend (64 full
+/// frames).
+const MAX_QUEUED_MESSAGES: usize = 64;
+
 /// DMABUF_SCANOUT.
 const DMABUF_SCANOUT: u32 = 9;
 /// DMABUF_SCANOUT2.
@@ -52,12 +56,24 @@ pub fn start(shared: &Arc<Shared>, qemu: UnixStream, backend: UnixStream) {
     };
     shared.keep_socket(&qemu);
     shared.keep_socket(&backend);
+    // Backend requests are read as soon as the backend sends them and written to QEMU by a
+    // second thread: QEMU stops reading the display socket while its main loop waits for a
+    // vhost-user reply, and a backend blocked on a full display socket could not send that
+    // reply. At most MAX_QUEUED_MESSAGES wait.
+    let (tx, rx) = std::sync::mpsc::sync_channel::<RawMessage>(MAX_QUEUED_MESSAGES);
     let s1 = shared.clone();
     shared.spawn("vgt-proxy-gpu-req", move || {
         let mut fbs: HashMap<u32, Framebuffer> = HashMap::new();
         while let Ok(Some(m)) = relay::read_message_limit(&backend, MAX_GPU_PAYLOAD) {
             record_message(&s1, Direction::BackendRequest, &m);
             observe(&s1, &mut fbs, &m);
+            if tx.send(m).is_err() {
+                break;
+            }
+        }
+    });
+    shared.spawn("vgt-proxy-gpu-fwd", move || {
+        while let Ok(m) = rx.recv() {
             if relay::write_message(&qemu, &m).is_err() {
                 break;
             }
@@ -97,9 +113,18 @@ fn observe(shared: &Shared, fbs: &mut HashMap<u32, Framebuffer>, m: &RawMessage)
             }
         }
         gpu_req::UPDATE if p.len() >= 20 => {
-            let (id, x, y, w, h) = (u32_at(p, 0), u32_at(p, 1), u32_at(p, 2), u32_at(p, 3), u32_at(p, 4));
+            let (id, x, y, w, h) = (
+                u32_at(p, 0),
+                u32_at(p, 1),
+                u32_at(p, 2),
+                u32_at(p, 3),
+                u32_at(p, 4),
+            );
             let Some(fb) = fbs.get_mut(&id) else { return };
-            let Some(need) = (w as usize).checked_mul(h as usize).and_then(|n| n.checked_mul(4)) else {
+            let Some(need) = (w as usize)
+                .checked_mul(h as usize)
+                .and_then(|n| n.checked_mul(4))
+            else {
                 return;
             };
             let pixels = match p.get(20..20 + need) {

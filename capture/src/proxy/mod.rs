@@ -26,7 +26,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
-use vgt_format::record::{CaptureMode, Direction, LifecycleKind, Payload, RecordBody, SessionStart};
+use vgt_format::record::{
+    CaptureMode, Direction, LifecycleKind, Payload, RecordBody, SessionStart,
+};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
@@ -92,14 +94,38 @@ mod req {
 
 /// Protocol features the proxy removes, with the reason recorded for each.
 pub const STRIPPED_PROTOCOL_FEATURES: &[(u32, &str, &str)] = &[
-    (1, "LOG_SHMFD", "dirty logging for migration is not mediated"),
+    (
+        1,
+        "LOG_SHMFD",
+        "dirty logging for migration is not mediated",
+    ),
     (8, "PAGEFAULT", "postcopy migration is not mediated"),
-    (11, "HOST_NOTIFIER", "the backend would be notified directly by the guest, bypassing the shadow rings"),
-    (12, "INFLIGHT_SHMFD", "the inflight region would describe the shadow rings, not the guest's"),
-    (14, "INBAND_NOTIFICATIONS", "in-band kicks and calls are not interposed"),
-    (15, "CONFIGURE_MEM_SLOTS", "ADD/REM_MEM_REG are not interposed (SET_MEM_TABLE is)"),
+    (
+        11,
+        "HOST_NOTIFIER",
+        "the backend would be notified directly by the guest, bypassing the shadow rings",
+    ),
+    (
+        12,
+        "INFLIGHT_SHMFD",
+        "the inflight region would describe the shadow rings, not the guest's",
+    ),
+    (
+        14,
+        "INBAND_NOTIFICATIONS",
+        "in-band kicks and calls are not interposed",
+    ),
+    (
+        15,
+        "CONFIGURE_MEM_SLOTS",
+        "ADD/REM_MEM_REG are not interposed (SET_MEM_TABLE is)",
+    ),
     (17, "XEN_MMAP", "Xen mappings are not supported"),
-    (19, "DEVICE_STATE", "device state would hold shadow ring indices"),
+    (
+        19,
+        "DEVICE_STATE",
+        "device state would hold shadow ring indices",
+    ),
     (20, "GET_VRING_BASE_INFLIGHT", "not mediated"),
     (21, "SHMEM", "shared-memory mappings are not mediated"),
     (22, "bit 22", "unknown to the proxy"),
@@ -520,16 +546,14 @@ fn worker(shared: Arc<Shared>) {
             if token == TOKEN_WAKE {
                 let _ = shared.worker_wake.read();
                 for (q, reg) in kick_registered.iter_mut().enumerate() {
-                    let Some(queue) = st.queues.get(q) else { continue };
+                    let Some(queue) = st.queues.get(q) else {
+                        continue;
+                    };
                     if queue.kick_gen == reg.0 {
                         continue;
                     }
                     if let Some(old) = reg.1.take() {
-                        let _ = epoll.ctl(
-                            ControlOperation::Delete,
-                            old,
-                            EpollEvent::default(),
-                        );
+                        let _ = epoll.ctl(ControlOperation::Delete, old, EpollEvent::default());
                     }
                     reg.0 = queue.kick_gen;
                     if let Some(f) = &queue.kick_front {
@@ -608,7 +632,12 @@ fn record_backend_gone(shared: &Arc<Shared>, cause: &str) -> String {
     let status = child_status(shared);
     let list: Vec<String> = in_flight
         .iter()
-        .map(|p| format!("#{} {} (queue {}, head {})", p.record, p.name, p.queue, p.head))
+        .map(|p| {
+            format!(
+                "#{} {} (queue {}, head {})",
+                p.record, p.name, p.queue, p.head
+            )
+        })
         .collect();
     let last_text = last
         .as_ref()
@@ -663,7 +692,11 @@ fn child_status(shared: &Arc<Shared>) -> String {
     " (process still running)".to_owned()
 }
 
-fn connect_backend(spec: &BackendSpec, shared_child: &Mutex<Option<Child>>, dir: &Path) -> anyhow::Result<(UnixStream, String)> {
+fn connect_backend(
+    spec: &BackendSpec,
+    shared_child: &Mutex<Option<Child>>,
+    dir: &Path,
+) -> anyhow::Result<(UnixStream, String)> {
     let (path, desc) = match spec {
         BackendSpec::Socket(p) => (p.clone(), format!("proxy to {}", p.display())),
         BackendSpec::Command(cmd) => {
@@ -689,7 +722,10 @@ fn connect_backend(spec: &BackendSpec, shared_child: &Mutex<Option<Child>>, dir:
                     .as_mut()
                     && let Ok(Some(st)) = child.try_wait()
                 {
-                    bail!("the backend exited ({st}) before listening on {}", path.display());
+                    bail!(
+                        "the backend exited ({st}) before listening on {}",
+                        path.display()
+                    );
                 }
                 if start.elapsed() > Duration::from_secs(20) {
                     bail!("cannot connect to the backend at {}: {e}", path.display());
@@ -789,7 +825,12 @@ fn run_inner(
         .with_context(|| format!("cannot create capture file {}", opts.output.display()))?;
     let recorder = Arc::new(Recorder::new(sink));
     session_start(&recorder, renderer)?;
-    recorder.lifecycle(LifecycleKind::Connect, None, None, "front-end connected (proxy mode)")?;
+    recorder.lifecycle(
+        LifecycleKind::Connect,
+        None,
+        None,
+        "front-end connected (proxy mode)",
+    )?;
     let state = ProxyState::new(recorder.clone()).context("shadow rings")?;
     let shared = Arc::new(Shared {
         recorder: recorder.clone(),
@@ -846,9 +887,16 @@ fn stop_child(child: &Mutex<Option<Child>>) {
     }
 }
 
-fn serve(shared: &Arc<Shared>, front: UnixStream, back: UnixStream, sig_read: &UnixStream) -> ProxyOutcome {
+fn serve(
+    shared: &Arc<Shared>,
+    front: UnixStream,
+    back: UnixStream,
+    sig_read: &UnixStream,
+) -> ProxyOutcome {
     let clone = |s: &UnixStream| s.try_clone();
-    let (Ok(f1), Ok(b1), Ok(f2), Ok(b2)) = (clone(&front), clone(&back), clone(&front), clone(&back)) else {
+    let (Ok(f1), Ok(b1), Ok(f2), Ok(b2)) =
+        (clone(&front), clone(&back), clone(&front), clone(&back))
+    else {
         return ProxyOutcome::BackendCrashed("cannot clone sockets".to_owned());
     };
     let s = shared.clone();
@@ -876,7 +924,9 @@ fn serve(shared: &Arc<Shared>, front: UnixStream, back: UnixStream, sig_read: &U
                 }
             };
             s.front_closed.store(true, Ordering::SeqCst);
-            let _ = s.recorder.lifecycle(LifecycleKind::Disconnect, None, None, why);
+            let _ = s
+                .recorder
+                .lifecycle(LifecycleKind::Disconnect, None, None, why);
             // The backend sees QEMU's disconnect as it would without the proxy.
             let _ = b1.shutdown(std::net::Shutdown::Both);
             let _ = s.main_wake.write(1);
@@ -937,7 +987,12 @@ fn serve(shared: &Arc<Shared>, front: UnixStream, back: UnixStream, sig_read: &U
             };
             if events[..n].iter().any(|e| e.data() == 2) {
                 signalled = true;
-                let _ = shared.recorder.lifecycle(LifecycleKind::Disconnect, None, None, "stopped by signal");
+                let _ = shared.recorder.lifecycle(
+                    LifecycleKind::Disconnect,
+                    None,
+                    None,
+                    "stopped by signal",
+                );
                 break;
             }
             let _ = shared.main_wake.read();
@@ -949,7 +1004,9 @@ fn serve(shared: &Arc<Shared>, front: UnixStream, back: UnixStream, sig_read: &U
             {
                 break;
             }
-            if t_out.as_ref().is_some_and(|t| t.is_finished()) && t_in.as_ref().is_some_and(|t| t.is_finished()) {
+            if t_out.as_ref().is_some_and(|t| t.is_finished())
+                && t_in.as_ref().is_some_and(|t| t.is_finished())
+            {
                 break;
             }
             if shared.front_closed.load(Ordering::SeqCst) {
@@ -982,13 +1039,20 @@ fn serve(shared: &Arc<Shared>, front: UnixStream, back: UnixStream, sig_read: &U
     let mut failed = None;
     if signalled {
         stop_child(&shared.child);
-    } else if let Some(mut c) = shared.child.lock().unwrap_or_else(|p| p.into_inner()).take() {
+    } else if let Some(mut c) = shared
+        .child
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take()
+    {
         let start = Instant::now();
         loop {
             match c.try_wait() {
                 Ok(Some(st)) => {
                     if !st.success() {
-                        failed = Some(format!("backend exited with {st} after the front-end disconnected"));
+                        failed = Some(format!(
+                            "backend exited with {st} after the front-end disconnected"
+                        ));
                     }
                     break;
                 }
@@ -1006,7 +1070,9 @@ fn serve(shared: &Arc<Shared>, front: UnixStream, back: UnixStream, sig_read: &U
     stop_helpers(shared);
     match failed {
         Some(f) => {
-            let _ = shared.recorder.lifecycle(LifecycleKind::Error, None, None, f.clone());
+            let _ = shared
+                .recorder
+                .lifecycle(LifecycleKind::Error, None, None, f.clone());
             ProxyOutcome::BackendFailed(f)
         }
         None => ProxyOutcome::Clean,

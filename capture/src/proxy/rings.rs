@@ -255,7 +255,8 @@ impl ProxyState {
         let overlaps = |gpa: u64, uaddr: u64| {
             regions.iter().any(|r| {
                 let gpa_hit = gpa < r.gpa.saturating_add(r.size) && r.gpa < gpa + SHADOW_SIZE;
-                let ua_hit = uaddr < r.uaddr.saturating_add(r.size) && r.uaddr < uaddr + SHADOW_SIZE;
+                let ua_hit =
+                    uaddr < r.uaddr.saturating_add(r.size) && r.uaddr < uaddr + SHADOW_SIZE;
                 gpa_hit || ua_hit
             })
         };
@@ -341,7 +342,13 @@ impl ProxyState {
     /// SET_VRING_ADDR: translates the guest rings; returns the shadow ring addresses to send
     /// to the backend, or `None` when the proxy cannot interpose this queue (then the message
     /// goes through unchanged and the backend sees what it would see without the proxy).
-    pub fn set_addr(&mut self, q: usize, desc: u64, used: u64, avail: u64) -> Option<(u64, u64, u64)> {
+    pub fn set_addr(
+        &mut self,
+        q: usize,
+        desc: u64,
+        used: u64,
+        avail: u64,
+    ) -> Option<(u64, u64, u64)> {
         let queue = self.queues.get(q)?;
         let size = queue.size;
         if size == 0 || size > MAX_QUEUE_SIZE {
@@ -410,7 +417,11 @@ impl ProxyState {
                 }
                 // Ask for a kick at the next buffer, then look again (the guest may have added
                 // one before it could see the new avail_event).
-                let _ = guest.store(last, GuestAddress(gu + 4 + 8 * u64::from(size)), Ordering::Release);
+                let _ = guest.store(
+                    last,
+                    GuestAddress(gu + 4 + 8 * u64::from(size)),
+                    Ordering::Release,
+                );
                 fence(Ordering::SeqCst);
                 match guest.load::<u16>(GuestAddress(ga + 2), Ordering::Acquire) {
                     Ok(again) if again != last => continue,
@@ -436,7 +447,10 @@ impl ProxyState {
             for k in 0..n {
                 let slot = last.wrapping_add(k) % size;
                 let head: u16 = guest
-                    .load(GuestAddress(ga + 4 + 2 * u64::from(slot)), Ordering::Relaxed)
+                    .load(
+                        GuestAddress(ga + 4 + 2 * u64::from(slot)),
+                        Ordering::Relaxed,
+                    )
                     .unwrap_or(u16::MAX);
                 self.record_command(&guest, q as u16, gd, size, head);
                 let _ = self.shadow.store(
@@ -456,7 +470,14 @@ impl ProxyState {
         moved
     }
 
-    fn record_command(&mut self, guest: &GuestMemoryMmap, queue: u16, table: u64, size: u16, head: u16) {
+    fn record_command(
+        &mut self,
+        guest: &GuestMemoryMmap,
+        queue: u16,
+        table: u64,
+        size: u16,
+        head: u16,
+    ) {
         let (walked, request, error) = match chain::walk_chain(guest, table, size, head) {
             Ok(c) => match chain::gather(guest, &c) {
                 Ok(r) => (c, r, None),
@@ -562,7 +583,9 @@ impl ProxyState {
                 let row_len = u64::from(t.r.width) * 4;
                 let runs = row_runs(&res.entries, t.offset, row_len, stride, t.r.height);
                 for (addr, len) in runs {
-                    let Ok(n) = usize::try_from(len) else { continue };
+                    let Ok(n) = usize::try_from(len) else {
+                        continue;
+                    };
                     let mut data = vec![0u8; n];
                     if guest.read_slice(&mut data, GuestAddress(addr)).is_err() {
                         continue;
@@ -598,14 +621,20 @@ impl ProxyState {
         let event_idx = self.acked & F_EVENT_IDX != 0;
         let mut moved = false;
         loop {
-            let Ok(used_idx) = self.shadow.load::<u16>(GuestAddress(su + 2), Ordering::Acquire) else {
+            let Ok(used_idx) = self
+                .shadow
+                .load::<u16>(GuestAddress(su + 2), Ordering::Acquire)
+            else {
                 break;
             };
             let mut last = self.queues[q].last_used;
             let mut gused = self.queues[q].guest_used;
             while last != used_idx {
                 let slot = su + 4 + 8 * u64::from(last % size);
-                let id: u32 = self.shadow.load(GuestAddress(slot), Ordering::Relaxed).unwrap_or(0);
+                let id: u32 = self
+                    .shadow
+                    .load(GuestAddress(slot), Ordering::Relaxed)
+                    .unwrap_or(0);
                 let len: u32 = self
                     .shadow
                     .load(GuestAddress(slot + 4), Ordering::Relaxed)
@@ -631,7 +660,10 @@ impl ProxyState {
                 Ordering::Release,
             );
             fence(Ordering::SeqCst);
-            match self.shadow.load::<u16>(GuestAddress(su + 2), Ordering::Acquire) {
+            match self
+                .shadow
+                .load::<u16>(GuestAddress(su + 2), Ordering::Acquire)
+            {
                 Ok(again) if again != last => continue,
                 _ => break,
             }
@@ -681,7 +713,11 @@ impl ProxyState {
             }))
         });
         if let Err(e) = r {
-            self.error(Some(queue), Some(p.record), format!("recording a response: {e}"));
+            self.error(
+                Some(queue),
+                Some(p.record),
+                format!("recording a response: {e}"),
+            );
         }
         let rflags = le32(&bytes, 4);
         if p.fence.is_some()
@@ -709,7 +745,13 @@ impl ProxyState {
 
 /// Guest ranges read by a 2D transfer: `rows` rows of `row_len` bytes, row r at backing offset
 /// `first + r * stride`, merged where contiguous in guest memory (as vgt-device reports them).
-fn row_runs(entries: &[(u64, u32)], first: u64, row_len: u64, stride: u64, rows: u32) -> Vec<(u64, u64)> {
+fn row_runs(
+    entries: &[(u64, u32)],
+    first: u64,
+    row_len: u64,
+    stride: u64,
+    rows: u32,
+) -> Vec<(u64, u64)> {
     let mut starts = Vec::with_capacity(entries.len());
     let mut total = 0u64;
     for e in entries {
