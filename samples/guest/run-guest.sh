@@ -3,7 +3,8 @@
 # backend that already listens on --socket. Run samples/guest/setup.sh once before.
 #
 #   run-guest.sh --socket SOCK --workload boot|fb|modes|cursor [--qmp QMP_SOCK] [--outputs N]
-#                [--serial-log FILE] [--timeout SECS] [--hold SECS]
+#                [--serial-log FILE] [--timeout SECS] [--hold SECS] [--pidfile FILE]
+#                [--append PARAM]...
 #
 # --qmp      QEMU gets `-qmp unix:QMP_SOCK,server=on,wait=off`; the guest then holds for
 #            --hold seconds (default 60 with --qmp, else 0) after printing VGT-WORKLOAD-DONE, so
@@ -13,6 +14,8 @@
 # --serial-log  where the guest's serial console goes (default: a temporary file, printed at
 #            the end); a test can follow it while the guest runs.
 # --timeout  kill QEMU after SECS seconds (default 120) and exit 124.
+# --pidfile  QEMU writes its pid there (-pidfile), so that a test can kill it for sure.
+# --append   one more kernel parameter (repeatable), e.g. vgt.fb_frames=10.
 # Exit status: QEMU's, except 124 on timeout and 3 when QEMU exited 0 but the serial log has no
 # `VGT-WORKLOAD-DONE <workload>` line (the workload failed or the guest panicked).
 set -euo pipefail
@@ -25,7 +28,8 @@ die() {
     exit 2
 }
 
-socket= workload= qmp= outputs=1 serial_log= timeout=120 hold=
+socket= workload= qmp= outputs=1 serial_log= timeout=120 hold= pidfile=
+extra_append=()
 while (($#)); do
     case $1 in
         --socket) socket=${2:?}; shift 2 ;;
@@ -35,6 +39,8 @@ while (($#)); do
         --serial-log) serial_log=${2:?}; shift 2 ;;
         --timeout) timeout=${2:?}; shift 2 ;;
         --hold) hold=${2:?}; shift 2 ;;
+        --pidfile) pidfile=${2:?}; shift 2 ;;
+        --append) extra_append+=("${2:?}"); shift 2 ;;
         -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown argument '$1' (see --help)" ;;
     esac
@@ -56,12 +62,17 @@ source "$VGT_GUEST_PATHS"
 append="panic=-1 loglevel=4 vgt.workload=$workload vgt.hold=$hold"
 if [[ $workload == boot ]]; then
     # Kernel messages on the framebuffer console too; the last console= is /dev/console.
-    append="console=tty0 console=ttyS0 $append"
+    # No blinking text cursor: its redraws would keep changing the screen after the workload.
+    append="console=tty0 console=ttyS0 vt.global_cursor_default=0 $append"
 else
     append="console=ttyS0 $append"
 fi
 for ((i = 2; i <= outputs; i++)); do
     append+=" video=Virtual-$i:1024x768e"
+done
+for a in "${extra_append[@]}"; do
+    [[ $a =~ ^[A-Za-z0-9_.,:=-]+$ ]] || die "--append '$a': one kernel parameter, no spaces or quotes"
+    append+=" $a"
 done
 
 print_log=no
@@ -80,6 +91,7 @@ qemu_args=(
     -append "$append"
 )
 [[ -z $qmp ]] || qemu_args+=(-qmp "unix:$qmp,server=on,wait=off")
+[[ -z $pidfile ]] || qemu_args+=(-pidfile "$pidfile")
 
 status=0
 timeout -k 10 "$timeout" "$VGT_QEMU" "${qemu_args[@]}" || status=$?
