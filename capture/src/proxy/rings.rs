@@ -406,10 +406,7 @@ impl ProxyState {
         let (sd, sa, _) = self.shadow_rings(q);
         let event_idx = self.acked & F_EVENT_IDX != 0;
         let mut moved = false;
-        loop {
-            let Ok(avail_idx) = guest.load::<u16>(GuestAddress(ga + 2), Ordering::Acquire) else {
-                break;
-            };
+        while let Ok(avail_idx) = guest.load::<u16>(GuestAddress(ga + 2), Ordering::Acquire) {
             let last = self.queues[q].last_avail;
             if avail_idx == last {
                 if !event_idx {
@@ -620,13 +617,10 @@ impl ProxyState {
         let (_, sa, su) = self.shadow_rings(q);
         let event_idx = self.acked & F_EVENT_IDX != 0;
         let mut moved = false;
-        loop {
-            let Ok(used_idx) = self
-                .shadow
-                .load::<u16>(GuestAddress(su + 2), Ordering::Acquire)
-            else {
-                break;
-            };
+        while let Ok(used_idx) = self
+            .shadow
+            .load::<u16>(GuestAddress(su + 2), Ordering::Acquire)
+        {
             let mut last = self.queues[q].last_used;
             let mut gused = self.queues[q].guest_used;
             while last != used_idx {
