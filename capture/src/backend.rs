@@ -17,22 +17,14 @@ use vgt_format::record::{
     LifecycleKind, MemoryRead, Payload, RecordBody, RecordId, ResponseRecord,
 };
 use vhost::vhost_user::GpuBackend;
-use vhost::vhost_user::gpu_message::{
-    VhostUserGpuCursorPos, VhostUserGpuCursorUpdate, VhostUserGpuEdidRequest, VhostUserGpuScanout,
-    VhostUserGpuUpdate,
-};
-use vhost::vhost_user::message::{
-    VhostUserProtocolFeatures, VhostUserU64, VhostUserVirtioFeatures,
-};
+use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
 use vhost_user_backend::{VhostUserBackendMut, VringRwLock, VringT};
 use virtio_bindings::bindings::virtio_config::{VIRTIO_F_RING_RESET, VIRTIO_F_VERSION_1};
 use virtio_bindings::bindings::virtio_ring::{
     VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC,
 };
 use virtio_queue::{QueueOwnedT, QueueT};
-use vm_memory::{
-    ByteValued, Bytes, GuestAddress, GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap,
-};
+use vm_memory::{Bytes, GuestAddress, GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::event::{
     EventConsumer, EventFlag, EventNotifier, new_event_consumer_and_notifier,
@@ -40,6 +32,7 @@ use vmm_sys_util::event::{
 
 use crate::chain::{self, WalkedChain};
 use crate::display::{self, Framebuffer, gpu_req};
+use crate::gpu_socket::{GpuSlot, GpuSocket};
 use crate::recorder::{RecordError, Recorder};
 use crate::session::SessionSignal;
 
@@ -79,8 +72,8 @@ pub fn protocol_features() -> VhostUserProtocolFeatures {
 }
 
 /// The GPU socket QEMU handed over, and what was negotiated on it.
-struct GpuSocket {
-    backend: GpuBackend,
+struct GpuConn {
+    socket: GpuSocket,
     /// Protocol features QEMU answered (None until asked; asked lazily from the queue thread,
     /// never from the vhost-user request thread, which would deadlock against QEMU's main loop).
     protocol: Option<u64>,
@@ -106,7 +99,8 @@ pub struct CaptureBackend {
     recorder: Arc<Recorder>,
     signal: Arc<SessionSignal>,
     mem: Option<GuestMemoryAtomic<GuestMemoryMmap>>,
-    gpu: Option<GpuSocket>,
+    gpu: Option<GpuConn>,
+    gpu_slot: Arc<GpuSlot>,
     event_idx: bool,
     exit: (EventConsumer, EventNotifier),
     display: DisplayState,
@@ -122,6 +116,7 @@ impl CaptureBackend {
         device: Device,
         recorder: Arc<Recorder>,
         signal: Arc<SessionSignal>,
+        gpu_slot: Arc<GpuSlot>,
     ) -> io::Result<Self> {
         Ok(CaptureBackend {
             device: Mutex::new(device),
@@ -129,6 +124,7 @@ impl CaptureBackend {
             signal,
             mem: None,
             gpu: None,
+            gpu_slot,
             event_idx: false,
             exit: new_event_consumer_and_notifier(EventFlag::NONBLOCK)?,
             display: DisplayState::default(),
@@ -159,6 +155,12 @@ impl CaptureBackend {
         let vring = vrings
             .get(usize::from(queue))
             .ok_or_else(|| io::Error::other(format!("no vring {queue}")))?;
+        if let Some(stream) = self.gpu_slot.take() {
+            self.gpu = Some(GpuConn {
+                socket: GpuSocket::new(stream),
+                protocol: None,
+            });
+        }
         let mut signal = [false; NUM_QUEUES];
         let mut taken = 0;
         loop {
@@ -496,7 +498,7 @@ struct Host<'a> {
     recorder: &'a Recorder,
     queue: u16,
     command: RecordId,
-    gpu: &'a mut Option<GpuSocket>,
+    gpu: &'a mut Option<GpuConn>,
     display: &'a mut DisplayState,
     fences: &'a HashMap<u64, RecordId>,
 }
@@ -530,22 +532,41 @@ impl Host<'_> {
 
     /// Sends a message on the GPU socket after recording it. Returns false (and records the
     /// failure) when the socket is gone.
-    fn send(
-        &mut self,
-        request: u32,
-        payload: &[u8],
-        f: impl FnOnce(&GpuBackend) -> io::Result<()>,
-    ) -> bool {
-        let Some(gpu) = self.gpu.as_ref() else {
+    fn send(&mut self, request: u32, payload: &[u8]) -> bool {
+        if self.gpu.is_none() {
+            return false;
+        }
+        self.record_socket(Direction::BackendRequest, request, 0, payload);
+        let Some(gpu) = self.gpu.as_mut() else {
             return false;
         };
-        let backend = gpu.backend.clone();
-        self.record_socket(Direction::BackendRequest, request, 0, payload);
-        match f(&backend) {
+        match gpu.socket.send(request, payload) {
             Ok(()) => true,
             Err(e) => {
                 self.gpu_failed("gpu socket", e);
                 false
+            }
+        }
+    }
+
+    /// Sends a request and returns QEMU's reply payload, recording both.
+    fn call(&mut self, request: u32, payload: &[u8]) -> Option<Vec<u8>> {
+        self.gpu.as_ref()?;
+        self.record_socket(Direction::BackendRequest, request, 0, payload);
+        let gpu = self.gpu.as_mut()?;
+        match gpu.socket.call(request, payload) {
+            Ok(reply) => {
+                self.record_socket(
+                    Direction::BackendReply,
+                    request,
+                    reply.flags,
+                    &reply.payload,
+                );
+                Some(reply.payload)
+            }
+            Err(e) => {
+                self.gpu_failed(&format!("gpu socket request {request}"), e);
+                None
             }
         }
     }
@@ -566,40 +587,12 @@ impl Host<'_> {
         if let Some(p) = gpu.protocol {
             return p;
         }
-        let backend = gpu.backend.clone();
-        self.record_socket(
-            Direction::BackendRequest,
-            gpu_req::GET_PROTOCOL_FEATURES,
-            0,
-            &[],
-        );
-        let offered = match backend.get_protocol_features() {
-            Ok(v) => {
-                let value = v.value;
-                self.record_socket(
-                    Direction::BackendReply,
-                    gpu_req::GET_PROTOCOL_FEATURES,
-                    gpu_req::FLAG_REPLY,
-                    &value.to_le_bytes(),
-                );
-                value
-            }
-            Err(e) => {
-                self.gpu_failed("gpu socket GET_PROTOCOL_FEATURES", e);
-                0
-            }
-        };
+        let offered = self
+            .call(gpu_req::GET_PROTOCOL_FEATURES, &[])
+            .and_then(|p| p.get(..8).and_then(|b| b.try_into().ok()))
+            .map_or(0, u64::from_le_bytes);
         let chosen = offered & gpu_req::PROTOCOL_F_EDID;
-        let msg = VhostUserU64::new(chosen);
-        self.record_socket(
-            Direction::BackendRequest,
-            gpu_req::SET_PROTOCOL_FEATURES,
-            0,
-            &chosen.to_le_bytes(),
-        );
-        if let Err(e) = backend.set_protocol_features(&msg) {
-            self.gpu_failed("gpu socket SET_PROTOCOL_FEATURES", e);
-        }
+        self.send(gpu_req::SET_PROTOCOL_FEATURES, &chosen.to_le_bytes());
         if let Some(gpu) = self.gpu.as_mut() {
             gpu.protocol = Some(chosen);
         }
@@ -696,12 +689,10 @@ impl DeviceHost for Host<'_> {
                             .insert(scanout_id, Framebuffer::new(width, height));
                     }
                 }
-                let msg = VhostUserGpuScanout {
-                    scanout_id,
-                    width,
-                    height,
-                };
-                self.send(gpu_req::SCANOUT, msg.as_slice(), |b| b.set_scanout(&msg));
+                self.send(
+                    gpu_req::SCANOUT,
+                    &display::u32_payload(&[scanout_id, width, height]),
+                );
             }
             DisplayEvent::Update {
                 scanout_id,
@@ -732,18 +723,9 @@ impl DeviceHost for Host<'_> {
                     .or_insert_with(|| Framebuffer::new(x + width, y + height));
                 fb.resource_id = resource_id;
                 fb.patch(&packed);
-                let msg = VhostUserGpuUpdate {
-                    scanout_id,
-                    x,
-                    y,
-                    width,
-                    height,
-                };
-                let mut payload = msg.as_slice().to_vec();
+                let mut payload = display::u32_payload(&[scanout_id, x, y, width, height]);
                 payload.extend_from_slice(&packed.pixels);
-                self.send(gpu_req::UPDATE, &payload, |b| {
-                    b.update_scanout(&msg, &packed.pixels)
-                });
+                self.send(gpu_req::UPDATE, &payload);
                 self.record_frame(scanout_id, [x, y, width, height]);
             }
             DisplayEvent::CursorUpdate {
@@ -755,16 +737,9 @@ impl DeviceHost for Host<'_> {
                 resource_id,
                 image,
             } => {
-                let msg = VhostUserGpuCursorUpdate {
-                    pos: VhostUserGpuCursorPos { scanout_id, x, y },
-                    hot_x,
-                    hot_y,
-                };
-                let mut payload = msg.as_slice().to_vec();
+                let mut payload = display::u32_payload(&[scanout_id, x, y, hot_x, hot_y]);
                 payload.extend_from_slice(&image[..]);
-                self.send(gpu_req::CURSOR_UPDATE, &payload, |b| {
-                    b.cursor_update(&msg, &image)
-                });
+                self.send(gpu_req::CURSOR_UPDATE, &payload);
                 self.record_cursor(
                     CursorAction::Update,
                     (scanout_id, x, y),
@@ -774,15 +749,17 @@ impl DeviceHost for Host<'_> {
                 );
             }
             DisplayEvent::CursorMove { scanout_id, x, y } => {
-                let msg = VhostUserGpuCursorPos { scanout_id, x, y };
-                self.send(gpu_req::CURSOR_POS, msg.as_slice(), |b| b.cursor_pos(&msg));
+                self.send(
+                    gpu_req::CURSOR_POS,
+                    &display::u32_payload(&[scanout_id, x, y]),
+                );
                 self.record_cursor(CursorAction::Move, (scanout_id, x, y), (0, 0), 0, None);
             }
             DisplayEvent::CursorHide { scanout_id, x, y } => {
-                let msg = VhostUserGpuCursorPos { scanout_id, x, y };
-                self.send(gpu_req::CURSOR_POS_HIDE, msg.as_slice(), |b| {
-                    b.cursor_pos_hide(&msg)
-                });
+                self.send(
+                    gpu_req::CURSOR_POS_HIDE,
+                    &display::u32_payload(&[scanout_id, x, y]),
+                );
                 self.record_cursor(CursorAction::Hide, (scanout_id, x, y), (0, 0), 0, None);
             }
         }
@@ -793,68 +770,42 @@ impl DeviceHost for Host<'_> {
         // configuration (--scanouts, --size).
         self.gpu.as_ref()?;
         self.gpu_protocol();
-        let backend = self.gpu.as_ref()?.backend.clone();
-        self.record_socket(Direction::BackendRequest, gpu_req::GET_DISPLAY_INFO, 0, &[]);
-        match backend.get_display_info() {
-            Ok(info) => {
-                self.record_socket(
-                    Direction::BackendReply,
-                    gpu_req::GET_DISPLAY_INFO,
-                    gpu_req::FLAG_REPLY,
-                    info.as_slice(),
-                );
-                Some(DisplayInfoFromHost {
-                    displays: info
-                        .pmodes
-                        .iter()
-                        .map(|m| HostDisplay {
-                            x: m.r.x,
-                            y: m.r.y,
-                            width: m.r.width,
-                            height: m.r.height,
-                            enabled: m.enabled != 0,
-                            flags: m.flags,
-                        })
-                        .collect(),
+        let reply = self.call(gpu_req::GET_DISPLAY_INFO, &[])?;
+        // struct virtio_gpu_resp_display_info: 24-byte header, 16 x {rect, enabled, flags}.
+        let word = |o: usize| {
+            reply
+                .get(o..o + 4)
+                .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        };
+        Some(DisplayInfoFromHost {
+            displays: (0..16)
+                .map(|i| {
+                    let o = 24 + 24 * i;
+                    HostDisplay {
+                        x: word(o),
+                        y: word(o + 4),
+                        width: word(o + 8),
+                        height: word(o + 12),
+                        enabled: word(o + 16) != 0,
+                        flags: word(o + 20),
+                    }
                 })
-            }
-            Err(e) => {
-                self.gpu_failed("gpu socket GET_DISPLAY_INFO", e);
-                None
-            }
-        }
+                .collect(),
+        })
     }
 
     fn edid(&mut self, scanout: u32) -> Option<Vec<u8>> {
         if self.gpu_protocol() & gpu_req::PROTOCOL_F_EDID == 0 {
             return None;
         }
-        let backend = self.gpu.as_ref()?.backend.clone();
-        let req = VhostUserGpuEdidRequest {
-            scanout_id: scanout,
-        };
-        self.record_socket(
-            Direction::BackendRequest,
-            gpu_req::GET_EDID,
-            0,
-            req.as_slice(),
-        );
-        match backend.get_edid(&req) {
-            Ok(resp) => {
-                self.record_socket(
-                    Direction::BackendReply,
-                    gpu_req::GET_EDID,
-                    gpu_req::FLAG_REPLY,
-                    resp.as_slice(),
-                );
-                let len = (resp.size as usize).min(resp.edid.len());
-                (len > 0).then(|| resp.edid[..len].to_vec())
-            }
-            Err(e) => {
-                self.gpu_failed("gpu socket GET_EDID", e);
-                None
-            }
-        }
+        let reply = self.call(gpu_req::GET_EDID, &scanout.to_le_bytes())?;
+        // struct virtio_gpu_resp_edid: header, size u32, padding u32, edid[1024].
+        let size = reply
+            .get(24..28)
+            .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            as usize;
+        let blob = reply.get(32..32 + size.min(1024))?;
+        (!blob.is_empty()).then(|| blob.to_vec())
     }
 
     fn fence_signalled(&mut self, fence: FenceInfo) {
@@ -950,11 +901,9 @@ impl VhostUserBackendMut for CaptureBackend {
         Ok(())
     }
 
-    fn set_gpu_socket(&mut self, gpu_backend: GpuBackend) -> io::Result<()> {
-        self.gpu = Some(GpuSocket {
-            backend: gpu_backend,
-            protocol: None,
-        });
+    fn set_gpu_socket(&mut self, _gpu_backend: GpuBackend) -> io::Result<()> {
+        // The relay already left a duplicate of this socket (with timeouts) in the slot, which
+        // `process_queue` picks up; the vhost crate's sender is not used (see gpu_socket).
         Ok(())
     }
 

@@ -8,12 +8,14 @@
 //! - [`backend`]: the `VhostUserBackendMut` that walks chains, records, executes and responds.
 //! - [`chain`]: descriptor-chain walking with typed errors for malformed chains.
 //! - [`display`]: framebuffer copies and vhost-user-gpu message layouts.
+//! - [`gpu_socket`]: the vhost-user-gpu display socket client (with timeouts).
 //! - [`proxy`]: proxy mode (between QEMU and an existing backend, shadow virtqueues).
 //! - [`recorder`]: the thread-safe record appender over a [`recorder::RecordSink`].
 
 pub mod backend;
 pub mod chain;
 pub mod display;
+pub mod gpu_socket;
 pub mod proxy;
 pub mod recorder;
 pub mod relay;

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use vgt_format::record::{Direction, LifecycleKind, RecordBody, VhostUserMessage};
 use vmm_sys_util::sock_ctrl_msg::ScmSocket;
 
+use crate::gpu_socket::GpuSlot;
 use crate::recorder::Recorder;
 
 /// vhost-user header length.
@@ -198,14 +199,6 @@ pub fn lifecycle_of(recorder: &Recorder, msg: &RawMessage) {
     }
 }
 
-/// How long a send to or a reply from QEMU's display socket may take.
-///
-/// QEMU reads the display socket from its main loop, which blocks while it waits for a
-/// vhost-user reply. A display UPDATE larger than the socket buffer sent at that moment, with
-/// the reply needing the backend lock the sender holds (GET_VRING_BASE does), would wait
-/// forever; the timeout turns that into a recorded error and stopped display output.
-pub const GPU_SOCKET_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
-
 /// Sets SO_SNDTIMEO and SO_RCVTIMEO on a socket (shared with every duplicate of the fd).
 pub fn set_socket_timeouts(fd: &OwnedFd, timeout: std::time::Duration) -> io::Result<()> {
     let tv = libc::timeval {
@@ -231,11 +224,19 @@ pub fn set_socket_timeouts(fd: &OwnedFd, timeout: std::time::Duration) -> io::Re
     Ok(())
 }
 
+/// A duplicate of the display socket QEMU handed over, with timeouts set.
+fn take_gpu_socket(fd: &OwnedFd) -> io::Result<UnixStream> {
+    let dup = fd.try_clone()?;
+    set_socket_timeouts(&dup, crate::gpu_socket::GPU_SOCKET_POLL)?;
+    Ok(UnixStream::from(dup))
+}
+
 /// Relays front-end requests to the daemon until either side closes. Returns why it stopped.
 pub fn front_to_back(
     front: &UnixStream,
     back: &UnixStream,
     recorder: &Arc<Recorder>,
+    gpu_slot: &GpuSlot,
 ) -> io::Result<()> {
     loop {
         let Some(msg) = read_message(front)? else {
@@ -245,14 +246,18 @@ pub fn front_to_back(
         lifecycle_of(recorder, &msg);
         if msg.request() == req::GPU_SET_SOCKET
             && let Some(fd) = msg.fds.first()
-            && let Err(e) = set_socket_timeouts(fd, GPU_SOCKET_TIMEOUT)
         {
-            let _ = recorder.lifecycle(
-                LifecycleKind::Error,
-                None,
-                None,
-                format!("cannot set timeouts on the gpu socket: {e}"),
-            );
+            match take_gpu_socket(fd) {
+                Ok(stream) => gpu_slot.put(stream),
+                Err(e) => {
+                    let _ = recorder.lifecycle(
+                        LifecycleKind::Error,
+                        None,
+                        None,
+                        format!("cannot use the gpu socket: {e}"),
+                    );
+                }
+            }
         }
         write_message(back, &msg)?;
     }

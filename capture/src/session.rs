@@ -17,6 +17,7 @@ use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
 use crate::backend::{self, CaptureBackend};
+use crate::gpu_socket::GpuSlot;
 use crate::recorder::{RecordError, Recorder};
 use crate::relay;
 use crate::{CaptureError, RENDERER};
@@ -166,8 +167,10 @@ impl Session {
         recorder.lifecycle(LifecycleKind::Connect, None, None, "front-end connected")?;
 
         let signal = Arc::new(SessionSignal::new().map_err(|e| CaptureError::io("eventfd", e))?);
-        let backend = CaptureBackend::new(device, recorder.clone(), signal.clone())
-            .map_err(|e| CaptureError::io("exit event", e))?;
+        let gpu_slot = Arc::new(GpuSlot::default());
+        let backend =
+            CaptureBackend::new(device, recorder.clone(), signal.clone(), gpu_slot.clone())
+                .map_err(|e| CaptureError::io("exit event", e))?;
         let backend = Arc::new(RwLock::new(backend));
         let mut daemon = VhostUserDaemon::new(
             "vgt-capture".to_owned(),
@@ -200,7 +203,7 @@ impl Session {
 
         let mut relays = Vec::new();
         {
-            let (f, b, r, s) = (
+            let (f, b, r, s, g) = (
                 front
                     .try_clone()
                     .map_err(|e| CaptureError::io("socket clone", e))?,
@@ -208,12 +211,13 @@ impl Session {
                     .map_err(|e| CaptureError::io("socket clone", e))?,
                 recorder.clone(),
                 signal.clone(),
+                gpu_slot,
             );
             relays.push(
                 std::thread::Builder::new()
                     .name("vgt-relay-in".to_owned())
                     .spawn(move || {
-                        let why = match relay::front_to_back(&f, &b, &r) {
+                        let why = match relay::front_to_back(&f, &b, &r, &g) {
                             Ok(()) => "front-end closed the connection".to_owned(),
                             Err(e) => format!("front-end connection failed: {e}"),
                         };

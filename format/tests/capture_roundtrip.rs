@@ -583,3 +583,149 @@ proptest! {
         prop_assert!(reader.verify().unwrap().is_clean());
     }
 }
+
+// ---- writer I/O failure ----
+
+/// A sink that accepts `left` bytes and then fails every write.
+struct FailAfter {
+    left: usize,
+}
+
+impl std::io::Write for FailAfter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        if self.left == 0 {
+            return Err(std::io::Error::other("disk full"));
+        }
+        let n = b.len().min(self.left);
+        self.left -= n;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn write_failure_is_reported_with_offset_then_writer_refuses_to_continue() {
+    let opts = WriterOptions::default().with_sync(SyncPolicy::CrashSafe);
+    let mut w = CaptureWriter::new(FailAfter { left: 200 }, opts).unwrap();
+    let marker = |i: u64| {
+        RecordBody::Marker(Marker {
+            text: format!("marker number {i}"),
+        })
+    };
+    let mut failed_at = None;
+    for i in 0..20 {
+        match w.append_body(i, marker(i)) {
+            Ok(_) => {}
+            Err(Error::Io { offset, .. }) => {
+                failed_at = Some(offset);
+                break;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let offset = failed_at.expect("the sink fills up");
+    // The error carries the writer's end of data: the append that no longer fitted.
+    assert!((201..300).contains(&offset), "{offset}");
+    assert!(matches!(
+        w.append_body(99, marker(99)),
+        Err(Error::WriterFailed)
+    ));
+    assert!(matches!(w.store(&[0u8; 1000]), Err(Error::WriterFailed)));
+    assert!(matches!(w.finish(), Err(Error::WriterFailed)));
+}
+
+// ---- no panics on arbitrary bytes ----
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn decode_body_of_arbitrary_bytes_never_panics(
+        kind in 0u16..0x100,
+        body in proptest::collection::vec(any::<u8>(), 0..200),
+    ) {
+        let _ = vgt_format::file::codec::decode_body(kind, &body);
+    }
+
+    #[test]
+    fn capture_with_arbitrary_chunks_opens_without_panic(
+        tail in proptest::collection::vec(any::<u8>(), 0..1500),
+        syncs in proptest::collection::vec(0usize..1500, 0..8),
+    ) {
+        let (sample, _) = small_capture(false);
+        let mut bytes = sample[..64].to_vec();
+        let mut tail = tail;
+        // Sprinkle sync markers so that the scanner's resync paths run.
+        for at in syncs {
+            if at + 4 <= tail.len() {
+                tail[at..at + 4].copy_from_slice(b"VGTR");
+            }
+        }
+        bytes.extend_from_slice(&tail);
+        let r = CaptureReader::from_bytes(bytes).unwrap();
+        for item in r.iter() {
+            let _ = item;
+        }
+        let _ = r.verify().unwrap();
+    }
+}
+
+#[test]
+fn scanning_open_steps_over_blob_bodies_and_agrees_with_the_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.vgt");
+    let mut w = CaptureWriter::create(&path, WriterOptions::default()).unwrap();
+    let mut rng = Rng(17);
+    let mut expected = Vec::new();
+    for i in 0..40u64 {
+        let raw = rng.bytes(100_000);
+        let data = w.store(&raw).unwrap();
+        let rec = Record {
+            ts_ns: i,
+            body: RecordBody::MemoryRead(MemoryRead {
+                command: i,
+                resource_id: 2,
+                addr: 0,
+                data,
+            }),
+        };
+        w.append(&rec).unwrap();
+        expected.push((rec, vec![raw]));
+    }
+    w.finish().unwrap();
+    let scanned = CaptureReader::open_scanning(&path).unwrap();
+    assert!(!scanned.health().indexed);
+    assert!(scanned.health().is_clean());
+    let file_len = scanned.health().file_len;
+    let read = scanned.io_stats().bytes;
+    assert!(read * 10 < file_len, "open read {read} of {file_len} bytes");
+    check_reads_back(&scanned, &expected);
+    let indexed = CaptureReader::open(&path).unwrap();
+    assert!(indexed.health().indexed);
+    for id in 0..indexed.len() {
+        assert_eq!(
+            indexed.record_offset(id).unwrap(),
+            scanned.record_offset(id).unwrap()
+        );
+    }
+    assert!(scanned.verify().unwrap().is_clean());
+}
+
+#[test]
+fn reader_is_shared_across_threads() {
+    let (bytes, recs) = small_capture(true);
+    let r = CaptureReader::from_bytes(bytes).unwrap();
+    std::thread::scope(|s| {
+        for t in 0..4u64 {
+            let (r, recs) = (&r, &recs);
+            s.spawn(move || {
+                for i in 0..200u64 {
+                    let id = (i * 7 + t) % r.len();
+                    assert_eq!(r.record(id).unwrap(), recs[id as usize].0);
+                }
+            });
+        }
+    });
+}

@@ -86,6 +86,8 @@ pub struct DisplayAnswers {
     pub height: u32,
     pub edid: Vec<u8>,
     pub display_info_gate: Option<Arc<Gate>>,
+    /// After a SCANOUT message, stop reading the socket until this opens (a stalled QEMU).
+    pub stall_after_scanout: Option<Arc<Gate>>,
 }
 
 impl Default for DisplayAnswers {
@@ -96,6 +98,7 @@ impl Default for DisplayAnswers {
             height: 480,
             edid: (0..128u32).map(|i| (i * 7 + 3) as u8).collect(),
             display_info_gate: None,
+            stall_after_scanout: None,
         }
     }
 }
@@ -129,6 +132,11 @@ pub fn spawn_display(
                 flags,
                 payload,
             });
+            if request == 7
+                && let Some(g) = &answers.stall_after_scanout
+            {
+                g.wait();
+            }
             let reply: Option<Vec<u8>> = match request {
                 1 => Some(answers.protocol_features.to_le_bytes().to_vec()),
                 3 => {

@@ -65,15 +65,26 @@ impl CaptureReader {
             .metadata()
             .map_err(|source| Error::Io { offset: 0, source })?
             .len();
-        Self::from_source(Source::File { file, len })
+        Self::from_source(Source::File { file, len }, true)
+    }
+
+    /// Opens the capture at `path` by scanning it, ignoring any index (for recovery tools and
+    /// for comparing the index with the file).
+    pub fn open_scanning(path: impl AsRef<Path>) -> Result<Self> {
+        let file = File::open(path).map_err(|source| Error::Io { offset: 0, source })?;
+        let len = file
+            .metadata()
+            .map_err(|source| Error::Io { offset: 0, source })?
+            .len();
+        Self::from_source(Source::File { file, len }, false)
     }
 
     /// Opens a capture held in memory.
     pub fn from_bytes(bytes: Vec<u8>) -> Result<Self> {
-        Self::from_source(Source::Bytes(bytes))
+        Self::from_source(Source::Bytes(bytes), true)
     }
 
-    fn from_source(src: Source) -> Result<Self> {
+    fn from_source(src: Source, use_index: bool) -> Result<Self> {
         let mut reader = CaptureReader {
             header: FileHeader::new(0),
             health: Health {
@@ -92,7 +103,12 @@ impl CaptureReader {
         let Some(start) = reader.read_header()? else {
             return Ok(reader);
         };
-        match reader.open_index(start) {
+        let index = if use_index {
+            reader.open_index(start)
+        } else {
+            Err(None)
+        };
+        match index {
             Ok(root) => {
                 reader.health.indexed = true;
                 reader.health.recovered_records = root.record_count;
@@ -102,7 +118,7 @@ impl CaptureReader {
                 if let Some(c) = problem {
                     reader.health.corrupt.push(c);
                 }
-                let scan = reader.walk(start, |_, _| {})?;
+                let scan = reader.walk(start, false, |_, _| {})?;
                 reader.health.truncated_at = scan.truncated_at;
                 for c in scan.corrupt {
                     if !reader.health.corrupt.iter().any(|x| x.offset == c.offset) {
@@ -410,7 +426,7 @@ impl CaptureReader {
                 .cloned(),
         );
         let mut found = Vec::new();
-        let scan = self.walk(start, |offset, chunk| {
+        let scan = self.walk(start, true, |offset, chunk| {
             let WalkChunk::Valid(h, body) = chunk else {
                 return;
             };
@@ -475,8 +491,15 @@ impl CaptureReader {
         Ok(report)
     }
 
-    /// Reads the chunk at `offset` and checks its CRC.
+    /// Reads the chunk at `offset` and checks its CRC. Only called for offsets that the index,
+    /// a scan or a record said hold a complete chunk, so running past the end of the file is
+    /// damage, not truncation.
     fn read_chunk(&self, offset: u64) -> Result<(ChunkHeader, Vec<u8>)> {
+        self.read_chunk_inner(offset)
+            .map_err(|e| truncation_is_damage(offset, e))
+    }
+
+    fn read_chunk_inner(&self, offset: u64) -> Result<(ChunkHeader, Vec<u8>)> {
         let mut hb = [0u8; CHUNK_HEADER_LEN];
         self.src.read_exact_at(&mut hb, offset, &self.counters)?;
         let h = ChunkHeader::parse(&hb).ok_or_else(|| Error::Corrupt {
@@ -565,18 +588,30 @@ impl CaptureReader {
         self.fallback
             .get_or_init(|| {
                 let start = u64::from(self.header.header_len).max(FILE_HEADER_LEN as u64);
-                let scan = self.walk(start, |_, _| {}).ok()?;
+                let scan = self.walk(start, false, |_, _| {}).ok()?;
                 (scan.records.len() as u64 == self.len()).then_some(scan.records)
             })
             .as_ref()
     }
 
     /// Walks the chunks from `start` to the end, resynchronising after damage.
-    fn walk(&self, start: u64, mut visit: impl FnMut(u64, WalkChunk<'_>)) -> Result<Scan> {
+    ///
+    /// With `check_blobs` false, a blob whose framing is intact (a chunk, the footer or the end
+    /// of the file follows it) is stepped over without reading its body: its CRC and hash are
+    /// checked when it is read, and by [`CaptureReader::verify`]. A crashed capture is mostly
+    /// blob bytes, so this is what makes opening one cost the records, not the payloads.
+    fn walk(
+        &self,
+        start: u64,
+        check_blobs: bool,
+        mut visit: impl FnMut(u64, WalkChunk<'_>),
+    ) -> Result<Scan> {
         let src = &self.src;
         let file_len = src.len();
         let mut scan = Scan::default();
         let mut win = Window::default();
+        // Start small: the read-ahead grows over runs of records.
+        win.jumped();
         let mut pos = start;
         while pos < file_len {
             let remaining = file_len - pos;
@@ -620,10 +655,20 @@ impl CaptureReader {
                 }
                 break;
             }
-            let mut detail = format!("no chunk header here: found {head:02x?}");
+            // Formatted only on the damage path: this loop runs once per chunk.
+            let mut detail = None;
             let mut kind = CorruptionKind::BadFraming;
             if let Some(h) = ChunkHeader::parse(head) {
                 let end = pos + h.total_len();
+                if !check_blobs
+                    && h.kind == ChunkKind::BLOB
+                    && end <= file_len
+                    && (end == file_len || self.looks_like_chunk(end))
+                {
+                    win.jumped();
+                    pos = end;
+                    continue;
+                }
                 if end <= file_len {
                     let body = win.get(
                         src,
@@ -655,10 +700,10 @@ impl CaptureReader {
                         continue;
                     }
                     kind = CorruptionKind::ChunkChecksum;
-                    detail = format!(
+                    detail = Some(format!(
                         "CRC of the chunk of kind {:#06x} does not match and no chunk follows it",
                         h.kind
-                    );
+                    ));
                 } else {
                     match self.resync(pos + 1)? {
                         Some(next) => {
@@ -680,6 +725,8 @@ impl CaptureReader {
                     }
                 }
             }
+            let detail =
+                detail.unwrap_or_else(|| format!("no chunk header here: found {head:02x?}"));
             match self.resync(pos + 1)? {
                 Some(next) => {
                     scan.corrupt.push(Corruption {
@@ -826,6 +873,11 @@ impl RecordIter<'_> {
 
     fn read(&mut self, id: RecordId) -> Result<Record> {
         let offset = self.offset(id)?;
+        self.read_at(offset)
+            .map_err(|e| truncation_is_damage(offset, e))
+    }
+
+    fn read_at(&mut self, offset: u64) -> Result<Record> {
         let r = self.reader;
         let hb = self
             .window
@@ -861,6 +913,25 @@ impl Iterator for RecordIter<'_> {
     fn size_hint(&self) -> (usize, Option<usize>) {
         let n = (self.end - self.next) as usize;
         (n, Some(n))
+    }
+}
+
+/// A chunk that the index or a record points at must be complete: running past the end of the
+/// file there is damage (a flipped length), not a cut.
+fn truncation_is_damage(offset: u64, e: Error) -> Error {
+    match e {
+        Error::Truncated {
+            offset: at,
+            needed,
+            available,
+        } => Error::Corrupt {
+            offset,
+            kind: CorruptionKind::BadFraming,
+            detail: format!(
+                "chunk runs past the end of the file: {needed} bytes needed at {at}, {available} there"
+            ),
+        },
+        other => other,
     }
 }
 

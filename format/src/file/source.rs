@@ -74,14 +74,37 @@ impl Source {
 /// Default size of a sequential read window.
 pub(crate) const WINDOW: u64 = 1 << 20;
 
+/// Read-ahead after a jump: enough for a record and the next chunk header.
+const SMALL_AHEAD: u64 = 4096;
+
 /// A buffered window over a [`Source`] for sequential access.
-#[derive(Debug, Default)]
+///
+/// Each refill reads ahead; the read-ahead doubles with every refill up to [`WINDOW`] and drops
+/// back to a few KiB after [`Window::jumped`], so that stepping over large blobs does not read
+/// them while runs of small records are still read in large blocks.
+#[derive(Debug)]
 pub(crate) struct Window {
     buf: Vec<u8>,
     start: u64,
+    ahead: u64,
+}
+
+impl Default for Window {
+    fn default() -> Self {
+        Window {
+            buf: Vec::new(),
+            start: 0,
+            ahead: WINDOW,
+        }
+    }
 }
 
 impl Window {
+    /// The reader is about to skip past the window: read little ahead next time.
+    pub fn jumped(&mut self) {
+        self.ahead = SMALL_AHEAD;
+    }
+
     /// `len` bytes at `offset`, from the window when they are in it, else after a refill that
     /// reads ahead. Past the end of the source is [`Error::Truncated`].
     pub fn get(
@@ -106,7 +129,8 @@ impl Window {
                     available,
                 });
             }
-            let want = len.max(WINDOW).min(available);
+            let want = len.max(self.ahead).min(available);
+            self.ahead = (self.ahead * 2).min(WINDOW);
             self.buf.resize(want as usize, 0);
             self.start = offset;
             if let Err(e) = src.read_exact_at(&mut self.buf, offset, counters) {

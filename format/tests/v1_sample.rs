@@ -1,0 +1,50 @@
+//! Files written by format version 1.0 must stay readable: `tests/data/v1-small.vgt` was written
+//! by this version's writer and is read back here by every later version.
+//!
+//! Regenerate (only while the format is still 1.0):
+//! `VGT_REGENERATE_SAMPLE=1 cargo test -p vgt-format --test v1_sample`
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use vgt_format::file::CaptureReader;
+
+const SAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/v1-small.vgt");
+
+#[test]
+fn v1_sample_reads_back_every_record_and_payload() {
+    let (bytes, recs) = common::small_capture(true);
+    if std::env::var_os("VGT_REGENERATE_SAMPLE").is_some() {
+        std::fs::write(SAMPLE, &bytes).unwrap();
+    }
+    let r = CaptureReader::open(SAMPLE).unwrap();
+    assert_eq!((r.header().version_major, r.header().version_minor), (1, 0));
+    assert_eq!(r.header().created_unix_ns, 1_764_000_000_000_000_000);
+    assert!(
+        r.health().indexed && r.health().is_clean(),
+        "{:?}",
+        r.health()
+    );
+    assert_eq!(r.len(), recs.len() as u64);
+    for (id, (rec, raw)) in recs.iter().enumerate() {
+        let got = r.record(id as u64).unwrap();
+        assert_eq!(&got, rec, "record {id}");
+        for (p, want) in got.body.payloads().into_iter().zip(raw) {
+            assert_eq!(r.read_payload(p).unwrap().as_ref(), want.as_slice());
+        }
+    }
+    assert_eq!(r.frames().unwrap(), vec![7]);
+    assert!(r.verify().unwrap().is_clean());
+}
+
+#[test]
+fn v1_writer_output_is_byte_identical_to_the_sample() {
+    // Holds while the writer writes version 1.0; a later version replaces this with its own
+    // sample and keeps the test above for this file.
+    let (bytes, _) = common::small_capture(true);
+    let sample = std::fs::read(SAMPLE).unwrap();
+    assert!(
+        bytes == sample,
+        "writer output differs from tests/data/v1-small.vgt"
+    );
+}
