@@ -43,6 +43,7 @@
 
 mod backing;
 mod device;
+pub mod display;
 mod error;
 mod fence;
 mod host;

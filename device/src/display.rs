@@ -1,0 +1,248 @@
+//! What a scanout shows: per-scanout framebuffer copies (x8r8g8b8) patched by the device's
+//! [`DisplayEvent`]s, shared by capture (Frame records) and replay (frame verification) so that
+//! both compose frames byte for byte the same way.
+
+use std::collections::BTreeMap;
+
+use vgt_format::wire::Format;
+
+use crate::DisplayEvent;
+
+/// The pixel format of every [`Framebuffer`]: B, G, R, X bytes (pixman x8r8g8b8).
+pub const FRAME_FORMAT: Format = Format::B8G8R8X8_UNORM;
+
+/// The current picture of one scanout: B, G, R, X bytes, stride `width * 4`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Framebuffer {
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// Resource last shown on it (0 when none).
+    pub resource_id: u32,
+    /// `width * height * 4` bytes.
+    pub pixels: Vec<u8>,
+}
+
+impl Framebuffer {
+    /// A black framebuffer.
+    pub fn new(width: u32, height: u32) -> Self {
+        Framebuffer {
+            width,
+            height,
+            resource_id: 0,
+            pixels: vec![0; width as usize * height as usize * 4],
+        }
+    }
+
+    /// Bytes per row.
+    pub fn stride(&self) -> u32 {
+        self.width.saturating_mul(4)
+    }
+
+    /// Copies a `width`×`height` rectangle of x8r8g8b8 pixels (`stride` bytes per row) to
+    /// (`x`, `y`), clipped to the framebuffer. A row that `pixels` does not hold in full (a
+    /// short buffer) is painted black rather than read out of bounds.
+    #[allow(clippy::too_many_arguments)]
+    pub fn patch(&mut self, x: u32, y: u32, width: u32, height: u32, stride: u32, pixels: &[u8]) {
+        if x >= self.width || y >= self.height {
+            return;
+        }
+        let row = width as usize * 4;
+        let w = width.min(self.width - x) as usize * 4;
+        let h = height.min(self.height - y) as usize;
+        let dst_stride = self.width as usize * 4;
+        for r in 0..h {
+            let d = (y as usize + r) * dst_stride + x as usize * 4;
+            let Some(dst) = self.pixels.get_mut(d..d + w) else {
+                continue;
+            };
+            let s = r * stride as usize;
+            match pixels.get(s..s + row) {
+                Some(src) => dst.copy_from_slice(&src[..w]),
+                None => dst.fill(0),
+            }
+        }
+    }
+}
+
+/// A scanout's picture changed: which scanout and which rectangle (x, y, width, height).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameChange {
+    /// Scanout index.
+    pub scanout_id: u32,
+    /// Damaged rectangle, relative to the scanout.
+    pub rect: [u32; 4],
+}
+
+/// The framebuffers of every scanout, kept up to date from the device's display events.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Framebuffers {
+    scanouts: BTreeMap<u32, Framebuffer>,
+}
+
+impl Framebuffers {
+    /// No scanout shows anything.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Applies one display event. Returns the change when pixels were updated (an
+    /// [`DisplayEvent::Update`]): that is when a frame is shown (and recorded).
+    ///
+    /// A SCANOUT of 0×0 drops the scanout's framebuffer; one of another size starts a black
+    /// one (the same size keeps the picture). An UPDATE for a scanout without a framebuffer
+    /// starts one just large enough for the rectangle.
+    pub fn apply(&mut self, event: &DisplayEvent) -> Option<FrameChange> {
+        match *event {
+            DisplayEvent::Scanout {
+                scanout_id,
+                width,
+                height,
+            } => {
+                if width == 0 || height == 0 {
+                    self.scanouts.remove(&scanout_id);
+                } else if !self
+                    .scanouts
+                    .get(&scanout_id)
+                    .is_some_and(|f| f.width == width && f.height == height)
+                {
+                    self.scanouts
+                        .insert(scanout_id, Framebuffer::new(width, height));
+                }
+                None
+            }
+            DisplayEvent::Update {
+                scanout_id,
+                resource_id,
+                x,
+                y,
+                width,
+                height,
+                stride,
+                ref pixels,
+                ..
+            } => {
+                let fb = self.scanouts.entry(scanout_id).or_insert_with(|| {
+                    Framebuffer::new(x.saturating_add(width), y.saturating_add(height))
+                });
+                fb.resource_id = resource_id;
+                fb.patch(x, y, width, height, stride, pixels);
+                Some(FrameChange {
+                    scanout_id,
+                    rect: [x, y, width, height],
+                })
+            }
+            DisplayEvent::CursorUpdate { .. }
+            | DisplayEvent::CursorMove { .. }
+            | DisplayEvent::CursorHide { .. } => None,
+        }
+    }
+
+    /// The framebuffer of a scanout, when it shows something.
+    pub fn get(&self, scanout_id: u32) -> Option<&Framebuffer> {
+        self.scanouts.get(&scanout_id)
+    }
+
+    /// Every scanout's framebuffer, in scanout order.
+    pub fn iter(&self) -> impl Iterator<Item = (u32, &Framebuffer)> {
+        self.scanouts.iter().map(|(k, v)| (*k, v))
+    }
+
+    /// Forgets every picture (device reset).
+    pub fn clear(&mut self) {
+        self.scanouts.clear();
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn update(
+        x: u32,
+        y: u32,
+        width: u32,
+        height: u32,
+        stride: u32,
+        pixels: Vec<u8>,
+    ) -> DisplayEvent {
+        DisplayEvent::Update {
+            scanout_id: 0,
+            resource_id: 7,
+            x,
+            y,
+            width,
+            height,
+            format: FRAME_FORMAT,
+            stride,
+            pixels,
+        }
+    }
+
+    #[test]
+    fn patch_with_stride_drops_row_padding() {
+        let mut fb = Framebuffer::new(2, 2);
+        let src: Vec<u8> = (0..24).collect();
+        fb.patch(0, 0, 2, 2, 12, &src);
+        assert_eq!(
+            fb.pixels,
+            [0, 1, 2, 3, 4, 5, 6, 7, 12, 13, 14, 15, 16, 17, 18, 19]
+        );
+    }
+
+    #[test]
+    fn patch_outside_frame_is_clipped() {
+        let mut fb = Framebuffer::new(2, 2);
+        fb.patch(1, 1, 2, 2, 8, &[7; 16]);
+        assert_eq!(&fb.pixels[..12], &[0; 12]);
+        assert_eq!(&fb.pixels[12..], &[7; 4]);
+        fb.patch(2, 0, 1, 1, 4, &[9; 4]);
+        assert_eq!(&fb.pixels[..12], &[0; 12]);
+    }
+
+    #[test]
+    fn patch_short_buffer_paints_missing_rows_black() {
+        let mut fb = Framebuffer::new(1, 2);
+        fb.pixels.fill(5);
+        fb.patch(0, 0, 1, 2, 4, &[1, 2, 3, 4]);
+        assert_eq!(fb.pixels, [1, 2, 3, 4, 0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn scanout_events_start_keep_and_drop_framebuffers() {
+        let mut f = Framebuffers::new();
+        let scanout = |w, h| DisplayEvent::Scanout {
+            scanout_id: 0,
+            width: w,
+            height: h,
+        };
+        assert_eq!(f.apply(&scanout(2, 1)), None);
+        let change = f.apply(&update(1, 0, 1, 1, 4, vec![1, 2, 3, 4]));
+        assert_eq!(
+            change,
+            Some(FrameChange {
+                scanout_id: 0,
+                rect: [1, 0, 1, 1]
+            })
+        );
+        assert_eq!(f.get(0).unwrap().pixels, [0, 0, 0, 0, 1, 2, 3, 4]);
+        assert_eq!(f.get(0).unwrap().resource_id, 7);
+        f.apply(&scanout(2, 1));
+        assert_eq!(f.get(0).unwrap().pixels, [0, 0, 0, 0, 1, 2, 3, 4]);
+        f.apply(&scanout(1, 1));
+        assert_eq!(f.get(0).unwrap().pixels, [0, 0, 0, 0]);
+        f.apply(&scanout(0, 0));
+        assert!(f.get(0).is_none());
+    }
+
+    #[test]
+    fn update_without_scanout_starts_framebuffer_of_rect_size() {
+        let mut f = Framebuffers::new();
+        f.apply(&update(1, 1, 1, 1, 4, vec![9; 4]));
+        let fb = f.get(0).unwrap();
+        assert_eq!((fb.width, fb.height), (2, 2));
+        assert_eq!(&fb.pixels[12..], &[9; 4]);
+    }
+}

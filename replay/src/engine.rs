@@ -1,0 +1,1467 @@
+//! The replay engine: walks a capture command by command, rebuilds guest memory from the
+//! recorded reads, re-executes each command on vgt-device, and compares responses, frames and
+//! fences with what the capture recorded.
+//!
+//! A command's records follow it in the file (its memory reads, display messages, frames,
+//! fences, response) until the next command record: the engine reads that whole *window*
+//! before it submits the command, so the device is fed exactly the recorded bytes and the
+//! host's answers (GET_DISPLAY_INFO / GET_EDID replies) in recorded order. Nothing depends on
+//! the wall clock except the optional pacing.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::PathBuf;
+use std::sync::mpsc::{Receiver, SyncSender};
+use std::time::{Duration, Instant};
+
+use vgt_device::display::{FRAME_FORMAT, Framebuffers};
+use vgt_device::{
+    DeviceConfig, DeviceHost, DisplayEvent, DisplayInfoFromHost, FenceInfo, HostDisplay,
+    Submission, ValidationError,
+};
+use vgt_format::CaptureReader;
+use vgt_format::record::{
+    CommandRecord, CursorAction, Direction, FenceSignal, Frame, LifecycleKind, Payload, Record,
+    RecordBody, RecordId,
+};
+use vgt_format::wire::{
+    self, CommandType, FLAG_INFO_RING_IDX, GpuSocketRequest, Request, Response, ResponseBody,
+    VhostUserPayload, VhostUserRequest,
+};
+use xxhash_rust::xxh3::xxh3_128;
+
+use crate::frames::{self, PngError};
+use crate::memory::SparseMemory;
+use crate::report::{
+    CursorSummary, Divergence, DivergenceKind, FenceSummary, FrameDigest, FrameShape,
+    PixelDifference, ReplayReport, ReproducedCrash, ResponseDigest, ResponseSummary, Unsupported,
+    command_name,
+};
+
+/// Scanout size assumed when the capture never says (vgt-capture's default `--size`).
+pub const DEFAULT_SCANOUT_SIZE: (u32, u32) = (1024, 768);
+
+/// How fast to replay.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum Timing {
+    /// As fast as possible.
+    #[default]
+    Asap,
+    /// At the pace the commands were recorded (from their timestamps).
+    Original,
+    /// At the recorded pace sped up by this factor (2.0: twice as fast).
+    Speed(f64),
+}
+
+impl std::str::FromStr for Timing {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "asap" => Ok(Timing::Asap),
+            "original" => Ok(Timing::Original),
+            _ => {
+                let x = s
+                    .strip_prefix('x')
+                    .and_then(|f| f.parse::<f64>().ok())
+                    .filter(|f| f.is_finite() && *f > 0.0)
+                    .ok_or_else(|| {
+                        format!("expected asap, original or xN (N > 0, e.g. x2), got {s:?}")
+                    })?;
+                Ok(Timing::Speed(x))
+            }
+        }
+    }
+}
+
+/// What to replay and how.
+#[derive(Debug, Clone, Default)]
+pub struct ReplayOptions {
+    /// First record whose command is verified; commands before it are executed only to
+    /// rebuild the device state.
+    pub start: RecordId,
+    /// Stop before the first command at or after this record (None: the whole capture).
+    pub end: Option<RecordId>,
+    /// Report every divergence instead of stopping at the first.
+    pub keep_going: bool,
+    /// Write every replayed frame (of the first loop, within the verified range) as a PNG here.
+    pub frames_dir: Option<PathBuf>,
+    /// Pacing.
+    pub timing: Timing,
+    /// How many times to replay (at least 1); later loops are also compared with the first.
+    pub loops: u32,
+    /// Device configuration; None derives it from the capture ([`device_config_for`]).
+    pub device_config: Option<DeviceConfig>,
+}
+
+/// Receives progress and findings while a replay runs (the CLI's progress bar and error
+/// lines). Every method has a default that does nothing.
+pub trait ReplayObserver {
+    /// The replay of loop `loop_index` starts over `records` records.
+    fn started(&mut self, loop_index: u32, records: u64) {
+        let _ = (loop_index, records);
+    }
+    /// Command record `record` is about to be executed.
+    fn progress(&mut self, record: RecordId) {
+        let _ = record;
+    }
+    /// A divergence was found.
+    fn divergence(&mut self, divergence: &Divergence) {
+        let _ = divergence;
+    }
+    /// A command could not be replayed by this renderer.
+    fn unsupported(&mut self, unsupported: &Unsupported) {
+        let _ = unsupported;
+    }
+}
+
+/// An observer that ignores everything.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Quiet;
+
+impl ReplayObserver for Quiet {}
+
+/// Why a replay could not run at all (divergences are not errors: they are in the report).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReplayError {
+    /// The capture could not be read.
+    #[error("reading the capture: {source}")]
+    Capture {
+        /// The cause.
+        #[source]
+        source: vgt_format::file::Error,
+    },
+    /// The device could not be created.
+    #[error("creating the device: {source}")]
+    Device {
+        /// The cause.
+        #[source]
+        source: vgt_device::DeviceError,
+    },
+    /// The frames directory could not be created.
+    #[error("creating frames directory {path}: {source}")]
+    FramesDir {
+        /// The directory.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A frame could not be written.
+    #[error(transparent)]
+    Png(#[from] PngError),
+    /// The options make no sense.
+    #[error("bad options: {detail}")]
+    Options {
+        /// What is wrong.
+        detail: String,
+    },
+}
+
+/// Derives the device configuration from a capture: the number of scanouts from the recorded
+/// config space, EDID from the offered features, and each scanout's configured size from what
+/// the device answered from its configuration: a GET_DISPLAY_INFO response, or else the modes
+/// of GET_EDID responses, that no GPU-socket reply fed. When every answer came from the host,
+/// the first GET_DISPLAY_INFO response's sizes are used, then [`DEFAULT_SCANOUT_SIZE`].
+pub fn device_config_for(reader: &CaptureReader) -> DeviceConfig {
+    let mut num_scanouts = 1usize;
+    let mut edid = true;
+    // The command whose window we are in: (id, code, EDID scanout), and whether a GPU-socket
+    // reply answered it.
+    let mut current: Option<(RecordId, u32, u32)> = None;
+    let mut replied = false;
+    let mut from_config: Option<Vec<(u32, u32)>> = None;
+    let mut from_edid: Vec<Option<(u32, u32)>> = vec![None; 16];
+    let mut from_host: Option<Vec<(u32, u32)>> = None;
+    let sizes_of = |info: &vgt_format::wire::DisplayInfo| -> Vec<(u32, u32)> {
+        info.pmodes
+            .iter()
+            .map(|p| {
+                if p.r.width == 0 || p.r.height == 0 {
+                    DEFAULT_SCANOUT_SIZE
+                } else {
+                    (p.r.width, p.r.height)
+                }
+            })
+            .collect()
+    };
+    for item in reader.iter().take(20_000) {
+        let Ok((id, record)) = item else { break };
+        match record.body {
+            RecordBody::SessionStart(s) => {
+                edid = s.features_offered & vgt_device::F_EDID != 0;
+                if let Ok(cfg) = reader.read_payload(&s.device_config)
+                    && let Some(n) = cfg.get(8..12).and_then(|b| b.try_into().ok())
+                {
+                    num_scanouts = (u32::from_le_bytes(n) as usize).clamp(1, 16);
+                }
+            }
+            RecordBody::Command(c) => {
+                replied = false;
+                current = reader.read_payload(&c.request).ok().and_then(|req| {
+                    let code = u32::from_le_bytes(req.get(0..4)?.try_into().ok()?);
+                    let scanout = req
+                        .get(24..28)
+                        .and_then(|b| b.try_into().ok())
+                        .map_or(0, u32::from_le_bytes);
+                    Some((id, code, scanout))
+                });
+            }
+            RecordBody::GpuSocket(g)
+                if g.direction == Direction::BackendReply
+                    && (g.request == GpuSocketRequest::GET_DISPLAY_INFO.0
+                        || g.request == GpuSocketRequest::GET_EDID.0) =>
+            {
+                replied = true;
+            }
+            RecordBody::Response(r) => {
+                let Some((cmd, code, scanout)) = current else {
+                    continue;
+                };
+                if r.command != cmd {
+                    continue;
+                }
+                let Ok(bytes) = reader.read_payload(&r.bytes) else {
+                    continue;
+                };
+                let Ok(resp) = Response::decode(&bytes) else {
+                    continue;
+                };
+                match resp.body {
+                    ResponseBody::OkDisplayInfo(info)
+                        if code == CommandType::GET_DISPLAY_INFO.0 =>
+                    {
+                        if replied {
+                            from_host.get_or_insert_with(|| sizes_of(&info));
+                        } else {
+                            from_config = Some(sizes_of(&info));
+                            break;
+                        }
+                    }
+                    ResponseBody::OkEdid(e) if code == CommandType::GET_EDID.0 && !replied => {
+                        if let Some(t) = e
+                            .edid
+                            .get(wire::edid::DTD_OFFSET..)
+                            .and_then(wire::edid::parse_detailed_timing)
+                            && let Some(slot) = from_edid.get_mut(scanout as usize)
+                            && slot.is_none()
+                            && t.h_active > 0
+                            && t.v_active > 0
+                        {
+                            *slot = Some((t.h_active, t.v_active));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+    }
+    let scanouts = (0..num_scanouts)
+        .map(|i| {
+            from_config
+                .as_ref()
+                .and_then(|s| s.get(i).copied())
+                .or_else(|| from_edid.get(i).copied().flatten())
+                .or_else(|| from_host.as_ref().and_then(|s| s.get(i).copied()))
+                .unwrap_or(DEFAULT_SCANOUT_SIZE)
+        })
+        .collect();
+    DeviceConfig {
+        scanouts,
+        edid,
+        ..DeviceConfig::default()
+    }
+}
+
+/// Replays a capture through vgt-device (rutabaga_gfx 2D).
+#[derive(Debug)]
+pub struct Replayer<'r> {
+    reader: &'r CaptureReader,
+    options: ReplayOptions,
+}
+
+impl<'r> Replayer<'r> {
+    /// A replayer over an opened capture.
+    pub fn new(reader: &'r CaptureReader, options: ReplayOptions) -> Self {
+        Replayer { reader, options }
+    }
+
+    /// Runs the replay (all loops) and returns what it found.
+    pub fn run(&self, observer: &mut dyn ReplayObserver) -> Result<ReplayReport, ReplayError> {
+        let opts = &self.options;
+        if let Some(end) = opts.end
+            && end <= opts.start
+        {
+            return Err(ReplayError::Options {
+                detail: format!("empty range {}..{end}", opts.start),
+            });
+        }
+        if let Some(dir) = &opts.frames_dir {
+            std::fs::create_dir_all(dir).map_err(|source| ReplayError::FramesDir {
+                path: dir.clone(),
+                source,
+            })?;
+        }
+        let config = match &opts.device_config {
+            Some(c) => c.clone(),
+            None => device_config_for(self.reader),
+        };
+        let mut report = ReplayReport {
+            records: self.reader.len(),
+            truncated_at: self.reader.health().truncated_at,
+            unfinished: false,
+            ..ReplayReport::default()
+        };
+        let started = Instant::now();
+        let loops = opts.loops.max(1);
+        for loop_index in 0..loops {
+            observer.started(loop_index, self.reader.len());
+            let device = vgt_device::Device::new(config.clone())
+                .map_err(|source| ReplayError::Device { source })?;
+            let mut run = Run {
+                reader: self.reader,
+                opts,
+                loop_index,
+                device,
+                memory: SparseMemory::new(),
+                fbs: Framebuffers::new(),
+                expected: HashMap::new(),
+                actual: HashMap::new(),
+                commands: HashMap::new(),
+                unsupported_resources: HashMap::new(),
+                report: &mut report,
+                observer,
+                frame_index: 0,
+                response_index: 0,
+                stop: false,
+                crashed: false,
+                first_ts: None,
+                paced_from: Instant::now(),
+                span_start: None,
+                span_end: 0,
+                unverified: None,
+                batch: Vec::new(),
+            };
+            run.run()?;
+            report.loops += 1;
+            if report.stopped_early || report.damaged.is_some() {
+                break;
+            }
+        }
+        report.wall_ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        Ok(report)
+    }
+}
+
+/// The records that belong to one command: everything after it up to the next command, with
+/// every payload already read (by the reading thread).
+#[derive(Default)]
+struct Window {
+    /// The command: record, timestamp, record, request bytes.
+    command: Option<(RecordId, u64, CommandRecord, Vec<u8>)>,
+    /// Guest bytes read for it: address, bytes.
+    reads: Vec<(u64, Vec<u8>)>,
+    replies: VecDeque<(u32, Vec<u8>)>,
+    responses: Vec<(RecordId, RecordId, Vec<u8>)>,
+    frames: Vec<(RecordId, Frame)>,
+    fences: Vec<(RecordId, FenceSignal)>,
+    cursors: Vec<(RecordId, CursorSummary)>,
+    malformed: bool,
+    crash: Option<String>,
+    reset: bool,
+    memory_ops: Vec<(VhostUserRequest, Vec<u8>)>,
+    last_ts: u64,
+    /// The last window of the capture.
+    last: bool,
+    /// It holds the capture's End lifecycle record (the writer finished its records).
+    end: bool,
+}
+
+/// What the reading thread hands to the executing thread.
+enum Item {
+    Window(Box<Window>),
+    /// A record or payload could not be read; nothing after it is delivered.
+    Damaged(RecordId, String),
+    /// Reading ended; the last record read.
+    End(Option<RecordId>),
+}
+
+/// Reads records in order, groups them into windows and reads their payloads (blob
+/// decompression and verification happen here, on the reading thread, while the device
+/// executes the previous command).
+fn produce(reader: &CaptureReader, end: Option<RecordId>, tx: &SyncSender<Item>) {
+    let mut window = Window::default();
+    let mut uploads = Uploads::default();
+    let mut last_record = None;
+    let mut damaged = None;
+    for item in reader.iter() {
+        let (id, record) = match item {
+            Ok(r) => r,
+            Err(e) => {
+                damaged = Some((last_record.map_or(0, |r: RecordId| r + 1), e.to_string()));
+                break;
+            }
+        };
+        last_record = Some(id);
+        if let RecordBody::Command(_) = &record.body
+            && end.is_some_and(|end| id >= end)
+        {
+            break;
+        }
+        match push(reader, &mut uploads, &mut window, id, record) {
+            Ok(None) => {}
+            Ok(Some(done)) => {
+                if tx.send(Item::Window(Box::new(done))).is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                let _ = tx.send(Item::Damaged(id, e.to_string()));
+                let _ = tx.send(Item::End(last_record));
+                return;
+            }
+        }
+    }
+    if let Some((id, why)) = damaged {
+        // Before the last window, so that it is known to be incomplete.
+        if tx.send(Item::Damaged(id, why)).is_err() {
+            return;
+        }
+    }
+    window.last = true;
+    if tx.send(Item::Window(Box::new(window))).is_ok() {
+        let _ = tx.send(Item::End(last_record));
+    }
+}
+
+/// The content last written to each guest range, by blob hash, so that an identical re-upload
+/// (same range, same stored blob) is neither decompressed nor copied again: guest memory as
+/// rebuilt already holds exactly those bytes.
+#[derive(Default)]
+struct Uploads {
+    /// start -> (length, content hash); the ranges never overlap.
+    ranges: BTreeMap<u64, (u64, u128)>,
+    longest: u64,
+}
+
+impl Uploads {
+    /// Records a write of `len` bytes at `addr` with content `hash` (None: unknown content).
+    /// Returns true when the range already holds exactly that content.
+    fn unchanged(&mut self, addr: u64, len: u64, hash: Option<u128>) -> bool {
+        if let Some(h) = hash
+            && self.ranges.get(&addr) == Some(&(len, h))
+        {
+            return true;
+        }
+        let end = addr.saturating_add(len);
+        let overlapping: Vec<u64> = self
+            .ranges
+            .range(addr.saturating_sub(self.longest)..end)
+            .filter(|(s, (l, _))| s.saturating_add(*l) > addr)
+            .map(|(s, _)| *s)
+            .collect();
+        for s in overlapping {
+            self.ranges.remove(&s);
+        }
+        if let Some(h) = hash {
+            self.ranges.insert(addr, (len, h));
+            self.longest = self.longest.max(len);
+        }
+        false
+    }
+}
+
+/// Adds a record to the current window; returns the finished window when a new command
+/// starts one.
+fn push(
+    reader: &CaptureReader,
+    uploads: &mut Uploads,
+    w: &mut Window,
+    id: RecordId,
+    record: Record,
+) -> Result<Option<Window>, vgt_format::file::Error> {
+    let ts = record.ts_ns;
+    let out = match record.body {
+        RecordBody::Command(c) => {
+            let request = reader.read_payload(&c.request)?.into_owned();
+            let done = std::mem::take(w);
+            w.command = Some((id, ts, c, request));
+            w.last_ts = ts;
+            return Ok(Some(done));
+        }
+        RecordBody::MemoryRead(m) => {
+            let len = m.data.len();
+            let hash = match &m.data {
+                Payload::Blob(r) => Some(r.hash.0),
+                Payload::Inline(_) => None,
+            };
+            if !uploads.unchanged(m.addr, len, hash) {
+                let bytes = reader.read_payload(&m.data)?.into_owned();
+                w.reads.push((m.addr, bytes));
+            }
+            None
+        }
+        RecordBody::Response(r) => {
+            let bytes = reader.read_payload(&r.bytes)?.into_owned();
+            w.responses.push((id, r.command, bytes));
+            None
+        }
+        RecordBody::Frame(f) => {
+            w.frames.push((id, f));
+            None
+        }
+        RecordBody::Cursor(c) => {
+            let action = match c.action {
+                CursorAction::Update => "update",
+                CursorAction::Move => "move",
+                CursorAction::Hide => "hide",
+                CursorAction::Other => "other",
+            };
+            w.cursors.push((
+                id,
+                CursorSummary {
+                    action,
+                    scanout_id: c.scanout_id,
+                    x: c.x,
+                    y: c.y,
+                    hot: (c.hot_x, c.hot_y),
+                    resource_id: c.resource_id,
+                    image_hash: c.image.as_ref().map(|p| hex(payload_hash(p))),
+                },
+            ));
+            None
+        }
+        RecordBody::Fence(f) => {
+            w.fences.push((id, f));
+            None
+        }
+        RecordBody::GpuSocket(g) => {
+            if g.direction == Direction::BackendReply {
+                let bytes = reader.read_payload(&g.payload)?.into_owned();
+                w.replies.push_back((g.request, bytes));
+            }
+            None
+        }
+        RecordBody::Lifecycle(l) => {
+            let this = w.command.as_ref().map(|c| c.0);
+            match l.kind {
+                LifecycleKind::ValidationError
+                    if l.command.is_some()
+                        && l.command == this
+                        && l.message.starts_with("malformed descriptor chain") =>
+                {
+                    w.malformed = true;
+                }
+                LifecycleKind::Crash if l.command.is_some() && l.command == this => {
+                    w.crash = Some(l.message);
+                }
+                LifecycleKind::Reset => w.reset = true,
+                LifecycleKind::End => w.end = true,
+                _ => {}
+            }
+            None
+        }
+        RecordBody::VhostUser(v) => {
+            let req = VhostUserRequest(v.request);
+            if v.direction == Direction::FrontToBack
+                && matches!(
+                    req,
+                    VhostUserRequest::SET_MEM_TABLE
+                        | VhostUserRequest::ADD_MEM_REG
+                        | VhostUserRequest::REM_MEM_REG
+                )
+            {
+                let bytes = reader.read_payload(&v.payload)?.into_owned();
+                w.memory_ops.push((req, bytes));
+            }
+            None
+        }
+        _ => None,
+    };
+    w.last_ts = w.last_ts.max(ts);
+    Ok(out)
+}
+
+struct CommandInfo {
+    name: String,
+    verify: bool,
+    unsupported: Option<String>,
+    unrecorded_read: bool,
+    resource_id: Option<u32>,
+}
+
+struct Run<'a> {
+    reader: &'a CaptureReader,
+    opts: &'a ReplayOptions,
+    loop_index: u32,
+    device: vgt_device::Device,
+    memory: SparseMemory,
+    fbs: Framebuffers,
+    /// Recorded responses not yet matched, by command record.
+    expected: HashMap<RecordId, (RecordId, Vec<u8>)>,
+    /// Replayed completions not yet matched, by command record.
+    actual: HashMap<RecordId, Vec<u8>>,
+    commands: HashMap<RecordId, CommandInfo>,
+    /// Resources whose creation this renderer could not do, with the creating record.
+    unsupported_resources: HashMap<u32, RecordId>,
+    report: &'a mut ReplayReport,
+    observer: &'a mut dyn ReplayObserver,
+    frame_index: usize,
+    response_index: usize,
+    stop: bool,
+    crashed: bool,
+    first_ts: Option<u64>,
+    paced_from: Instant,
+    span_start: Option<u64>,
+    span_end: u64,
+    /// A command not to verify (the last one of a cut capture).
+    unverified: Option<RecordId>,
+    /// Divergences of the current window, reported in record order when it is done.
+    batch: Vec<Divergence>,
+}
+
+impl Run<'_> {
+    fn run(&mut self) -> Result<(), ReplayError> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Item>(4);
+        let reader = self.reader;
+        let end = self.opts.end;
+        std::thread::scope(|scope| {
+            scope.spawn(move || produce(reader, end, &tx));
+            // Leaving early drops `rx`, which ends the reading thread at its next send.
+            self.consume(rx)
+        })
+    }
+
+    fn consume(&mut self, rx: Receiver<Item>) -> Result<(), ReplayError> {
+        // Without an index and without the End record the writer never finished: the capture
+        // was cut (maybe at a chunk boundary, which leaves no incomplete chunk behind). A
+        // capture opened by scanning on purpose still has its End record.
+        let no_index = !self.reader.health().indexed;
+        let mut cut = self.report.truncated_at.is_some();
+        // A recorded crash ends the capture too, but its command's records are complete.
+        let mut crashed = false;
+        for item in rx {
+            match item {
+                Item::Window(w) => {
+                    crashed |= w.crash.is_some();
+                    if w.last && no_index && !w.end && self.report.truncated_at.is_none() {
+                        self.report.unfinished = true;
+                        cut = true;
+                    }
+                    if w.last
+                        && cut
+                        && let Some((id, ..)) = &w.command
+                    {
+                        // The file ends inside this command's records: some of its reads,
+                        // frames or its response may be missing, so it runs (a crash still
+                        // shows) unverified.
+                        self.unverified = Some(*id);
+                        if self.loop_index == 0 {
+                            self.report.incomplete_command = Some(*id);
+                        }
+                    }
+                    self.flush(*w)?;
+                    if self.stop {
+                        break;
+                    }
+                }
+                Item::Damaged(id, why) => {
+                    if self.report.damaged.is_none() {
+                        self.report.damaged = Some((id, why));
+                    }
+                    cut = true;
+                }
+                Item::End(last) => self.report.last_record = last,
+            }
+        }
+        if let Some(start) = self.span_start {
+            self.report.capture_span_ns += self.span_end.saturating_sub(start);
+        }
+        self.finish(cut || crashed);
+        self.emit();
+        Ok(())
+    }
+
+    fn diverge(&mut self, record: RecordId, command: RecordId, kind: DivergenceKind) {
+        let command_name = self
+            .commands
+            .get(&command)
+            .map_or_else(|| "?".to_owned(), |c| c.name.clone());
+        self.batch.push(Divergence {
+            record,
+            command,
+            command_name,
+            loop_index: self.loop_index,
+            kind,
+        });
+    }
+
+    /// Reports the divergences found for one window, in record order.
+    fn emit(&mut self) {
+        self.batch.sort_by_key(|d| d.record);
+        for d in self.batch.drain(..) {
+            self.observer.divergence(&d);
+            self.report.divergences.push(d);
+        }
+    }
+
+    fn pace(&mut self, ts: u64) {
+        let speed = match self.opts.timing {
+            Timing::Asap => return,
+            Timing::Original => 1.0,
+            Timing::Speed(x) => x,
+        };
+        let first = *self.first_ts.get_or_insert(ts);
+        if first == ts {
+            self.paced_from = Instant::now();
+        }
+        let target = Duration::from_secs_f64(ts.saturating_sub(first) as f64 / 1e9 / speed);
+        if let Some(wait) = target.checked_sub(self.paced_from.elapsed()) {
+            std::thread::sleep(wait);
+        }
+    }
+
+    fn flush(&mut self, w: Window) -> Result<(), ReplayError> {
+        let Window {
+            command,
+            reads,
+            mut replies,
+            responses,
+            frames,
+            fences,
+            cursors,
+            malformed,
+            crash,
+            reset,
+            memory_ops,
+            last_ts,
+            last: _,
+            end: _,
+        } = w;
+        if let Some((id, ts, cmd, request)) = command {
+            self.execute(
+                id,
+                ts,
+                &cmd,
+                &request,
+                reads,
+                &mut replies,
+                &frames,
+                &fences,
+                &cursors,
+                malformed,
+                crash,
+            )?;
+            if id >= self.opts.start && self.unverified != Some(id) {
+                self.span_start.get_or_insert(ts);
+                self.span_end = self.span_end.max(last_ts).max(ts);
+            }
+        }
+        for (rid, command, bytes) in responses {
+            if malformed_command(&self.report.transport_rejected, command) {
+                continue;
+            }
+            match self.actual.remove(&command) {
+                Some(found) => self.compare_response(rid, command, &bytes, &found),
+                None => {
+                    self.expected.insert(command, (rid, bytes));
+                }
+            }
+        }
+        if reset {
+            self.device.reset();
+            self.fbs.clear();
+            self.expected.clear();
+            self.actual.clear();
+        }
+        for (req, bytes) in memory_ops {
+            match wire::decode_vhost_user_payload(req, false, &bytes) {
+                Ok(VhostUserPayload::MemoryTable(t)) => self.memory.set_regions(&t.regions),
+                Ok(VhostUserPayload::SingleRegion(r)) if req == VhostUserRequest::ADD_MEM_REG => {
+                    self.memory.add_region(&r.region)
+                }
+                Ok(VhostUserPayload::SingleRegion(r)) => self.memory.remove_region(&r.region),
+                _ => {}
+            }
+        }
+        self.emit();
+        if !self.opts.keep_going && !self.report.divergences.is_empty() {
+            self.report.stopped_early = true;
+            self.stop = true;
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn execute(
+        &mut self,
+        id: RecordId,
+        ts: u64,
+        cmd: &CommandRecord,
+        request: &[u8],
+        reads: Vec<(u64, Vec<u8>)>,
+        replies: &mut VecDeque<(u32, Vec<u8>)>,
+        frames: &[(RecordId, Frame)],
+        fences: &[(RecordId, FenceSignal)],
+        cursors: &[(RecordId, CursorSummary)],
+        malformed: bool,
+        crash: Option<String>,
+    ) -> Result<(), ReplayError> {
+        let verify = id >= self.opts.start && self.unverified != Some(id);
+        if verify {
+            self.pace(ts);
+        }
+        self.observer.progress(id);
+        for (addr, bytes) in reads {
+            self.memory.write_owned(addr, bytes);
+        }
+        let code = request
+            .get(0..4)
+            .and_then(|b| b.try_into().ok())
+            .map(u32::from_le_bytes);
+        let resource_id = Request::decode(request)
+            .ok()
+            .and_then(|r| r.command.resource_id());
+        self.commands.insert(
+            id,
+            CommandInfo {
+                name: command_name(code),
+                verify,
+                unsupported: None,
+                unrecorded_read: false,
+                resource_id,
+            },
+        );
+        if malformed {
+            // The capturing transport refused the chain; no device ever saw it.
+            self.report.transport_rejected.push(id);
+            self.commands.remove(&id);
+            return Ok(());
+        }
+        self.report.commands += 1;
+        if verify {
+            self.report.verified_commands += 1;
+        }
+        let frames_dir = if verify && self.loop_index == 0 {
+            self.opts.frames_dir.as_deref()
+        } else {
+            None
+        };
+        let mut host = Host {
+            reader: self.reader,
+            fbs: &mut self.fbs,
+            replies,
+            expected_frames: frames,
+            produced: Vec::new(),
+            fences: Vec::new(),
+            cursors: Vec::new(),
+            unsupported: None,
+            frames_dir,
+            command: id,
+            png_error: None,
+        };
+        let submission = Submission {
+            queue: cmd.queue,
+            token: id,
+            request,
+            writable_len: cmd.writable_len,
+        };
+        let device = &mut self.device;
+        let memory = &self.memory;
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            device.submit(submission, memory, &mut host)
+        }));
+        let Host {
+            produced,
+            fences: signalled,
+            cursors: shown,
+            unsupported,
+            png_error,
+            ..
+        } = host;
+        if let Some(e) = png_error {
+            return Err(e.into());
+        }
+        let misses = self.memory.take_misses();
+        if let Some(info) = self.commands.get_mut(&id) {
+            info.unsupported = unsupported.clone();
+            info.unrecorded_read = !misses.is_empty();
+        }
+        if verify {
+            for m in misses {
+                self.diverge(
+                    id,
+                    id,
+                    DivergenceKind::UnrecordedMemory {
+                        addr: m.addr,
+                        len: m.len,
+                    },
+                );
+            }
+        }
+        // A resource whose creation (or setup) this renderer refused: later commands that use
+        // it fail here too, and say so.
+        if unsupported.is_some()
+            && let Some(rid) = resource_id
+            && code != Some(CommandType::RESOURCE_UNREF.0)
+        {
+            self.unsupported_resources.entry(rid).or_insert(id);
+        }
+        // Where the original crashed, it showed nothing more: only the crash is compared.
+        let compare_outputs = verify && crash.is_none();
+        let completions = match result {
+            Ok(c) => {
+                if let Some(recorded) = crash
+                    && verify
+                {
+                    self.diverge(id, id, DivergenceKind::CrashNotReproduced { recorded });
+                }
+                c
+            }
+            Err(panic) => {
+                let message = panic_message(panic.as_ref());
+                self.crashed = true;
+                self.stop = true;
+                match crash {
+                    Some(recorded) => {
+                        self.report.reproduced_crash = Some(ReproducedCrash {
+                            record: id,
+                            command_name: command_name(code),
+                            recorded,
+                            replayed: message,
+                        });
+                    }
+                    None => self.diverge(id, id, DivergenceKind::Crash { message }),
+                }
+                return Ok(());
+            }
+        };
+        for c in completions {
+            match self.expected.remove(&c.token) {
+                Some((rid, bytes)) => self.compare_response(rid, c.token, &bytes, &c.response),
+                None => {
+                    self.actual.insert(c.token, c.response);
+                }
+            }
+        }
+        if compare_outputs {
+            self.compare_frames(id, frames, produced);
+            self.compare_fences(id, fences, &signalled);
+            self.compare_cursors(id, cursors, shown);
+        }
+        Ok(())
+    }
+
+    fn compare_response(
+        &mut self,
+        rid: RecordId,
+        command: RecordId,
+        expected: &[u8],
+        found: &[u8],
+    ) {
+        let Some(info) = self.commands.remove(&command) else {
+            return;
+        };
+        if !info.verify {
+            return;
+        }
+        self.report.responses += 1;
+        let digest = ResponseDigest {
+            command,
+            hash: xxh3_128(found),
+            len: u32::try_from(found.len()).unwrap_or(u32::MAX),
+        };
+        self.check_digest_response(rid, command, digest);
+        if expected == found {
+            return;
+        }
+        if info.unrecorded_read {
+            return; // reported as its cause already
+        }
+        let dependent = info.resource_id.and_then(|r| {
+            self.unsupported_resources
+                .get(&r)
+                .filter(|&&created| created != command)
+                .map(|created| (r, *created))
+        });
+        let reason = info.unsupported.clone().or_else(|| {
+            dependent.map(|(r, created)| {
+                format!(
+                    "uses resource {r}, which this renderer could not create (record {created})"
+                )
+            })
+        });
+        if let Some(reason) = reason {
+            let u = Unsupported {
+                record: command,
+                command_name: info.name.clone(),
+                reason,
+                recorded: Some(ResponseSummary::of(expected)),
+                replayed: Some(ResponseSummary::of(found)),
+            };
+            self.observer.unsupported(&u);
+            self.report.unsupported.push(u);
+            return;
+        }
+        let first_difference = expected
+            .iter()
+            .zip(found)
+            .position(|(a, b)| a != b)
+            .map(|o| o as u32);
+        self.commands.insert(command, info);
+        self.diverge(
+            rid,
+            command,
+            DivergenceKind::Response {
+                expected: ResponseSummary::of(expected),
+                found: ResponseSummary::of(found),
+                first_difference,
+            },
+        );
+        self.commands.remove(&command);
+    }
+
+    fn check_digest_response(&mut self, rid: RecordId, command: RecordId, digest: ResponseDigest) {
+        let i = self.response_index;
+        self.response_index += 1;
+        if self.loop_index == 0 {
+            self.report.response_digests.push(digest);
+        } else if self.report.response_digests.get(i) != Some(&digest) {
+            self.diverge(
+                rid,
+                command,
+                DivergenceKind::Nondeterministic {
+                    what: format!("response #{i} (command {command})"),
+                },
+            );
+        }
+    }
+
+    fn compare_frames(
+        &mut self,
+        id: RecordId,
+        expected: &[(RecordId, Frame)],
+        produced: Vec<Produced>,
+    ) {
+        let n = expected.len().max(produced.len());
+        for i in 0..n {
+            match (expected.get(i), produced.get(i)) {
+                (Some((rid, f)), Some(p)) => {
+                    self.report.frames += 1;
+                    let digest = FrameDigest {
+                        record: *rid,
+                        scanout_id: p.shape.scanout_id,
+                        hash: p.hash,
+                    };
+                    self.check_digest_frame(*rid, id, digest);
+                    let want = FrameShape {
+                        scanout_id: f.scanout_id,
+                        width: f.width,
+                        height: f.height,
+                        rect: f.rect,
+                    };
+                    if want != p.shape {
+                        self.diverge(
+                            *rid,
+                            id,
+                            DivergenceKind::FrameShape {
+                                expected: want,
+                                found: p.shape,
+                            },
+                        );
+                    } else if p.expected_hash != Some(p.hash) {
+                        self.diverge(
+                            *rid,
+                            id,
+                            DivergenceKind::Frame {
+                                shape: p.shape,
+                                expected_hash: p.expected_hash.map_or_else(
+                                    || "(unreadable)".to_owned(),
+                                    |h| format!("{h:032x}"),
+                                ),
+                                found_hash: format!("{:032x}", p.hash),
+                                first_difference: p.first_difference,
+                            },
+                        );
+                    }
+                }
+                (Some((rid, f)), None) => self.diverge(
+                    *rid,
+                    id,
+                    DivergenceKind::MissingFrame {
+                        expected: FrameShape {
+                            scanout_id: f.scanout_id,
+                            width: f.width,
+                            height: f.height,
+                            rect: f.rect,
+                        },
+                    },
+                ),
+                (None, Some(p)) => {
+                    let digest = FrameDigest {
+                        record: id,
+                        scanout_id: p.shape.scanout_id,
+                        hash: p.hash,
+                    };
+                    self.check_digest_frame(id, id, digest);
+                    self.diverge(id, id, DivergenceKind::ExtraFrame { found: p.shape });
+                }
+                (None, None) => {}
+            }
+        }
+        self.report.frames_written += produced.iter().filter(|p| p.written).count() as u64;
+    }
+
+    fn check_digest_frame(&mut self, rid: RecordId, command: RecordId, digest: FrameDigest) {
+        let i = self.frame_index;
+        self.frame_index += 1;
+        if self.loop_index == 0 {
+            self.report.frame_digests.push(digest);
+        } else if self.report.frame_digests.get(i) != Some(&digest) {
+            self.diverge(
+                rid,
+                command,
+                DivergenceKind::Nondeterministic {
+                    what: format!("frame #{i} (record {rid})"),
+                },
+            );
+        }
+    }
+
+    fn compare_cursors(
+        &mut self,
+        id: RecordId,
+        expected: &[(RecordId, CursorSummary)],
+        found: Vec<CursorSummary>,
+    ) {
+        let n = expected.len().max(found.len());
+        let mut found = found.into_iter();
+        for i in 0..n {
+            let e = expected.get(i);
+            let g = found.next();
+            if e.map(|(_, c)| c) != g.as_ref() {
+                self.diverge(
+                    e.map_or(id, |(rid, _)| *rid),
+                    id,
+                    DivergenceKind::Cursor {
+                        expected: e.map(|(_, c)| c.clone()),
+                        found: g,
+                    },
+                );
+            }
+        }
+    }
+
+    fn compare_fences(
+        &mut self,
+        id: RecordId,
+        expected: &[(RecordId, FenceSignal)],
+        found: &[FenceInfo],
+    ) {
+        let n = expected.len().max(found.len());
+        for i in 0..n {
+            let e = expected.get(i).map(|(rid, f)| {
+                (
+                    *rid,
+                    FenceSummary {
+                        fence_id: f.fence_id,
+                        ctx_id: f.ctx_id,
+                        ring_idx: f.ring_idx,
+                        context_ring: f.context_ring,
+                    },
+                )
+            });
+            let g = found.get(i).map(|f| FenceSummary {
+                fence_id: f.fence_id,
+                ctx_id: f.ctx_id,
+                ring_idx: f.ring_idx,
+                context_ring: f.flags & FLAG_INFO_RING_IDX != 0,
+            });
+            if e.map(|(_, s)| s) != g {
+                self.diverge(
+                    e.map_or(id, |(rid, _)| rid),
+                    id,
+                    DivergenceKind::Fence {
+                        expected: e.map(|(_, s)| s),
+                        found: g,
+                    },
+                );
+            }
+        }
+    }
+
+    fn finish(&mut self, incomplete: bool) {
+        if self.crashed || self.report.stopped_early || self.report.damaged.is_some() {
+            return;
+        }
+        let mut actual: Vec<_> = self.actual.drain().collect();
+        actual.sort_by_key(|(k, _)| *k);
+        for (command, bytes) in actual {
+            let verify = self.commands.get(&command).is_some_and(|c| c.verify);
+            if incomplete || self.opts.end.is_some() {
+                if self.loop_index == 0 {
+                    self.report.unanswered.push(command);
+                }
+            } else if verify {
+                self.diverge(
+                    command,
+                    command,
+                    DivergenceKind::ExtraResponse {
+                        found: ResponseSummary::of(&bytes),
+                    },
+                );
+            }
+        }
+        let mut expected: Vec<_> = self.expected.drain().collect();
+        expected.sort_by_key(|(k, _)| *k);
+        for (command, (rid, bytes)) in expected {
+            if self.commands.get(&command).is_some_and(|c| c.verify) {
+                self.diverge(
+                    rid,
+                    command,
+                    DivergenceKind::MissingResponse {
+                        expected: ResponseSummary::of(&bytes),
+                    },
+                );
+            }
+        }
+    }
+}
+
+/// The XXH3-128 of a payload's bytes: from the blob reference, or computed for inline bytes.
+fn payload_hash(p: &Payload) -> u128 {
+    match p {
+        Payload::Blob(r) => r.hash.0,
+        Payload::Inline(b) => xxh3_128(b),
+    }
+}
+
+fn hex(h: u128) -> String {
+    format!("{h:032x}")
+}
+
+/// Whether the capturing transport rejected `command` (rare: a short list, searched from its
+/// end, where the command just rejected is).
+fn malformed_command(rejected: &[RecordId], command: RecordId) -> bool {
+    rejected.iter().rev().any(|&r| r == command)
+}
+
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    }
+}
+
+/// A frame replay produced.
+struct Produced {
+    shape: FrameShape,
+    hash: u128,
+    expected_hash: Option<u128>,
+    first_difference: Option<PixelDifference>,
+    written: bool,
+}
+
+/// The device's surroundings during one replayed command.
+struct Host<'a> {
+    reader: &'a CaptureReader,
+    fbs: &'a mut Framebuffers,
+    replies: &'a mut VecDeque<(u32, Vec<u8>)>,
+    expected_frames: &'a [(RecordId, Frame)],
+    produced: Vec<Produced>,
+    fences: Vec<FenceInfo>,
+    cursors: Vec<CursorSummary>,
+    unsupported: Option<String>,
+    frames_dir: Option<&'a std::path::Path>,
+    command: RecordId,
+    png_error: Option<PngError>,
+}
+
+impl Host<'_> {
+    fn take_reply(&mut self, request: GpuSocketRequest) -> Option<Response> {
+        let i = self.replies.iter().position(|(r, _)| *r == request.0)?;
+        let (_, bytes) = self.replies.remove(i)?;
+        Response::decode(&bytes).ok()
+    }
+}
+
+impl DeviceHost for Host<'_> {
+    fn display(&mut self, event: DisplayEvent) {
+        let cursor = match &event {
+            DisplayEvent::CursorUpdate {
+                scanout_id,
+                x,
+                y,
+                hot_x,
+                hot_y,
+                resource_id,
+                image,
+            } => Some(CursorSummary {
+                action: "update",
+                scanout_id: *scanout_id,
+                x: *x,
+                y: *y,
+                hot: (*hot_x, *hot_y),
+                resource_id: *resource_id,
+                image_hash: Some(hex(xxh3_128(&image[..]))),
+            }),
+            DisplayEvent::CursorMove { scanout_id, x, y }
+            | DisplayEvent::CursorHide { scanout_id, x, y } => Some(CursorSummary {
+                action: if matches!(event, DisplayEvent::CursorMove { .. }) {
+                    "move"
+                } else {
+                    "hide"
+                },
+                scanout_id: *scanout_id,
+                x: *x,
+                y: *y,
+                hot: (0, 0),
+                resource_id: 0,
+                image_hash: None,
+            }),
+            _ => None,
+        };
+        if let Some(c) = cursor {
+            self.cursors.push(c);
+            return;
+        }
+        let Some(change) = self.fbs.apply(&event) else {
+            return;
+        };
+        let Some(fb) = self.fbs.get(change.scanout_id) else {
+            return;
+        };
+        let hash = xxh3_128(&fb.pixels);
+        let index = self.produced.len();
+        let expected = self.expected_frames.get(index);
+        let expected_hash = expected.map(|(_, f)| payload_hash(&f.pixels));
+        let mut first_difference = None;
+        if let Some((_, f)) = expected
+            && expected_hash != Some(hash)
+            && f.width == fb.width
+            && let Ok(want) = self.reader.read_payload(&f.pixels)
+        {
+            first_difference = want
+                .chunks(4)
+                .zip(fb.pixels.chunks(4))
+                .position(|(a, b)| a != b)
+                .and_then(|i| {
+                    let e = want.get(i * 4..i * 4 + 4)?;
+                    let g = fb.pixels.get(i * 4..i * 4 + 4)?;
+                    Some(PixelDifference {
+                        x: (i % fb.width.max(1) as usize) as u32,
+                        y: (i / fb.width.max(1) as usize) as u32,
+                        expected: e.try_into().ok()?,
+                        found: g.try_into().ok()?,
+                    })
+                });
+        }
+        let mut written = false;
+        if let Some(dir) = self.frames_dir
+            && self.png_error.is_none()
+        {
+            let record = expected.map_or(self.command, |(rid, _)| *rid);
+            let path = dir.join(frames::frame_file_name(record, change.scanout_id));
+            match frames::write_png(
+                &path,
+                FRAME_FORMAT,
+                fb.width,
+                fb.height,
+                fb.stride(),
+                &fb.pixels,
+            ) {
+                Ok(()) => written = true,
+                Err(e) => self.png_error = Some(e),
+            }
+        }
+        self.produced.push(Produced {
+            shape: FrameShape {
+                scanout_id: change.scanout_id,
+                width: fb.width,
+                height: fb.height,
+                rect: change.rect,
+            },
+            hash,
+            expected_hash,
+            first_difference,
+            written,
+        });
+    }
+
+    fn display_info(&mut self) -> Option<DisplayInfoFromHost> {
+        let resp = self.take_reply(GpuSocketRequest::GET_DISPLAY_INFO)?;
+        let ResponseBody::OkDisplayInfo(info) = resp.body else {
+            return None;
+        };
+        Some(DisplayInfoFromHost {
+            displays: info
+                .pmodes
+                .iter()
+                .map(|m| HostDisplay {
+                    x: m.r.x,
+                    y: m.r.y,
+                    width: m.r.width,
+                    height: m.r.height,
+                    enabled: m.enabled != 0,
+                    flags: m.flags,
+                })
+                .collect(),
+        })
+    }
+
+    fn edid(&mut self, _scanout: u32) -> Option<Vec<u8>> {
+        let resp = self.take_reply(GpuSocketRequest::GET_EDID)?;
+        let ResponseBody::OkEdid(e) = resp.body else {
+            return None;
+        };
+        let len = (e.size as usize).min(e.edid.len());
+        (len > 0).then(|| e.edid[..len].to_vec())
+    }
+
+    fn fence_signalled(&mut self, fence: FenceInfo) {
+        self.fences.push(fence);
+    }
+
+    fn validation_error(&mut self, _token: u64, err: &ValidationError) {
+        let reason = match err {
+            ValidationError::Unsupported { reason, .. } => Some((*reason).to_owned()),
+            ValidationError::BlobMem { blob_mem, .. } => Some(format!(
+                "blob_mem {blob_mem} (host memory) needs a host-visible memory region, which the 2D renderer does not have"
+            )),
+            _ => None,
+        };
+        if let Some(r) = reason {
+            self.unsupported.get_or_insert(r);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uploads_skip_only_identical_content_at_the_same_untouched_range() {
+        let mut u = Uploads::default();
+        assert!(!u.unchanged(100, 10, Some(1)));
+        assert!(u.unchanged(100, 10, Some(1)));
+        assert!(!u.unchanged(100, 10, Some(2)));
+        assert!(u.unchanged(100, 10, Some(2)));
+        // Another write over part of it: the next identical upload is real again.
+        assert!(!u.unchanged(105, 2, None));
+        assert!(!u.unchanged(100, 10, Some(2)));
+        assert!(!u.unchanged(95, 6, Some(3)));
+        assert!(!u.unchanged(100, 10, Some(2)));
+        // A longer or shorter range with the same start is another upload.
+        assert!(!u.unchanged(100, 12, Some(2)));
+        assert!(!u.unchanged(100, 10, Some(2)));
+        assert!(u.unchanged(100, 10, Some(2)));
+        assert!(!u.unchanged(0, 1000, None));
+        assert!(!u.unchanged(100, 10, Some(2)));
+    }
+}

@@ -1,0 +1,28 @@
+//! vgt-replay: replays a vgt capture through vgt-device without the VM, deterministically, and
+//! verifies it against the recording.
+//!
+//! [`Replayer`] walks a [`vgt_format::CaptureReader`] command by command in recorded submission
+//! order. Each command is fed exactly the guest bytes the capture recorded for it (guest memory
+//! is rebuilt from the memory-read records in a [`SparseMemory`]), the host's display answers
+//! come from the recorded GPU-socket replies, and fences are resolved as the device signals
+//! them, never by wall clock. Every response is compared with the recorded one (type and
+//! payload), every displayed frame with the recorded frame's hash, every fence completion with
+//! the recorded one; the findings come back as a [`ReplayReport`] of structured
+//! [`Divergence`]s and [`Unsupported`] commands.
+//!
+//! - [`engine`]: the replayer, its options and observer.
+//! - [`memory`]: guest memory rebuilt from recorded reads.
+//! - [`report`]: divergences and the summary.
+//! - [`frames`]: PNG output of frames in every virtio-gpu format.
+
+pub mod engine;
+pub mod frames;
+pub mod memory;
+pub mod report;
+
+pub use engine::{
+    DEFAULT_SCANOUT_SIZE, Quiet, ReplayError, ReplayObserver, ReplayOptions, Replayer, Timing,
+    device_config_for,
+};
+pub use memory::SparseMemory;
+pub use report::{Divergence, DivergenceKind, ReplayReport, Unsupported};

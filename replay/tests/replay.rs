@@ -1,0 +1,863 @@
+//! Replays captures recorded from the real device and checks what replay finds: nothing on an
+//! honest capture, the right divergence at the right record on an edited one.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod common;
+
+use common::*;
+use vgt_device::{DeviceConfig, DisplayInfoFromHost, HostDisplay};
+use vgt_format::CaptureReader;
+use vgt_format::record::{Payload, RecordBody, RecordKind};
+use vgt_format::wire::{
+    CmdSubmit, Command, CommandType, CtrlHeader, CtxCreate, Format, Request, ResourceCreate3d,
+    Response, ResponseType,
+};
+use vgt_replay::{DivergenceKind, Quiet, ReplayOptions, ReplayReport, Replayer};
+
+fn replay_with(bytes: &[u8], options: ReplayOptions) -> ReplayReport {
+    let reader = CaptureReader::from_bytes(bytes.to_vec()).unwrap();
+    Replayer::new(&reader, options).run(&mut Quiet).unwrap()
+}
+
+fn replay(bytes: &[u8]) -> ReplayReport {
+    replay_with(bytes, ReplayOptions::default())
+}
+
+fn count(bytes: &[u8], kind: RecordKind) -> u64 {
+    records(bytes)
+        .iter()
+        .filter(|(_, r)| r.body.kind() == kind)
+        .count() as u64
+}
+
+fn assert_clean(report: &ReplayReport) {
+    assert!(
+        report.divergences.is_empty(),
+        "divergences: {:#?}",
+        report.divergences
+    );
+    assert!(report.unsupported.is_empty(), "{:#?}", report.unsupported);
+}
+
+#[test]
+fn recorded_session_replays_with_zero_divergences() {
+    let bytes = linux_like(16, 8, 7).finish();
+    let report = replay(&bytes);
+    assert_clean(&report);
+    assert!(report.is_identical());
+    let commands = count(&bytes, RecordKind::COMMAND);
+    assert_eq!(report.commands, commands);
+    // Every control-queue command has a response record; cursor ones have an empty one.
+    assert_eq!(report.responses, count(&bytes, RecordKind::RESPONSE));
+    assert_eq!(report.frames, count(&bytes, RecordKind::FRAME));
+    // SET_SCANOUT shows the (black) resource, then 7 full and one partial flush.
+    assert_eq!(report.frames, 9);
+    assert_eq!(report.frame_digests.len(), 9);
+    assert!(report.capture_span_ns > 0);
+}
+
+#[test]
+fn gpu_socket_replies_answer_display_info_and_edid() {
+    let edid = vgt_format::wire::edid::edid_for_mode(640, 480, 75, 0);
+    let qemu = SimulatedQemu {
+        display: DisplayInfoFromHost {
+            displays: vec![HostDisplay {
+                x: 0,
+                y: 0,
+                width: 32,
+                height: 16,
+                enabled: true,
+                flags: 0,
+            }],
+        },
+        edid: Some(edid.to_vec()),
+    };
+    let config = DeviceConfig {
+        scanouts: vec![(1024, 768)],
+        ..DeviceConfig::default()
+    };
+    let mut r = Recording::new(config, 16 << 20, Some(qemu));
+    linux_like_on(&mut r, 32, 16, 2);
+    // The display changes size later: the second GET_DISPLAY_INFO reply must be the one used.
+    r.submit(&Request::new(Command::GetDisplayInfo));
+    let bytes = r.finish();
+    let report = replay(&bytes);
+    assert_clean(&report);
+    // Without the replies the device would answer from its configuration: prove they matter.
+    let other = vgt_replay::ReplayOptions {
+        device_config: Some(DeviceConfig {
+            scanouts: vec![(32, 16)],
+            ..DeviceConfig::default()
+        }),
+        ..ReplayOptions::default()
+    };
+    let stripped = rewrite(&bytes, |_, rec| match rec.body {
+        RecordBody::GpuSocket(_) => None,
+        _ => Some(rec),
+    });
+    let report = replay_with(&stripped, other);
+    let d = &report.divergences[0];
+    assert_eq!(d.command_name, "GET_EDID", "{d}");
+    assert!(matches!(d.kind, DivergenceKind::Response { .. }), "{d}");
+}
+
+#[test]
+fn changed_memory_byte_reports_frame_divergence_at_that_frame() {
+    let bytes = linux_like(16, 8, 5).finish();
+    let recs = records(&bytes);
+    // The third full-screen transfer's first memory read: change byte 4*(16*2+3) (pixel (3, 2)).
+    let transfers: Vec<u64> = recs
+        .iter()
+        .filter_map(|(id, r)| match &r.body {
+            RecordBody::MemoryRead(m) if m.resource_id == 1 => Some(*id),
+            _ => None,
+        })
+        .collect();
+    let target = transfers[4]; // two reads per transfer: transfer #2, first piece
+    let second = transfers[7]; // transfer #3, second piece
+    let offset = 4 * (16 * 2 + 3) + 1;
+    let mut transfer_cmd = None;
+    let edited = rewrite(&bytes, |id, mut rec| {
+        if id == target
+            && let RecordBody::MemoryRead(m) = &mut rec.body
+        {
+            transfer_cmd = Some(m.command);
+            let b = bytes_mut(&mut m.data);
+            b[offset] ^= 0x5a;
+        }
+        if id == second
+            && let RecordBody::MemoryRead(m) = &mut rec.body
+        {
+            bytes_mut(&mut m.data)[0] ^= 1;
+        }
+        Some(rec)
+    });
+    let transfer_cmd = transfer_cmd.unwrap();
+    // The frame shown by the flush that follows that transfer.
+    let frame_record = recs
+        .iter()
+        .find_map(|(id, r)| match &r.body {
+            RecordBody::Frame(f) if f.command > transfer_cmd => Some(*id),
+            _ => None,
+        })
+        .unwrap();
+    let report = replay(&edited);
+    assert_eq!(report.divergences.len(), 1, "{:#?}", report.divergences);
+    assert!(report.stopped_early);
+    let d = &report.divergences[0];
+    assert_eq!(d.record, frame_record);
+    assert_eq!(d.command_name, "RESOURCE_FLUSH");
+    let DivergenceKind::Frame {
+        first_difference, ..
+    } = &d.kind
+    else {
+        panic!("not a frame divergence: {d}");
+    };
+    let p = first_difference.unwrap();
+    assert_eq!((p.x, p.y), (3, 2));
+    assert_eq!(p.expected[1] ^ p.found[1], 0x5a);
+    assert!(d.to_string().contains("frame differs"), "{d}");
+
+    // With --keep-going the second changed transfer's frame is reported too.
+    let all = replay_with(
+        &edited,
+        ReplayOptions {
+            keep_going: true,
+            ..ReplayOptions::default()
+        },
+    );
+    assert!(!all.stopped_early);
+    assert_eq!(all.divergences[0], report.divergences[0]);
+    assert_eq!(all.divergences.len(), 2, "{:#?}", all.divergences);
+    assert_eq!(all.divergences[1].command_name, "RESOURCE_FLUSH");
+    assert!(all.commands > report.commands);
+}
+
+#[test]
+fn changed_response_reports_response_divergence() {
+    let bytes = linux_like(16, 8, 2).finish();
+    let mut target = None;
+    let edited = rewrite(&bytes, |id, mut rec| {
+        if let RecordBody::Response(r) = &mut rec.body
+            && target.is_none()
+            && id > 8
+        {
+            // OK_NODATA -> ERR_UNSPEC
+            let b = bytes_mut(&mut r.bytes);
+            b[0..4].copy_from_slice(&ResponseType::ERR_UNSPEC.0.to_le_bytes());
+            target = Some((id, r.command));
+        }
+        Some(rec)
+    });
+    let (rid, cmd) = target.unwrap();
+    let report = replay(&edited);
+    assert_eq!(report.divergences.len(), 1, "{:#?}", report.divergences);
+    let d = &report.divergences[0];
+    assert_eq!((d.record, d.command), (rid, cmd));
+    let DivergenceKind::Response {
+        expected,
+        found,
+        first_difference,
+    } = &d.kind
+    else {
+        panic!("{d}")
+    };
+    assert_eq!(expected.type_name, "ERR_UNSPEC");
+    assert_eq!(found.type_name, "OK_NODATA");
+    // 0x1200 vs 0x1100: the second byte.
+    assert_eq!(*first_difference, Some(1));
+}
+
+#[test]
+fn removed_memory_read_reports_unrecorded_guest_memory() {
+    let bytes = linux_like(16, 8, 2).finish();
+    let mut removed = None;
+    let edited = rewrite(&bytes, |id, rec| {
+        if let RecordBody::MemoryRead(m) = &rec.body
+            && removed.is_none()
+        {
+            removed = Some((id, m.command, m.addr, m.data.len()));
+            return None;
+        }
+        Some(rec)
+    });
+    let (_, cmd, addr, len) = removed.unwrap();
+    let report = replay(&edited);
+    let d = &report.divergences[0];
+    // Record numbers after the removed one shift by one; the command came before it.
+    assert_eq!(d.command, cmd);
+    assert_eq!(d.kind, DivergenceKind::UnrecordedMemory { addr, len });
+    assert!(
+        d.to_string().contains(&format!(
+            "device read unrecorded guest memory at {addr:#x}+{len:#x}"
+        )),
+        "{d}"
+    );
+}
+
+#[test]
+fn replaying_twice_gives_identical_frames_and_responses() {
+    let bytes = linux_like(24, 10, 6).finish();
+    let a = replay(&bytes);
+    let b = replay(&bytes);
+    assert_clean(&a);
+    assert!(!a.frame_digests.is_empty());
+    assert_eq!(a.frame_digests, b.frame_digests);
+    assert_eq!(a.response_digests, b.response_digests);
+    // Loops inside one replay are checked against the first loop too.
+    let looped = replay_with(
+        &bytes,
+        ReplayOptions {
+            loops: 3,
+            ..ReplayOptions::default()
+        },
+    );
+    assert_clean(&looped);
+    assert_eq!(looped.loops, 3);
+    assert_eq!(looped.commands, 3 * a.commands);
+    assert_eq!(looped.frame_digests, a.frame_digests);
+}
+
+#[test]
+fn truncated_capture_replays_up_to_the_cut() {
+    let bytes = linux_like(16, 8, 6).finish();
+    let full = replay(&bytes);
+    // Cut in the middle of the file: the index is gone and the last chunk is incomplete.
+    let cut = &bytes[..bytes.len() / 2];
+    let report = replay(cut);
+    assert!(report.truncated_at.is_some());
+    assert!(report.divergences.is_empty(), "{:#?}", report.divergences);
+    assert!(report.commands > 0 && report.commands < full.commands);
+    assert!(report.last_record.unwrap() + 1 < full.records);
+    let mut summary = Vec::new();
+    report.write_summary(&mut summary).unwrap();
+    let summary = String::from_utf8(summary).unwrap();
+    assert!(summary.contains("cut off at byte"), "{summary}");
+}
+
+#[test]
+fn capture_ending_between_command_and_response_marks_it_unanswered() {
+    let bytes = linux_like(16, 8, 1).finish();
+    let recs = records(&bytes);
+    let last_cmd = recs
+        .iter()
+        .rev()
+        .find(|(_, r)| r.body.kind() == RecordKind::COMMAND)
+        .unwrap()
+        .0;
+    let edited = rewrite(&bytes, |id, rec| (id <= last_cmd).then_some(rec));
+    // A complete file whose last command has no response: the original never completed it,
+    // replay did.
+    let report = replay(&edited);
+    assert_eq!(report.divergences.len(), 1, "{:#?}", report.divergences);
+    assert!(matches!(
+        report.divergences[0].kind,
+        DivergenceKind::ExtraResponse { .. }
+    ));
+    assert!(report.unanswered.is_empty());
+    // Cut the same file's bytes right after that command record: now it is "unanswered".
+    let reader = CaptureReader::from_bytes(edited.clone()).unwrap();
+    // Cut where the index starts: every record is complete, the writer never finished.
+    let end = reader.index_stats().unwrap().payloads.file_bytes as usize;
+    let cut = &edited[..end];
+    let report = replay(cut);
+    assert!(report.unfinished);
+    assert!(report.divergences.is_empty(), "{:#?}", report.divergences);
+    assert_eq!(report.unanswered, vec![last_cmd]);
+    assert_eq!(report.incomplete_command, Some(last_cmd));
+}
+
+fn recorded_3d_session(record_ok: bool) -> (Vec<u8>, Vec<u64>) {
+    let mut r = Recording::simple(16, 8);
+    r.submit(&Request::new(Command::GetDisplayInfo));
+    let mut ctx = Request::new(Command::CtxCreate(CtxCreate {
+        nlen: 4,
+        context_init: 0,
+        debug_name: [0; 64],
+    }));
+    ctx.header.ctx_id = 1;
+    let c1 = r.submit(&ctx);
+    let mut res = Request::new(Command::ResourceCreate3d(ResourceCreate3d {
+        resource_id: 9,
+        target: 2,
+        format: Format::B8G8R8X8_UNORM,
+        bind: 2,
+        width: 16,
+        height: 8,
+        depth: 1,
+        array_size: 1,
+        ..ResourceCreate3d::default()
+    }));
+    res.header.ctx_id = 1;
+    let c2 = r.submit(&res);
+    let c3 = r.submit(&attach(9, &[(RAM_BASE + 0x20_0000, 16 * 8 * 4)]));
+    let mut submit = Request::new(Command::Submit3d(CmdSubmit {
+        size: 8,
+        padding: 0,
+        data: vec![1, 0, 0, 0, 2, 0, 0, 0],
+    }));
+    submit.header.ctx_id = 1;
+    let c4 = r.submit(&submit);
+    r.submit(&create_2d(1, Format::B8G8R8X8_UNORM, 16, 8));
+    let bytes = r.finish();
+    let cmds = vec![c1, c2, c3, c4];
+    if !record_ok {
+        return (bytes, cmds);
+    }
+    // What a 3D renderer answered: OK_NODATA for each of them.
+    let edited = rewrite(&bytes, |_, mut rec| {
+        if let RecordBody::Response(resp) = &mut rec.body
+            && cmds.contains(&resp.command)
+        {
+            let hdr = CtrlHeader::new(0);
+            *bytes_mut(&mut resp.bytes) = Response::ok_nodata(&hdr).encode();
+        }
+        Some(rec)
+    });
+    (edited, cmds)
+}
+
+#[test]
+fn capture_with_3d_commands_reports_them_unsupported_not_diverged() {
+    let (bytes, cmds) = recorded_3d_session(true);
+    let report = replay(&bytes);
+    assert!(report.divergences.is_empty(), "{:#?}", report.divergences);
+    let got: Vec<(u64, &str)> = report
+        .unsupported
+        .iter()
+        .map(|u| (u.record, u.command_name.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (cmds[0], "CTX_CREATE"),
+            (cmds[1], "RESOURCE_CREATE_3D"),
+            (cmds[2], "RESOURCE_ATTACH_BACKING"),
+            (cmds[3], "SUBMIT_3D"),
+        ]
+    );
+    assert!(
+        report.unsupported[0].reason.contains("3D"),
+        "{}",
+        report.unsupported[0]
+    );
+    assert!(
+        report.unsupported[2].reason.contains("resource 9"),
+        "{}",
+        report.unsupported[2]
+    );
+    assert!(!report.is_identical());
+    // The same commands recorded with this device's own error answers match: nothing to say.
+    let (bytes, _) = recorded_3d_session(false);
+    let report = replay(&bytes);
+    assert_clean(&report);
+    assert!(report.is_identical());
+}
+
+#[test]
+fn png_frames_of_every_format_have_the_right_colours() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut r = Recording::simple(4, 2);
+    r.submit(&Request::new(Command::GetDisplayInfo));
+    // Pixel (0,0) is red 0x11 green 0x22 blue 0x33 alpha 0x44 in each format's byte order;
+    // pixel (1,1) is pure blue 0xff with alpha 0x80.
+    let layouts: [(Format, [usize; 4]); 8] = [
+        // byte positions of R, G, B, A in memory
+        (Format::B8G8R8A8_UNORM, [2, 1, 0, 3]),
+        (Format::B8G8R8X8_UNORM, [2, 1, 0, 3]),
+        (Format::A8R8G8B8_UNORM, [1, 2, 3, 0]),
+        (Format::X8R8G8B8_UNORM, [1, 2, 3, 0]),
+        (Format::R8G8B8A8_UNORM, [0, 1, 2, 3]),
+        (Format::X8B8G8R8_UNORM, [3, 2, 1, 0]),
+        (Format::A8B8G8R8_UNORM, [3, 2, 1, 0]),
+        (Format::R8G8B8X8_UNORM, [0, 1, 2, 3]),
+    ];
+    let mut flushes = Vec::new();
+    for (i, (format, [ri, gi, bi, ai])) in layouts.iter().enumerate() {
+        let id = 10 + i as u32;
+        let base = RAM_BASE + 0x20_0000 + i as u64 * 0x1000;
+        let mut px = vec![0u8; 4 * 2 * 4];
+        let put = |px: &mut Vec<u8>, x: usize, y: usize, rgba: [u8; 4]| {
+            let o = (y * 4 + x) * 4;
+            px[o + ri] = rgba[0];
+            px[o + gi] = rgba[1];
+            px[o + bi] = rgba[2];
+            px[o + ai] = rgba[3];
+        };
+        put(&mut px, 0, 0, [0x11, 0x22, 0x33, 0x44]);
+        put(&mut px, 1, 1, [0, 0, 0xff, 0x80]);
+        r.poke(base, &px);
+        r.submit(&create_2d(id, *format, 4, 2));
+        r.submit(&attach(id, &[(base, 32)]));
+        r.submit(&set_scanout(0, id, rect(0, 0, 4, 2)));
+        r.submit(&transfer(id, rect(0, 0, 4, 2), 0));
+        flushes.push((*format, r.submit(&flush(id, rect(0, 0, 4, 2)))));
+    }
+    let bytes = r.finish();
+    let report = replay_with(
+        &bytes,
+        ReplayOptions {
+            frames_dir: Some(dir.path().to_owned()),
+            ..ReplayOptions::default()
+        },
+    );
+    assert_clean(&report);
+    assert_eq!(report.frames_written, report.frames);
+    let recs = records(&bytes);
+    for (format, flush_cmd) in flushes {
+        let frame_rec = recs
+            .iter()
+            .find_map(|(id, r)| match &r.body {
+                RecordBody::Frame(f) if f.command == flush_cmd => Some(*id),
+                _ => None,
+            })
+            .unwrap();
+        let path = dir.path().join(format!("frame-{frame_rec:06}-s0.png"));
+        let file = std::fs::File::open(&path).unwrap();
+        let mut dec = png::Decoder::new(std::io::BufReader::new(file))
+            .read_info()
+            .unwrap();
+        let mut buf = vec![0; dec.output_buffer_size().unwrap()];
+        let info = dec.next_frame(&mut buf).unwrap();
+        assert_eq!((info.width, info.height), (4, 2));
+        assert_eq!(
+            &buf[0..4],
+            &[0x11, 0x22, 0x33, 0xff],
+            "{format} pixel (0,0)"
+        );
+        assert_eq!(
+            &buf[(4 + 1) * 4..(4 + 1) * 4 + 4],
+            &[0, 0, 0xff, 0xff],
+            "{format} (1,1)"
+        );
+        assert_eq!(&buf[4..8], &[0, 0, 0, 0xff], "{format} black pixel");
+    }
+}
+
+#[test]
+fn until_stops_after_the_command_and_range_verifies_only_its_part() {
+    let bytes = linux_like(16, 8, 6).finish();
+    let recs = records(&bytes);
+    let cmds: Vec<u64> = recs
+        .iter()
+        .filter(|(_, r)| r.body.kind() == RecordKind::COMMAND)
+        .map(|(id, _)| *id)
+        .collect();
+    let until = replay_with(
+        &bytes,
+        ReplayOptions {
+            end: Some(cmds[6] + 1),
+            ..ReplayOptions::default()
+        },
+    );
+    assert_clean(&until);
+    assert_eq!(until.commands, 7);
+    // Verify from the 8th command on: earlier ones run silently to rebuild the state.
+    let range = replay_with(
+        &bytes,
+        ReplayOptions {
+            start: cmds[7],
+            end: Some(cmds[10]),
+            ..ReplayOptions::default()
+        },
+    );
+    assert_clean(&range);
+    assert_eq!(range.commands, 10);
+    assert_eq!(range.verified_commands, 3);
+    assert_eq!(range.responses, 3);
+}
+
+#[test]
+fn malformed_chain_rejected_by_transport_is_not_replayed() {
+    let mut r = Recording::simple(16, 8);
+    r.submit(&Request::new(Command::GetDisplayInfo));
+    // What vgt-capture records for a chain it cannot walk: an empty request, a validation
+    // lifecycle naming it, and an empty response.
+    let cmd = r.append(RecordBody::Command(vgt_format::record::CommandRecord {
+        queue: 0,
+        head: 7,
+        descriptors: Vec::new(),
+        writable_len: 0,
+        request: Payload::empty(),
+    }));
+    r.append(RecordBody::Lifecycle(vgt_format::record::Lifecycle {
+        kind: vgt_format::record::LifecycleKind::ValidationError,
+        queue: Some(0),
+        command: Some(cmd),
+        message: "malformed descriptor chain: descriptor loop".to_owned(),
+    }));
+    r.append(RecordBody::Response(vgt_format::record::ResponseRecord {
+        command: cmd,
+        queue: 0,
+        head: 7,
+        used_len: 0,
+        bytes: Payload::empty(),
+    }));
+    r.submit(&create_2d(1, Format::B8G8R8X8_UNORM, 4, 4));
+    let bytes = r.finish();
+    let report = replay(&bytes);
+    assert_clean(&report);
+    assert_eq!(report.transport_rejected, vec![cmd]);
+    assert_eq!(report.commands, 2);
+}
+
+#[test]
+fn device_reset_in_capture_is_replayed() {
+    let mut r = linux_like(8, 4, 2);
+    r.reset();
+    // The same ids again after the reset: only valid if replay reset its device too.
+    linux_like_on(&mut r, 8, 4, 2);
+    let bytes = r.finish();
+    let report = replay(&bytes);
+    assert_clean(&report);
+    assert_eq!(report.frames, 2 * 4);
+}
+
+#[test]
+fn fenced_flush_fence_order_is_compared() {
+    let bytes = linux_like(8, 4, 6).finish();
+    assert!(count(&bytes, RecordKind::FENCE) >= 2);
+    // Change the recorded fence id of the first fence: a fence divergence on that record.
+    let mut fence_rec = None;
+    let edited = rewrite(&bytes, |id, mut rec| {
+        if let RecordBody::Fence(f) = &mut rec.body
+            && fence_rec.is_none()
+        {
+            f.fence_id += 100;
+            fence_rec = Some(id);
+        }
+        Some(rec)
+    });
+    let report = replay(&edited);
+    let d = &report.divergences[0];
+    assert_eq!(d.record, fence_rec.unwrap());
+    assert!(matches!(d.kind, DivergenceKind::Fence { .. }), "{d}");
+    let _ = CommandType::RESOURCE_FLUSH;
+}
+
+#[test]
+fn identical_reuploads_and_overlapping_partial_uploads_replay_identically() {
+    let (w, h) = (16u32, 8u32);
+    let size = (w * h * 4) as usize;
+    let fb = RAM_BASE + 0x20_0000;
+    let mut r = Recording::simple(w, h);
+    r.submit(&Request::new(Command::GetDisplayInfo));
+    r.submit(&create_2d(1, Format::B8G8R8X8_UNORM, w, h));
+    r.submit(&attach(1, &[(fb, size as u32)]));
+    r.submit(&set_scanout(0, 1, rect(0, 0, w, h)));
+    let a = pattern(size, 1);
+    let b = pattern(size, 2);
+    let full = rect(0, 0, w, h);
+    let show = |r: &mut Recording, px: &[u8], area| {
+        r.poke(fb, px);
+        r.submit(&transfer(1, area, 0));
+        r.submit(&flush(1, full));
+    };
+    show(&mut r, &a, full);
+    show(&mut r, &a, full); // identical re-upload: stored once, replayed without re-reading
+    // Rows 2..4 of B over the same memory (a sub-range of the full upload) …
+    show(&mut r, &b, rect(0, 2, w, 2));
+    // … then A again: same blob as before, but the range was overwritten meanwhile.
+    show(&mut r, &a, full);
+    show(&mut r, &b, full);
+    show(&mut r, &a, full);
+    let bytes = r.finish();
+    let report = replay(&bytes);
+    assert_clean(&report);
+    assert_eq!(report.frames, 7);
+    // The frames differ where they should: A, A, A with B rows, A, B, A.
+    let h: Vec<u128> = report.frame_digests.iter().map(|d| d.hash).collect();
+    assert_eq!(h[1], h[2]);
+    assert_ne!(h[2], h[3]);
+    assert_eq!(h[4], h[6]);
+    assert_ne!(h[5], h[6]);
+}
+
+fn data(name: &str) -> Vec<u8> {
+    std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data")
+            .join(name),
+    )
+    .unwrap()
+}
+
+#[test]
+fn vgt_capture_boot_capture_replays_identically() {
+    let bytes = data("capture-boot.vgt");
+    let report = replay(&bytes);
+    assert_clean(&report);
+    assert_eq!(report.commands, count(&bytes, RecordKind::COMMAND));
+    assert_eq!(report.frames, count(&bytes, RecordKind::FRAME));
+    assert!(report.frames > 0);
+    // Its GET_DISPLAY_INFO/GET_EDID were answered by QEMU: the replies were used.
+    assert!(count(&bytes, RecordKind::GPU_SOCKET) > 0);
+    // One transferred byte changed: the next frame of that resource diverges.
+    let mut done = false;
+    let edited = rewrite(&bytes, |_, mut rec| {
+        if let RecordBody::MemoryRead(m) = &mut rec.body
+            && !done
+            && m.data.len() >= 64 * 4
+        {
+            bytes_mut(&mut m.data)[1] ^= 0x80;
+            done = true;
+        }
+        Some(rec)
+    });
+    assert!(done);
+    let report = replay(&edited);
+    assert_eq!(report.divergences.len(), 1, "{:#?}", report.divergences);
+    assert!(
+        matches!(report.divergences[0].kind, DivergenceKind::Frame { .. }),
+        "{}",
+        report.divergences[0]
+    );
+}
+
+#[test]
+fn vgt_capture_malformed_capture_replays_identically() {
+    let bytes = data("capture-malformed.vgt");
+    let report = replay(&bytes);
+    assert_clean(&report);
+    assert!(!report.transport_rejected.is_empty());
+    assert_eq!(
+        report.commands + report.transport_rejected.len() as u64,
+        count(&bytes, RecordKind::COMMAND)
+    );
+}
+
+#[test]
+fn changed_cursor_image_reports_cursor_divergence() {
+    let bytes = linux_like(16, 8, 1).finish();
+    assert_eq!(count(&bytes, RecordKind::CURSOR), 1);
+    let mut cursor_rec = None;
+    let edited = rewrite(&bytes, |id, mut rec| {
+        if let RecordBody::Cursor(c) = &mut rec.body {
+            bytes_mut(c.image.as_mut().unwrap())[7] ^= 1;
+            cursor_rec = Some(id);
+        }
+        Some(rec)
+    });
+    assert_clean(&replay(&bytes));
+    let report = replay(&edited);
+    assert_eq!(report.divergences.len(), 1, "{:#?}", report.divergences);
+    let d = &report.divergences[0];
+    assert_eq!(d.record, cursor_rec.unwrap());
+    assert_eq!(d.command_name, "UPDATE_CURSOR");
+    assert!(d.to_string().contains("cursor differs"), "{d}");
+}
+
+#[test]
+fn capture_with_host_blobs_reports_them_unsupported_with_the_reason() {
+    use vgt_format::wire::{BlobFlags, BlobMem, ResourceCreateBlob, ResourceMapBlob};
+    let mut r = Recording::simple(16, 8);
+    r.submit(&Request::new(Command::GetDisplayInfo));
+    let create = r.submit(&Request::new(Command::ResourceCreateBlob(
+        ResourceCreateBlob {
+            resource_id: 3,
+            blob_mem: BlobMem::HOST3D,
+            blob_flags: BlobFlags(BlobFlags::USE_MAPPABLE),
+            nr_entries: 0,
+            blob_id: 1,
+            size: 4096,
+            entries: Vec::new(),
+        },
+    )));
+    let map = r.submit(&Request::new(Command::ResourceMapBlob(ResourceMapBlob {
+        resource_id: 3,
+        padding: 0,
+        offset: 0,
+    })));
+    let bytes = r.finish();
+    // What a host with host-visible memory answered: OK_NODATA and OK_MAP_INFO.
+    let edited = rewrite(&bytes, |_, mut rec| {
+        if let RecordBody::Response(resp) = &mut rec.body {
+            let b = bytes_mut(&mut resp.bytes);
+            if resp.command == create {
+                *b = Response::ok_nodata(&CtrlHeader::new(0)).encode();
+            } else if resp.command == map {
+                let mut m = Response::ok_nodata(&CtrlHeader::new(0)).encode();
+                m[0..4].copy_from_slice(&ResponseType::OK_MAP_INFO.0.to_le_bytes());
+                m.extend_from_slice(&[1, 0, 0, 0, 0, 0, 0, 0]);
+                *b = m;
+            }
+        }
+        Some(rec)
+    });
+    let report = replay(&edited);
+    assert!(report.divergences.is_empty(), "{:#?}", report.divergences);
+    assert_eq!(report.unsupported.len(), 2, "{:#?}", report.unsupported);
+    let u = &report.unsupported[0];
+    assert_eq!(
+        (u.record, u.command_name.as_str()),
+        (create, "RESOURCE_CREATE_BLOB")
+    );
+    assert!(u.reason.contains("blob_mem 2"), "{u}");
+    assert_eq!(u.recorded.as_ref().unwrap().type_name, "OK_NODATA");
+    let u = &report.unsupported[1];
+    assert_eq!(
+        (u.record, u.command_name.as_str()),
+        (map, "RESOURCE_MAP_BLOB")
+    );
+    assert!(u.reason.contains("host-visible"), "{u}");
+}
+
+#[test]
+fn recorded_crash_that_replay_does_not_reproduce_is_reported_at_that_command() {
+    let bytes = linux_like(16, 8, 3).finish();
+    let recs = records(&bytes);
+    // The renderer "crashed" on the third flush: the capture ends with the command, its crash
+    // lifecycle record and nothing else (what vgt-capture writes when the device panics).
+    let flush = CommandType::RESOURCE_FLUSH.0.to_le_bytes();
+    let crashed = recs
+        .iter()
+        .filter(|(_, r)| {
+            matches!(&r.body, RecordBody::Command(c)
+                if c.request.inline().is_some_and(|b| b[0..4] == flush))
+        })
+        .nth(2)
+        .unwrap()
+        .0;
+    let crash = vgt_format::Record {
+        ts_ns: 1 << 40,
+        body: RecordBody::Lifecycle(vgt_format::record::Lifecycle {
+            kind: vgt_format::record::LifecycleKind::Crash,
+            queue: Some(0),
+            command: Some(crashed),
+            message: "device panicked: renderer blew up".to_owned(),
+        }),
+    };
+    let crash_added = rewrite_then(
+        &bytes,
+        |id, rec| (id <= crashed).then_some(rec),
+        vec![crash],
+    );
+    let report = replay(&crash_added);
+    assert_eq!(report.divergences.len(), 1, "{:#?}", report.divergences);
+    let d = &report.divergences[0];
+    assert_eq!((d.record, d.command), (crashed, crashed));
+    let DivergenceKind::CrashNotReproduced { recorded } = &d.kind else {
+        panic!("{d}")
+    };
+    assert!(recorded.contains("renderer blew up"));
+    // The crashed command has no recorded response: not an extra response, unanswered.
+    assert!(report.reproduced_crash.is_none());
+    let all = replay_with(
+        &crash_added,
+        ReplayOptions {
+            keep_going: true,
+            ..ReplayOptions::default()
+        },
+    );
+    assert_eq!(all.divergences, report.divergences);
+    assert_eq!(all.unanswered, vec![crashed]);
+}
+
+#[test]
+fn configured_scanout_size_is_derived_from_a_generated_edid() {
+    // QEMU answers display info (32x16) but not EDID; the device is configured 64x40 and the
+    // guest asks for the EDID first (as Linux does): that EDID is generated from 64x40.
+    let qemu = SimulatedQemu {
+        display: DisplayInfoFromHost {
+            displays: vec![HostDisplay {
+                x: 0,
+                y: 0,
+                width: 32,
+                height: 16,
+                enabled: true,
+                flags: 0,
+            }],
+        },
+        edid: None,
+    };
+    let config = DeviceConfig {
+        scanouts: vec![(64, 40)],
+        ..DeviceConfig::default()
+    };
+    let mut r = Recording::new(config.clone(), 16 << 20, Some(qemu));
+    r.submit(&Request::new(Command::GetEdid(vgt_format::wire::GetEdid {
+        scanout: 0,
+        padding: 0,
+    })));
+    linux_like_on(&mut r, 32, 16, 2);
+    let bytes = r.finish();
+    let reader = CaptureReader::from_bytes(bytes.clone()).unwrap();
+    assert_eq!(
+        vgt_replay::device_config_for(&reader).scanouts,
+        vec![(64, 40)]
+    );
+    assert_clean(&replay(&bytes));
+}
+
+#[test]
+fn capture_opened_by_scanning_with_its_end_record_is_complete() {
+    let mut r = linux_like(8, 4, 2);
+    r.append(RecordBody::Lifecycle(vgt_format::record::Lifecycle {
+        kind: vgt_format::record::LifecycleKind::End,
+        queue: None,
+        command: None,
+        message: "front-end disconnected".to_owned(),
+    }));
+    let bytes = r.finish();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.vgt");
+    std::fs::write(&path, &bytes).unwrap();
+    let reader = CaptureReader::open_scanning(&path).unwrap();
+    assert!(!reader.health().indexed);
+    let report = Replayer::new(&reader, ReplayOptions::default())
+        .run(&mut Quiet)
+        .unwrap();
+    assert_clean(&report);
+    assert!(!report.unfinished);
+    assert_eq!(report.incomplete_command, None);
+    // The same records without the End record and without the index: the writer never
+    // finished, so the last command is not verified.
+    let end = CaptureReader::from_bytes(bytes.clone())
+        .unwrap()
+        .record_offset(records(&bytes).len() as u64 - 1)
+        .unwrap() as usize;
+    let report = replay(&bytes[..end]);
+    assert!(report.unfinished);
+    assert!(report.incomplete_command.is_some());
+    assert_clean(&report);
+}
