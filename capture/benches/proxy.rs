@@ -13,6 +13,7 @@ mod common;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::{Buf, DisplayAnswers, TestFrontend, gpu};
@@ -20,16 +21,20 @@ use vm_memory::{Bytes, GuestAddress};
 
 const C_BACKEND: &str = "/usr/lib/qemu/vhost-user-gpu";
 
+/// Waits for the next used entry like a guest does: sleep on the call eventfd (the
+/// interrupt), then read the used ring. (Spinning would take one of this machine's two cores
+/// away from the backend and the proxy and measure the scheduler instead.)
 fn spin_used(fe: &mut TestFrontend, queue: u16) -> (u32, u32) {
-    let q = &fe.queues[usize::from(queue)];
     let start = Instant::now();
     loop {
-        let idx: u16 = fe.mem.read_obj(GuestAddress(q.used + 2)).unwrap();
+        let q = &fe.queues[usize::from(queue)];
+        let idx: u16 = fe.mem.load(GuestAddress(q.used + 2), Ordering::Acquire).unwrap();
         if idx != q.last_used {
             break;
         }
         assert!(start.elapsed() < Duration::from_secs(10), "no used entry");
-        std::hint::spin_loop();
+        // Blocking read: returns once the device signalled (clears the counter).
+        let _ = q.call.read();
     }
     let q = &mut fe.queues[usize::from(queue)];
     let slot = q.used + 4 + 8 * u64::from(q.last_used % q.size);
