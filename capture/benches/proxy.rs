@@ -28,7 +28,10 @@ fn spin_used(fe: &mut TestFrontend, queue: u16) -> (u32, u32) {
     let start = Instant::now();
     loop {
         let q = &fe.queues[usize::from(queue)];
-        let idx: u16 = fe.mem.load(GuestAddress(q.used + 2), Ordering::Acquire).unwrap();
+        let idx: u16 = fe
+            .mem
+            .load(GuestAddress(q.used + 2), Ordering::Acquire)
+            .unwrap();
         if idx != q.last_used {
             break;
         }

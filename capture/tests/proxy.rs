@@ -304,20 +304,50 @@ fn proxy_backend_killed_with_a_command_in_flight_names_it_and_finishes_the_file(
     assert_eq!(end.kind, LifecycleKind::End);
 }
 
-/// Sends one raw vhost-user message after the handshake and reports what came back: the reply
-/// bytes, or None when the connection closed (or nothing came within a second).
-fn raw_exchange(fe: &TestFrontend, msg: &[u8]) -> Option<Vec<u8>> {
+/// What the front-end saw after sending one raw message.
+#[derive(Debug, PartialEq, Eq)]
+enum Seen {
+    /// A reply (header and payload).
+    Reply(Vec<u8>),
+    /// The backend closed the connection.
+    Closed,
+    /// Nothing within a second, connection still open.
+    Silent,
+}
+
+/// Sends one raw vhost-user message after the handshake and reports what came back.
+fn raw_exchange(fe: &TestFrontend, msg: &[u8]) -> Seen {
     let mut s: &UnixStream = &fe.raw;
-    s.write_all(msg).ok()?;
+    if s.write_all(msg).is_err() {
+        return Seen::Closed;
+    }
     s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
     let mut hdr = [0u8; 12];
-    s.read_exact(&mut hdr).ok()?;
+    match s.read(&mut hdr) {
+        Ok(0) => return Seen::Closed,
+        Ok(n) => {
+            if n < 12 && s.read_exact(&mut hdr[n..]).is_err() {
+                return Seen::Closed;
+            }
+        }
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            return Seen::Silent;
+        }
+        Err(_) => return Seen::Closed,
+    }
     let len = u32::from_le_bytes(hdr[8..12].try_into().unwrap()) as usize;
     let mut body = vec![0u8; len];
-    s.read_exact(&mut body).ok()?;
+    if s.read_exact(&mut body).is_err() {
+        return Seen::Closed;
+    }
     let mut all = hdr.to_vec();
     all.extend(body);
-    Some(all)
+    Seen::Reply(all)
 }
 
 fn header(request: u32, flags: u32, size: u32) -> Vec<u8> {
@@ -355,6 +385,9 @@ fn proxy_malformed_vhost_user_messages_get_the_backends_own_answer() {
     // exist, a SET_VRING_NUM with a short payload: whatever the C backend does (reply, or
     // close), the front-end sees the same through the proxy, which never dies of it.
     let cases: Vec<Vec<u8>> = vec![
+        // A well-formed GET_FEATURES first: its reply passes through (the proxy removes nothing
+        // the C backend offers here).
+        header(1, 0x1, 0),
         header(99, 0x9, 0),
         {
             let mut m = header(11, 0x1, 8);
@@ -369,6 +402,7 @@ fn proxy_malformed_vhost_user_messages_get_the_backends_own_answer() {
     ];
     for case in cases {
         let (direct, proxied, code) = both(|fe| raw_exchange(fe, &case));
+        eprintln!("case {case:02x?}: the C backend answered {direct:02x?}");
         assert_eq!(direct, proxied, "case {case:02x?}");
         assert!(code.is_some(), "proxy died of a signal");
     }
@@ -397,6 +431,55 @@ fn proxy_malformed_chain_is_forwarded_and_the_backend_reacts_as_without_the_prox
         let second = !fe.no_used_within(0, Duration::from_millis(500));
         (first, second, p.head)
     });
+    eprintln!("malformed chain: (answered, next answered, head) = {direct:?}");
     assert_eq!(direct, proxied);
     assert!(code.is_some(), "proxy died of a signal");
+}
+
+#[test]
+fn proxy_to_an_already_listening_backend_socket_records_the_session() {
+    if !have_backend() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (mut backend, bsock) = spawn_direct(dir.path());
+    let start = Instant::now();
+    while !bsock.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "backend socket missing"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let sock = dir.path().join("front.sock");
+    let out = dir.path().join("p.vgt");
+    let mut proxy = Command::new(env!("CARGO_BIN_EXE_vgt-capture"))
+        .args(["proxy", "--quiet", "--socket"])
+        .arg(&sock)
+        .arg("--backend")
+        .arg(&bsock)
+        .arg("-o")
+        .arg(&out)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut fe = TestFrontend::connect(&sock, DisplayAnswers::default());
+    let done = workload(&mut fe);
+    assert_eq!(gpu::resp_type(&done[1].1), 0x1100);
+    drop(fe);
+    assert!(wait_exit(&mut proxy, 20).success());
+    let _ = wait_exit(&mut backend, 20);
+    let (_, records) = common::read_capture(&out);
+    let commands = records
+        .iter()
+        .filter(|r| matches!(r.body, RecordBody::Command(_)))
+        .count();
+    let responses = records
+        .iter()
+        .filter(|r| matches!(r.body, RecordBody::Response(_)))
+        .count();
+    assert_eq!((commands, responses), (done.len(), done.len()));
+    // The handshake is recorded as QEMU saw it, and the removed protocol features are named.
+    assert!(records.iter().any(|r| matches!(&r.body,
+        RecordBody::Lifecycle(l) if l.kind == LifecycleKind::Connect && l.message.contains("HOST_NOTIFIER"))));
 }
