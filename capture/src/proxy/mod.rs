@@ -626,7 +626,16 @@ fn session_start(recorder: &Recorder, renderer: String) -> anyhow::Result<()> {
 /// Describes the in-flight commands and the last completed one, and records the crash.
 fn record_backend_gone(shared: &Arc<Shared>, cause: &str) -> String {
     let (in_flight, last) = {
-        let st = shared.lock();
+        let mut st = shared.lock();
+        st.closed = true;
+        // What the backend completed before it died is not in flight: take it first.
+        for q in 0..rings::MAX_QUEUES {
+            if st.take_used(q)
+                && let Some(f) = st.queues.get(q).and_then(|x| x.call_front.as_ref())
+            {
+                rings::signal_eventfd(f);
+            }
+        }
         (st.in_flight_sorted(), st.last_completed.clone())
     };
     let status = child_status(shared);

@@ -161,6 +161,9 @@ pub struct ProxyState {
     /// Resource shown per scanout (from SET_SCANOUT).
     pub scanout_resource: BTreeMap<u32, u32>,
     resources: HashMap<u32, Resource>,
+    /// The backend is gone: no further chains are taken (so the crash record's in-flight list
+    /// is final).
+    pub closed: bool,
 }
 
 /// Creates an anonymous shared-memory file of `size` bytes.
@@ -225,6 +228,7 @@ impl ProxyState {
             last_command: [None; 2],
             scanout_resource: BTreeMap::new(),
             resources: HashMap::new(),
+            closed: false,
         })
     }
 
@@ -394,7 +398,7 @@ impl ProxyState {
     /// Moves every new guest chain of queue `q` to the shadow ring, recording each command.
     /// Returns true when the backend should be kicked.
     pub fn take_avail(&mut self, q: usize) -> bool {
-        let Some(queue) = self.queues.get(q) else {
+        let Some(queue) = self.queues.get(q).filter(|_| !self.closed) else {
             return false;
         };
         let (Some((gd, ga, gu)), true, Some(guest)) =
