@@ -229,7 +229,9 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(4000);
-    let frames = 40;
+    // Well beyond the display relay's 32-message queue, so that deferred recording is paid
+    // inside the measurement.
+    let frames = 200;
     let dir = tempfile::tempdir().unwrap();
     // Interleave direct and proxied runs so that machine load affects both alike.
     let mut results = Vec::new();

@@ -17,9 +17,9 @@ use crate::relay::{self, RawMessage};
 /// Largest display message the relay accepts: a 16384x16384 UPDATE plus its header.
 pub const MAX_GPU_PAYLOAD: u32 = 16384 * 16384 * 4 + 64;
 
-/// Display messages queued for QEMU before the relay stops reading the backend (64 full
-/// frames).
-const MAX_QUEUED_MESSAGES: usize = 64;
+/// Display messages queued before the relay stops reading the backend (32 full frames: 256 MiB
+/// at 1920x1080).
+const MAX_QUEUED_MESSAGES: usize = 32;
 
 /// DMABUF_SCANOUT.
 const DMABUF_SCANOUT: u32 = 9;
@@ -63,20 +63,24 @@ pub fn start(shared: &Arc<Shared>, qemu: UnixStream, backend: UnixStream) {
     let (tx, rx) = std::sync::mpsc::sync_channel::<RawMessage>(MAX_QUEUED_MESSAGES);
     let s1 = shared.clone();
     shared.spawn("vgt-proxy-gpu-req", move || {
-        let mut fbs: HashMap<u32, Framebuffer> = HashMap::new();
         while let Ok(Some(m)) = relay::read_message_limit(&backend, MAX_GPU_PAYLOAD) {
-            record_message(&s1, Direction::BackendRequest, &m);
-            observe(&s1, &mut fbs, &m);
             if tx.send(m).is_err() {
                 break;
             }
         }
     });
+    // Forwards first, then records (GpuSocket, Frame, Cursor records), so that hashing and
+    // compressing a frame overlaps the backend's next work instead of delaying QEMU.
     shared.spawn("vgt-proxy-gpu-fwd", move || {
+        let mut fbs: HashMap<u32, Framebuffer> = HashMap::new();
+        let mut forwarding = true;
         while let Ok(m) = rx.recv() {
-            if relay::write_message(&qemu, &m).is_err() {
-                break;
+            if forwarding && relay::write_message(&qemu, &m).is_err() {
+                forwarding = false;
+                let _ = qemu.shutdown(std::net::Shutdown::Write);
             }
+            record_message(&s1, Direction::BackendRequest, &m);
+            observe(&s1, &mut fbs, &m);
         }
         let _ = qemu.shutdown(std::net::Shutdown::Write);
     });

@@ -576,6 +576,7 @@ fn worker(shared: Arc<Shared>) {
                         let _ = st.queues[q].kick_back.write(1);
                     }
                 }
+                st.record_reads();
                 continue;
             }
             let q = (token / 2) as usize;
@@ -589,6 +590,7 @@ fn worker(shared: Arc<Shared>) {
                 if st.take_avail(q) {
                     let _ = st.queues[q].kick_back.write(1);
                 }
+                st.record_reads();
             } else {
                 let _ = st.queues[q].call_back.read();
                 if st.take_used(q)
@@ -857,6 +859,7 @@ fn run_inner(
     // Stop the helpers and finish the file.
     shared.stopping.store(true, Ordering::SeqCst);
     let _ = shared.worker_wake.write(1);
+    shared.lock().record_reads();
     let message = match &outcome {
         ProxyOutcome::Clean => "front-end disconnected",
         ProxyOutcome::BackendCrashed(_) => "backend crashed",

@@ -134,6 +134,9 @@ struct Resource {
     entries: Vec<(u64, u32)>,
 }
 
+/// A transfer's guest memory still to be recorded: (command, resource, (address, length) runs).
+type PendingRead = (RecordId, u32, Vec<(u64, u64)>);
+
 /// Everything the proxy knows about the device, behind one mutex.
 pub struct ProxyState {
     recorder: Arc<Recorder>,
@@ -164,6 +167,8 @@ pub struct ProxyState {
     /// The backend is gone: no further chains are taken (so the crash record's in-flight list
     /// is final).
     pub closed: bool,
+    /// Transfers whose guest memory is still to be recorded: (command, resource, runs).
+    pending_reads: Vec<PendingRead>,
 }
 
 /// Creates an anonymous shared-memory file of `size` bytes.
@@ -229,6 +234,7 @@ impl ProxyState {
             scanout_resource: BTreeMap::new(),
             resources: HashMap::new(),
             closed: false,
+            pending_reads: Vec::new(),
         })
     }
 
@@ -439,11 +445,6 @@ impl ProxyState {
                     format!("queue {q}: available index moved by {delta} (queue size {size}); forwarded as is"),
                 );
             }
-            // The backend sees the guest's descriptor table as it is now.
-            let mut table = vec![0u8; 16 * usize::from(size)];
-            if guest.read_slice(&mut table, GuestAddress(gd)).is_ok() {
-                let _ = self.shadow.write_slice(&table, GuestAddress(sd));
-            }
             let n = delta.min(size);
             for k in 0..n {
                 let slot = last.wrapping_add(k) % size;
@@ -453,6 +454,7 @@ impl ProxyState {
                         Ordering::Relaxed,
                     )
                     .unwrap_or(u16::MAX);
+                self.copy_chain(&guest, gd, sd, size, head);
                 self.record_command(&guest, q as u16, gd, size, head);
                 let _ = self.shadow.store(
                     head,
@@ -469,6 +471,29 @@ impl ProxyState {
             moved = true;
         }
         moved
+    }
+
+    /// Copies the ring descriptors of the chain at `head` into the shadow table at the same
+    /// indices, following NEXT exactly as the backend will (at most `size` steps, stopping at an
+    /// index outside the table): the backend sees the guest's chain, malformed or not.
+    fn copy_chain(&self, guest: &GuestMemoryMmap, gd: u64, sd: u64, size: u16, head: u16) {
+        let mut idx = head;
+        for _ in 0..size {
+            if idx >= size {
+                break;
+            }
+            let mut d = [0u8; 16];
+            let at = 16 * u64::from(idx);
+            if guest.read_slice(&mut d, GuestAddress(gd + at)).is_err() {
+                break;
+            }
+            let _ = self.shadow.write_slice(&d, GuestAddress(sd + at));
+            let flags = u16::from_le_bytes([d[12], d[13]]);
+            if flags & chain::VIRTQ_DESC_F_NEXT == 0 {
+                break;
+            }
+            idx = u16::from_le_bytes([d[14], d[15]]);
+        }
     }
 
     fn record_command(
@@ -515,7 +540,7 @@ impl ProxyState {
         }
         let flags = le32(&request, 4);
         let fence = (flags & FLAG_FENCE != 0).then(|| le64(&request, 8));
-        self.decode(guest, record, &request);
+        self.decode(record, &request);
         self.in_flight.insert(
             (queue, head),
             InFlight {
@@ -534,7 +559,7 @@ impl ProxyState {
     }
 
     /// Keeps the resource map and records the guest memory a command makes the backend read.
-    fn decode(&mut self, guest: &GuestMemoryMmap, record: RecordId, request: &[u8]) {
+    fn decode(&mut self, record: RecordId, request: &[u8]) {
         let Ok(req) = Request::decode(request) else {
             return;
         };
@@ -583,34 +608,52 @@ impl ProxyState {
                 let stride = u64::from(res.width) * 4;
                 let row_len = u64::from(t.r.width) * 4;
                 let runs = row_runs(&res.entries, t.offset, row_len, stride, t.r.height);
-                for (addr, len) in runs {
-                    let Ok(n) = usize::try_from(len) else {
-                        continue;
-                    };
-                    let mut data = vec![0u8; n];
-                    if guest.read_slice(&mut data, GuestAddress(addr)).is_err() {
-                        continue;
-                    }
-                    let r = self.recorder.store(&data).and_then(|data| {
-                        self.recorder.append(RecordBody::MemoryRead(MemoryRead {
-                            command: record,
-                            resource_id: t.resource_id,
-                            addr,
-                            data,
-                        }))
-                    });
-                    if let Err(e) = r {
-                        self.error(None, Some(record), format!("recording a memory read: {e}"));
-                    }
-                }
+                // Read and recorded right after the backend is kicked (record_reads), so that
+                // hashing and compressing a large transfer overlaps the backend's own work; the
+                // records still precede the command's response.
+                self.pending_reads.push((record, t.resource_id, runs));
             }
             _ => {}
+        }
+    }
+
+    /// Records the guest memory of the transfers taken since the last call.
+    pub fn record_reads(&mut self) {
+        if self.pending_reads.is_empty() {
+            return;
+        }
+        let Some(guest) = self.guest.clone() else {
+            self.pending_reads.clear();
+            return;
+        };
+        for (record, resource_id, runs) in std::mem::take(&mut self.pending_reads) {
+            for (addr, len) in runs {
+                let Ok(n) = usize::try_from(len) else {
+                    continue;
+                };
+                let mut data = vec![0u8; n];
+                if guest.read_slice(&mut data, GuestAddress(addr)).is_err() {
+                    continue;
+                }
+                let r = self.recorder.store(&data).and_then(|data| {
+                    self.recorder.append(RecordBody::MemoryRead(MemoryRead {
+                        command: record,
+                        resource_id,
+                        addr,
+                        data,
+                    }))
+                });
+                if let Err(e) = r {
+                    self.error(None, Some(record), format!("recording a memory read: {e}"));
+                }
+            }
         }
     }
 
     /// Moves every new shadow used entry of queue `q` to the guest's used ring, recording each
     /// response first. Returns true when the guest should be interrupted.
     pub fn take_used(&mut self, q: usize) -> bool {
+        self.record_reads();
         let Some(queue) = self.queues.get(q) else {
             return false;
         };
