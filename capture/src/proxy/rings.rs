@@ -858,6 +858,180 @@ pub fn set_nonblocking(f: &File) {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::sink::MemorySink;
+
+    const UA: u64 = 0x7000_0000_0000;
+    const DESC: u64 = 0x100;
+    const AVAIL: u64 = 0x200;
+    const USED: u64 = 0x300;
+
+    /// A proxy state over 1 MiB of guest memory with queue 0 (size 16) set up and running.
+    fn setup() -> (ProxyState, MemorySink) {
+        let sink = MemorySink::default();
+        let recorder = Arc::new(Recorder::new(Box::new(sink.clone())));
+        let mut st = ProxyState::new(recorder).unwrap();
+        let file = memfd(c"guest", 1 << 20).unwrap();
+        let region = Region {
+            gpa: 0,
+            size: 1 << 20,
+            uaddr: UA,
+            mmap_offset: 0,
+        };
+        let extra = st.set_memory(vec![region], &[OwnedFd::from(file)]).unwrap();
+        assert_eq!((extra.gpa, extra.uaddr), (SHADOW_GPA, SHADOW_UADDR));
+        st.set_num(0, 16);
+        st.set_base(0, 0);
+        let shadow = st.set_addr(0, UA + DESC, UA + USED, UA + AVAIL).unwrap();
+        assert_eq!(shadow, st.shadow_ring_uaddrs(0));
+        st.queues[0].running = true;
+        (st, sink)
+    }
+
+    fn guest(st: &ProxyState) -> GuestMemoryMmap {
+        st.guest.clone().unwrap()
+    }
+
+    /// Chain 0: a 40-byte RESOURCE_CREATE_2D at 0x1000 and 24 writable bytes at 0x2000.
+    fn publish_create(st: &ProxyState, avail_idx: u16) {
+        let g = guest(st);
+        let mut req = vec![0u8; 40];
+        req[0..4].copy_from_slice(&0x101u32.to_le_bytes());
+        g.write_slice(&req, GuestAddress(0x1000)).unwrap();
+        let mut d = Vec::new();
+        d.extend_from_slice(&0x1000u64.to_le_bytes());
+        d.extend_from_slice(&40u32.to_le_bytes());
+        d.extend_from_slice(&1u16.to_le_bytes());
+        d.extend_from_slice(&1u16.to_le_bytes());
+        d.extend_from_slice(&0x2000u64.to_le_bytes());
+        d.extend_from_slice(&24u32.to_le_bytes());
+        d.extend_from_slice(&2u16.to_le_bytes());
+        d.extend_from_slice(&0u16.to_le_bytes());
+        g.write_slice(&d, GuestAddress(DESC)).unwrap();
+        g.store(0u16, GuestAddress(AVAIL + 4), Ordering::Relaxed)
+            .unwrap();
+        g.store(avail_idx, GuestAddress(AVAIL + 2), Ordering::Release)
+            .unwrap();
+    }
+
+    fn bodies(sink: &MemorySink) -> Vec<RecordBody> {
+        sink.records
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|r| r.body.clone())
+            .collect()
+    }
+
+    #[test]
+    fn chain_goes_to_the_shadow_ring_and_its_response_back_recorded() {
+        let (mut st, sink) = setup();
+        publish_create(&st, 1);
+        assert!(st.take_avail(0));
+        let (sd, sa, su) = st.shadow_rings(0);
+        // The backend sees the same descriptors and the head in its available ring.
+        let mut a = [0u8; 32];
+        let mut b = [0u8; 32];
+        guest(&st).read_slice(&mut a, GuestAddress(DESC)).unwrap();
+        st.shadow.read_slice(&mut b, GuestAddress(sd)).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(
+            st.shadow
+                .load::<u16>(GuestAddress(sa + 2), Ordering::Acquire)
+                .unwrap(),
+            1
+        );
+        // The backend answers: bytes in guest memory, then its used ring.
+        let mut resp = vec![0u8; 24];
+        resp[0..4].copy_from_slice(&0x1100u32.to_le_bytes());
+        guest(&st).write_slice(&resp, GuestAddress(0x2000)).unwrap();
+        st.shadow
+            .store(0u32, GuestAddress(su + 4), Ordering::Relaxed)
+            .unwrap();
+        st.shadow
+            .store(24u32, GuestAddress(su + 8), Ordering::Relaxed)
+            .unwrap();
+        st.shadow
+            .store(1u16, GuestAddress(su + 2), Ordering::Release)
+            .unwrap();
+        assert!(st.take_used(0));
+        let g = guest(&st);
+        assert_eq!(
+            g.load::<u16>(GuestAddress(USED + 2), Ordering::Acquire)
+                .unwrap(),
+            1
+        );
+        assert_eq!(g.read_obj::<u32>(GuestAddress(USED + 8)).unwrap(), 24);
+        let recs = bodies(&sink);
+        let cmd = recs
+            .iter()
+            .position(|r| matches!(r, RecordBody::Command(_)))
+            .unwrap() as u64;
+        let resp_rec = recs.iter().find_map(|r| match r {
+            RecordBody::Response(x) => Some(x.clone()),
+            _ => None,
+        });
+        let resp_rec = resp_rec.unwrap();
+        assert_eq!(resp_rec.command, cmd);
+        assert_eq!(resp_rec.bytes, Payload::Inline(resp));
+        assert!(st.in_flight.is_empty());
+        assert_eq!(st.last_completed.as_ref().map(|l| l.0), Some(cmd));
+    }
+
+    #[test]
+    fn bogus_used_id_from_the_backend_is_forwarded_and_recorded_not_fatal() {
+        let (mut st, sink) = setup();
+        let (_, _, su) = st.shadow_rings(0);
+        st.shadow
+            .store(7u32, GuestAddress(su + 4), Ordering::Relaxed)
+            .unwrap();
+        st.shadow
+            .store(99u32, GuestAddress(su + 8), Ordering::Relaxed)
+            .unwrap();
+        st.shadow
+            .store(1u16, GuestAddress(su + 2), Ordering::Release)
+            .unwrap();
+        assert!(st.take_used(0));
+        let g = guest(&st);
+        // The guest sees exactly what the backend wrote (as without the proxy).
+        assert_eq!(g.read_obj::<u32>(GuestAddress(USED + 4)).unwrap(), 7);
+        assert_eq!(g.read_obj::<u32>(GuestAddress(USED + 8)).unwrap(), 99);
+        let recs = bodies(&sink);
+        assert!(recs.iter().any(
+            |r| matches!(r, RecordBody::Response(x) if x.command == u64::MAX && x.used_len == 99)
+        ));
+        assert!(
+            recs.iter()
+                .any(|r| matches!(r, RecordBody::Lifecycle(l) if l.kind == LifecycleKind::Error))
+        );
+    }
+
+    #[test]
+    fn avail_index_running_ahead_is_forwarded_and_reported_once() {
+        let (mut st, sink) = setup();
+        publish_create(&st, 100);
+        assert!(st.take_avail(0));
+        let (_, sa, _) = st.shadow_rings(0);
+        assert_eq!(
+            st.shadow
+                .load::<u16>(GuestAddress(sa + 2), Ordering::Acquire)
+                .unwrap(),
+            100
+        );
+        let errors = bodies(&sink)
+            .iter()
+            .filter(|r| matches!(r, RecordBody::Lifecycle(l) if l.kind == LifecycleKind::ValidationError))
+            .count();
+        assert_eq!(errors, 1);
+    }
+
+    #[test]
+    fn no_chains_are_taken_once_the_backend_is_gone() {
+        let (mut st, _) = setup();
+        st.closed = true;
+        publish_create(&st, 1);
+        assert!(!st.take_avail(0));
+        assert!(st.in_flight.is_empty());
+    }
 
     #[test]
     fn row_runs_full_width_rows_merge_into_one_run() {
