@@ -9,6 +9,7 @@
 //! - [`chain`]: descriptor-chain walking with typed errors for malformed chains.
 //! - [`display`]: framebuffer copies and vhost-user-gpu message layouts.
 //! - [`gpu_socket`]: the vhost-user-gpu display socket client (with timeouts).
+//! - [`proxy`]: proxy mode (between QEMU and an existing backend, shadow virtqueues).
 //! - [`recorder`]: the thread-safe record appender over a [`recorder::RecordSink`].
 
 //!
@@ -34,6 +35,7 @@ pub mod backend;
 pub mod chain;
 pub mod display;
 pub mod gpu_socket;
+pub mod proxy;
 pub mod recorder;
 pub mod relay;
 pub mod server;

@@ -3,7 +3,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use vgt_capture::proxy::{self, BackendSpec, ProxyOptions, ProxyOutcome};
 use vgt_capture::server::{self, Options, Outcome, SyncMode};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -18,15 +19,63 @@ enum SyncArg {
 /// `-chardev socket,id=vgpu,path=SOCKET -device vhost-user-gpu-pci,chardev=vgpu` and shared
 /// guest memory (`-object memory-backend-memfd,share=on`).
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(
+    version,
+    about,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
 struct Cli {
-    /// vhost-user socket to listen on.
+    #[command(subcommand)]
+    mode: Option<Mode>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Mode {
+    /// Sit between QEMU and an existing vhost-user GPU backend and record everything (QEMU
+    /// connects to --socket; the proxy connects to the backend). Exits 3 when the backend
+    /// crashes or closes the connection, naming the commands in flight.
+    Proxy(ProxyArgs),
+}
+
+#[derive(Debug, Args)]
+struct ProxyArgs {
+    /// vhost-user socket QEMU connects to.
     #[arg(long)]
     socket: PathBuf,
-    /// Capture file to write. With --keep-listening, later connections go to NAME-1.EXT,
-    /// NAME-2.EXT … (or FILE.1, FILE.2 … when FILE has no extension).
+    /// Socket of a backend that is already listening.
+    #[arg(
+        long,
+        conflicts_with = "backend_cmd",
+        required_unless_present = "backend_cmd"
+    )]
+    backend: Option<PathBuf>,
+    /// Shell command that starts the backend; `%s` is replaced by the socket path it must
+    /// listen on (e.g. '/usr/lib/qemu/vhost-user-gpu --socket-path %s').
+    #[arg(long)]
+    backend_cmd: Option<String>,
+    /// Capture file to write.
     #[arg(short = 'o', long = "output")]
     output: PathBuf,
+    /// When records reach the operating system.
+    #[arg(long, value_enum, default_value_t = SyncArg::CrashSafe)]
+    sync: SyncArg,
+    /// No progress messages.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// vhost-user socket to listen on.
+    #[arg(long, required = true)]
+    socket: Option<PathBuf>,
+    /// Capture file to write. With --keep-listening, later connections go to NAME-1.EXT,
+    /// NAME-2.EXT … (or FILE.1, FILE.2 … when FILE has no extension).
+    #[arg(short = 'o', long = "output", required = true)]
+    output: Option<PathBuf>,
     /// Number of scanouts (1-16).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=16))]
     scanouts: u32,
@@ -59,17 +108,66 @@ fn parse_size(s: &str) -> Result<(u32, u32), String> {
     Ok((w, h))
 }
 
+fn sync_mode(s: SyncArg) -> SyncMode {
+    match s {
+        SyncArg::CrashSafe => SyncMode::CrashSafe,
+        SyncArg::Buffered => SyncMode::Buffered,
+    }
+}
+
+fn run_proxy(a: ProxyArgs) -> ExitCode {
+    let backend = match (a.backend, a.backend_cmd) {
+        (Some(p), _) => BackendSpec::Socket(p),
+        (None, Some(c)) => BackendSpec::Command(c),
+        (None, None) => {
+            eprintln!("vgt-capture proxy: error: --backend or --backend-cmd is required");
+            return ExitCode::from(2);
+        }
+    };
+    let opts = ProxyOptions {
+        socket: a.socket,
+        backend,
+        output: a.output,
+        sync: sync_mode(a.sync),
+        quiet: a.quiet,
+    };
+    match proxy::run(&opts) {
+        Ok(ProxyOutcome::Clean) => ExitCode::SUCCESS,
+        Ok(ProxyOutcome::BackendCrashed(summary)) => {
+            eprintln!("vgt-capture proxy: the {summary}");
+            eprintln!(
+                "vgt-capture proxy: the capture {} is finished and holds these commands",
+                opts.output.display()
+            );
+            ExitCode::from(3)
+        }
+        Ok(ProxyOutcome::BackendFailed(why)) => {
+            eprintln!("vgt-capture proxy: {why}");
+            ExitCode::from(5)
+        }
+        Err(e) => {
+            eprintln!("vgt-capture proxy: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Mode::Proxy(a)) = cli.mode {
+        return run_proxy(a);
+    }
+    let cli = cli.serve;
+    let (Some(socket), Some(output)) = (cli.socket, cli.output) else {
+        eprintln!("vgt-capture: error: --socket and --output are required");
+        return ExitCode::from(2);
+    };
     let opts = Options {
-        socket: cli.socket,
-        output: cli.output,
+        socket,
+        output,
         scanouts: cli.scanouts,
         size: cli.size,
-        sync: match cli.sync {
-            SyncArg::CrashSafe => SyncMode::CrashSafe,
-            SyncArg::Buffered => SyncMode::Buffered,
-        },
+        sync: sync_mode(cli.sync),
         record: !cli.no_record,
         quiet: cli.quiet,
         keep_listening: cli.keep_listening,

@@ -86,6 +86,12 @@ impl RawMessage {
 
 /// Reads one message; `Ok(None)` at a clean end of stream.
 pub fn read_message(sock: &UnixStream) -> io::Result<Option<RawMessage>> {
+    read_message_limit(sock, MAX_PAYLOAD)
+}
+
+/// Like [`read_message`] with a payload limit of `limit` bytes (the display socket carries
+/// whole frames).
+pub fn read_message_limit(sock: &UnixStream, limit: u32) -> io::Result<Option<RawMessage>> {
     let mut header = [0u8; HEADER_LEN];
     let mut raw_fds: [RawFd; MAX_FDS] = [-1; MAX_FDS];
     let mut iov = [libc::iovec {
@@ -108,11 +114,11 @@ pub fn read_message(sock: &UnixStream) -> io::Result<Option<RawMessage>> {
         reader.read_exact(&mut header[n..])?;
     }
     let size = u32::from_le_bytes([header[8], header[9], header[10], header[11]]);
-    if size > MAX_PAYLOAD {
+    if size > limit {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
             format!(
-                "vhost-user message {} announces a {size}-byte payload (limit {MAX_PAYLOAD})",
+                "vhost-user message {} announces a {size}-byte payload (limit {limit})",
                 u32::from_le_bytes([header[0], header[1], header[2], header[3]])
             ),
         ));
@@ -142,7 +148,9 @@ pub fn write_message(sock: &UnixStream, msg: &RawMessage) -> io::Result<()> {
     Ok(())
 }
 
-fn record(recorder: &Recorder, direction: Direction, msg: &RawMessage) {
+/// Records one message as a VhostUser record (errors are reported on stderr, not returned: a
+/// message must be forwarded whether or not it could be recorded).
+pub fn record(recorder: &Recorder, direction: Direction, msg: &RawMessage) {
     let r = recorder.store(&msg.payload).and_then(|payload| {
         recorder.append(RecordBody::VhostUser(VhostUserMessage {
             direction,
@@ -158,7 +166,7 @@ fn record(recorder: &Recorder, direction: Direction, msg: &RawMessage) {
 }
 
 /// Lifecycle records implied by a front-end request.
-fn lifecycle_of(recorder: &Recorder, msg: &RawMessage) {
+pub fn lifecycle_of(recorder: &Recorder, msg: &RawMessage) {
     let queue = msg.payload_u32(0).and_then(|q| u16::try_from(q).ok());
     let event = match msg.request() {
         req::RESET_OWNER | req::RESET_DEVICE => {

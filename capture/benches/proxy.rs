@@ -1,0 +1,264 @@
+//! Proxy overhead, same run, same machine: the Rust test front-end drives QEMU's C backend
+//! (/usr/lib/qemu/vhost-user-gpu) directly and through `vgt-capture proxy`, and compares
+//! - small commands one at a time: latency per command (p50, p99) and the added latency;
+//! - small commands in batches of 32: throughput ratio proxy / direct;
+//! - full-frame 1920x1080 TRANSFER_TO_HOST_2D + RESOURCE_FLUSH: frames per second ratio.
+//!
+//! `cargo bench -p vgt-capture --bench proxy` (env VGT_BENCH_SYNC=buffered to run the proxy with
+//! `--sync buffered`; VGT_BENCH_ROUNDS to change the command count).
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use common::{Buf, DisplayAnswers, TestFrontend, gpu};
+use vm_memory::{Bytes, GuestAddress};
+
+const C_BACKEND: &str = "/usr/lib/qemu/vhost-user-gpu";
+
+/// Waits for the next used entry like a guest does: sleep on the call eventfd (the
+/// interrupt), then read the used ring. (Spinning would take one of this machine's two cores
+/// away from the backend and the proxy and measure the scheduler instead.)
+fn spin_used(fe: &mut TestFrontend, queue: u16) -> (u32, u32) {
+    let start = Instant::now();
+    loop {
+        let q = &fe.queues[usize::from(queue)];
+        let idx: u16 = fe
+            .mem
+            .load(GuestAddress(q.used + 2), Ordering::Acquire)
+            .unwrap();
+        if idx != q.last_used {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "no used entry");
+        // Blocking read: returns once the device signalled (clears the counter).
+        let _ = q.call.read();
+    }
+    let q = &mut fe.queues[usize::from(queue)];
+    let slot = q.used + 4 + 8 * u64::from(q.last_used % q.size);
+    let id: u32 = fe.mem.read_obj(GuestAddress(slot)).unwrap();
+    let len: u32 = fe.mem.read_obj(GuestAddress(slot + 4)).unwrap();
+    q.last_used = q.last_used.wrapping_add(1);
+    (id, len)
+}
+
+/// Reuses fixed descriptors and buffers (the bump allocator would run out of guest memory).
+struct Slots {
+    req: Vec<u64>,
+    resp: Vec<u64>,
+}
+
+fn push_fixed(fe: &mut TestFrontend, slot: u16, req_addr: u64, req: &[u8], resp_addr: u64) {
+    fe.mem.write_slice(req, GuestAddress(req_addr)).unwrap();
+    let table = fe.queues[0].desc;
+    let d0 = slot * 2;
+    fe.write_desc(
+        table,
+        d0,
+        (req_addr, req.len() as u32, common::F_NEXT, d0 + 1),
+    );
+    fe.write_desc(table, d0 + 1, (resp_addr, 24, common::F_WRITE, 0));
+    fe.publish(0, d0);
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+struct Small {
+    p50_us: f64,
+    p99_us: f64,
+    per_sec: f64,
+}
+
+fn small_commands(fe: &mut TestFrontend, rounds: usize) -> Small {
+    let slots = Slots {
+        req: (0..32).map(|_| fe.alloc(64)).collect(),
+        resp: (0..32).map(|_| fe.alloc(24)).collect(),
+    };
+    // One resource to flush over and over (not on a scanout: the backend answers at once).
+    let (_, _, r) = fe.command(
+        0,
+        &[Buf::Out(gpu::create_2d(99, 2, 64, 64)), Buf::In(24)],
+        false,
+    );
+    assert_eq!(gpu::resp_type(&r), 0x1100);
+    let flush = gpu::flush(99, [0, 0, 1, 1]);
+    // Warm-up, then one at a time.
+    let mut lat = Vec::with_capacity(rounds);
+    for i in 0..rounds + 100 {
+        let t = Instant::now();
+        push_fixed(fe, 0, slots.req[0], &flush, slots.resp[0]);
+        spin_used(fe, 0);
+        if i >= 100 {
+            lat.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+    }
+    lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    // Batches of 32.
+    let batches = rounds / 32;
+    let t = Instant::now();
+    for _ in 0..batches {
+        for s in 0..32u16 {
+            push_fixed(
+                fe,
+                s,
+                slots.req[usize::from(s)],
+                &flush,
+                slots.resp[usize::from(s)],
+            );
+        }
+        for _ in 0..32 {
+            spin_used(fe, 0);
+        }
+    }
+    let per_sec = (batches * 32) as f64 / t.elapsed().as_secs_f64();
+    Small {
+        p50_us: percentile(&lat, 0.5),
+        p99_us: percentile(&lat, 0.99),
+        per_sec,
+    }
+}
+
+fn full_frames(fe: &mut TestFrontend, frames: usize) -> f64 {
+    let (w, h) = (1920u32, 1080u32);
+    let len = (w * h * 4) as usize;
+    let backing = fe.alloc(len);
+    let pattern: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
+    fe.mem.write_slice(&pattern, GuestAddress(backing)).unwrap();
+    let cmds = [
+        gpu::create_2d(7, 2, w, h),
+        gpu::attach_backing(7, 1),
+        gpu::set_scanout(0, 7, [0, 0, w, h]),
+    ];
+    let (_, _, r) = fe.command(0, &[Buf::Out(cmds[0].clone()), Buf::In(24)], false);
+    assert_eq!(gpu::resp_type(&r), 0x1100);
+    let (_, _, r) = fe.command(
+        0,
+        &[
+            Buf::Out(cmds[1].clone()),
+            Buf::Out(gpu::mem_entries(&[(backing, len as u32)])),
+            Buf::In(24),
+        ],
+        false,
+    );
+    assert_eq!(gpu::resp_type(&r), 0x1100);
+    let (_, _, r) = fe.command(0, &[Buf::Out(cmds[2].clone()), Buf::In(24)], false);
+    assert_eq!(gpu::resp_type(&r), 0x1100);
+    let slots: Vec<(u64, u64)> = (0..2).map(|_| (fe.alloc(64), fe.alloc(24))).collect();
+    let transfer = gpu::transfer_2d(7, [0, 0, w, h], 0, None);
+    let flush = gpu::flush(7, [0, 0, w, h]);
+    let run = |fe: &mut TestFrontend, n: usize| {
+        for f in 0..n {
+            // A changing first row, so every frame differs.
+            fe.mem
+                .write_slice(&(f as u64).to_le_bytes(), GuestAddress(backing))
+                .unwrap();
+            push_fixed(fe, 0, slots[0].0, &transfer, slots[0].1);
+            push_fixed(fe, 1, slots[1].0, &flush, slots[1].1);
+            spin_used(fe, 0);
+            spin_used(fe, 0);
+        }
+    };
+    run(fe, 3);
+    let t = Instant::now();
+    run(fe, frames);
+    frames as f64 / t.elapsed().as_secs_f64()
+}
+
+fn wait_exit(c: &mut Child) {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(20) {
+        if c.try_wait().unwrap().is_some() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = c.kill();
+    let _ = c.wait();
+}
+
+fn measure(proxy: bool, dir: &Path, rounds: usize, frames: usize) -> (Small, f64) {
+    let sock = dir.join(if proxy { "proxy.sock" } else { "direct.sock" });
+    let mut child = if proxy {
+        let sync = std::env::var("VGT_BENCH_SYNC").unwrap_or_else(|_| "crash-safe".to_owned());
+        Command::new(env!("CARGO_BIN_EXE_vgt-capture"))
+            .args(["proxy", "--quiet", "--sync", &sync, "--socket"])
+            .arg(&sock)
+            .arg("--backend-cmd")
+            .arg(format!("{C_BACKEND} --socket-path %s"))
+            .arg("-o")
+            .arg(dir.join("bench.vgt"))
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap()
+    } else {
+        Command::new(C_BACKEND)
+            .arg("--socket-path")
+            .arg(&sock)
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let answers = DisplayAnswers {
+        width: 1920,
+        height: 1080,
+        ..DisplayAnswers::default()
+    };
+    let mut fe = TestFrontend::connect(&sock, answers);
+    let small = small_commands(&mut fe, rounds);
+    let fps = full_frames(&mut fe, frames);
+    drop(fe);
+    wait_exit(&mut child);
+    (small, fps)
+}
+
+fn main() {
+    if !Path::new(C_BACKEND).exists() {
+        eprintln!("proxy bench: skipped, {C_BACKEND} is not installed");
+        return;
+    }
+    let rounds: usize = std::env::var("VGT_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4000);
+    // Well beyond the display relay's 32-message queue, so that deferred recording is paid
+    // inside the measurement.
+    let frames = 200;
+    let dir = tempfile::tempdir().unwrap();
+    // Interleave direct and proxied runs so that machine load affects both alike.
+    let mut results = Vec::new();
+    for _ in 0..2 {
+        let d = measure(false, dir.path(), rounds, frames);
+        let p = measure(true, dir.path(), rounds, frames);
+        results.push((d, p));
+    }
+    for (i, ((ds, dfps), (ps, pfps))) in results.iter().enumerate() {
+        println!(
+            "run {i}: small command latency direct p50 {:.1} us p99 {:.1} us, proxy p50 {:.1} us p99 {:.1} us, added p50 {:.1} us p99 {:.1} us",
+            ds.p50_us,
+            ds.p99_us,
+            ps.p50_us,
+            ps.p99_us,
+            ps.p50_us - ds.p50_us,
+            ps.p99_us - ds.p99_us
+        );
+        println!(
+            "run {i}: small command throughput (batches of 32) direct {:.0}/s, proxy {:.0}/s, ratio {:.3}",
+            ds.per_sec,
+            ps.per_sec,
+            ps.per_sec / ds.per_sec
+        );
+        println!(
+            "run {i}: 1080p transfer+flush direct {dfps:.1} frames/s, proxy {pfps:.1} frames/s, ratio {:.3}",
+            pfps / dfps
+        );
+    }
+}

@@ -1,0 +1,1118 @@
+//! Proxy mode: vgt-capture sits between QEMU and an existing vhost-user GPU backend, forwards
+//! every message both ways (with its file descriptors) and records the same capture file as
+//! built-in mode.
+//!
+//! The backend works on shadow virtqueues that the proxy owns (an extra memfd region appended
+//! to the memory table it forwards); the proxy moves chains from the guest's available ring to
+//! the shadow ring when the guest kicks and from the shadow used ring to the guest's used ring
+//! when the backend calls, so every command is recorded before the backend can see it and every
+//! response is recorded before the guest can see it. docs/PROXY.md explains the design.
+//!
+//! - [`rings`]: guest memory, shadow rings, command/response recording.
+//! - [`gpu`]: the vhost-user-gpu display socket relay (GpuSocket, Frame and Cursor records).
+
+pub mod gpu;
+pub mod rings;
+
+use std::fs::File;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::FileTypeExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use vgt_format::record::{
+    CaptureMode, Direction, LifecycleKind, Payload, RecordBody, SessionStart,
+};
+use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
+
+use crate::recorder::Recorder;
+use crate::relay::{self, RawMessage};
+use crate::server::SyncMode;
+use rings::{ProxyState, Region};
+
+/// Where the real backend is.
+#[derive(Debug, Clone)]
+pub enum BackendSpec {
+    /// Connect to a backend already listening on this socket.
+    Socket(PathBuf),
+    /// Start this shell command (every `%s` replaced by a socket path the proxy chooses), then
+    /// connect to it.
+    Command(String),
+}
+
+/// Options of `vgt-capture proxy`.
+#[derive(Debug, Clone)]
+pub struct ProxyOptions {
+    /// Socket QEMU connects to.
+    pub socket: PathBuf,
+    /// The real backend.
+    pub backend: BackendSpec,
+    /// Capture file.
+    pub output: PathBuf,
+    /// Sync policy.
+    pub sync: SyncMode,
+    /// No progress messages.
+    pub quiet: bool,
+}
+
+/// How a proxy run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProxyOutcome {
+    /// QEMU disconnected (or a signal arrived) and the backend ended normally.
+    Clean,
+    /// The backend crashed or closed the connection while QEMU was connected; the message
+    /// names the commands in flight.
+    BackendCrashed(String),
+    /// QEMU disconnected but the backend then exited with a failure.
+    BackendFailed(String),
+}
+
+/// vhost-user front-end requests the proxy rewrites.
+mod req {
+    pub const GET_FEATURES: u32 = 1;
+    pub const SET_FEATURES: u32 = 2;
+    pub const SET_MEM_TABLE: u32 = 5;
+    pub const SET_VRING_NUM: u32 = 8;
+    pub const SET_VRING_ADDR: u32 = 9;
+    pub const SET_VRING_BASE: u32 = 10;
+    pub const GET_VRING_BASE: u32 = 11;
+    pub const SET_VRING_KICK: u32 = 12;
+    pub const SET_VRING_CALL: u32 = 13;
+    pub const GET_PROTOCOL_FEATURES: u32 = 15;
+    pub const SET_BACKEND_REQ_FD: u32 = 21;
+    pub const GPU_SET_SOCKET: u32 = 33;
+    pub const ADD_MEM_REG: u32 = 37;
+    pub const REM_MEM_REG: u32 = 38;
+}
+
+/// Protocol features the proxy removes, with the reason recorded for each.
+pub const STRIPPED_PROTOCOL_FEATURES: &[(u32, &str, &str)] = &[
+    (
+        1,
+        "LOG_SHMFD",
+        "dirty logging for migration is not mediated",
+    ),
+    (8, "PAGEFAULT", "postcopy migration is not mediated"),
+    (
+        11,
+        "HOST_NOTIFIER",
+        "the backend would be notified directly by the guest, bypassing the shadow rings",
+    ),
+    (
+        12,
+        "INFLIGHT_SHMFD",
+        "the inflight region would describe the shadow rings, not the guest's",
+    ),
+    (
+        14,
+        "INBAND_NOTIFICATIONS",
+        "in-band kicks and calls are not interposed",
+    ),
+    (
+        15,
+        "CONFIGURE_MEM_SLOTS",
+        "ADD/REM_MEM_REG are not interposed (SET_MEM_TABLE is)",
+    ),
+    (17, "XEN_MMAP", "Xen mappings are not supported"),
+    (
+        19,
+        "DEVICE_STATE",
+        "device state would hold shadow ring indices",
+    ),
+    (20, "GET_VRING_BASE_INFLIGHT", "not mediated"),
+    (21, "SHMEM", "shared-memory mappings are not mediated"),
+    (22, "bit 22", "unknown to the proxy"),
+    (23, "bit 23", "unknown to the proxy"),
+];
+
+/// Virtio features the proxy removes: ACCESS_PLATFORM (33: IOTLB translation is not
+/// mediated) and RING_PACKED (34: the shadow rings are split rings).
+pub const STRIPPED_FEATURES: u64 = (1 << 33) | (1 << 34);
+
+fn stripped_protocol_mask() -> u64 {
+    STRIPPED_PROTOCOL_FEATURES
+        .iter()
+        .fold(0, |m, (bit, _, _)| m | (1u64 << bit))
+}
+
+/// What the threads of one proxied connection share.
+pub struct Shared {
+    /// The capture.
+    pub recorder: Arc<Recorder>,
+    /// Device state.
+    pub state: Mutex<ProxyState>,
+    /// QEMU closed its connection (a backend EOF after that is normal).
+    pub front_closed: AtomicBool,
+    /// The backend closed its connection while QEMU was still connected.
+    pub backend_crashed: Mutex<Option<String>>,
+    /// Session over: the threads stop.
+    pub stopping: AtomicBool,
+    /// Wakes the queue worker (fd changes, stop).
+    pub worker_wake: EventFd,
+    /// Wakes the main loop (session end).
+    pub main_wake: EventFd,
+    /// The backend process when the proxy started it.
+    pub child: Mutex<Option<Child>>,
+    /// Helper threads started on the fly (display socket, backend request channel).
+    pub threads: Mutex<Vec<JoinHandle<()>>>,
+    /// The sockets those threads read (shut down at the end so that they return).
+    pub sockets: Mutex<Vec<UnixStream>>,
+}
+
+impl Shared {
+    /// Locks the state (a panic elsewhere does not make it unusable).
+    pub fn lock(&self) -> MutexGuard<'_, ProxyState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn keep_socket(&self, s: &UnixStream) {
+        if let Ok(c) = s.try_clone() {
+            self.sockets
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(c);
+        }
+    }
+
+    fn spawn(&self, name: &str, f: impl FnOnce() + Send + 'static) {
+        match std::thread::Builder::new().name(name.to_owned()).spawn(f) {
+            Ok(h) => self
+                .threads
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(h),
+            Err(e) => {
+                let _ = self.recorder.lifecycle(
+                    LifecycleKind::Error,
+                    None,
+                    None,
+                    format!("cannot start thread {name}: {e}"),
+                );
+            }
+        }
+    }
+}
+
+fn payload_u32(p: &[u8], at: usize) -> u32 {
+    p.get(at..at + 4)
+        .and_then(|s| s.try_into().ok())
+        .map_or(0, u32::from_le_bytes)
+}
+
+fn payload_u64(p: &[u8], at: usize) -> u64 {
+    p.get(at..at + 8)
+        .and_then(|s| s.try_into().ok())
+        .map_or(0, u64::from_le_bytes)
+}
+
+fn set_payload(msg: &mut RawMessage, payload: Vec<u8>) {
+    let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
+    msg.header[8..12].copy_from_slice(&len.to_le_bytes());
+    msg.payload = payload;
+}
+
+/// Rewrites one front-end request before it goes to the backend. Called after it was recorded
+/// as QEMU sent it.
+fn rewrite_request(shared: &Arc<Shared>, msg: &mut RawMessage) {
+    let request = msg.request();
+    match request {
+        req::SET_FEATURES => {
+            shared.lock().acked = payload_u64(&msg.payload, 0);
+        }
+        req::SET_MEM_TABLE => rewrite_mem_table(shared, msg),
+        req::SET_VRING_NUM => {
+            let q = payload_u32(&msg.payload, 0) as usize;
+            shared.lock().set_num(q, payload_u32(&msg.payload, 4));
+        }
+        req::SET_VRING_BASE => {
+            let q = payload_u32(&msg.payload, 0) as usize;
+            shared.lock().set_base(q, payload_u32(&msg.payload, 4));
+        }
+        req::SET_VRING_ADDR if msg.payload.len() >= 40 => {
+            let q = payload_u32(&msg.payload, 0) as usize;
+            let desc = payload_u64(&msg.payload, 8);
+            let used = payload_u64(&msg.payload, 16);
+            let avail = payload_u64(&msg.payload, 24);
+            let shadow = shared.lock().set_addr(q, desc, used, avail);
+            if let Some((d, a, u)) = shadow {
+                let mut p = msg.payload.clone();
+                p[8..16].copy_from_slice(&d.to_le_bytes());
+                p[16..24].copy_from_slice(&u.to_le_bytes());
+                p[24..32].copy_from_slice(&a.to_le_bytes());
+                set_payload(msg, p);
+            }
+        }
+        req::GET_VRING_BASE => {
+            let q = payload_u32(&msg.payload, 0) as usize;
+            if let Some(queue) = shared.lock().queues.get_mut(q) {
+                queue.running = false;
+            }
+        }
+        req::SET_VRING_KICK | req::SET_VRING_CALL => {
+            let v = payload_u64(&msg.payload, 0);
+            let q = (v & 0xff) as usize;
+            let nofd = v & 0x100 != 0;
+            let mut st = shared.lock();
+            let Some(queue) = st.queues.get_mut(q) else {
+                return;
+            };
+            let theirs = msg.fds.pop().map(File::from);
+            let ours = if request == req::SET_VRING_KICK {
+                queue.kick_back.try_clone()
+            } else {
+                queue.call_back.try_clone()
+            };
+            let ours = match ours {
+                Ok(e) => e,
+                Err(e) => {
+                    drop(st);
+                    let _ = shared.recorder.lifecycle(
+                        LifecycleKind::Error,
+                        Some(q as u16),
+                        None,
+                        format!("cannot duplicate an eventfd: {e}"),
+                    );
+                    return;
+                }
+            };
+            if request == req::SET_VRING_KICK {
+                if let Some(f) = &theirs {
+                    rings::set_nonblocking(f);
+                }
+                queue.kick_front = theirs;
+                queue.kick_gen += 1;
+                queue.running = true;
+            } else {
+                queue.call_front = theirs;
+            }
+            // The backend always gets the proxy's eventfd (also for "no fd": the proxy then
+            // simply does not signal QEMU, which polls).
+            // SAFETY: dup(2) of a descriptor we own; the result is checked and owned below.
+            let raw = unsafe { libc::dup(ours.as_raw_fd()) };
+            drop(ours);
+            if raw < 0 {
+                return;
+            }
+            // SAFETY: `raw` is a fresh descriptor from dup that nothing else owns.
+            let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) };
+            msg.fds.clear();
+            msg.fds.push(fd);
+            if nofd {
+                let mut p = msg.payload.clone();
+                let cleared = v & !0x100;
+                p[0..8].copy_from_slice(&cleared.to_le_bytes());
+                set_payload(msg, p);
+            }
+            drop(st);
+            let _ = shared.worker_wake.write(1);
+        }
+        req::SET_BACKEND_REQ_FD => {
+            if let Some(qemu_end) = msg.fds.pop() {
+                match UnixStream::pair() {
+                    Ok((ours, theirs)) => {
+                        msg.fds.push(OwnedFd::from(theirs));
+                        start_backend_channel(shared, UnixStream::from(qemu_end), ours);
+                    }
+                    Err(e) => {
+                        msg.fds.push(qemu_end);
+                        let _ = shared.recorder.lifecycle(
+                            LifecycleKind::Error,
+                            None,
+                            None,
+                            format!("backend request channel not interposed: {e}"),
+                        );
+                    }
+                }
+            }
+        }
+        req::GPU_SET_SOCKET => {
+            if let Some(qemu_end) = msg.fds.pop() {
+                match UnixStream::pair() {
+                    Ok((ours, theirs)) => {
+                        msg.fds.push(OwnedFd::from(theirs));
+                        gpu::start(shared, UnixStream::from(qemu_end), ours);
+                    }
+                    Err(e) => {
+                        msg.fds.push(qemu_end);
+                        let _ = shared.recorder.lifecycle(
+                            LifecycleKind::Error,
+                            None,
+                            None,
+                            format!("display socket not interposed: {e}"),
+                        );
+                    }
+                }
+            }
+        }
+        req::ADD_MEM_REG | req::REM_MEM_REG => {
+            let _ = shared.recorder.lifecycle(
+                LifecycleKind::Error,
+                None,
+                None,
+                "ADD/REM_MEM_REG forwarded but not interposed (CONFIGURE_MEM_SLOTS was not offered)",
+            );
+        }
+        _ => {}
+    }
+}
+
+fn rewrite_mem_table(shared: &Arc<Shared>, msg: &mut RawMessage) {
+    let n = payload_u32(&msg.payload, 0) as usize;
+    if msg.payload.len() < 8 + 32 * n || msg.fds.len() != n || n >= 8 {
+        let _ = shared.recorder.lifecycle(
+            LifecycleKind::Error,
+            None,
+            None,
+            format!(
+                "SET_MEM_TABLE with {n} regions, {} bytes and {} fds: forwarded unchanged, queues not interposed",
+                msg.payload.len(),
+                msg.fds.len()
+            ),
+        );
+        return;
+    }
+    let regions: Vec<Region> = (0..n)
+        .map(|i| {
+            let o = 8 + 32 * i;
+            Region {
+                gpa: payload_u64(&msg.payload, o),
+                size: payload_u64(&msg.payload, o + 8),
+                uaddr: payload_u64(&msg.payload, o + 16),
+                mmap_offset: payload_u64(&msg.payload, o + 24),
+            }
+        })
+        .collect();
+    let mut st = shared.lock();
+    let extra = match st.set_memory(regions, &msg.fds) {
+        Ok(r) => r,
+        Err(e) => {
+            drop(st);
+            let _ = shared.recorder.lifecycle(
+                LifecycleKind::Error,
+                None,
+                None,
+                format!("{e}: forwarded unchanged, queues not interposed"),
+            );
+            return;
+        }
+    };
+    let fd = match st.shadow_file.try_clone() {
+        Ok(f) => OwnedFd::from(f),
+        Err(e) => {
+            drop(st);
+            let _ = shared.recorder.lifecycle(
+                LifecycleKind::Error,
+                None,
+                None,
+                format!("dup of the shadow memfd: {e}"),
+            );
+            return;
+        }
+    };
+    drop(st);
+    let mut p = msg.payload[..8 + 32 * n].to_vec();
+    p[0..4].copy_from_slice(&((n + 1) as u32).to_le_bytes());
+    for v in [extra.gpa, extra.size, extra.uaddr, extra.mmap_offset] {
+        p.extend_from_slice(&v.to_le_bytes());
+    }
+    set_payload(msg, p);
+    msg.fds.push(fd);
+}
+
+/// Rewrites one backend reply before QEMU sees it (it is recorded as QEMU sees it).
+fn rewrite_reply(shared: &Arc<Shared>, msg: &mut RawMessage) {
+    match msg.request() {
+        req::GET_PROTOCOL_FEATURES if msg.payload.len() == 8 => {
+            let offered = payload_u64(&msg.payload, 0);
+            let removed = offered & stripped_protocol_mask();
+            if removed != 0 {
+                let names: Vec<String> = STRIPPED_PROTOCOL_FEATURES
+                    .iter()
+                    .filter(|(bit, _, _)| removed & (1 << bit) != 0)
+                    .map(|(bit, name, why)| format!("{name} (bit {bit}): {why}"))
+                    .collect();
+                let _ = shared.recorder.lifecycle(
+                    LifecycleKind::Connect,
+                    None,
+                    None,
+                    format!(
+                        "proxy removed protocol features {removed:#x} from the backend's {offered:#x}: {}",
+                        names.join("; ")
+                    ),
+                );
+                set_payload(msg, (offered & !removed).to_le_bytes().to_vec());
+            }
+        }
+        req::GET_FEATURES if msg.payload.len() == 8 => {
+            let offered = payload_u64(&msg.payload, 0);
+            let removed = offered & STRIPPED_FEATURES;
+            if removed != 0 {
+                let _ = shared.recorder.lifecycle(
+                    LifecycleKind::Connect,
+                    None,
+                    None,
+                    format!(
+                        "proxy removed virtio features {removed:#x} from the backend's {offered:#x}: ACCESS_PLATFORM (IOTLB) and RING_PACKED are not mediated by the split shadow rings"
+                    ),
+                );
+                set_payload(msg, (offered & !removed).to_le_bytes().to_vec());
+            }
+        }
+        req::GET_VRING_BASE => {
+            // The backend stopped the ring: whatever it completed reaches the guest first.
+            let q = payload_u32(&msg.payload, 0) as usize;
+            let mut st = shared.lock();
+            let moved = st.take_used(q);
+            if moved && let Some(f) = st.queues.get(q).and_then(|x| x.call_front.as_ref()) {
+                rings::signal_eventfd(f);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn start_backend_channel(shared: &Arc<Shared>, qemu: UnixStream, backend: UnixStream) {
+    let (q2, b2) = match (qemu.try_clone(), backend.try_clone()) {
+        (Ok(q), Ok(b)) => (q, b),
+        _ => return,
+    };
+    shared.keep_socket(&qemu);
+    shared.keep_socket(&backend);
+    let s1 = shared.clone();
+    shared.spawn("vgt-proxy-breq", move || {
+        while let Ok(Some(m)) = relay::read_message(&backend) {
+            relay::record(&s1.recorder, Direction::BackendRequest, &m);
+            if relay::write_message(&qemu, &m).is_err() {
+                break;
+            }
+        }
+        let _ = qemu.shutdown(std::net::Shutdown::Write);
+    });
+    let s2 = shared.clone();
+    shared.spawn("vgt-proxy-brep", move || {
+        while let Ok(Some(m)) = relay::read_message(&q2) {
+            relay::record(&s2.recorder, Direction::BackendReply, &m);
+            if relay::write_message(&b2, &m).is_err() {
+                break;
+            }
+        }
+        let _ = b2.shutdown(std::net::Shutdown::Write);
+    });
+}
+
+const TOKEN_WAKE: u64 = u64::MAX;
+
+/// The queue worker: waits for guest kicks and backend calls and moves chains.
+fn worker(shared: Arc<Shared>) {
+    let Ok(epoll) = Epoll::new() else {
+        let _ = shared
+            .recorder
+            .lifecycle(LifecycleKind::Error, None, None, "epoll failed");
+        return;
+    };
+    let _ = epoll.ctl(
+        ControlOperation::Add,
+        shared.worker_wake.as_raw_fd(),
+        EpollEvent::new(EventSet::IN, TOKEN_WAKE),
+    );
+    let mut kick_registered: Vec<(u64, Option<i32>)> = vec![(0, None); rings::MAX_QUEUES];
+    {
+        let st = shared.lock();
+        for (q, queue) in st.queues.iter().enumerate() {
+            let _ = epoll.ctl(
+                ControlOperation::Add,
+                queue.call_back.as_raw_fd(),
+                EpollEvent::new(EventSet::IN, (q * 2 + 1) as u64),
+            );
+        }
+    }
+    let mut events = vec![EpollEvent::default(); 32];
+    while !shared.stopping.load(Ordering::SeqCst) {
+        let n = match epoll.wait(-1, &mut events) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        };
+        for ev in &events[..n] {
+            let token = ev.data();
+            let mut st = shared.lock();
+            if token == TOKEN_WAKE {
+                let _ = shared.worker_wake.read();
+                for (q, reg) in kick_registered.iter_mut().enumerate() {
+                    let Some(queue) = st.queues.get(q) else {
+                        continue;
+                    };
+                    if queue.kick_gen == reg.0 {
+                        continue;
+                    }
+                    if let Some(old) = reg.1.take() {
+                        let _ = epoll.ctl(ControlOperation::Delete, old, EpollEvent::default());
+                    }
+                    reg.0 = queue.kick_gen;
+                    if let Some(f) = &queue.kick_front {
+                        let fd = f.as_raw_fd();
+                        if epoll
+                            .ctl(
+                                ControlOperation::Add,
+                                fd,
+                                EpollEvent::new(EventSet::IN, (q * 2) as u64),
+                            )
+                            .is_ok()
+                        {
+                            reg.1 = Some(fd);
+                        }
+                    }
+                }
+                // A (re)started queue may already hold work.
+                for q in 0..rings::MAX_QUEUES {
+                    if st.take_avail(q) {
+                        let _ = st.queues[q].kick_back.write(1);
+                    }
+                }
+                st.record_reads();
+                continue;
+            }
+            let q = (token / 2) as usize;
+            if q >= rings::MAX_QUEUES {
+                continue;
+            }
+            if token % 2 == 0 {
+                if let Some(f) = &st.queues[q].kick_front {
+                    rings::drain_eventfd(f);
+                }
+                if st.take_avail(q) {
+                    let _ = st.queues[q].kick_back.write(1);
+                }
+                st.record_reads();
+            } else {
+                let _ = st.queues[q].call_back.read();
+                if st.take_used(q)
+                    && let Some(f) = &st.queues[q].call_front
+                {
+                    rings::signal_eventfd(f);
+                }
+            }
+        }
+    }
+}
+
+/// Writes the session start record.
+fn session_start(recorder: &Recorder, renderer: String) -> anyhow::Result<()> {
+    let wall = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or(0);
+    recorder.append(RecordBody::SessionStart(SessionStart {
+        wall_clock_unix_ns: wall,
+        tool: "vgt-capture".to_owned(),
+        tool_version: env!("CARGO_PKG_VERSION").to_owned(),
+        mode: CaptureMode::Proxy,
+        renderer,
+        features_offered: 0,
+        features_acked: 0,
+        protocol_features: 0,
+        num_queues: 2,
+        queue_sizes: Vec::new(),
+        device_config: Payload::empty(),
+    }))?;
+    Ok(())
+}
+
+/// Describes the in-flight commands and the last completed one, and records the crash.
+fn record_backend_gone(shared: &Arc<Shared>, cause: &str) -> String {
+    let (in_flight, last) = {
+        let mut st = shared.lock();
+        st.closed = true;
+        // What the backend completed before it died is not in flight: take it first.
+        for q in 0..rings::MAX_QUEUES {
+            if st.take_used(q)
+                && let Some(f) = st.queues.get(q).and_then(|x| x.call_front.as_ref())
+            {
+                rings::signal_eventfd(f);
+            }
+        }
+        (st.in_flight_sorted(), st.last_completed.clone())
+    };
+    let status = child_status(shared);
+    let list: Vec<String> = in_flight
+        .iter()
+        .map(|p| {
+            format!(
+                "#{} {} (queue {}, head {})",
+                p.record, p.name, p.queue, p.head
+            )
+        })
+        .collect();
+    let last_text = last
+        .as_ref()
+        .map_or("none".to_owned(), |(id, name)| format!("#{id} {name}"));
+    let summary = format!(
+        "backend {cause}{status}; {} command(s) in flight: {}; last completed: {last_text}",
+        in_flight.len(),
+        if list.is_empty() {
+            "none".to_owned()
+        } else {
+            list.join(", ")
+        }
+    );
+    let _ = shared.recorder.lifecycle(
+        LifecycleKind::Crash,
+        None,
+        last.as_ref().map(|(id, _)| *id),
+        summary.clone(),
+    );
+    for p in &in_flight {
+        let _ = shared.recorder.lifecycle(
+            LifecycleKind::Crash,
+            Some(p.queue),
+            Some(p.record),
+            format!(
+                "in flight when the backend went away: {} (queue {}, head {})",
+                p.name, p.queue, p.head
+            ),
+        );
+    }
+    summary
+}
+
+/// ", killed by signal N" / ", exit status N" when the started backend has exited.
+fn child_status(shared: &Arc<Shared>) -> String {
+    let mut guard = shared.child.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(child) = guard.as_mut() else {
+        return String::new();
+    };
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(2) {
+        if let Ok(Some(st)) = child.try_wait() {
+            use std::os::unix::process::ExitStatusExt;
+            return match (st.code(), st.signal()) {
+                (_, Some(sig)) => format!(" (process killed by signal {sig})"),
+                (Some(code), _) => format!(" (process exit status {code})"),
+                _ => String::new(),
+            };
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    " (process still running)".to_owned()
+}
+
+fn connect_backend(
+    spec: &BackendSpec,
+    shared_child: &Mutex<Option<Child>>,
+    dir: &Path,
+) -> anyhow::Result<(UnixStream, String)> {
+    let (path, desc) = match spec {
+        BackendSpec::Socket(p) => (p.clone(), format!("proxy to {}", p.display())),
+        BackendSpec::Command(cmd) => {
+            let path = dir.join("backend.sock");
+            let line = cmd.replace("%s", &path.to_string_lossy());
+            let child = Command::new("sh")
+                .arg("-c")
+                .arg(format!("exec {line}"))
+                .spawn()
+                .with_context(|| format!("cannot start backend {line:?}"))?;
+            *shared_child.lock().unwrap_or_else(|p| p.into_inner()) = Some(child);
+            (path, format!("proxy to `{line}`"))
+        }
+    };
+    let start = Instant::now();
+    loop {
+        match UnixStream::connect(&path) {
+            Ok(s) => return Ok((s, desc)),
+            Err(e) => {
+                if let Some(child) = shared_child
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .as_mut()
+                    && let Ok(Some(st)) = child.try_wait()
+                {
+                    bail!(
+                        "the backend exited ({st}) before listening on {}",
+                        path.display()
+                    );
+                }
+                if start.elapsed() > Duration::from_secs(20) {
+                    bail!("cannot connect to the backend at {}: {e}", path.display());
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+fn bind(path: &Path) -> anyhow::Result<UnixListener> {
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if meta.file_type().is_socket() {
+            std::fs::remove_file(path)
+                .with_context(|| format!("cannot remove stale socket {}", path.display()))?;
+        } else {
+            bail!("{} exists and is not a socket", path.display());
+        }
+    }
+    UnixListener::bind(path).with_context(|| format!("cannot listen on {}", path.display()))
+}
+
+/// Runs the proxy for one QEMU connection.
+pub fn run(opts: &ProxyOptions) -> anyhow::Result<ProxyOutcome> {
+    let (sig_read, sig_write) = UnixStream::pair().context("signal pipe")?;
+    sig_read.set_nonblocking(true).context("signal pipe")?;
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::low_level::pipe::register(sig, sig_write.try_clone().context("signal pipe")?)
+            .context("cannot install signal handler")?;
+    }
+    let dir = std::env::temp_dir().join(format!("vgt-proxy-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let child: Mutex<Option<Child>> = Mutex::new(None);
+    let result = run_inner(opts, &sig_read, &dir, child);
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_file(&opts.socket);
+    result
+}
+
+fn run_inner(
+    opts: &ProxyOptions,
+    sig_read: &UnixStream,
+    dir: &Path,
+    child: Mutex<Option<Child>>,
+) -> anyhow::Result<ProxyOutcome> {
+    let (back, renderer) = match connect_backend(&opts.backend, &child, dir) {
+        Ok(v) => v,
+        Err(e) => {
+            if let Some(mut c) = child.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+            return Err(e);
+        }
+    };
+    let listener = bind(&opts.socket)?;
+    if !opts.quiet {
+        eprintln!(
+            "vgt-capture proxy: waiting for QEMU on {} ({renderer})",
+            opts.socket.display()
+        );
+    }
+    // Wait for QEMU or a signal.
+    let epoll = Epoll::new().context("epoll")?;
+    epoll
+        .ctl(
+            ControlOperation::Add,
+            listener.as_raw_fd(),
+            EpollEvent::new(EventSet::IN, 1),
+        )
+        .context("epoll")?;
+    epoll
+        .ctl(
+            ControlOperation::Add,
+            sig_read.as_raw_fd(),
+            EpollEvent::new(EventSet::IN, 2),
+        )
+        .context("epoll")?;
+    let mut events = vec![EpollEvent::default(); 4];
+    let front = loop {
+        let n = match epoll.wait(-1, &mut events) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e).context("epoll wait"),
+        };
+        if events[..n].iter().any(|e| e.data() == 2) {
+            stop_child(&child);
+            return Ok(ProxyOutcome::Clean);
+        }
+        if events[..n].iter().any(|e| e.data() == 1) {
+            break listener.accept().context("accept")?.0;
+        }
+    };
+    drop(listener);
+    let _ = std::fs::remove_file(&opts.socket);
+    let sink = crate::sink::open_file(&opts.output, opts.sync)
+        .with_context(|| format!("cannot create capture file {}", opts.output.display()))?;
+    let recorder = Arc::new(Recorder::new(sink));
+    session_start(&recorder, renderer)?;
+    recorder.lifecycle(
+        LifecycleKind::Connect,
+        None,
+        None,
+        "front-end connected (proxy mode)",
+    )?;
+    let state = ProxyState::new(recorder.clone()).context("shadow rings")?;
+    let shared = Arc::new(Shared {
+        recorder: recorder.clone(),
+        state: Mutex::new(state),
+        front_closed: AtomicBool::new(false),
+        backend_crashed: Mutex::new(None),
+        stopping: AtomicBool::new(false),
+        worker_wake: EventFd::new(EFD_NONBLOCK).context("eventfd")?,
+        main_wake: EventFd::new(EFD_NONBLOCK).context("eventfd")?,
+        child,
+        threads: Mutex::new(Vec::new()),
+        sockets: Mutex::new(Vec::new()),
+    });
+    let outcome = serve(&shared, front, back, sig_read);
+    // Stop the helpers and finish the file.
+    shared.stopping.store(true, Ordering::SeqCst);
+    let _ = shared.worker_wake.write(1);
+    shared.lock().record_reads();
+    let message = match &outcome {
+        ProxyOutcome::Clean => "front-end disconnected",
+        ProxyOutcome::BackendCrashed(_) => "backend crashed",
+        ProxyOutcome::BackendFailed(_) => "backend failed after the front-end disconnected",
+    };
+    recorder
+        .finish(message)
+        .with_context(|| format!("cannot finish capture file {}", opts.output.display()))?;
+    if !opts.quiet {
+        let s = recorder.stats();
+        eprintln!(
+            "vgt-capture proxy: finished {}: {} commands, {} frames, {:.1} MB",
+            opts.output.display(),
+            s.commands,
+            s.frames,
+            s.file_bytes as f64 / 1e6
+        );
+    }
+    Ok(outcome)
+}
+
+fn stop_child(child: &Mutex<Option<Child>>) {
+    if let Some(mut c) = child.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        // SAFETY: kill(2) with the child's pid and SIGTERM; no memory is involved.
+        unsafe {
+            libc::kill(c.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(3) {
+            if let Ok(Some(_)) = c.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
+
+fn serve(
+    shared: &Arc<Shared>,
+    front: UnixStream,
+    back: UnixStream,
+    sig_read: &UnixStream,
+) -> ProxyOutcome {
+    let clone = |s: &UnixStream| s.try_clone();
+    let (Ok(f1), Ok(b1), Ok(f2), Ok(b2)) =
+        (clone(&front), clone(&back), clone(&front), clone(&back))
+    else {
+        return ProxyOutcome::BackendCrashed("cannot clone sockets".to_owned());
+    };
+    let s = shared.clone();
+    let worker_thread = std::thread::Builder::new()
+        .name("vgt-proxy-queues".to_owned())
+        .spawn(move || worker(s))
+        .ok();
+    // QEMU → backend.
+    let s = shared.clone();
+    let t_in = std::thread::Builder::new()
+        .name("vgt-proxy-in".to_owned())
+        .spawn(move || {
+            let why = loop {
+                match relay::read_message(&f1) {
+                    Ok(Some(mut msg)) => {
+                        relay::record(&s.recorder, Direction::FrontToBack, &msg);
+                        relay::lifecycle_of(&s.recorder, &msg);
+                        rewrite_request(&s, &mut msg);
+                        if let Err(e) = relay::write_message(&b1, &msg) {
+                            break format!("forwarding to the backend failed: {e}");
+                        }
+                    }
+                    Ok(None) => break "front-end closed the connection".to_owned(),
+                    Err(e) => break format!("front-end connection failed: {e}"),
+                }
+            };
+            s.front_closed.store(true, Ordering::SeqCst);
+            let _ = s
+                .recorder
+                .lifecycle(LifecycleKind::Disconnect, None, None, why);
+            // The backend sees QEMU's disconnect as it would without the proxy.
+            let _ = b1.shutdown(std::net::Shutdown::Both);
+            let _ = s.main_wake.write(1);
+        })
+        .ok();
+    // Backend → QEMU.
+    let s = shared.clone();
+    let t_out = std::thread::Builder::new()
+        .name("vgt-proxy-out".to_owned())
+        .spawn(move || {
+            let why = loop {
+                match relay::read_message(&b2) {
+                    Ok(Some(mut msg)) => {
+                        rewrite_reply(&s, &mut msg);
+                        relay::record(&s.recorder, Direction::BackToFront, &msg);
+                        if let Err(e) = relay::write_message(&f2, &msg) {
+                            break Some(format!("forwarding to the front-end failed: {e}"));
+                        }
+                    }
+                    Ok(None) => break None,
+                    Err(e) => break Some(format!("{e}")),
+                }
+            };
+            if !s.front_closed.load(Ordering::SeqCst) && !s.stopping.load(Ordering::SeqCst) {
+                let cause = match why {
+                    None => "closed the connection".to_owned(),
+                    Some(e) => format!("connection failed ({e})"),
+                };
+                let summary = record_backend_gone(&s, &cause);
+                *s.backend_crashed.lock().unwrap_or_else(|p| p.into_inner()) = Some(summary);
+                // QEMU sees the backend go away as it would without the proxy.
+                let _ = f2.shutdown(std::net::Shutdown::Both);
+            }
+            let _ = s.main_wake.write(1);
+        })
+        .ok();
+
+    let epoll = Epoll::new();
+    let mut signalled = false;
+    if let Ok(epoll) = &epoll {
+        let _ = epoll.ctl(
+            ControlOperation::Add,
+            shared.main_wake.as_raw_fd(),
+            EpollEvent::new(EventSet::IN, 1),
+        );
+        let _ = epoll.ctl(
+            ControlOperation::Add,
+            sig_read.as_raw_fd(),
+            EpollEvent::new(EventSet::IN, 2),
+        );
+        let mut events = vec![EpollEvent::default(); 4];
+        let mut front_closed_at: Option<Instant> = None;
+        loop {
+            let n = match epoll.wait(200, &mut events) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            };
+            if events[..n].iter().any(|e| e.data() == 2) {
+                signalled = true;
+                let _ = shared.recorder.lifecycle(
+                    LifecycleKind::Disconnect,
+                    None,
+                    None,
+                    "stopped by signal",
+                );
+                break;
+            }
+            let _ = shared.main_wake.read();
+            if shared
+                .backend_crashed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_some()
+            {
+                break;
+            }
+            if t_out.as_ref().is_some_and(|t| t.is_finished())
+                && t_in.as_ref().is_some_and(|t| t.is_finished())
+            {
+                break;
+            }
+            if shared.front_closed.load(Ordering::SeqCst) {
+                // The backend should close its end now; do not wait for ever.
+                let at = *front_closed_at.get_or_insert_with(Instant::now);
+                if at.elapsed() > Duration::from_secs(5) {
+                    break;
+                }
+            }
+        }
+    }
+    shared.stopping.store(true, Ordering::SeqCst);
+    let _ = shared.worker_wake.write(1);
+    let _ = front.shutdown(std::net::Shutdown::Both);
+    let _ = back.shutdown(std::net::Shutdown::Both);
+    for t in [t_in, t_out, worker_thread].into_iter().flatten() {
+        let _ = t.join();
+    }
+    let crashed = shared
+        .backend_crashed
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    if let Some(summary) = crashed {
+        // The display and backend-channel relays end when their sockets close.
+        stop_helpers(shared);
+        return ProxyOutcome::BackendCrashed(summary);
+    }
+    // Normal end: the backend exits by itself once QEMU is gone.
+    let mut failed = None;
+    if signalled {
+        stop_child(&shared.child);
+    } else if let Some(mut c) = shared
+        .child
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take()
+    {
+        let start = Instant::now();
+        loop {
+            match c.try_wait() {
+                Ok(Some(st)) => {
+                    if !st.success() {
+                        failed = Some(format!(
+                            "backend exited with {st} after the front-end disconnected"
+                        ));
+                    }
+                    break;
+                }
+                Ok(None) if start.elapsed() < Duration::from_secs(5) => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                _ => {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                    break;
+                }
+            }
+        }
+    }
+    stop_helpers(shared);
+    match failed {
+        Some(f) => {
+            let _ = shared
+                .recorder
+                .lifecycle(LifecycleKind::Error, None, None, f.clone());
+            ProxyOutcome::BackendFailed(f)
+        }
+        None => ProxyOutcome::Clean,
+    }
+}
+
+fn stop_helpers(shared: &Arc<Shared>) {
+    for s in shared
+        .sockets
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .drain(..)
+    {
+        let _ = s.shutdown(std::net::Shutdown::Both);
+    }
+    let threads: Vec<JoinHandle<()>> = shared
+        .threads
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .drain(..)
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    for t in threads {
+        while !t.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if t.is_finished() {
+            let _ = t.join();
+        }
+    }
+}

@@ -1,0 +1,1054 @@
+//! The shadow virtqueues of proxy mode: guest memory as the proxy maps it, the proxy-owned
+//! shadow rings the backend works on, and moving chains between the two (guest avail → shadow
+//! avail on a guest kick, shadow used → guest used on a backend call), recording each command
+//! when it is taken and each response before the guest can see it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::Arc;
+use std::sync::atomic::{Ordering, fence};
+
+use vgt_format::record::{
+    CommandRecord, FenceSignal, LifecycleKind, MemoryRead, Payload, RecordBody, RecordId,
+    ResponseRecord,
+};
+use vgt_format::wire::{Command, CommandType, Request};
+use vm_memory::{Bytes, FileOffset, GuestAddress, GuestMemoryMmap};
+use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
+
+use crate::chain::{self, WalkedChain};
+use crate::recorder::Recorder;
+
+/// Most queues the proxy interposes (virtio-gpu has 2).
+pub const MAX_QUEUES: usize = 8;
+/// Largest queue size the shadow rings hold.
+pub const MAX_QUEUE_SIZE: u16 = 1024;
+/// Bytes of shadow memory per queue: descriptor table, available ring, used ring.
+const QUEUE_STRIDE: u64 = 32 << 10;
+/// Offset of the available ring within a queue's shadow area.
+const AVAIL_OFF: u64 = 16 * MAX_QUEUE_SIZE as u64;
+/// Offset of the used ring within a queue's shadow area.
+const USED_OFF: u64 = AVAIL_OFF + 4096;
+/// Size of the shadow region.
+pub const SHADOW_SIZE: u64 = QUEUE_STRIDE * MAX_QUEUES as u64;
+/// Guest-physical address the shadow region gets in the table forwarded to the backend (far
+/// above any RAM a guest of this machine has; moved up if a region reaches it).
+pub const SHADOW_GPA: u64 = 1 << 46;
+/// Front-end virtual address the shadow region gets in that table (only used to translate the
+/// ring addresses the proxy sends; never dereferenced by anyone).
+pub const SHADOW_UADDR: u64 = 0x4000_0000_0000;
+
+/// virtio feature bit RING_EVENT_IDX.
+pub const F_EVENT_IDX: u64 = 1 << 29;
+/// `virtio_gpu_ctrl_hdr.flags`: fenced.
+const FLAG_FENCE: u32 = 1;
+/// `virtio_gpu_ctrl_hdr.flags`: per-context ring index.
+const FLAG_INFO_RING_IDX: u32 = 2;
+
+/// One region of the front-end's memory table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Region {
+    /// Guest-physical address.
+    pub gpa: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// Front-end virtual address.
+    pub uaddr: u64,
+    /// Offset into the region's fd.
+    pub mmap_offset: u64,
+}
+
+/// A command taken from a guest ring and not yet answered.
+#[derive(Debug, Clone)]
+pub struct InFlight {
+    /// Its Command record.
+    pub record: RecordId,
+    /// Queue.
+    pub queue: u16,
+    /// Head index.
+    pub head: u16,
+    /// Command name (or code) for messages.
+    pub name: String,
+    /// The chain as walked (writable buffers hold the response).
+    pub chain: WalkedChain,
+    /// Fence id when the request asked for one.
+    pub fence: Option<u64>,
+}
+
+/// Per-queue state.
+pub struct Queue {
+    /// Queue size from SET_VRING_NUM.
+    pub size: u16,
+    /// Guest ring addresses (guest-physical), once translated.
+    pub guest: Option<(u64, u64, u64)>,
+    /// QEMU's kick eventfd (the proxy waits on it).
+    pub kick_front: Option<File>,
+    /// Bumped whenever `kick_front` changes (the worker re-registers it).
+    pub kick_gen: u64,
+    /// The kick eventfd the backend got.
+    pub kick_back: EventFd,
+    /// QEMU's call eventfd (the proxy signals it).
+    pub call_front: Option<File>,
+    /// The call eventfd the backend got (the proxy waits on it).
+    pub call_back: EventFd,
+    /// True between SET_VRING_KICK and GET_VRING_BASE.
+    pub running: bool,
+    /// Next guest available index to take.
+    pub last_avail: u16,
+    /// Next shadow available index to fill.
+    pub shadow_avail: u16,
+    /// Next shadow used index to read.
+    pub last_used: u16,
+    /// Next guest used index to fill.
+    pub guest_used: u16,
+    /// A corrupt available index was reported.
+    pub reported: bool,
+}
+
+impl Queue {
+    fn new() -> std::io::Result<Self> {
+        Ok(Queue {
+            size: 0,
+            guest: None,
+            kick_front: None,
+            kick_gen: 0,
+            kick_back: EventFd::new(EFD_NONBLOCK)?,
+            call_front: None,
+            call_back: EventFd::new(EFD_NONBLOCK)?,
+            running: false,
+            last_avail: 0,
+            shadow_avail: 0,
+            last_used: 0,
+            guest_used: 0,
+            reported: false,
+        })
+    }
+}
+
+/// A resource's guest backing and size, from CREATE_2D / ATTACH_BACKING / CREATE_BLOB.
+#[derive(Debug, Clone, Default)]
+struct Resource {
+    width: u32,
+    entries: Vec<(u64, u32)>,
+}
+
+/// A transfer's guest memory still to be recorded: (command, resource, (address, length) runs).
+type PendingRead = (RecordId, u32, Vec<(u64, u64)>);
+
+/// Everything the proxy knows about the device, behind one mutex.
+pub struct ProxyState {
+    recorder: Arc<Recorder>,
+    /// Guest RAM as the proxy maps it.
+    pub guest: Option<GuestMemoryMmap>,
+    /// The memory table's regions.
+    pub regions: Vec<Region>,
+    /// The shadow memfd.
+    pub shadow_file: File,
+    shadow: GuestMemoryMmap,
+    /// Where the shadow region sits in the forwarded table.
+    pub shadow_gpa: u64,
+    /// Its front-end virtual address in the forwarded table.
+    pub shadow_uaddr: u64,
+    /// Queues.
+    pub queues: Vec<Queue>,
+    /// Acked virtio features.
+    pub acked: u64,
+    /// Commands in flight by (queue, head).
+    pub in_flight: HashMap<(u16, u16), InFlight>,
+    /// The last command answered (record id, name).
+    pub last_completed: Option<(RecordId, String)>,
+    /// Last command taken per queue (display records name it as their cause).
+    pub last_command: [Option<RecordId>; 2],
+    /// Resource shown per scanout (from SET_SCANOUT).
+    pub scanout_resource: BTreeMap<u32, u32>,
+    resources: HashMap<u32, Resource>,
+    /// The backend is gone: no further chains are taken (so the crash record's in-flight list
+    /// is final).
+    pub closed: bool,
+    /// Transfers whose guest memory is still to be recorded: (command, resource, runs).
+    pending_reads: Vec<PendingRead>,
+}
+
+/// Creates an anonymous shared-memory file of `size` bytes.
+fn memfd(name: &std::ffi::CStr, size: u64) -> std::io::Result<File> {
+    // SAFETY: memfd_create with a valid NUL-terminated name; the result is checked.
+    let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh descriptor that nothing else owns.
+    let file = unsafe { File::from_raw_fd(fd) };
+    file.set_len(size)?;
+    Ok(file)
+}
+
+fn le32(b: &[u8], at: usize) -> u32 {
+    b.get(at..at + 4)
+        .and_then(|s| s.try_into().ok())
+        .map_or(0, u32::from_le_bytes)
+}
+
+fn le64(b: &[u8], at: usize) -> u64 {
+    b.get(at..at + 8)
+        .and_then(|s| s.try_into().ok())
+        .map_or(0, u64::from_le_bytes)
+}
+
+/// Name of a request for messages: the command name or its code.
+pub fn command_name(request: &[u8]) -> String {
+    let ty = le32(request, 0);
+    CommandType(ty)
+        .name()
+        .map_or_else(|| format!("{ty:#x}"), str::to_owned)
+}
+
+impl ProxyState {
+    /// Fresh state with the shadow region allocated.
+    pub fn new(recorder: Arc<Recorder>) -> std::io::Result<Self> {
+        let shadow_file = memfd(c"vgt-proxy-shadow", SHADOW_SIZE)?;
+        let shadow = GuestMemoryMmap::from_ranges_with_files([(
+            GuestAddress(SHADOW_GPA),
+            SHADOW_SIZE as usize,
+            Some(FileOffset::new(shadow_file.try_clone()?, 0)),
+        )])
+        .map_err(|e| std::io::Error::other(format!("mapping the shadow rings: {e}")))?;
+        let mut queues = Vec::new();
+        for _ in 0..MAX_QUEUES {
+            queues.push(Queue::new()?);
+        }
+        Ok(ProxyState {
+            recorder,
+            guest: None,
+            regions: Vec::new(),
+            shadow_file,
+            shadow,
+            shadow_gpa: SHADOW_GPA,
+            shadow_uaddr: SHADOW_UADDR,
+            queues,
+            acked: 0,
+            in_flight: HashMap::new(),
+            last_completed: None,
+            last_command: [None; 2],
+            scanout_resource: BTreeMap::new(),
+            resources: HashMap::new(),
+            closed: false,
+            pending_reads: Vec::new(),
+        })
+    }
+
+    fn error(&self, queue: Option<u16>, command: Option<RecordId>, message: String) {
+        eprintln!("vgt-capture proxy: {message}");
+        let _ = self
+            .recorder
+            .lifecycle(LifecycleKind::Error, queue, command, message);
+    }
+
+    /// Maps a new memory table (SET_MEM_TABLE) and returns the extra region to append to the
+    /// table forwarded to the backend.
+    pub fn set_memory(&mut self, regions: Vec<Region>, fds: &[OwnedFd]) -> Result<Region, String> {
+        let mut ranges = Vec::new();
+        for (r, fd) in regions.iter().zip(fds) {
+            let file = File::from(fd.try_clone().map_err(|e| format!("dup: {e}"))?);
+            let size = usize::try_from(r.size).map_err(|_| "region too large".to_owned())?;
+            ranges.push((
+                GuestAddress(r.gpa),
+                size,
+                Some(FileOffset::new(file, r.mmap_offset)),
+            ));
+        }
+        ranges.sort_by_key(|r| r.0);
+        let guest = GuestMemoryMmap::from_ranges_with_files(ranges)
+            .map_err(|e| format!("cannot map the guest memory table: {e}"))?;
+        // The shadow region must not overlap any guest region, in either address space.
+        let overlaps = |gpa: u64, uaddr: u64| {
+            regions.iter().any(|r| {
+                let gpa_hit = gpa < r.gpa.saturating_add(r.size) && r.gpa < gpa + SHADOW_SIZE;
+                let ua_hit =
+                    uaddr < r.uaddr.saturating_add(r.size) && r.uaddr < uaddr + SHADOW_SIZE;
+                gpa_hit || ua_hit
+            })
+        };
+        if overlaps(self.shadow_gpa, self.shadow_uaddr) {
+            let top_gpa = regions
+                .iter()
+                .map(|r| r.gpa.saturating_add(r.size))
+                .max()
+                .unwrap_or(0);
+            let top_ua = regions
+                .iter()
+                .map(|r| r.uaddr.saturating_add(r.size))
+                .max()
+                .unwrap_or(0);
+            self.shadow_gpa = (top_gpa | 0x3fff_ffff).saturating_add(1);
+            self.shadow_uaddr = (top_ua | 0x3fff_ffff).saturating_add(1);
+            self.shadow = GuestMemoryMmap::from_ranges_with_files([(
+                GuestAddress(self.shadow_gpa),
+                SHADOW_SIZE as usize,
+                Some(FileOffset::new(
+                    self.shadow_file
+                        .try_clone()
+                        .map_err(|e| format!("dup: {e}"))?,
+                    0,
+                )),
+            )])
+            .map_err(|e| format!("mapping the shadow rings: {e}"))?;
+        }
+        self.guest = Some(guest);
+        self.regions = regions;
+        Ok(Region {
+            gpa: self.shadow_gpa,
+            size: SHADOW_SIZE,
+            uaddr: self.shadow_uaddr,
+            mmap_offset: 0,
+        })
+    }
+
+    /// Front-end virtual address → guest-physical address.
+    fn uaddr_to_gpa(&self, ua: u64) -> Option<u64> {
+        self.regions
+            .iter()
+            .find(|r| ua >= r.uaddr && ua - r.uaddr < r.size)
+            .map(|r| r.gpa + (ua - r.uaddr))
+    }
+
+    fn shadow_rings(&self, q: usize) -> (u64, u64, u64) {
+        let base = self.shadow_gpa + q as u64 * QUEUE_STRIDE;
+        (base, base + AVAIL_OFF, base + USED_OFF)
+    }
+
+    /// Shadow ring addresses (front-end virtual) for SET_VRING_ADDR.
+    pub fn shadow_ring_uaddrs(&self, q: usize) -> (u64, u64, u64) {
+        let base = self.shadow_uaddr + q as u64 * QUEUE_STRIDE;
+        (base, base + AVAIL_OFF, base + USED_OFF)
+    }
+
+    /// SET_VRING_NUM.
+    pub fn set_num(&mut self, q: usize, num: u32) {
+        if let Some(queue) = self.queues.get_mut(q) {
+            queue.size = u16::try_from(num).unwrap_or(0);
+        }
+    }
+
+    /// SET_VRING_BASE: both index pairs restart at `base`; chains taken before and never
+    /// served are taken again from the guest ring.
+    pub fn set_base(&mut self, q: usize, base: u32) {
+        let base = base as u16;
+        let Some(queue) = self.queues.get_mut(q) else {
+            return;
+        };
+        queue.last_avail = base;
+        queue.shadow_avail = base;
+        queue.reported = false;
+        let q16 = q as u16;
+        self.in_flight.retain(|(qq, _), _| *qq != q16);
+        let (_, avail, _) = self.shadow_rings(q);
+        let _ = self
+            .shadow
+            .store(base, GuestAddress(avail + 2), Ordering::Release);
+    }
+
+    /// SET_VRING_ADDR: translates the guest rings; returns the shadow ring addresses to send
+    /// to the backend, or `None` when the proxy cannot interpose this queue (then the message
+    /// goes through unchanged and the backend sees what it would see without the proxy).
+    pub fn set_addr(
+        &mut self,
+        q: usize,
+        desc: u64,
+        used: u64,
+        avail: u64,
+    ) -> Option<(u64, u64, u64)> {
+        let queue = self.queues.get(q)?;
+        let size = queue.size;
+        if size == 0 || size > MAX_QUEUE_SIZE {
+            self.error(
+                Some(q as u16),
+                None,
+                format!("queue {q}: size {size} cannot be shadowed (limit {MAX_QUEUE_SIZE}); not interposed"),
+            );
+            return None;
+        }
+        let (Some(d), Some(a), Some(u)) = (
+            self.uaddr_to_gpa(desc),
+            self.uaddr_to_gpa(avail),
+            self.uaddr_to_gpa(used),
+        ) else {
+            self.error(
+                Some(q as u16),
+                None,
+                format!("queue {q}: ring addresses are outside the memory table; not interposed"),
+            );
+            return None;
+        };
+        let guest = self.guest.as_ref()?;
+        let used_idx: u16 = guest.load(GuestAddress(u + 2), Ordering::Acquire).ok()?;
+        let (sd, sa, su) = self.shadow_rings(q);
+        // A clean shadow: zero descriptor table and rings, then the indices.
+        let zero = vec![0u8; QUEUE_STRIDE as usize];
+        let _ = self.shadow.write_slice(&zero, GuestAddress(sd));
+        let shadow_avail = self.queues[q].shadow_avail;
+        let _ = self
+            .shadow
+            .store(shadow_avail, GuestAddress(sa + 2), Ordering::Release);
+        let _ = self
+            .shadow
+            .store(used_idx, GuestAddress(su + 2), Ordering::Release);
+        let queue = &mut self.queues[q];
+        queue.guest = Some((d, a, u));
+        queue.last_used = used_idx;
+        queue.guest_used = used_idx;
+        Some(self.shadow_ring_uaddrs(q))
+    }
+
+    /// Moves every new guest chain of queue `q` to the shadow ring, recording each command.
+    /// Returns true when the backend should be kicked.
+    pub fn take_avail(&mut self, q: usize) -> bool {
+        let Some(queue) = self.queues.get(q).filter(|_| !self.closed) else {
+            return false;
+        };
+        let (Some((gd, ga, gu)), true, Some(guest)) =
+            (queue.guest, queue.running, self.guest.clone())
+        else {
+            return false;
+        };
+        let size = queue.size;
+        let (sd, sa, _) = self.shadow_rings(q);
+        let event_idx = self.acked & F_EVENT_IDX != 0;
+        let mut moved = false;
+        while let Ok(avail_idx) = guest.load::<u16>(GuestAddress(ga + 2), Ordering::Acquire) {
+            let last = self.queues[q].last_avail;
+            if avail_idx == last {
+                if !event_idx {
+                    break;
+                }
+                // Ask for a kick at the next buffer, then look again (the guest may have added
+                // one before it could see the new avail_event).
+                let _ = guest.store(
+                    last,
+                    GuestAddress(gu + 4 + 8 * u64::from(size)),
+                    Ordering::Release,
+                );
+                fence(Ordering::SeqCst);
+                match guest.load::<u16>(GuestAddress(ga + 2), Ordering::Acquire) {
+                    Ok(again) if again != last => continue,
+                    _ => break,
+                }
+            }
+            let delta = avail_idx.wrapping_sub(last);
+            if delta > size && !self.queues[q].reported {
+                self.queues[q].reported = true;
+                let _ = self.recorder.lifecycle(
+                    LifecycleKind::ValidationError,
+                    Some(q as u16),
+                    None,
+                    format!("queue {q}: available index moved by {delta} (queue size {size}); forwarded as is"),
+                );
+            }
+            let n = delta.min(size);
+            for k in 0..n {
+                let slot = last.wrapping_add(k) % size;
+                let head: u16 = guest
+                    .load(
+                        GuestAddress(ga + 4 + 2 * u64::from(slot)),
+                        Ordering::Relaxed,
+                    )
+                    .unwrap_or(u16::MAX);
+                self.copy_chain(&guest, gd, sd, size, head);
+                self.record_command(&guest, q as u16, gd, size, head);
+                let _ = self.shadow.store(
+                    head,
+                    GuestAddress(sa + 4 + 2 * u64::from(slot)),
+                    Ordering::Relaxed,
+                );
+            }
+            let queue = &mut self.queues[q];
+            queue.last_avail = avail_idx;
+            queue.shadow_avail = avail_idx;
+            let _ = self
+                .shadow
+                .store(avail_idx, GuestAddress(sa + 2), Ordering::Release);
+            moved = true;
+        }
+        moved
+    }
+
+    /// Copies the ring descriptors of the chain at `head` into the shadow table at the same
+    /// indices, following NEXT exactly as the backend will (at most `size` steps, stopping at an
+    /// index outside the table): the backend sees the guest's chain, malformed or not.
+    fn copy_chain(&self, guest: &GuestMemoryMmap, gd: u64, sd: u64, size: u16, head: u16) {
+        let mut idx = head;
+        for _ in 0..size {
+            if idx >= size {
+                break;
+            }
+            let mut d = [0u8; 16];
+            let at = 16 * u64::from(idx);
+            if guest.read_slice(&mut d, GuestAddress(gd + at)).is_err() {
+                break;
+            }
+            let _ = self.shadow.write_slice(&d, GuestAddress(sd + at));
+            let flags = u16::from_le_bytes([d[12], d[13]]);
+            if flags & chain::VIRTQ_DESC_F_NEXT == 0 {
+                break;
+            }
+            idx = u16::from_le_bytes([d[14], d[15]]);
+        }
+    }
+
+    fn record_command(
+        &mut self,
+        guest: &GuestMemoryMmap,
+        queue: u16,
+        table: u64,
+        size: u16,
+        head: u16,
+    ) {
+        let (walked, request, error) = match chain::walk_chain(guest, table, size, head) {
+            Ok(c) => match chain::gather(guest, &c) {
+                Ok(r) => (c, r, None),
+                Err(e) => (c, Vec::new(), Some(e.to_string())),
+            },
+            Err((c, e)) => (c, Vec::new(), Some(e.to_string())),
+        };
+        let recorded = self.recorder.store(&request).and_then(|payload| {
+            self.recorder.append(RecordBody::Command(CommandRecord {
+                queue,
+                head,
+                descriptors: walked.descriptors.clone(),
+                writable_len: walked.writable_len(),
+                request: payload,
+            }))
+        });
+        let record = match recorded {
+            Ok(id) => id,
+            Err(e) => {
+                self.error(Some(queue), None, format!("recording a command: {e}"));
+                u64::MAX
+            }
+        };
+        if let Some(why) = error {
+            let _ = self.recorder.lifecycle(
+                LifecycleKind::ValidationError,
+                Some(queue),
+                Some(record),
+                format!("malformed descriptor chain (forwarded to the backend as is): {why}"),
+            );
+        }
+        if let Some(slot) = self.last_command.get_mut(usize::from(queue)) {
+            *slot = Some(record);
+        }
+        let flags = le32(&request, 4);
+        let fence = (flags & FLAG_FENCE != 0).then(|| le64(&request, 8));
+        self.decode(record, &request);
+        self.in_flight.insert(
+            (queue, head),
+            InFlight {
+                record,
+                queue,
+                head,
+                name: if request.is_empty() {
+                    "malformed chain".to_owned()
+                } else {
+                    command_name(&request)
+                },
+                chain: walked,
+                fence,
+            },
+        );
+    }
+
+    /// Keeps the resource map and records the guest memory a command makes the backend read.
+    fn decode(&mut self, record: RecordId, request: &[u8]) {
+        let Ok(req) = Request::decode(request) else {
+            return;
+        };
+        match req.command {
+            Command::ResourceCreate2d(c) => {
+                self.resources.insert(
+                    c.resource_id,
+                    Resource {
+                        width: c.width,
+                        entries: Vec::new(),
+                    },
+                );
+            }
+            Command::ResourceCreateBlob(c) => {
+                self.resources.insert(
+                    c.resource_id,
+                    Resource {
+                        width: 0,
+                        entries: c.entries.iter().map(|e| (e.addr, e.length)).collect(),
+                    },
+                );
+            }
+            Command::ResourceAttachBacking(c) => {
+                if let Some(r) = self.resources.get_mut(&c.resource_id) {
+                    r.entries = c.entries.iter().map(|e| (e.addr, e.length)).collect();
+                }
+            }
+            Command::ResourceDetachBacking(c) => {
+                if let Some(r) = self.resources.get_mut(&c.resource_id) {
+                    r.entries.clear();
+                }
+            }
+            Command::ResourceUnref(c) => {
+                self.resources.remove(&c.resource_id);
+            }
+            Command::SetScanout(c) => {
+                self.scanout_resource.insert(c.scanout_id, c.resource_id);
+            }
+            Command::TransferToHost2d(t) => {
+                let Some(res) = self.resources.get(&t.resource_id) else {
+                    return;
+                };
+                if t.r.width == 0 || t.r.height == 0 || res.width == 0 {
+                    return;
+                }
+                let stride = u64::from(res.width) * 4;
+                let row_len = u64::from(t.r.width) * 4;
+                let runs = row_runs(&res.entries, t.offset, row_len, stride, t.r.height);
+                // Read and recorded right after the backend is kicked (record_reads), so that
+                // hashing and compressing a large transfer overlaps the backend's own work; the
+                // records still precede the command's response.
+                self.pending_reads.push((record, t.resource_id, runs));
+            }
+            _ => {}
+        }
+    }
+
+    /// Records the guest memory of the transfers taken since the last call.
+    pub fn record_reads(&mut self) {
+        if self.pending_reads.is_empty() {
+            return;
+        }
+        let Some(guest) = self.guest.clone() else {
+            self.pending_reads.clear();
+            return;
+        };
+        for (record, resource_id, runs) in std::mem::take(&mut self.pending_reads) {
+            for (addr, len) in runs {
+                let Ok(n) = usize::try_from(len) else {
+                    continue;
+                };
+                let mut data = vec![0u8; n];
+                if guest.read_slice(&mut data, GuestAddress(addr)).is_err() {
+                    continue;
+                }
+                let r = self.recorder.store(&data).and_then(|data| {
+                    self.recorder.append(RecordBody::MemoryRead(MemoryRead {
+                        command: record,
+                        resource_id,
+                        addr,
+                        data,
+                    }))
+                });
+                if let Err(e) = r {
+                    self.error(None, Some(record), format!("recording a memory read: {e}"));
+                }
+            }
+        }
+    }
+
+    /// Moves every new shadow used entry of queue `q` to the guest's used ring, recording each
+    /// response first. Returns true when the guest should be interrupted.
+    pub fn take_used(&mut self, q: usize) -> bool {
+        self.record_reads();
+        let Some(queue) = self.queues.get(q) else {
+            return false;
+        };
+        let (Some((_, _, gu)), Some(guest)) = (queue.guest, self.guest.clone()) else {
+            return false;
+        };
+        let size = queue.size;
+        let (_, sa, su) = self.shadow_rings(q);
+        let event_idx = self.acked & F_EVENT_IDX != 0;
+        let mut moved = false;
+        while let Ok(used_idx) = self
+            .shadow
+            .load::<u16>(GuestAddress(su + 2), Ordering::Acquire)
+        {
+            let mut last = self.queues[q].last_used;
+            let mut gused = self.queues[q].guest_used;
+            while last != used_idx {
+                let slot = su + 4 + 8 * u64::from(last % size);
+                let id: u32 = self
+                    .shadow
+                    .load(GuestAddress(slot), Ordering::Relaxed)
+                    .unwrap_or(0);
+                let len: u32 = self
+                    .shadow
+                    .load(GuestAddress(slot + 4), Ordering::Relaxed)
+                    .unwrap_or(0);
+                self.record_response(&guest, q as u16, id, len);
+                let gslot = gu + 4 + 8 * u64::from(gused % size);
+                let _ = guest.store(id, GuestAddress(gslot), Ordering::Relaxed);
+                let _ = guest.store(len, GuestAddress(gslot + 4), Ordering::Relaxed);
+                last = last.wrapping_add(1);
+                gused = gused.wrapping_add(1);
+                moved = true;
+            }
+            self.queues[q].last_used = last;
+            self.queues[q].guest_used = gused;
+            let _ = guest.store(gused, GuestAddress(gu + 2), Ordering::Release);
+            if !event_idx {
+                break;
+            }
+            // Ask the backend to call at its next used entry, then look again.
+            let _ = self.shadow.store(
+                last,
+                GuestAddress(sa + 4 + 2 * u64::from(size)),
+                Ordering::Release,
+            );
+            fence(Ordering::SeqCst);
+            match self
+                .shadow
+                .load::<u16>(GuestAddress(su + 2), Ordering::Acquire)
+            {
+                Ok(again) if again != last => continue,
+                _ => break,
+            }
+        }
+        moved
+    }
+
+    fn record_response(&mut self, guest: &GuestMemoryMmap, queue: u16, id: u32, len: u32) {
+        let head = u16::try_from(id).unwrap_or(u16::MAX);
+        let Some(p) = self.in_flight.remove(&(queue, head)) else {
+            let _ = self.recorder.append(RecordBody::Response(ResponseRecord {
+                command: u64::MAX,
+                queue,
+                head,
+                used_len: len,
+                bytes: Payload::empty(),
+            }));
+            self.error(
+                Some(queue),
+                None,
+                format!("backend returned id {id} (length {len}) on queue {queue}, which is not in flight; forwarded"),
+            );
+            return;
+        };
+        // The bytes the backend wrote: the first `len` bytes of the writable buffers.
+        let mut bytes = Vec::new();
+        let mut left = len as usize;
+        for &(addr, l) in &p.chain.writable {
+            if left == 0 {
+                break;
+            }
+            let n = (l as usize).min(left);
+            let mut b = vec![0u8; n];
+            if guest.read_slice(&mut b, GuestAddress(addr)).is_err() {
+                break;
+            }
+            bytes.extend_from_slice(&b);
+            left -= n;
+        }
+        let r = self.recorder.store(&bytes).and_then(|payload| {
+            self.recorder.append(RecordBody::Response(ResponseRecord {
+                command: p.record,
+                queue,
+                head,
+                used_len: len,
+                bytes: payload,
+            }))
+        });
+        if let Err(e) = r {
+            self.error(
+                Some(queue),
+                Some(p.record),
+                format!("recording a response: {e}"),
+            );
+        }
+        let rflags = le32(&bytes, 4);
+        if p.fence.is_some()
+            && rflags & FLAG_FENCE != 0
+            && let fence_id = le64(&bytes, 8)
+        {
+            let _ = self.recorder.append(RecordBody::Fence(FenceSignal {
+                command: p.record,
+                fence_id,
+                ctx_id: le32(&bytes, 16),
+                ring_idx: bytes.get(20).copied().unwrap_or(0),
+                context_ring: rflags & FLAG_INFO_RING_IDX != 0,
+            }));
+        }
+        self.last_completed = Some((p.record, p.name));
+    }
+
+    /// Commands in flight, oldest first.
+    pub fn in_flight_sorted(&self) -> Vec<InFlight> {
+        let mut v: Vec<InFlight> = self.in_flight.values().cloned().collect();
+        v.sort_by_key(|p| p.record);
+        v
+    }
+}
+
+/// Guest ranges read by a 2D transfer: `rows` rows of `row_len` bytes, row r at backing offset
+/// `first + r * stride`, merged where contiguous in guest memory (as vgt-device reports them).
+fn row_runs(
+    entries: &[(u64, u32)],
+    first: u64,
+    row_len: u64,
+    stride: u64,
+    rows: u32,
+) -> Vec<(u64, u64)> {
+    let mut starts = Vec::with_capacity(entries.len());
+    let mut total = 0u64;
+    for e in entries {
+        starts.push(total);
+        total = total.saturating_add(u64::from(e.1));
+    }
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for r in 0..u64::from(rows) {
+        let Some(mut boff) = r.checked_mul(stride).and_then(|o| o.checked_add(first)) else {
+            break;
+        };
+        let mut remaining = row_len;
+        let mut idx = starts.partition_point(|&s| s <= boff).saturating_sub(1);
+        while remaining > 0 {
+            let (Some(&(addr, length)), Some(&start)) = (entries.get(idx), starts.get(idx)) else {
+                return out;
+            };
+            let within = boff.saturating_sub(start);
+            let avail = u64::from(length).saturating_sub(within);
+            if avail == 0 {
+                idx += 1;
+                continue;
+            }
+            let n = avail.min(remaining);
+            let a = addr.wrapping_add(within);
+            match out.last_mut() {
+                Some(last) if last.0.checked_add(last.1) == Some(a) => last.1 += n,
+                _ => out.push((a, n)),
+            }
+            boff += n;
+            remaining -= n;
+            idx += 1;
+        }
+    }
+    out
+}
+
+/// Reads an eventfd-like file until it would block (clears it).
+pub fn drain_eventfd(f: &File) {
+    let mut b = [0u8; 8];
+    let mut r = f;
+    let _ = r.read(&mut b);
+}
+
+/// Signals an eventfd-like file.
+pub fn signal_eventfd(f: &File) {
+    let mut w = f;
+    let _ = w.write_all(&1u64.to_le_bytes());
+}
+
+/// Makes a descriptor non-blocking.
+pub fn set_nonblocking(f: &File) {
+    // SAFETY: fcntl on a descriptor we own, with plain integer arguments.
+    unsafe {
+        let flags = libc::fcntl(f.as_raw_fd(), libc::F_GETFL);
+        if flags >= 0 {
+            libc::fcntl(f.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK);
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::sink::MemorySink;
+
+    const UA: u64 = 0x7000_0000_0000;
+    const DESC: u64 = 0x100;
+    const AVAIL: u64 = 0x200;
+    const USED: u64 = 0x300;
+
+    /// A proxy state over 1 MiB of guest memory with queue 0 (size 16) set up and running.
+    fn setup() -> (ProxyState, MemorySink) {
+        let sink = MemorySink::default();
+        let recorder = Arc::new(Recorder::new(Box::new(sink.clone())));
+        let mut st = ProxyState::new(recorder).unwrap();
+        let file = memfd(c"guest", 1 << 20).unwrap();
+        let region = Region {
+            gpa: 0,
+            size: 1 << 20,
+            uaddr: UA,
+            mmap_offset: 0,
+        };
+        let extra = st.set_memory(vec![region], &[OwnedFd::from(file)]).unwrap();
+        assert_eq!((extra.gpa, extra.uaddr), (SHADOW_GPA, SHADOW_UADDR));
+        st.set_num(0, 16);
+        st.set_base(0, 0);
+        let shadow = st.set_addr(0, UA + DESC, UA + USED, UA + AVAIL).unwrap();
+        assert_eq!(shadow, st.shadow_ring_uaddrs(0));
+        st.queues[0].running = true;
+        (st, sink)
+    }
+
+    fn guest(st: &ProxyState) -> GuestMemoryMmap {
+        st.guest.clone().unwrap()
+    }
+
+    /// Chain 0: a 40-byte RESOURCE_CREATE_2D at 0x1000 and 24 writable bytes at 0x2000.
+    fn publish_create(st: &ProxyState, avail_idx: u16) {
+        let g = guest(st);
+        let mut req = vec![0u8; 40];
+        req[0..4].copy_from_slice(&0x101u32.to_le_bytes());
+        g.write_slice(&req, GuestAddress(0x1000)).unwrap();
+        let mut d = Vec::new();
+        d.extend_from_slice(&0x1000u64.to_le_bytes());
+        d.extend_from_slice(&40u32.to_le_bytes());
+        d.extend_from_slice(&1u16.to_le_bytes());
+        d.extend_from_slice(&1u16.to_le_bytes());
+        d.extend_from_slice(&0x2000u64.to_le_bytes());
+        d.extend_from_slice(&24u32.to_le_bytes());
+        d.extend_from_slice(&2u16.to_le_bytes());
+        d.extend_from_slice(&0u16.to_le_bytes());
+        g.write_slice(&d, GuestAddress(DESC)).unwrap();
+        g.store(0u16, GuestAddress(AVAIL + 4), Ordering::Relaxed)
+            .unwrap();
+        g.store(avail_idx, GuestAddress(AVAIL + 2), Ordering::Release)
+            .unwrap();
+    }
+
+    fn bodies(sink: &MemorySink) -> Vec<RecordBody> {
+        sink.records
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|r| r.body.clone())
+            .collect()
+    }
+
+    #[test]
+    fn chain_goes_to_the_shadow_ring_and_its_response_back_recorded() {
+        let (mut st, sink) = setup();
+        publish_create(&st, 1);
+        assert!(st.take_avail(0));
+        let (sd, sa, su) = st.shadow_rings(0);
+        // The backend sees the same descriptors and the head in its available ring.
+        let mut a = [0u8; 32];
+        let mut b = [0u8; 32];
+        guest(&st).read_slice(&mut a, GuestAddress(DESC)).unwrap();
+        st.shadow.read_slice(&mut b, GuestAddress(sd)).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(
+            st.shadow
+                .load::<u16>(GuestAddress(sa + 2), Ordering::Acquire)
+                .unwrap(),
+            1
+        );
+        // The backend answers: bytes in guest memory, then its used ring.
+        let mut resp = vec![0u8; 24];
+        resp[0..4].copy_from_slice(&0x1100u32.to_le_bytes());
+        guest(&st).write_slice(&resp, GuestAddress(0x2000)).unwrap();
+        st.shadow
+            .store(0u32, GuestAddress(su + 4), Ordering::Relaxed)
+            .unwrap();
+        st.shadow
+            .store(24u32, GuestAddress(su + 8), Ordering::Relaxed)
+            .unwrap();
+        st.shadow
+            .store(1u16, GuestAddress(su + 2), Ordering::Release)
+            .unwrap();
+        assert!(st.take_used(0));
+        let g = guest(&st);
+        assert_eq!(
+            g.load::<u16>(GuestAddress(USED + 2), Ordering::Acquire)
+                .unwrap(),
+            1
+        );
+        assert_eq!(g.read_obj::<u32>(GuestAddress(USED + 8)).unwrap(), 24);
+        let recs = bodies(&sink);
+        let cmd = recs
+            .iter()
+            .position(|r| matches!(r, RecordBody::Command(_)))
+            .unwrap() as u64;
+        let resp_rec = recs.iter().find_map(|r| match r {
+            RecordBody::Response(x) => Some(x.clone()),
+            _ => None,
+        });
+        let resp_rec = resp_rec.unwrap();
+        assert_eq!(resp_rec.command, cmd);
+        assert_eq!(resp_rec.bytes, Payload::Inline(resp));
+        assert!(st.in_flight.is_empty());
+        assert_eq!(st.last_completed.as_ref().map(|l| l.0), Some(cmd));
+    }
+
+    #[test]
+    fn bogus_used_id_from_the_backend_is_forwarded_and_recorded_not_fatal() {
+        let (mut st, sink) = setup();
+        let (_, _, su) = st.shadow_rings(0);
+        st.shadow
+            .store(7u32, GuestAddress(su + 4), Ordering::Relaxed)
+            .unwrap();
+        st.shadow
+            .store(99u32, GuestAddress(su + 8), Ordering::Relaxed)
+            .unwrap();
+        st.shadow
+            .store(1u16, GuestAddress(su + 2), Ordering::Release)
+            .unwrap();
+        assert!(st.take_used(0));
+        let g = guest(&st);
+        // The guest sees exactly what the backend wrote (as without the proxy).
+        assert_eq!(g.read_obj::<u32>(GuestAddress(USED + 4)).unwrap(), 7);
+        assert_eq!(g.read_obj::<u32>(GuestAddress(USED + 8)).unwrap(), 99);
+        let recs = bodies(&sink);
+        assert!(recs.iter().any(
+            |r| matches!(r, RecordBody::Response(x) if x.command == u64::MAX && x.used_len == 99)
+        ));
+        assert!(
+            recs.iter()
+                .any(|r| matches!(r, RecordBody::Lifecycle(l) if l.kind == LifecycleKind::Error))
+        );
+    }
+
+    #[test]
+    fn avail_index_running_ahead_is_forwarded_and_reported_once() {
+        let (mut st, sink) = setup();
+        publish_create(&st, 100);
+        assert!(st.take_avail(0));
+        let (_, sa, _) = st.shadow_rings(0);
+        assert_eq!(
+            st.shadow
+                .load::<u16>(GuestAddress(sa + 2), Ordering::Acquire)
+                .unwrap(),
+            100
+        );
+        let errors = bodies(&sink)
+            .iter()
+            .filter(|r| matches!(r, RecordBody::Lifecycle(l) if l.kind == LifecycleKind::ValidationError))
+            .count();
+        assert_eq!(errors, 1);
+    }
+
+    #[test]
+    fn no_chains_are_taken_once_the_backend_is_gone() {
+        let (mut st, _) = setup();
+        st.closed = true;
+        publish_create(&st, 1);
+        assert!(!st.take_avail(0));
+        assert!(st.in_flight.is_empty());
+    }
+
+    #[test]
+    fn row_runs_full_width_rows_merge_into_one_run() {
+        let runs = row_runs(&[(0x1000, 4096)], 0, 64, 64, 4);
+        assert_eq!(runs, vec![(0x1000, 256)]);
+    }
+
+    #[test]
+    fn row_runs_split_across_entries() {
+        // Two pages not contiguous; one 16-byte row straddles them.
+        let runs = row_runs(&[(0x1000, 8), (0x9000, 8)], 0, 16, 16, 1);
+        assert_eq!(runs, vec![(0x1000, 8), (0x9000, 8)]);
+    }
+
+    #[test]
+    fn row_runs_partial_rows_skip_the_gap() {
+        let runs = row_runs(&[(0, 1024)], 4, 8, 32, 2);
+        assert_eq!(runs, vec![(4, 8), (36, 8)]);
+    }
+}

@@ -1,0 +1,485 @@
+//! `vgt-capture proxy` in front of QEMU's own C backend (/usr/lib/qemu/vhost-user-gpu), driven
+//! by the Rust test front-end: commands and responses pass unchanged and are recorded in pairs,
+//! transfer sources become MemoryRead records, the display socket is relayed and recorded, a
+//! killed backend leaves a finished capture naming the commands in flight, and malformed
+//! traffic reaches the backend as it would without the proxy.
+//!
+//! Skipped (with a message) when the C backend is not installed.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{Buf, DisplayAnswers, Gate, TestFrontend, gpu};
+use vgt_format::record::{CaptureMode, LifecycleKind, RecordBody};
+
+const C_BACKEND: &str = "/usr/lib/qemu/vhost-user-gpu";
+
+fn have_backend() -> bool {
+    if Path::new(C_BACKEND).exists() {
+        true
+    } else {
+        eprintln!("skipped: {C_BACKEND} is not installed (samples/guest/setup.sh installs it)");
+        false
+    }
+}
+
+/// Starts the proxy in front of a fresh C backend; the backend's pid lands in `dir/backend.pid`.
+fn spawn_proxy(dir: &Path) -> (Child, PathBuf, PathBuf) {
+    let sock = dir.join("vgpu.sock");
+    let out = dir.join("proxy.vgt");
+    let pidfile = dir.join("backend.pid");
+    let cmd = format!(
+        "sh -c 'echo $$ > {}; exec {C_BACKEND} --socket-path %s'",
+        pidfile.display()
+    );
+    let child = Command::new(env!("CARGO_BIN_EXE_vgt-capture"))
+        .args(["proxy", "--quiet", "--socket"])
+        .arg(&sock)
+        .arg("--backend-cmd")
+        .arg(cmd)
+        .arg("-o")
+        .arg(&out)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    (child, sock, out)
+}
+
+/// A C backend on its own (the direct connection to compare with).
+fn spawn_direct(dir: &Path) -> (Child, PathBuf) {
+    let sock = dir.join("direct.sock");
+    let child = Command::new(C_BACKEND)
+        .arg("--socket-path")
+        .arg(&sock)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    (child, sock)
+}
+
+fn wait_exit(child: &mut Child, secs: u64) -> ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        if start.elapsed() > Duration::from_secs(secs) {
+            let _ = child.kill();
+            panic!("process {} did not exit within {secs} s", child.id());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn backend_pid(dir: &Path) -> i32 {
+    let start = Instant::now();
+    loop {
+        if let Ok(s) = std::fs::read_to_string(dir.join("backend.pid"))
+            && let Ok(p) = s.trim().parse()
+        {
+            return p;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "no backend pid");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The 2D sequence of a Linux boot: returns (request, response) per command in order.
+fn workload(fe: &mut TestFrontend) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut done = Vec::new();
+    let mut run = |fe: &mut TestFrontend, bufs: Vec<Buf>, indirect: bool| {
+        let req: Vec<u8> = bufs
+            .iter()
+            .filter_map(|b| match b {
+                Buf::Out(v) => Some(v.clone()),
+                Buf::In(_) => None,
+            })
+            .flatten()
+            .collect();
+        let (_, _, resp) = fe.command(0, &bufs, indirect);
+        done.push((req, resp));
+    };
+    run(
+        fe,
+        vec![Buf::Out(gpu::get_display_info()), Buf::In(408)],
+        false,
+    );
+    run(
+        fe,
+        vec![Buf::Out(gpu::create_2d(1, 2, 64, 32)), Buf::In(24)],
+        false,
+    );
+    // Backing in two scattered pieces, with pixels the transfer must read.
+    let pixels: Vec<u8> = (0..64 * 32 * 4).map(|i| (i * 7 % 251) as u8).collect();
+    let a = fe.put(&pixels[..4096]);
+    let _gap = fe.alloc(4096);
+    let b = fe.put(&pixels[4096..]);
+    run(
+        fe,
+        vec![
+            Buf::Out(gpu::attach_backing(1, 2)),
+            Buf::Out(gpu::mem_entries(&[(a, 4096), (b, 4096)])),
+            Buf::In(24),
+        ],
+        true,
+    );
+    run(
+        fe,
+        vec![
+            Buf::Out(gpu::set_scanout(0, 1, [0, 0, 64, 32])),
+            Buf::In(24),
+        ],
+        false,
+    );
+    run(
+        fe,
+        vec![
+            Buf::Out(gpu::transfer_2d(1, [0, 0, 64, 32], 0, Some(7))),
+            Buf::In(24),
+        ],
+        false,
+    );
+    run(
+        fe,
+        vec![Buf::Out(gpu::flush(1, [0, 0, 64, 32])), Buf::In(24)],
+        false,
+    );
+    run(
+        fe,
+        vec![Buf::Out(gpu::create_2d(0, 2, 8, 8)), Buf::In(24)],
+        false,
+    );
+    done
+}
+
+#[test]
+fn proxy_c_backend_commands_pass_and_pair_with_their_responses() {
+    if !have_backend() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (mut proxy, sock, out) = spawn_proxy(dir.path());
+    let mut fe = TestFrontend::connect(&sock, DisplayAnswers::default());
+    let done = workload(&mut fe);
+    // What a 2D backend answers: display info, OK for the rest, an error for resource id 0.
+    assert_eq!(gpu::resp_type(&done[0].1), 0x1101);
+    for (_, r) in &done[1..6] {
+        assert_eq!(gpu::resp_type(r), 0x1100);
+    }
+    assert!(gpu::resp_type(&done[6].1) >= 0x1200);
+    // The fenced transfer's response carries the fence.
+    assert_eq!(
+        u32::from_le_bytes(done[4].1[4..8].try_into().unwrap()) & 1,
+        1
+    );
+    // The flush made the backend send SCANOUT and UPDATE through the proxy to our display.
+    let msgs = fe.wait_display(4);
+    assert!(msgs.iter().any(|m| m.request == 7), "no SCANOUT: {msgs:?}");
+    assert!(msgs.iter().any(|m| m.request == 8), "no UPDATE");
+    drop(fe);
+    let status = wait_exit(&mut proxy, 20);
+    assert!(status.success(), "proxy exit {status:?}");
+
+    let (reader, records) = common::read_capture(&out);
+    let bytes = |p: &vgt_format::record::Payload| reader.read_payload(p).unwrap().to_vec();
+    let RecordBody::SessionStart(start) = &records[0].body else {
+        panic!("first record is not the session start")
+    };
+    assert_eq!(start.mode, CaptureMode::Proxy);
+    let mut commands = BTreeMap::new();
+    let mut responses = BTreeMap::new();
+    let mut reads = Vec::new();
+    let mut fences = Vec::new();
+    let mut frames = 0;
+    let mut gpu_requests = BTreeSet::new();
+    for (id, r) in records.iter().enumerate() {
+        match &r.body {
+            RecordBody::Command(c) if c.queue == 0 => {
+                commands.insert(id as u64, bytes(&c.request));
+            }
+            RecordBody::Response(r) => {
+                assert!(responses.insert(r.command, bytes(&r.bytes)).is_none());
+            }
+            RecordBody::MemoryRead(m) => reads.push(m.clone()),
+            RecordBody::Fence(f) => fences.push(*f),
+            RecordBody::Frame(_) => frames += 1,
+            RecordBody::GpuSocket(g) => {
+                gpu_requests.insert(g.request);
+            }
+            _ => {}
+        }
+    }
+    // Every command recorded once, in order, with exactly the bytes the guest wrote, and
+    // paired with exactly the bytes the guest read back.
+    let recorded: Vec<(&u64, &Vec<u8>)> = commands.iter().collect();
+    assert_eq!(recorded.len(), done.len());
+    for ((id, req), (sent, got)) in recorded.iter().zip(&done) {
+        assert_eq!(*req, sent);
+        assert_eq!(responses.get(id), Some(got), "response of command {id}");
+    }
+    // The transfer read the two backing pieces.
+    let transfer_id = *recorded[4].0;
+    let read_bytes: Vec<u8> = reads
+        .iter()
+        .filter(|m| m.command == transfer_id)
+        .flat_map(|m| bytes(&m.data))
+        .collect();
+    let pixels: Vec<u8> = (0..64 * 32 * 4).map(|i| (i * 7 % 251) as u8).collect();
+    assert_eq!(read_bytes, pixels);
+    assert_eq!(fences.len(), 1);
+    assert_eq!((fences[0].command, fences[0].fence_id), (transfer_id, 7));
+    assert!(frames >= 1);
+    assert!(gpu_requests.contains(&7) && gpu_requests.contains(&8));
+}
+
+#[test]
+fn proxy_backend_killed_with_a_command_in_flight_names_it_and_finishes_the_file() {
+    if !have_backend() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (mut proxy, sock, out) = spawn_proxy(dir.path());
+    // The display holds GET_DISPLAY_INFO: the command stays in flight inside the backend.
+    let gate = Arc::new(Gate::default());
+    let answers = DisplayAnswers {
+        display_info_gate: Some(gate.clone()),
+        ..DisplayAnswers::default()
+    };
+    let mut fe = TestFrontend::connect(&sock, answers);
+    let (_, _, r) = fe.command(
+        0,
+        &[Buf::Out(gpu::create_2d(5, 2, 8, 8)), Buf::In(24)],
+        false,
+    );
+    assert_eq!(gpu::resp_type(&r), 0x1100);
+    let pushed = fe.push(0, &[Buf::Out(gpu::get_display_info()), Buf::In(408)], false);
+    assert!(fe.no_used_within(0, Duration::from_millis(300)));
+    let pid = backend_pid(dir.path());
+    // SAFETY: kill(2) on the backend we started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    let status = wait_exit(&mut proxy, 20);
+    assert_eq!(status.code(), Some(3), "proxy exit {status:?}");
+    gate.open();
+
+    let (_, records) = common::read_capture(&out);
+    let display_info_cmd = records
+        .iter()
+        .position(|r| matches!(&r.body, RecordBody::Command(c) if c.head == pushed.head && c.request.inline().is_some_and(|b| b[0] == 0)))
+        .unwrap() as u64;
+    let crashes: Vec<_> = records
+        .iter()
+        .filter_map(|r| match &r.body {
+            RecordBody::Lifecycle(l) if l.kind == LifecycleKind::Crash => Some(l.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        crashes[0].message.contains("killed by signal 9"),
+        "{}",
+        crashes[0].message
+    );
+    assert!(
+        crashes[0].message.contains(&format!(
+            "1 command(s) in flight: #{display_info_cmd} GET_DISPLAY_INFO"
+        )),
+        "{}",
+        crashes[0].message
+    );
+    assert!(crashes[0].message.contains("last completed: #"));
+    assert_eq!(crashes.len(), 2);
+    assert_eq!(crashes[1].command, Some(display_info_cmd));
+    // The file is finished: the last record is End.
+    let RecordBody::Lifecycle(end) = &records.last().unwrap().body else {
+        panic!("no End record")
+    };
+    assert_eq!(end.kind, LifecycleKind::End);
+}
+
+/// What the front-end saw after sending one raw message.
+#[derive(Debug, PartialEq, Eq)]
+enum Seen {
+    /// A reply (header and payload).
+    Reply(Vec<u8>),
+    /// The backend closed the connection.
+    Closed,
+    /// Nothing within a second, connection still open.
+    Silent,
+}
+
+/// Sends one raw vhost-user message after the handshake and reports what came back.
+fn raw_exchange(fe: &TestFrontend, msg: &[u8]) -> Seen {
+    let mut s: &UnixStream = &fe.raw;
+    if s.write_all(msg).is_err() {
+        return Seen::Closed;
+    }
+    s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    let mut hdr = [0u8; 12];
+    match s.read(&mut hdr) {
+        Ok(0) => return Seen::Closed,
+        Ok(n) => {
+            if n < 12 && s.read_exact(&mut hdr[n..]).is_err() {
+                return Seen::Closed;
+            }
+        }
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            return Seen::Silent;
+        }
+        Err(_) => return Seen::Closed,
+    }
+    let len = u32::from_le_bytes(hdr[8..12].try_into().unwrap()) as usize;
+    let mut body = vec![0u8; len];
+    if s.read_exact(&mut body).is_err() {
+        return Seen::Closed;
+    }
+    let mut all = hdr.to_vec();
+    all.extend(body);
+    Seen::Reply(all)
+}
+
+fn header(request: u32, flags: u32, size: u32) -> Vec<u8> {
+    let mut h = Vec::new();
+    for v in [request, flags, size] {
+        h.extend_from_slice(&v.to_le_bytes());
+    }
+    h
+}
+
+/// Runs `f` against a direct C backend and through the proxy; returns both observations.
+fn both<T: std::fmt::Debug + PartialEq>(f: impl Fn(&mut TestFrontend) -> T) -> (T, T, Option<i32>) {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut direct, dsock) = spawn_direct(dir.path());
+    let mut fe = TestFrontend::connect(&dsock, DisplayAnswers::default());
+    let a = f(&mut fe);
+    drop(fe);
+    let _ = wait_exit(&mut direct, 20);
+    let (mut proxy, psock, out) = spawn_proxy(dir.path());
+    let mut fe = TestFrontend::connect(&psock, DisplayAnswers::default());
+    let b = f(&mut fe);
+    drop(fe);
+    let status = wait_exit(&mut proxy, 20);
+    // Whatever happened, the capture opens.
+    let _ = common::read_capture(&out);
+    (a, b, status.code())
+}
+
+#[test]
+fn proxy_malformed_vhost_user_messages_get_the_backends_own_answer() {
+    if !have_backend() {
+        return;
+    }
+    // An unknown request code with NEED_REPLY, a GET_VRING_BASE for a queue that does not
+    // exist, a SET_VRING_NUM with a short payload: whatever the C backend does (reply, or
+    // close), the front-end sees the same through the proxy, which never dies of it.
+    let cases: Vec<Vec<u8>> = vec![
+        // A well-formed GET_FEATURES first: its reply passes through (the proxy removes nothing
+        // the C backend offers here).
+        header(1, 0x1, 0),
+        header(99, 0x9, 0),
+        {
+            let mut m = header(11, 0x1, 8);
+            m.extend_from_slice(&[200, 0, 0, 0, 0, 0, 0, 0]);
+            m
+        },
+        {
+            let mut m = header(8, 0x1, 4);
+            m.extend_from_slice(&[0, 0, 0, 0]);
+            m
+        },
+    ];
+    for case in cases {
+        let (direct, proxied, code) = both(|fe| raw_exchange(fe, &case));
+        eprintln!("case {case:02x?}: the C backend answered {direct:02x?}");
+        assert_eq!(direct, proxied, "case {case:02x?}");
+        assert!(code.is_some(), "proxy died of a signal");
+    }
+}
+
+#[test]
+fn proxy_malformed_chain_is_forwarded_and_the_backend_reacts_as_without_the_proxy() {
+    if !have_backend() {
+        return;
+    }
+    // A chain whose NEXT points outside the table, then a good command: the C backend's
+    // reaction (answer, or refuse the queue) is the same with and without the proxy.
+    let (direct, proxied, code) = both(|fe| {
+        let req = fe.put(&gpu::create_2d(3, 2, 8, 8));
+        let size = fe.queues[0].size;
+        let head = fe.queues[0].next_desc;
+        fe.write_desc(fe.queues[0].desc, head, (req, 56, common::F_NEXT, size + 5));
+        fe.queues[0].next_desc += 1;
+        fe.publish(0, head);
+        let first = !fe.no_used_within(0, Duration::from_millis(500));
+        let p = fe.push(
+            0,
+            &[Buf::Out(gpu::create_2d(4, 2, 8, 8)), Buf::In(24)],
+            false,
+        );
+        let second = !fe.no_used_within(0, Duration::from_millis(500));
+        (first, second, p.head)
+    });
+    eprintln!("malformed chain: (answered, next answered, head) = {direct:?}");
+    assert_eq!(direct, proxied);
+    assert!(code.is_some(), "proxy died of a signal");
+}
+
+#[test]
+fn proxy_to_an_already_listening_backend_socket_records_the_session() {
+    if !have_backend() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (mut backend, bsock) = spawn_direct(dir.path());
+    let start = Instant::now();
+    while !bsock.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "backend socket missing"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let sock = dir.path().join("front.sock");
+    let out = dir.path().join("p.vgt");
+    let mut proxy = Command::new(env!("CARGO_BIN_EXE_vgt-capture"))
+        .args(["proxy", "--quiet", "--socket"])
+        .arg(&sock)
+        .arg("--backend")
+        .arg(&bsock)
+        .arg("-o")
+        .arg(&out)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut fe = TestFrontend::connect(&sock, DisplayAnswers::default());
+    let done = workload(&mut fe);
+    assert_eq!(gpu::resp_type(&done[1].1), 0x1100);
+    drop(fe);
+    assert!(wait_exit(&mut proxy, 20).success());
+    let _ = wait_exit(&mut backend, 20);
+    let (_, records) = common::read_capture(&out);
+    let commands = records
+        .iter()
+        .filter(|r| matches!(r.body, RecordBody::Command(_)))
+        .count();
+    let responses = records
+        .iter()
+        .filter(|r| matches!(r.body, RecordBody::Response(_)))
+        .count();
+    assert_eq!((commands, responses), (done.len(), done.len()));
+    // The handshake is recorded as QEMU saw it, and the removed protocol features are named.
+    assert!(records.iter().any(|r| matches!(&r.body,
+        RecordBody::Lifecycle(l) if l.kind == LifecycleKind::Connect && l.message.contains("HOST_NOTIFIER"))));
+}

@@ -1,0 +1,502 @@
+//! `vgt-capture proxy` under a real Linux guest (samples/guest): QEMU 10 → proxy → a real
+//! backend (QEMU's C vhost-user-gpu, rust-vmm's vhost-device-gpu). The guest must behave as
+//! with a direct connection (selftest.sh's checks: driver up without errors, screendumps equal
+//! to the guest's patterns, every exit status 0; and the same driver log as a direct run), each
+//! capture must pair every command with its response, the command sequence must match
+//! built-in mode's, and a backend killed with SIGKILL in the middle of the fb workload must
+//! leave a finished capture whose crash record names exactly the unanswered commands.
+//!
+//! Needs QEMU >= 8, the guest from `samples/guest/setup.sh` and the C backend; skipped with a
+//! message when `VGT_SKIP_E2E=1` or when they are missing.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use vgt_format::record::{LifecycleKind, RecordBody};
+use vgt_format::wire::CommandType;
+
+const C_BACKEND: &str = "/usr/lib/qemu/vhost-user-gpu";
+
+/// One guest at a time (2 cores, TCG).
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn bin() -> String {
+    std::env::var("VGT_CAPTURE_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_vgt-capture").to_owned())
+}
+
+fn guest_ready(test: &str) -> bool {
+    if std::env::var("VGT_SKIP_E2E").is_ok_and(|v| v == "1") {
+        eprintln!("{test}: skipped (VGT_SKIP_E2E=1)");
+        return false;
+    }
+    let cache = std::env::var_os("VGT_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/vgt")
+        });
+    if !cache.join("guest/paths.env").exists() || !Path::new(C_BACKEND).exists() {
+        eprintln!(
+            "{test}: skipped: run samples/guest/setup.sh first (guest or {C_BACKEND} missing)"
+        );
+        return false;
+    }
+    true
+}
+
+/// Runs selftest.sh with `backend` for `workloads`, keeping its files in `keep`.
+fn selftest(backend: &str, keep: &Path, workloads: &[&str]) -> (bool, String) {
+    let out = Command::new(root().join("samples/guest/selftest.sh"))
+        .arg("--keep")
+        .arg(keep)
+        .arg("--backend")
+        .arg(backend)
+        .args(workloads)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("{text}");
+    (out.status.success(), text)
+}
+
+/// The guest driver's log lines (between the DMESG markers) without their timestamps.
+fn driver_log(serial: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(serial).unwrap_or_default();
+    let mut inside = false;
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let line = line.trim_end_matches('\r');
+        if line.contains("VGT-DMESG-BEGIN") {
+            inside = true;
+        } else if line.contains("VGT-DMESG-END") {
+            break;
+        } else if inside {
+            let l = match line.find(']') {
+                Some(i) if line.starts_with('[') => line[i + 1..].trim().to_owned(),
+                _ => line.to_owned(),
+            };
+            out.push(l);
+        }
+    }
+    out
+}
+
+/// Per queue, the command types of a capture in order; asserts that every command got exactly
+/// one response and that the capture holds no crash or error.
+fn check_capture(path: &Path) -> BTreeMap<u16, Vec<CommandType>> {
+    let (reader, records) = common::read_capture(path);
+    let mut commands = BTreeMap::new();
+    let mut answered = BTreeSet::new();
+    let mut seq: BTreeMap<u16, Vec<CommandType>> = BTreeMap::new();
+    for (id, r) in records.iter().enumerate() {
+        match &r.body {
+            RecordBody::Command(c) => {
+                let b = reader.read_payload(&c.request).unwrap();
+                let ty = b
+                    .get(0..4)
+                    .map_or(0, |s| u32::from_le_bytes(s.try_into().unwrap()));
+                commands.insert(id as u64, CommandType(ty));
+                seq.entry(c.queue).or_default().push(CommandType(ty));
+            }
+            RecordBody::Response(r) => {
+                assert!(
+                    commands.contains_key(&r.command),
+                    "{}: response to unknown {}",
+                    path.display(),
+                    r.command
+                );
+                assert!(
+                    answered.insert(r.command),
+                    "{}: two responses for {}",
+                    path.display(),
+                    r.command
+                );
+            }
+            RecordBody::Lifecycle(l) => assert!(
+                !matches!(l.kind, LifecycleKind::Crash | LifecycleKind::Error),
+                "{}: {l:?}",
+                path.display()
+            ),
+            _ => {}
+        }
+    }
+    let unanswered: Vec<_> = commands.keys().filter(|c| !answered.contains(c)).collect();
+    assert!(
+        unanswered.is_empty(),
+        "{}: unanswered {unanswered:?}",
+        path.display()
+    );
+    assert!(!commands.is_empty(), "{}: no commands", path.display());
+    seq
+}
+
+/// The control-queue sequence with repeated TRANSFER_TO_HOST_2D + RESOURCE_FLUSH pairs merged
+/// into one: the guest's fbdev damage worker batches framebuffer writes by timing, so the
+/// number of pairs varies from run to run (even against the same backend); everything else
+/// must match exactly.
+fn normalise(seq: &[CommandType]) -> Vec<CommandType> {
+    let mut out: Vec<CommandType> = Vec::new();
+    let mut i = 0;
+    while i < seq.len() {
+        let pair = seq.get(i) == Some(&CommandType::TRANSFER_TO_HOST_2D)
+            && seq.get(i + 1) == Some(&CommandType::RESOURCE_FLUSH);
+        if pair {
+            let n = out.len();
+            let repeat = n >= 2
+                && out[n - 2] == CommandType::TRANSFER_TO_HOST_2D
+                && out[n - 1] == CommandType::RESOURCE_FLUSH;
+            if !repeat {
+                out.extend_from_slice(&seq[i..i + 2]);
+            }
+            i += 2;
+        } else {
+            out.push(seq[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+fn names(seq: &[CommandType]) -> Vec<String> {
+    seq.iter()
+        .map(|t| {
+            t.name()
+                .map_or_else(|| format!("{:#x}", t.0), str::to_owned)
+        })
+        .collect()
+}
+
+#[test]
+fn proxy_real_guest_c_backend_behaves_as_direct_and_records_what_builtin_records() {
+    if !guest_ready("proxy_real_guest_c_backend") {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let workloads = ["boot", "fb", "modes", "cursor"];
+    let proxied = dir.path().join("proxy");
+    let proxy_cmd = format!(
+        "{} proxy --quiet --socket {{socket}} --backend-cmd '{C_BACKEND} --socket-path %s' -o {{socket}}.vgt",
+        bin()
+    );
+    let (ok, text) = selftest(&proxy_cmd, &proxied, &workloads);
+    assert!(ok, "selftest through the proxy failed:\n{text}");
+    let direct = dir.path().join("direct");
+    let (ok, text) = selftest(
+        &format!("{C_BACKEND} --socket-path {{socket}}"),
+        &direct,
+        &workloads,
+    );
+    assert!(ok, "selftest direct failed:\n{text}");
+    // Built-in mode needs to be told about the second scanout of the modes workload.
+    let builtin = dir.path().join("builtin");
+    let builtin_cmd = |scanouts: u32| {
+        format!(
+            "{} --quiet --scanouts {scanouts} --socket {{socket}} -o {{socket}}.vgt",
+            bin()
+        )
+    };
+    let (ok, text) = selftest(&builtin_cmd(1), &builtin, &["boot", "fb", "cursor"]);
+    assert!(ok, "selftest built-in failed:\n{text}");
+    let builtin2 = dir.path().join("builtin2");
+    let (ok, text) = selftest(&builtin_cmd(2), &builtin2, &["modes"]);
+    assert!(ok, "selftest built-in (modes) failed:\n{text}");
+    for w in workloads {
+        // Same driver log as with a direct connection.
+        let a = driver_log(&direct.join(w).join("serial.log"));
+        let b = driver_log(&proxied.join(w).join("serial.log"));
+        assert!(!a.is_empty());
+        assert_eq!(a, b, "{w}: driver log differs between direct and proxied");
+        // Every command paired; the same command sequence as built-in mode.
+        let p = check_capture(&proxied.join(w).join("gpu.sock.vgt"));
+        let bdir = if w == "modes" { &builtin2 } else { &builtin };
+        let m = check_capture(&bdir.join(w).join("gpu.sock.vgt"));
+        let pc = normalise(p.get(&0).map_or(&[][..], |v| v));
+        let mc = normalise(m.get(&0).map_or(&[][..], |v| v));
+        assert_eq!(names(&pc), names(&mc), "{w}: control queue sequence");
+        assert_eq!(
+            names(p.get(&1).map_or(&[][..], |v| v)),
+            names(m.get(&1).map_or(&[][..], |v| v)),
+            "{w}: cursor queue sequence"
+        );
+    }
+}
+
+fn wait_child(child: &mut Child, secs: u64) -> Option<std::process::ExitStatus> {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(secs) {
+        if let Some(s) = child.try_wait().unwrap() {
+            return Some(s);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+fn wait_for(path: &Path, what: &str, secs: u64) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(secs) {
+        if std::fs::read_to_string(path).is_ok_and(|t| t.contains(what)) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+#[test]
+fn proxy_real_guest_backend_sigkill_mid_fb_names_the_commands_in_flight() {
+    if !guest_ready("proxy_real_guest_backend_sigkill") {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    // Three kill times within the 50 framebuffer writes: it must work every time.
+    for delay_ms in [100, 400, 900] {
+        sigkill_mid_fb(delay_ms);
+    }
+}
+
+fn sigkill_mid_fb(delay_ms: u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let sock = d.join("gpu.sock");
+    let out = d.join("proxy.vgt");
+    let serial = d.join("serial.log");
+    let mut proxy = Command::new(bin())
+        .args(["proxy", "--quiet", "--socket"])
+        .arg(&sock)
+        .arg("--backend-cmd")
+        .arg(format!(
+            "sh -c 'echo $$ > {}; exec {C_BACKEND} --socket-path %s'",
+            d.join("backend.pid").display()
+        ))
+        .arg("-o")
+        .arg(&out)
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !sock.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "proxy socket missing"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut guest = Command::new(root().join("samples/guest/run-guest.sh"))
+        .arg("--socket")
+        .arg(&sock)
+        .args(["--workload", "fb", "--timeout", "120", "--serial-log"])
+        .arg(&serial)
+        .arg("--pidfile")
+        .arg(d.join("qemu.pid"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // The framebuffer writes start right after the driver log: kill the backend while they run.
+    assert!(
+        wait_for(&serial, "VGT-DMESG-END", 120),
+        "guest did not reach the workload"
+    );
+    std::thread::sleep(Duration::from_millis(delay_ms));
+    let pid: i32 = std::fs::read_to_string(d.join("backend.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // SAFETY: kill(2) on the backend this test started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    let status = wait_child(&mut proxy, 30).expect("proxy did not exit");
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(proxy.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    eprintln!("{stderr}");
+    // QEMU goes too (it may or may not survive the backend's death by itself).
+    if let Ok(q) = std::fs::read_to_string(d.join("qemu.pid"))
+        && let Ok(q) = q.trim().parse::<i32>()
+    {
+        // SAFETY: kill(2) on the QEMU this test started.
+        unsafe { libc::kill(q, libc::SIGKILL) };
+    }
+    let _ = wait_child(&mut guest, 30);
+    assert_eq!(status.code(), Some(3), "proxy exit {status:?}");
+    assert!(stderr.contains("killed by signal 9"), "{stderr}");
+
+    let (_, records) = common::read_capture(&out);
+    let RecordBody::Lifecycle(end) = &records.last().unwrap().body else {
+        panic!("no End record")
+    };
+    assert_eq!(end.kind, LifecycleKind::End);
+    let mut commands = BTreeMap::new();
+    let mut answered = BTreeSet::new();
+    let mut crash = Vec::new();
+    for (id, r) in records.iter().enumerate() {
+        match &r.body {
+            RecordBody::Command(c) => {
+                commands.insert(id as u64, c.queue);
+            }
+            RecordBody::Response(r) => {
+                answered.insert(r.command);
+            }
+            RecordBody::Lifecycle(l) if l.kind == LifecycleKind::Crash => crash.push(l.clone()),
+            _ => {}
+        }
+    }
+    assert!(
+        commands.len() > 10,
+        "the kill came too early to mean anything"
+    );
+    let unanswered: Vec<u64> = commands
+        .keys()
+        .copied()
+        .filter(|c| !answered.contains(c))
+        .collect();
+    // The summary and one record per command in flight name exactly the unanswered commands.
+    assert!(
+        crash[0]
+            .message
+            .contains(&format!("{} command(s) in flight", unanswered.len())),
+        "{} vs {unanswered:?}",
+        crash[0].message
+    );
+    let named: Vec<u64> = crash[1..].iter().filter_map(|l| l.command).collect();
+    assert_eq!(named, unanswered);
+    for id in &unanswered {
+        assert!(
+            stderr.contains(&format!("#{id} ")),
+            "stderr does not name #{id}"
+        );
+    }
+    assert!(crash[0].message.contains("last completed: #"));
+}
+
+/// Installs vhost-device-gpu (scripts/install-vhost-device-gpu.sh, a cache outside the repo).
+fn vhost_device_gpu() -> Option<PathBuf> {
+    let out = Command::new(root().join("scripts/install-vhost-device-gpu.sh"))
+        .stdin(Stdio::null())
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        eprintln!(
+            "vhost-device-gpu install failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return None;
+    }
+    Some(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+}
+
+/// Boots `workload` against a backend started by `backend` (socket path substituted for
+/// `{socket}`); returns (run-guest.sh status, serial log path).
+fn boot_with(backend: &str, dir: &Path, workload: &str, append: &[&str]) -> (bool, PathBuf) {
+    std::fs::create_dir_all(dir).unwrap();
+    let sock = dir.join("gpu.sock");
+    let serial = dir.join("serial.log");
+    let mut b = Command::new("bash")
+        .arg("-c")
+        .arg(backend.replace("{socket}", &sock.to_string_lossy()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("backend.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !sock.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "backend socket missing"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut cmd = Command::new(root().join("samples/guest/run-guest.sh"));
+    cmd.arg("--socket")
+        .arg(&sock)
+        .args(["--workload", workload, "--timeout", "180", "--serial-log"])
+        .arg(&serial);
+    for a in append {
+        cmd.args(["--append", a]);
+    }
+    let status = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    let bstatus = wait_child(&mut b, 20);
+    if bstatus.is_none() {
+        let _ = b.kill();
+    }
+    (
+        status.success() && bstatus.is_some_and(|s| s.success()),
+        serial,
+    )
+}
+
+#[test]
+fn proxy_real_guest_vhost_device_gpu_behaves_as_direct() {
+    if !guest_ready("proxy_real_guest_vhost_device_gpu") {
+        return;
+    }
+    let Some(vdg) = vhost_device_gpu() else {
+        panic!("vhost-device-gpu could not be installed (scripts/install-vhost-device-gpu.sh)");
+    };
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    // The null backend shows no scanout unless the connector is forced (run-guest.sh's
+    // --append takes no '@', and the refresh rate is not needed).
+    let append = ["video=Virtual-1:1024x768e"];
+    for w in ["boot", "fb"] {
+        let (ok, direct_log) = boot_with(
+            &format!("{} --socket-path {{socket}} --gpu-mode null", vdg.display()),
+            &dir.path().join(format!("direct-{w}")),
+            w,
+            &append,
+        );
+        assert!(ok, "{w}: direct run failed ({})", direct_log.display());
+        let pdir = dir.path().join(format!("proxy-{w}"));
+        let (ok, proxy_log) = boot_with(
+            &format!(
+                "{} proxy --quiet --socket {{socket}} --backend-cmd '{} --socket-path %s --gpu-mode null' -o {}",
+                bin(),
+                vdg.display(),
+                pdir.join("proxy.vgt").display()
+            ),
+            &pdir,
+            w,
+            &append,
+        );
+        assert!(ok, "{w}: proxied run failed ({})", proxy_log.display());
+        let serial = std::fs::read_to_string(&proxy_log).unwrap();
+        assert!(serial.contains("[drm] Initialized virtio_gpu"), "{serial}");
+        assert!(!serial.contains("*ERROR*"), "{serial}");
+        assert!(serial.contains(&format!("VGT-WORKLOAD-DONE {w}")));
+        assert_eq!(
+            driver_log(&direct_log),
+            driver_log(&proxy_log),
+            "{w}: driver log"
+        );
+        let seq = check_capture(&pdir.join("proxy.vgt"));
+        assert!(
+            seq.get(&0)
+                .is_some_and(|s| s.contains(&CommandType::GET_EDID)
+                    || s.contains(&CommandType::GET_DISPLAY_INFO))
+        );
+    }
+}
