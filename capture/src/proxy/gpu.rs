@@ -110,10 +110,13 @@ fn observe(shared: &Shared, fbs: &mut HashMap<u32, Framebuffer>, m: &RawMessage)
     match m.request() {
         gpu_req::SCANOUT if p.len() >= 12 => {
             let (id, w, h) = (u32_at(p, 0), u32_at(p, 1), u32_at(p, 2));
-            if w == 0 || h == 0 || w > 16384 || h > 16384 {
-                fbs.remove(&id);
-            } else {
-                fbs.insert(id, Framebuffer::new(w, h));
+            match Framebuffer::new(w, h) {
+                Some(fb) if w > 0 && h > 0 && w <= 16384 && h <= 16384 => {
+                    fbs.insert(id, fb);
+                }
+                _ => {
+                    fbs.remove(&id);
+                }
             }
         }
         gpu_req::UPDATE if p.len() >= 20 => {

@@ -858,7 +858,36 @@ pub fn set_nonblocking(f: &File) {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::sink::MemorySink;
+    use std::sync::{Arc, Mutex};
+    use vgt_format::record::{Payload, Record, RecordId};
+
+    use crate::recorder::{RecordSink, SinkError};
+
+    /// Keeps records in memory (payloads inline); clone the handle to read them back.
+    #[derive(Debug, Default, Clone)]
+    struct MemorySink {
+        records: Arc<Mutex<Vec<Record>>>,
+    }
+
+    impl RecordSink for MemorySink {
+        fn store(&mut self, bytes: &[u8]) -> Result<Payload, SinkError> {
+            Ok(Payload::Inline(bytes.to_vec()))
+        }
+
+        fn append(&mut self, record: &Record) -> Result<RecordId, SinkError> {
+            let mut r = self.records.lock().unwrap_or_else(|p| p.into_inner());
+            r.push(record.clone());
+            Ok(r.len() as u64 - 1)
+        }
+
+        fn finish(self: Box<Self>) -> Result<(), SinkError> {
+            Ok(())
+        }
+
+        fn bytes_written(&self) -> u64 {
+            0
+        }
+    }
 
     const UA: u64 = 0x7000_0000_0000;
     const DESC: u64 = 0x100;
