@@ -343,6 +343,7 @@ impl<'r> Replayer<'r> {
                 span_end: 0,
                 unverified: None,
                 batch: Vec::new(),
+                recycle: None,
             };
             run.run()?;
             report.loops += 1;
@@ -381,21 +382,58 @@ struct Window {
 
 /// What the reading thread hands to the executing thread.
 enum Item {
-    Window(Box<Window>),
+    /// Consecutive windows, in order (batched so that the threads meet once per batch, not
+    /// once per command).
+    Windows(Vec<Window>),
     /// A record or payload could not be read; nothing after it is delivered.
     Damaged(RecordId, String),
     /// Reading ended; the last record read.
     End(Option<RecordId>),
 }
 
+/// Payload buffers waiting to be reused by the reading thread.
+const RECYCLED: usize = 16;
+
+/// A batch is handed over once it holds this many payload bytes...
+const BATCH_BYTES: usize = 1 << 20;
+/// ...or this many windows.
+const BATCH_WINDOWS: usize = 64;
+
+/// Buffers the executing thread no longer needs, handed back for the reading thread to read
+/// payloads into (so that steady-state replay allocates, and faults in, no new payload memory).
+struct Pool {
+    rx: Receiver<Vec<u8>>,
+}
+
+impl Pool {
+    fn get(&self) -> Vec<u8> {
+        self.rx.try_recv().unwrap_or_default()
+    }
+
+    /// The bytes of `p`, owned: an inline payload's vector is taken over; a blob is read (and
+    /// verified) into a buffer from the pool.
+    fn take(&self, reader: &CaptureReader, p: Payload) -> Result<Vec<u8>, vgt_format::file::Error> {
+        match p {
+            Payload::Inline(b) => Ok(b),
+            blob @ Payload::Blob(_) => {
+                let mut out = self.get();
+                reader.read_payload_into(&blob, &mut out)?;
+                Ok(out)
+            }
+        }
+    }
+}
+
 /// Reads records in order, groups them into windows and reads their payloads (blob
 /// decompression and verification happen here, on the reading thread, while the device
-/// executes the previous command).
-fn produce(reader: &CaptureReader, end: Option<RecordId>, tx: &SyncSender<Item>) {
+/// executes earlier commands).
+fn produce(reader: &CaptureReader, end: Option<RecordId>, tx: &SyncSender<Item>, pool: &Pool) {
     let mut window = Window::default();
     let mut uploads = Uploads::default();
     let mut last_record = None;
     let mut damaged = None;
+    let mut batch = Vec::new();
+    let mut batch_bytes = 0usize;
     for item in reader.iter() {
         let (id, record) = match item {
             Ok(r) => r,
@@ -410,19 +448,32 @@ fn produce(reader: &CaptureReader, end: Option<RecordId>, tx: &SyncSender<Item>)
         {
             break;
         }
-        match push(reader, &mut uploads, &mut window, id, record) {
+        match push(reader, pool, &mut uploads, &mut window, id, record) {
             Ok(None) => {}
             Ok(Some(done)) => {
-                if tx.send(Item::Window(Box::new(done))).is_err() {
+                batch_bytes += done.reads.iter().map(|(_, b)| b.len()).sum::<usize>();
+                batch.push(done);
+                if (batch_bytes >= BATCH_BYTES || batch.len() >= BATCH_WINDOWS)
+                    && tx.send(Item::Windows(std::mem::take(&mut batch))).is_err()
+                {
                     return;
+                }
+                if batch.is_empty() {
+                    batch_bytes = 0;
                 }
             }
             Err(e) => {
+                if !batch.is_empty() && tx.send(Item::Windows(batch)).is_err() {
+                    return;
+                }
                 let _ = tx.send(Item::Damaged(id, e.to_string()));
                 let _ = tx.send(Item::End(last_record));
                 return;
             }
         }
+    }
+    if !batch.is_empty() && tx.send(Item::Windows(batch)).is_err() {
+        return;
     }
     if let Some((id, why)) = damaged {
         // Before the last window, so that it is known to be incomplete.
@@ -431,7 +482,7 @@ fn produce(reader: &CaptureReader, end: Option<RecordId>, tx: &SyncSender<Item>)
         }
     }
     window.last = true;
-    if tx.send(Item::Window(Box::new(window))).is_ok() {
+    if tx.send(Item::Windows(vec![window])).is_ok() {
         let _ = tx.send(Item::End(last_record));
     }
 }
@@ -477,6 +528,7 @@ impl Uploads {
 /// starts one.
 fn push(
     reader: &CaptureReader,
+    pool: &Pool,
     uploads: &mut Uploads,
     w: &mut Window,
     id: RecordId,
@@ -485,7 +537,11 @@ fn push(
     let ts = record.ts_ns;
     let out = match record.body {
         RecordBody::Command(c) => {
-            let request = reader.read_payload(&c.request)?.into_owned();
+            let mut c = c;
+            let request = pool.take(
+                reader,
+                std::mem::replace(&mut c.request, Payload::Inline(Vec::new())),
+            )?;
             let done = std::mem::take(w);
             w.command = Some((id, ts, c, request));
             w.last_ts = ts;
@@ -498,13 +554,13 @@ fn push(
                 Payload::Inline(_) => None,
             };
             if !uploads.unchanged(m.addr, len, hash) {
-                let bytes = reader.read_payload(&m.data)?.into_owned();
+                let bytes = pool.take(reader, m.data)?;
                 w.reads.push((m.addr, bytes));
             }
             None
         }
         RecordBody::Response(r) => {
-            let bytes = reader.read_payload(&r.bytes)?.into_owned();
+            let bytes = pool.take(reader, r.bytes)?;
             w.responses.push((id, r.command, bytes));
             None
         }
@@ -539,7 +595,7 @@ fn push(
         }
         RecordBody::GpuSocket(g) => {
             if g.direction == Direction::BackendReply {
-                let bytes = reader.read_payload(&g.payload)?.into_owned();
+                let bytes = pool.take(reader, g.payload)?;
                 w.replies.push_back((g.request, bytes));
             }
             None
@@ -573,7 +629,7 @@ fn push(
                         | VhostUserRequest::REM_MEM_REG
                 )
             {
-                let bytes = reader.read_payload(&v.payload)?.into_owned();
+                let bytes = pool.take(reader, v.payload)?;
                 w.memory_ops.push((req, bytes));
             }
             None
@@ -620,15 +676,19 @@ struct Run<'a> {
     unverified: Option<RecordId>,
     /// Divergences of the current window, reported in record order when it is done.
     batch: Vec<Divergence>,
+    /// Hands payload buffers back to the reading thread.
+    recycle: Option<SyncSender<Vec<u8>>>,
 }
 
 impl Run<'_> {
     fn run(&mut self) -> Result<(), ReplayError> {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Item>(4);
+        let (recycle, returned) = std::sync::mpsc::sync_channel::<Vec<u8>>(RECYCLED);
+        self.recycle = Some(recycle);
         let reader = self.reader;
         let end = self.opts.end;
         std::thread::scope(|scope| {
-            scope.spawn(move || produce(reader, end, &tx));
+            scope.spawn(move || produce(reader, end, &tx, &Pool { rx: returned }));
             // Leaving early drops `rx`, which ends the reading thread at its next send.
             self.consume(rx)
         })
@@ -642,29 +702,31 @@ impl Run<'_> {
         let mut cut = self.report.truncated_at.is_some();
         // A recorded crash ends the capture too, but its command's records are complete.
         let mut crashed = false;
-        for item in rx {
+        'items: for item in rx {
             match item {
-                Item::Window(w) => {
-                    crashed |= w.crash.is_some();
-                    if w.last && no_index && !w.end && self.report.truncated_at.is_none() {
-                        self.report.unfinished = true;
-                        cut = true;
-                    }
-                    if w.last
-                        && cut
-                        && let Some((id, ..)) = &w.command
-                    {
-                        // The file ends inside this command's records: some of its reads,
-                        // frames or its response may be missing, so it runs (a crash still
-                        // shows) unverified.
-                        self.unverified = Some(*id);
-                        if self.loop_index == 0 {
-                            self.report.incomplete_command = Some(*id);
+                Item::Windows(batch) => {
+                    for w in batch {
+                        crashed |= w.crash.is_some();
+                        if w.last && no_index && !w.end && self.report.truncated_at.is_none() {
+                            self.report.unfinished = true;
+                            cut = true;
                         }
-                    }
-                    self.flush(*w)?;
-                    if self.stop {
-                        break;
+                        if w.last
+                            && cut
+                            && let Some((id, ..)) = &w.command
+                        {
+                            // The file ends inside this command's records: some of its reads,
+                            // frames or its response may be missing, so it runs (a crash still
+                            // shows) unverified.
+                            self.unverified = Some(*id);
+                            if self.loop_index == 0 {
+                                self.report.incomplete_command = Some(*id);
+                            }
+                        }
+                        self.flush(w)?;
+                        if self.stop {
+                            break 'items;
+                        }
                     }
                 }
                 Item::Damaged(id, why) => {
@@ -815,7 +877,12 @@ impl Run<'_> {
         }
         self.observer.progress(id);
         for (addr, bytes) in reads {
-            self.memory.write_owned(addr, bytes);
+            if let Some(spare) = self.memory.write_owned(addr, bytes)
+                && let Some(r) = &self.recycle
+            {
+                // A full pool: the buffer is simply dropped.
+                let _ = r.try_send(spare);
+            }
         }
         let code = request
             .get(0..4)
@@ -1330,7 +1397,7 @@ impl DeviceHost for Host<'_> {
             self.cursors.push(c);
             return;
         }
-        let Some(change) = self.fbs.apply(&event) else {
+        let Some(change) = self.fbs.apply_owned(event) else {
             return;
         };
         let Some(fb) = self.fbs.get(change.scanout_id) else {
