@@ -392,7 +392,7 @@ enum Item {
 }
 
 /// Payload buffers waiting to be reused by the reading thread.
-const RECYCLED: usize = 16;
+const RECYCLED: usize = 64;
 
 /// A batch is handed over once it holds this many payload bytes...
 const BATCH_BYTES: usize = 1 << 20;

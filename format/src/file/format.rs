@@ -144,21 +144,7 @@ pub(crate) fn chunk_crc(kind: u16, flags: u16, body_len: u32, body: &[u8]) -> u3
     pre[0..2].copy_from_slice(&kind.to_le_bytes());
     pre[2..4].copy_from_slice(&flags.to_le_bytes());
     pre[4..8].copy_from_slice(&body_len.to_le_bytes());
-    crc32c_append(crc32c::crc32c(&pre), body)
-}
-
-/// Below this many bytes the CRC is computed by `crc32c` directly (no setup cost).
-const CRC_FAST_MIN: usize = 4096;
-
-/// CRC-32C of the bytes whose CRC is `crc` followed by `data` (the same value as
-/// `crc32c::crc32c_append`): large inputs go through `crc-fast`, whose folding with carry-less
-/// multiplication reads blobs about twice as fast, and are combined with `crc`.
-pub(crate) fn crc32c_append(crc: u32, data: &[u8]) -> u32 {
-    if data.len() < CRC_FAST_MIN {
-        crc32c::crc32c_append(crc, data)
-    } else {
-        crc32c::crc32c_combine(crc, crc_fast::crc32_iscsi(data), data.len())
-    }
+    crc32c::crc32c_append(crc32c::crc32c(&pre), body)
 }
 
 /// Writes a chunk header for `body` (which must already be complete) into `out[0..16]`.
@@ -457,28 +443,4 @@ pub(crate) fn le_u128(b: &[u8], at: usize) -> u128 {
     let mut a = [0u8; 16];
     a.copy_from_slice(&b[at..at + 16]);
     u128::from_le_bytes(a)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn crc32c_append_any_size_and_split_equals_crc32c() {
-        let data: Vec<u8> = (0..70_000u32)
-            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-            .collect();
-        for len in [0, 1, 7, 4095, 4096, 4097, 10_000, 65_537, 70_000] {
-            let d = &data[..len];
-            assert_eq!(crc32c_append(0, d), crc32c::crc32c(d), "len {len}");
-            for split in [0, 1, len / 3, len.saturating_sub(1), len] {
-                let (a, b) = d.split_at(split.min(len));
-                assert_eq!(
-                    crc32c_append(crc32c::crc32c(a), b),
-                    crc32c::crc32c(d),
-                    "len {len} split {split}"
-                );
-            }
-        }
-    }
 }
