@@ -11,6 +11,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender};
 use std::time::{Duration, Instant};
 
@@ -21,8 +22,8 @@ use vgt_device::{
 };
 use vgt_format::CaptureReader;
 use vgt_format::record::{
-    CommandRecord, CursorAction, Direction, FenceSignal, Frame, LifecycleKind, Payload, Record,
-    RecordBody, RecordId,
+    BlobRef, CommandRecord, CursorAction, Direction, FenceSignal, Frame, LifecycleKind, Payload,
+    Record, RecordBody, RecordId,
 };
 use vgt_format::wire::{
     self, CommandType, FLAG_INFO_RING_IDX, GpuSocketRequest, Request, Response, ResponseBody,
@@ -364,6 +365,9 @@ struct Window {
     command: Option<(RecordId, u64, CommandRecord, Vec<u8>)>,
     /// Guest bytes read for it: address, bytes.
     reads: Vec<(u64, Vec<u8>)>,
+    /// Blob reads whose content hash the reading thread left to the executing thread: index
+    /// in `reads`, memory-read record, blob reference.
+    unhashed: Vec<(usize, RecordId, BlobRef)>,
     replies: VecDeque<(u32, Vec<u8>)>,
     responses: Vec<(RecordId, RecordId, Vec<u8>)>,
     frames: Vec<(RecordId, Frame)>,
@@ -394,6 +398,11 @@ enum Item {
 /// Payload buffers waiting to be reused by the reading thread.
 const RECYCLED: usize = 64;
 
+/// The reading thread leaves blob content hashes to the executing thread while fewer than this
+/// many batches wait for it (it would otherwise wait for the reading thread): the two threads
+/// share the hashing according to which one is behind.
+const DEFER_BELOW: usize = 2;
+
 /// A batch is handed over once it holds this many payload bytes...
 const BATCH_BYTES: usize = 1 << 20;
 /// ...or this many windows.
@@ -422,12 +431,30 @@ impl Pool {
             }
         }
     }
+
+    /// Like [`Pool::take`] for a blob whose content hash the executing thread checks
+    /// ([`Run::check_unhashed`]) before it uses the bytes.
+    fn take_unhashed(
+        &self,
+        reader: &CaptureReader,
+        p: &Payload,
+    ) -> Result<Vec<u8>, vgt_format::file::Error> {
+        let mut out = self.get();
+        reader.read_payload_into_unhashed(p, &mut out)?;
+        Ok(out)
+    }
 }
 
 /// Reads records in order, groups them into windows and reads their payloads (blob
 /// decompression and verification happen here, on the reading thread, while the device
 /// executes earlier commands).
-fn produce(reader: &CaptureReader, end: Option<RecordId>, tx: &SyncSender<Item>, pool: &Pool) {
+fn produce(
+    reader: &CaptureReader,
+    end: Option<RecordId>,
+    tx: &SyncSender<Item>,
+    pool: &Pool,
+    waiting: &AtomicUsize,
+) {
     let mut window = Window::default();
     let mut uploads = Uploads::default();
     let mut last_record = None;
@@ -448,13 +475,16 @@ fn produce(reader: &CaptureReader, end: Option<RecordId>, tx: &SyncSender<Item>,
         {
             break;
         }
-        match push(reader, pool, &mut uploads, &mut window, id, record) {
+        // Few batches waiting: the executing thread is about to wait for this one, so it
+        // checks the content hashes of this window's blobs itself.
+        let defer = waiting.load(Ordering::Relaxed) < DEFER_BELOW;
+        match push(reader, pool, defer, &mut uploads, &mut window, id, record) {
             Ok(None) => {}
             Ok(Some(done)) => {
                 batch_bytes += done.reads.iter().map(|(_, b)| b.len()).sum::<usize>();
                 batch.push(done);
                 if (batch_bytes >= BATCH_BYTES || batch.len() >= BATCH_WINDOWS)
-                    && tx.send(Item::Windows(std::mem::take(&mut batch))).is_err()
+                    && !send_windows(tx, waiting, std::mem::take(&mut batch))
                 {
                     return;
                 }
@@ -463,7 +493,7 @@ fn produce(reader: &CaptureReader, end: Option<RecordId>, tx: &SyncSender<Item>,
                 }
             }
             Err(e) => {
-                if !batch.is_empty() && tx.send(Item::Windows(batch)).is_err() {
+                if !batch.is_empty() && !send_windows(tx, waiting, batch) {
                     return;
                 }
                 let _ = tx.send(Item::Damaged(id, e.to_string()));
@@ -472,7 +502,7 @@ fn produce(reader: &CaptureReader, end: Option<RecordId>, tx: &SyncSender<Item>,
             }
         }
     }
-    if !batch.is_empty() && tx.send(Item::Windows(batch)).is_err() {
+    if !batch.is_empty() && !send_windows(tx, waiting, batch) {
         return;
     }
     if let Some((id, why)) = damaged {
@@ -482,9 +512,15 @@ fn produce(reader: &CaptureReader, end: Option<RecordId>, tx: &SyncSender<Item>,
         }
     }
     window.last = true;
-    if tx.send(Item::Windows(vec![window])).is_ok() {
+    if send_windows(tx, waiting, vec![window]) {
         let _ = tx.send(Item::End(last_record));
     }
+}
+
+/// Hands a batch over, counting it as waiting; false when the executing thread has stopped.
+fn send_windows(tx: &SyncSender<Item>, waiting: &AtomicUsize, batch: Vec<Window>) -> bool {
+    waiting.fetch_add(1, Ordering::Relaxed);
+    tx.send(Item::Windows(batch)).is_ok()
 }
 
 /// The content last written to each guest range, by blob hash, so that an identical re-upload
@@ -526,9 +562,11 @@ impl Uploads {
 
 /// Adds a record to the current window; returns the finished window when a new command
 /// starts one.
+#[allow(clippy::too_many_arguments)]
 fn push(
     reader: &CaptureReader,
     pool: &Pool,
+    defer_hash: bool,
     uploads: &mut Uploads,
     w: &mut Window,
     id: RecordId,
@@ -554,7 +592,14 @@ fn push(
                 Payload::Inline(_) => None,
             };
             if !uploads.unchanged(m.addr, len, hash) {
-                let bytes = pool.take(reader, m.data)?;
+                let bytes = match &m.data {
+                    Payload::Blob(r) if defer_hash => {
+                        let bytes = pool.take_unhashed(reader, &m.data)?;
+                        w.unhashed.push((w.reads.len(), id, r.clone()));
+                        bytes
+                    }
+                    _ => pool.take(reader, m.data)?,
+                };
                 w.reads.push((m.addr, bytes));
             }
             None
@@ -687,14 +732,16 @@ impl Run<'_> {
         self.recycle = Some(recycle);
         let reader = self.reader;
         let end = self.opts.end;
+        let waiting = AtomicUsize::new(0);
         std::thread::scope(|scope| {
-            scope.spawn(move || produce(reader, end, &tx, &Pool { rx: returned }));
+            let waiting_ = &waiting;
+            scope.spawn(move || produce(reader, end, &tx, &Pool { rx: returned }, waiting_));
             // Leaving early drops `rx`, which ends the reading thread at its next send.
-            self.consume(rx)
+            self.consume(rx, &waiting)
         })
     }
 
-    fn consume(&mut self, rx: Receiver<Item>) -> Result<(), ReplayError> {
+    fn consume(&mut self, rx: Receiver<Item>, waiting: &AtomicUsize) -> Result<(), ReplayError> {
         // Without an index and without the End record the writer never finished: the capture
         // was cut (maybe at a chunk boundary, which leaves no incomplete chunk behind). A
         // capture opened by scanning on purpose still has its End record.
@@ -705,7 +752,18 @@ impl Run<'_> {
         'items: for item in rx {
             match item {
                 Item::Windows(batch) => {
-                    for w in batch {
+                    waiting.fetch_sub(1, Ordering::Relaxed);
+                    for mut w in batch {
+                        if let Err((id, why)) = self.check_unhashed(&mut w) {
+                            // As if the reading thread had found it: this window is not
+                            // executed, and nothing after it is read.
+                            if self.report.damaged.is_none() {
+                                self.report.damaged = Some((id, why));
+                            }
+                            self.report.last_record = Some(id);
+                            cut = true;
+                            break 'items;
+                        }
                         crashed |= w.crash.is_some();
                         if w.last && no_index && !w.end && self.report.truncated_at.is_none() {
                             self.report.unfinished = true;
@@ -743,6 +801,25 @@ impl Run<'_> {
         }
         self.finish(cut || crashed);
         self.emit();
+        Ok(())
+    }
+
+    /// Checks the content hashes the reading thread left to this thread (the same XXH3-128
+    /// check `CaptureReader::read_payload_into` makes). A mismatch is damage: the memory-read
+    /// record and the reader's own error for that blob.
+    fn check_unhashed(&self, w: &mut Window) -> Result<(), (RecordId, String)> {
+        for (i, id, r) in std::mem::take(&mut w.unhashed) {
+            let Some((_, bytes)) = w.reads.get_mut(i) else {
+                continue;
+            };
+            if xxh3_128(bytes) == r.hash.0 {
+                continue;
+            }
+            match self.reader.read_payload(&Payload::Blob(r)) {
+                Ok(good) => *bytes = good.into_owned(),
+                Err(e) => return Err((id, e.to_string())),
+            }
+        }
         Ok(())
     }
 
@@ -789,6 +866,7 @@ impl Run<'_> {
         let Window {
             command,
             reads,
+            unhashed: _,
             mut replies,
             responses,
             frames,

@@ -409,7 +409,7 @@ impl CaptureReader {
             }
             Payload::Blob(r) => r,
         };
-        if self.read_blob_fast(r, out).is_ok() {
+        if self.read_blob_fast(r, out, true).is_ok() {
             return Ok(());
         }
         // Something is wrong with this blob: the step-by-step path says what, exactly as it
@@ -420,10 +420,39 @@ impl CaptureReader {
         Ok(())
     }
 
+    /// Like [`CaptureReader::read_payload_into`] except for the content hash, which is left to
+    /// the caller: the chunk CRC, the blob header (its length and hash fields must equal the
+    /// reference's) and the decompression are checked, the XXH3-128 of the bytes is not.
+    ///
+    /// Only for a caller that verifies the same content hash itself, before it uses the bytes:
+    /// it must check `xxh3_128(out) == hash` for the reference's hash (for example on another
+    /// thread, to spread the work) and, when they differ, call
+    /// [`CaptureReader::read_payload`] for the precise error. Inline payloads carry no hash
+    /// and are simply copied.
+    pub fn read_payload_into_unhashed(&self, payload: &Payload, out: &mut Vec<u8>) -> Result<()> {
+        let r = match payload {
+            Payload::Inline(_) => return self.read_payload_into(payload, out),
+            Payload::Blob(r) => r,
+        };
+        if self.read_blob_fast(r, out, false).is_ok() {
+            return Ok(());
+        }
+        let bytes = self.read_blob_checked(r)?;
+        out.clear();
+        out.extend_from_slice(&bytes);
+        Ok(())
+    }
+
     /// The blob read in one pass: chunk and blob headers, then the data straight into `out`
-    /// (stored) or decompressed into it (lz4), CRC over the body, one XXH3-128. Any failure is
-    /// reported by [`CaptureReader::read_blob_checked`], so its error is not meant for users.
-    fn read_blob_fast(&self, r: &crate::record::BlobRef, out: &mut Vec<u8>) -> Result<()> {
+    /// (stored) or decompressed into it (lz4), CRC over the body, one XXH3-128 (when `hash`;
+    /// otherwise the caller checks it). Any failure is reported by
+    /// [`CaptureReader::read_blob_checked`], so its error is not meant for users.
+    fn read_blob_fast(
+        &self,
+        r: &crate::record::BlobRef,
+        out: &mut Vec<u8>,
+        hash: bool,
+    ) -> Result<()> {
         let damaged = || Error::Corrupt {
             offset: r.offset,
             kind: CorruptionKind::BlobHash,
@@ -481,7 +510,7 @@ impl CaptureReader {
             }
             _ => return Err(damaged()),
         }
-        if xxhash_rust::xxh3::xxh3_128(out) != r.hash.0 {
+        if hash && xxhash_rust::xxh3::xxh3_128(out) != r.hash.0 {
             return Err(damaged());
         }
         Ok(())
