@@ -595,7 +595,7 @@ fn push(
                 let bytes = match &m.data {
                     Payload::Blob(r) if defer_hash => {
                         let bytes = pool.take_unhashed(reader, &m.data)?;
-                        w.unhashed.push((w.reads.len(), id, r.clone()));
+                        w.unhashed.push((w.reads.len(), id, *r));
                         bytes
                     }
                     _ => pool.take(reader, m.data)?,
