@@ -139,6 +139,56 @@ impl Framebuffers {
         }
     }
 
+    /// Like [`Framebuffers::apply`], taking the event: an update that covers a whole existing
+    /// framebuffer, tightly packed, becomes that framebuffer's pixel buffer instead of being
+    /// copied into it (the buffer it replaces is dropped). The result is the same picture.
+    pub fn apply_owned(&mut self, event: DisplayEvent) -> Option<FrameChange> {
+        if let DisplayEvent::Update {
+            scanout_id,
+            resource_id,
+            x: 0,
+            y: 0,
+            width,
+            height,
+            format,
+            stride,
+            pixels,
+        } = event
+        {
+            match self.scanouts.get_mut(&scanout_id) {
+                Some(fb)
+                    if fb.width == width
+                        && fb.height == height
+                        && stride == width.saturating_mul(4)
+                        && pixels.len() == fb.pixels.len() =>
+                {
+                    fb.resource_id = resource_id;
+                    fb.pixels = pixels;
+                    return Some(FrameChange {
+                        scanout_id,
+                        rect: [0, 0, width, height],
+                    });
+                }
+                _ => {
+                    // Rebuild the event to take the copying path (moves, no pixel copy).
+                    let event = DisplayEvent::Update {
+                        scanout_id,
+                        resource_id,
+                        x: 0,
+                        y: 0,
+                        width,
+                        height,
+                        format,
+                        stride,
+                        pixels,
+                    };
+                    return self.apply(&event);
+                }
+            }
+        }
+        self.apply(&event)
+    }
+
     /// The framebuffer of a scanout, when it shows something.
     pub fn get(&self, scanout_id: u32) -> Option<&Framebuffer> {
         self.scanouts.get(&scanout_id)
@@ -179,6 +229,42 @@ mod tests {
             stride,
             pixels,
         }
+    }
+
+    #[test]
+    fn apply_owned_same_pictures_as_apply() {
+        let scanout = |w, h| DisplayEvent::Scanout {
+            scanout_id: 0,
+            width: w,
+            height: h,
+        };
+        let full: Vec<u8> = (0..16).collect();
+        let events = [
+            scanout(2, 2),
+            // Whole frame, tightly packed: taken over.
+            update(0, 0, 2, 2, 8, full.clone()),
+            // Part of it: copied.
+            update(1, 0, 1, 2, 4, vec![9; 8]),
+            // Whole frame with row padding: copied.
+            update(0, 0, 2, 2, 12, (100..124).collect()),
+            // Larger than the frame: clipped.
+            update(0, 0, 3, 3, 12, vec![3; 36]),
+            // Whole frame, short buffer: missing rows black.
+            update(0, 0, 2, 2, 8, vec![4; 8]),
+            update(0, 0, 2, 2, 8, full),
+            scanout(0, 0),
+            // No framebuffer yet: one is started.
+            update(0, 0, 1, 1, 4, vec![1, 2, 3, 4]),
+        ];
+        let mut copied = Framebuffers::new();
+        let mut owned = Framebuffers::new();
+        for e in events {
+            let a = copied.apply(&e);
+            let b = owned.apply_owned(e);
+            assert_eq!(a, b);
+            assert_eq!(copied, owned);
+        }
+        assert_eq!(owned.get(0).unwrap().pixels, [1, 2, 3, 4]);
     }
 
     #[test]

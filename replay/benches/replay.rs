@@ -206,6 +206,38 @@ fn time(f: impl FnOnce()) -> Duration {
     t.elapsed()
 }
 
+/// CPU time of the whole process so far (every thread, finished ones included; 10 ms ticks).
+fn process_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which ends with the last ')'): utime is the 12th, stime
+    // the 13th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
+    Duration::from_millis(ticks * 10)
+}
+
+/// CPU time of the calling thread so far (nanoseconds from schedstat).
+fn thread_cpu() -> Duration {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap_or_default();
+    Duration::from_nanos(
+        s.split_whitespace()
+            .next()
+            .and_then(|x| x.parse().ok())
+            .unwrap_or(0),
+    )
+}
+
+/// Wall time, process CPU and calling-thread CPU of `f`.
+fn measure(f: impl FnOnce()) -> (Duration, Duration, Duration) {
+    let (p, t) = (process_cpu(), thread_cpu());
+    let wall = time(f);
+    (wall, process_cpu() - p, thread_cpu() - t)
+}
+
 fn main() {
     let w = build();
     let commands = w.commands.len() as u64;
@@ -221,6 +253,13 @@ fn main() {
         // For `perf record`: replay only.
         for _ in 0..20 {
             black_box(replay(&reader));
+        }
+        return;
+    }
+    if std::env::var_os("VGT_BENCH_PROFILE_DIRECT").is_some() {
+        // For `perf record`: direct only.
+        for _ in 0..20 {
+            black_box(direct(&w, false));
         }
         return;
     }
@@ -246,20 +285,30 @@ fn main() {
     let mut f = Vec::new();
     let mut r = Vec::new();
     let mut o = Vec::new();
+    // CPU time: direct's (one thread), replay's executing thread (this one) and the rest of
+    // replay's process time (its reading thread).
+    let mut dc = Vec::new();
+    let mut rx = Vec::new();
+    let mut rr = Vec::new();
     let mut span = 0;
     for _ in 0..5 {
         o.push(time(|| {
             black_box(read_only(&reader));
         }));
-        d.push(time(|| {
+        let (wall, cpu, _) = measure(|| {
             black_box(direct(&w, false));
-        }));
+        });
+        d.push(wall);
+        dc.push(cpu);
         f.push(time(|| {
             black_box(direct(&w, true));
         }));
-        r.push(time(|| {
+        let (wall, cpu, this) = measure(|| {
             span = replay(&reader).capture_span_ns;
-        }));
+        });
+        r.push(wall);
+        rx.push(this);
+        rr.push(cpu.saturating_sub(this));
     }
     let median = |v: &mut Vec<Duration>| {
         v.sort();
@@ -294,5 +343,14 @@ fn main() {
         d.as_secs_f64() / r.as_secs_f64(),
         f.as_secs_f64() / r.as_secs_f64(),
         span as f64 / 1e9 / r.as_secs_f64()
+    );
+    let (dc, rx, rr) = (median(&mut dc), median(&mut rx), median(&mut rr));
+    println!(
+        "  CPU: direct {:.3} s; replay executing thread {:.3} s, reading thread {:.3} s; \
+         direct / max(replay threads) = {:.3} (the ratio with a free core for each thread)",
+        dc.as_secs_f64(),
+        rx.as_secs_f64(),
+        rr.as_secs_f64(),
+        dc.as_secs_f64() / rx.max(rr).as_secs_f64()
     );
 }

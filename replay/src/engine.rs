@@ -11,6 +11,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender};
 use std::time::{Duration, Instant};
 
@@ -21,8 +22,8 @@ use vgt_device::{
 };
 use vgt_format::CaptureReader;
 use vgt_format::record::{
-    CommandRecord, CursorAction, Direction, FenceSignal, Frame, LifecycleKind, Payload, Record,
-    RecordBody, RecordId,
+    BlobRef, CommandRecord, CursorAction, Direction, FenceSignal, Frame, LifecycleKind, Payload,
+    Record, RecordBody, RecordId,
 };
 use vgt_format::wire::{
     self, CommandType, FLAG_INFO_RING_IDX, GpuSocketRequest, Request, Response, ResponseBody,
@@ -343,6 +344,7 @@ impl<'r> Replayer<'r> {
                 span_end: 0,
                 unverified: None,
                 batch: Vec::new(),
+                recycle: None,
             };
             run.run()?;
             report.loops += 1;
@@ -363,6 +365,9 @@ struct Window {
     command: Option<(RecordId, u64, CommandRecord, Vec<u8>)>,
     /// Guest bytes read for it: address, bytes.
     reads: Vec<(u64, Vec<u8>)>,
+    /// Blob reads whose content hash the reading thread left to the executing thread: index
+    /// in `reads`, memory-read record, blob reference.
+    unhashed: Vec<(usize, RecordId, BlobRef)>,
     replies: VecDeque<(u32, Vec<u8>)>,
     responses: Vec<(RecordId, RecordId, Vec<u8>)>,
     frames: Vec<(RecordId, Frame)>,
@@ -381,21 +386,81 @@ struct Window {
 
 /// What the reading thread hands to the executing thread.
 enum Item {
-    Window(Box<Window>),
+    /// Consecutive windows, in order (batched so that the threads meet once per batch, not
+    /// once per command).
+    Windows(Vec<Window>),
     /// A record or payload could not be read; nothing after it is delivered.
     Damaged(RecordId, String),
     /// Reading ended; the last record read.
     End(Option<RecordId>),
 }
 
+/// Payload buffers waiting to be reused by the reading thread.
+const RECYCLED: usize = 64;
+
+/// The reading thread leaves blob content hashes to the executing thread while fewer than this
+/// many batches wait for it (it would otherwise wait for the reading thread): the two threads
+/// share the hashing according to which one is behind.
+const DEFER_BELOW: usize = 2;
+
+/// A batch is handed over once it holds this many payload bytes...
+const BATCH_BYTES: usize = 1 << 20;
+/// ...or this many windows.
+const BATCH_WINDOWS: usize = 64;
+
+/// Buffers the executing thread no longer needs, handed back for the reading thread to read
+/// payloads into (so that steady-state replay allocates, and faults in, no new payload memory).
+struct Pool {
+    rx: Receiver<Vec<u8>>,
+}
+
+impl Pool {
+    fn get(&self) -> Vec<u8> {
+        self.rx.try_recv().unwrap_or_default()
+    }
+
+    /// The bytes of `p`, owned: an inline payload's vector is taken over; a blob is read (and
+    /// verified) into a buffer from the pool.
+    fn take(&self, reader: &CaptureReader, p: Payload) -> Result<Vec<u8>, vgt_format::file::Error> {
+        match p {
+            Payload::Inline(b) => Ok(b),
+            blob @ Payload::Blob(_) => {
+                let mut out = self.get();
+                reader.read_payload_into(&blob, &mut out)?;
+                Ok(out)
+            }
+        }
+    }
+
+    /// Like [`Pool::take`] for a blob whose content hash the executing thread checks
+    /// ([`Run::check_unhashed`]) before it uses the bytes.
+    fn take_unhashed(
+        &self,
+        reader: &CaptureReader,
+        p: &Payload,
+    ) -> Result<Vec<u8>, vgt_format::file::Error> {
+        let mut out = self.get();
+        reader.read_payload_into_unhashed(p, &mut out)?;
+        Ok(out)
+    }
+}
+
 /// Reads records in order, groups them into windows and reads their payloads (blob
 /// decompression and verification happen here, on the reading thread, while the device
-/// executes the previous command).
-fn produce(reader: &CaptureReader, end: Option<RecordId>, tx: &SyncSender<Item>) {
+/// executes earlier commands).
+fn produce(
+    reader: &CaptureReader,
+    end: Option<RecordId>,
+    tx: &SyncSender<Item>,
+    pool: &Pool,
+    waiting: &AtomicUsize,
+) {
     let mut window = Window::default();
     let mut uploads = Uploads::default();
     let mut last_record = None;
     let mut damaged = None;
+    let mut batch = Vec::new();
+    let mut batch_bytes = 0usize;
     for item in reader.iter() {
         let (id, record) = match item {
             Ok(r) => r,
@@ -410,19 +475,35 @@ fn produce(reader: &CaptureReader, end: Option<RecordId>, tx: &SyncSender<Item>)
         {
             break;
         }
-        match push(reader, &mut uploads, &mut window, id, record) {
+        // Few batches waiting: the executing thread is about to wait for this one, so it
+        // checks the content hashes of this window's blobs itself.
+        let defer = waiting.load(Ordering::Relaxed) < DEFER_BELOW;
+        match push(reader, pool, defer, &mut uploads, &mut window, id, record) {
             Ok(None) => {}
             Ok(Some(done)) => {
-                if tx.send(Item::Window(Box::new(done))).is_err() {
+                batch_bytes += done.reads.iter().map(|(_, b)| b.len()).sum::<usize>();
+                batch.push(done);
+                if (batch_bytes >= BATCH_BYTES || batch.len() >= BATCH_WINDOWS)
+                    && !send_windows(tx, waiting, std::mem::take(&mut batch))
+                {
                     return;
+                }
+                if batch.is_empty() {
+                    batch_bytes = 0;
                 }
             }
             Err(e) => {
+                if !batch.is_empty() && !send_windows(tx, waiting, batch) {
+                    return;
+                }
                 let _ = tx.send(Item::Damaged(id, e.to_string()));
                 let _ = tx.send(Item::End(last_record));
                 return;
             }
         }
+    }
+    if !batch.is_empty() && !send_windows(tx, waiting, batch) {
+        return;
     }
     if let Some((id, why)) = damaged {
         // Before the last window, so that it is known to be incomplete.
@@ -431,9 +512,15 @@ fn produce(reader: &CaptureReader, end: Option<RecordId>, tx: &SyncSender<Item>)
         }
     }
     window.last = true;
-    if tx.send(Item::Window(Box::new(window))).is_ok() {
+    if send_windows(tx, waiting, vec![window]) {
         let _ = tx.send(Item::End(last_record));
     }
+}
+
+/// Hands a batch over, counting it as waiting; false when the executing thread has stopped.
+fn send_windows(tx: &SyncSender<Item>, waiting: &AtomicUsize, batch: Vec<Window>) -> bool {
+    waiting.fetch_add(1, Ordering::Relaxed);
+    tx.send(Item::Windows(batch)).is_ok()
 }
 
 /// The content last written to each guest range, by blob hash, so that an identical re-upload
@@ -475,8 +562,11 @@ impl Uploads {
 
 /// Adds a record to the current window; returns the finished window when a new command
 /// starts one.
+#[allow(clippy::too_many_arguments)]
 fn push(
     reader: &CaptureReader,
+    pool: &Pool,
+    defer_hash: bool,
     uploads: &mut Uploads,
     w: &mut Window,
     id: RecordId,
@@ -485,7 +575,11 @@ fn push(
     let ts = record.ts_ns;
     let out = match record.body {
         RecordBody::Command(c) => {
-            let request = reader.read_payload(&c.request)?.into_owned();
+            let mut c = c;
+            let request = pool.take(
+                reader,
+                std::mem::replace(&mut c.request, Payload::Inline(Vec::new())),
+            )?;
             let done = std::mem::take(w);
             w.command = Some((id, ts, c, request));
             w.last_ts = ts;
@@ -498,13 +592,20 @@ fn push(
                 Payload::Inline(_) => None,
             };
             if !uploads.unchanged(m.addr, len, hash) {
-                let bytes = reader.read_payload(&m.data)?.into_owned();
+                let bytes = match &m.data {
+                    Payload::Blob(r) if defer_hash => {
+                        let bytes = pool.take_unhashed(reader, &m.data)?;
+                        w.unhashed.push((w.reads.len(), id, *r));
+                        bytes
+                    }
+                    _ => pool.take(reader, m.data)?,
+                };
                 w.reads.push((m.addr, bytes));
             }
             None
         }
         RecordBody::Response(r) => {
-            let bytes = reader.read_payload(&r.bytes)?.into_owned();
+            let bytes = pool.take(reader, r.bytes)?;
             w.responses.push((id, r.command, bytes));
             None
         }
@@ -539,7 +640,7 @@ fn push(
         }
         RecordBody::GpuSocket(g) => {
             if g.direction == Direction::BackendReply {
-                let bytes = reader.read_payload(&g.payload)?.into_owned();
+                let bytes = pool.take(reader, g.payload)?;
                 w.replies.push_back((g.request, bytes));
             }
             None
@@ -573,7 +674,7 @@ fn push(
                         | VhostUserRequest::REM_MEM_REG
                 )
             {
-                let bytes = reader.read_payload(&v.payload)?.into_owned();
+                let bytes = pool.take(reader, v.payload)?;
                 w.memory_ops.push((req, bytes));
             }
             None
@@ -620,21 +721,27 @@ struct Run<'a> {
     unverified: Option<RecordId>,
     /// Divergences of the current window, reported in record order when it is done.
     batch: Vec<Divergence>,
+    /// Hands payload buffers back to the reading thread.
+    recycle: Option<SyncSender<Vec<u8>>>,
 }
 
 impl Run<'_> {
     fn run(&mut self) -> Result<(), ReplayError> {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Item>(4);
+        let (recycle, returned) = std::sync::mpsc::sync_channel::<Vec<u8>>(RECYCLED);
+        self.recycle = Some(recycle);
         let reader = self.reader;
         let end = self.opts.end;
+        let waiting = AtomicUsize::new(0);
         std::thread::scope(|scope| {
-            scope.spawn(move || produce(reader, end, &tx));
+            let waiting_ = &waiting;
+            scope.spawn(move || produce(reader, end, &tx, &Pool { rx: returned }, waiting_));
             // Leaving early drops `rx`, which ends the reading thread at its next send.
-            self.consume(rx)
+            self.consume(rx, &waiting)
         })
     }
 
-    fn consume(&mut self, rx: Receiver<Item>) -> Result<(), ReplayError> {
+    fn consume(&mut self, rx: Receiver<Item>, waiting: &AtomicUsize) -> Result<(), ReplayError> {
         // Without an index and without the End record the writer never finished: the capture
         // was cut (maybe at a chunk boundary, which leaves no incomplete chunk behind). A
         // capture opened by scanning on purpose still has its End record.
@@ -642,29 +749,42 @@ impl Run<'_> {
         let mut cut = self.report.truncated_at.is_some();
         // A recorded crash ends the capture too, but its command's records are complete.
         let mut crashed = false;
-        for item in rx {
+        'items: for item in rx {
             match item {
-                Item::Window(w) => {
-                    crashed |= w.crash.is_some();
-                    if w.last && no_index && !w.end && self.report.truncated_at.is_none() {
-                        self.report.unfinished = true;
-                        cut = true;
-                    }
-                    if w.last
-                        && cut
-                        && let Some((id, ..)) = &w.command
-                    {
-                        // The file ends inside this command's records: some of its reads,
-                        // frames or its response may be missing, so it runs (a crash still
-                        // shows) unverified.
-                        self.unverified = Some(*id);
-                        if self.loop_index == 0 {
-                            self.report.incomplete_command = Some(*id);
+                Item::Windows(batch) => {
+                    waiting.fetch_sub(1, Ordering::Relaxed);
+                    for mut w in batch {
+                        if let Err((id, why)) = self.check_unhashed(&mut w) {
+                            // As if the reading thread had found it: this window is not
+                            // executed, and nothing after it is read.
+                            if self.report.damaged.is_none() {
+                                self.report.damaged = Some((id, why));
+                            }
+                            self.report.last_record = Some(id);
+                            cut = true;
+                            break 'items;
                         }
-                    }
-                    self.flush(*w)?;
-                    if self.stop {
-                        break;
+                        crashed |= w.crash.is_some();
+                        if w.last && no_index && !w.end && self.report.truncated_at.is_none() {
+                            self.report.unfinished = true;
+                            cut = true;
+                        }
+                        if w.last
+                            && cut
+                            && let Some((id, ..)) = &w.command
+                        {
+                            // The file ends inside this command's records: some of its reads,
+                            // frames or its response may be missing, so it runs (a crash still
+                            // shows) unverified.
+                            self.unverified = Some(*id);
+                            if self.loop_index == 0 {
+                                self.report.incomplete_command = Some(*id);
+                            }
+                        }
+                        self.flush(w)?;
+                        if self.stop {
+                            break 'items;
+                        }
                     }
                 }
                 Item::Damaged(id, why) => {
@@ -681,6 +801,25 @@ impl Run<'_> {
         }
         self.finish(cut || crashed);
         self.emit();
+        Ok(())
+    }
+
+    /// Checks the content hashes the reading thread left to this thread (the same XXH3-128
+    /// check `CaptureReader::read_payload_into` makes). A mismatch is damage: the memory-read
+    /// record and the reader's own error for that blob.
+    fn check_unhashed(&self, w: &mut Window) -> Result<(), (RecordId, String)> {
+        for (i, id, r) in std::mem::take(&mut w.unhashed) {
+            let Some((_, bytes)) = w.reads.get_mut(i) else {
+                continue;
+            };
+            if xxh3_128(bytes) == r.hash.0 {
+                continue;
+            }
+            match self.reader.read_payload(&Payload::Blob(r)) {
+                Ok(good) => *bytes = good.into_owned(),
+                Err(e) => return Err((id, e.to_string())),
+            }
+        }
         Ok(())
     }
 
@@ -727,6 +866,7 @@ impl Run<'_> {
         let Window {
             command,
             reads,
+            unhashed: _,
             mut replies,
             responses,
             frames,
@@ -815,7 +955,12 @@ impl Run<'_> {
         }
         self.observer.progress(id);
         for (addr, bytes) in reads {
-            self.memory.write_owned(addr, bytes);
+            if let Some(spare) = self.memory.write_owned(addr, bytes)
+                && let Some(r) = &self.recycle
+            {
+                // A full pool: the buffer is simply dropped.
+                let _ = r.try_send(spare);
+            }
         }
         let code = request
             .get(0..4)
@@ -1330,7 +1475,7 @@ impl DeviceHost for Host<'_> {
             self.cursors.push(c);
             return;
         }
-        let Some(change) = self.fbs.apply(&event) else {
+        let Some(change) = self.fbs.apply_owned(event) else {
             return;
         };
         let Some(fb) = self.fbs.get(change.scanout_id) else {

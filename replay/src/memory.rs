@@ -82,11 +82,10 @@ impl SparseMemory {
 
     /// Stores `data` at `addr` like [`SparseMemory::write`], taking the buffer over instead of
     /// copying it when it replaces one extent exactly or touches none (the common case of a
-    /// transfer source read again and again).
-    pub fn write_owned(&mut self, addr: u64, data: Vec<u8>) {
-        let Some(end) = addr.checked_add(data.len() as u64) else {
-            return;
-        };
+    /// transfer source read again and again). Returns the buffer no longer needed (the extent
+    /// replaced, or `data` itself once copied), for the caller to reuse.
+    pub fn write_owned(&mut self, addr: u64, data: Vec<u8>) -> Option<Vec<u8>> {
+        let end = addr.checked_add(data.len() as u64)?;
         let exact = self
             .extents
             .get(&addr)
@@ -105,9 +104,10 @@ impl SparseMemory {
             && !before_touches
             && !after_touches
         {
-            self.extents.insert(addr, data);
+            self.extents.insert(addr, data)
         } else {
             self.write(addr, &data);
+            Some(data)
         }
     }
 

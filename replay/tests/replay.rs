@@ -861,3 +861,54 @@ fn capture_opened_by_scanning_with_its_end_record_is_complete() {
     assert!(report.incomplete_command.is_some());
     assert_clean(&report);
 }
+
+/// A memory-read blob whose content no longer matches its hash although its chunk CRC does
+/// (the check that the reading thread may leave to the executing thread): replay stops at that
+/// record with the reader's own error, having executed only the commands before it.
+#[test]
+fn blob_failing_its_content_hash_stops_replay_at_that_record() {
+    let bytes = linux_like(64, 48, 6).finish();
+    let recs = records(&bytes);
+    // The third memory read that carries a blob (its first use in the file).
+    let (rid, payload) = recs
+        .iter()
+        .filter_map(|(id, r)| match &r.body {
+            RecordBody::MemoryRead(m) if matches!(m.data, Payload::Blob(_)) => {
+                Some((*id, m.data.clone()))
+            }
+            _ => None,
+        })
+        .nth(2)
+        .expect("blob memory reads");
+    let Payload::Blob(blob) = &payload else {
+        unreachable!()
+    };
+    assert!(
+        !recs
+            .iter()
+            .any(|(id, r)| *id < rid && r.body.payloads().iter().any(|p| **p == payload)),
+        "the blob is first used by record {rid}"
+    );
+    // Change one data byte and make the chunk CRC match again.
+    let mut damaged = bytes.clone();
+    let at = blob.offset as usize;
+    damaged[at + 16 + 32 + 7] ^= 0x01;
+    let body_len = u32::from_le_bytes(damaged[at + 8..at + 12].try_into().unwrap()) as usize;
+    let mut crc = crc32c::crc32c(&damaged[at + 4..at + 12]);
+    crc = crc32c::crc32c_append(crc, &damaged[at + 16..at + 16 + body_len]);
+    damaged[at + 12..at + 16].copy_from_slice(&crc.to_le_bytes());
+
+    let reader = CaptureReader::from_bytes(damaged.clone()).unwrap();
+    let want = reader.read_payload(&payload).unwrap_err().to_string();
+    assert!(want.contains("hash"), "{want}");
+    let report = replay(&damaged);
+    assert_eq!(report.damaged, Some((rid, want)));
+    assert_eq!(report.last_record, Some(rid));
+    // Every command before the damaged read's command ran; that one did not.
+    let command_of_read = recs
+        .iter()
+        .filter(|(id, r)| *id < rid && r.body.kind() == RecordKind::COMMAND)
+        .count() as u64;
+    assert_eq!(report.commands, command_of_read - 1);
+    assert!(report.divergences.is_empty(), "{:#?}", report.divergences);
+}

@@ -9,9 +9,10 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use super::format::{
-    CHUNK_HEADER_LEN, CHUNK_SYNC, ChunkHeader, ChunkKind, FILE_HEADER_LEN, FILE_MAGIC, FOOTER_LEN,
-    FOOTER_MAGIC, FileHeader, Footer, INDEX_CHUNK_ENTRIES, IndexRoot, VERSION_MAJOR, VERSION_MINOR,
-    decode_blob, parse_index_chunk,
+    BLOB_HEADER_LEN, BlobHeader, CHUNK_HEADER_LEN, CHUNK_SYNC, CODEC_LZ4, CODEC_STORED,
+    ChunkHeader, ChunkKind, FILE_HEADER_LEN, FILE_MAGIC, FOOTER_LEN, FOOTER_MAGIC, FileHeader,
+    Footer, INDEX_CHUNK_ENTRIES, IndexRoot, VERSION_MAJOR, VERSION_MINOR, chunk_crc, decode_blob,
+    parse_index_chunk,
 };
 use super::source::{Counters, Source, WINDOW, Window};
 use super::{
@@ -374,16 +375,149 @@ impl CaptureReader {
             end,
             window: Window::default(),
             chunk: None,
+            prev_end: None,
         }
     }
 
     /// The bytes of a payload: borrowed when inline, read, decompressed and hash-checked when a
     /// blob.
     pub fn read_payload<'p>(&self, payload: &'p Payload) -> Result<Cow<'p, [u8]>> {
+        match payload {
+            Payload::Inline(b) => Ok(Cow::Borrowed(b)),
+            Payload::Blob(_) => {
+                let mut out = Vec::new();
+                self.read_payload_into(payload, &mut out)?;
+                Ok(Cow::Owned(out))
+            }
+        }
+    }
+
+    /// Like [`CaptureReader::read_payload`], into a caller's buffer: `out` is cleared and holds
+    /// exactly the payload's bytes afterwards (its allocation is reused, so a caller reading
+    /// payload after payload into the same buffers allocates nothing once they are large
+    /// enough). Blob checks are the same: chunk CRC, blob header, decompression, and the
+    /// XXH3-128 of the bytes against both the blob header and the reference (hashed once).
+    /// A stored blob is read straight into `out`; a compressed one is decompressed into it
+    /// from the file's bytes without an intermediate copy when the capture is in memory. On
+    /// error `out`'s content is unspecified.
+    pub fn read_payload_into(&self, payload: &Payload, out: &mut Vec<u8>) -> Result<()> {
         let r = match payload {
-            Payload::Inline(b) => return Ok(Cow::Borrowed(b)),
+            Payload::Inline(b) => {
+                out.clear();
+                out.extend_from_slice(b);
+                return Ok(());
+            }
             Payload::Blob(r) => r,
         };
+        if self.read_blob_fast(r, out, true).is_ok() {
+            return Ok(());
+        }
+        // Something is wrong with this blob: the step-by-step path says what, exactly as it
+        // always has (damage is rare; its cost does not matter).
+        let bytes = self.read_blob_checked(r)?;
+        out.clear();
+        out.extend_from_slice(&bytes);
+        Ok(())
+    }
+
+    /// Like [`CaptureReader::read_payload_into`] except for the content hash, which is left to
+    /// the caller: the chunk CRC, the blob header (its length and hash fields must equal the
+    /// reference's) and the decompression are checked, the XXH3-128 of the bytes is not.
+    ///
+    /// Only for a caller that verifies the same content hash itself, before it uses the bytes:
+    /// it must check `xxh3_128(out) == hash` for the reference's hash (for example on another
+    /// thread, to spread the work) and, when they differ, call
+    /// [`CaptureReader::read_payload`] for the precise error. Inline payloads carry no hash
+    /// and are simply copied.
+    pub fn read_payload_into_unhashed(&self, payload: &Payload, out: &mut Vec<u8>) -> Result<()> {
+        let r = match payload {
+            Payload::Inline(_) => return self.read_payload_into(payload, out),
+            Payload::Blob(r) => r,
+        };
+        if self.read_blob_fast(r, out, false).is_ok() {
+            return Ok(());
+        }
+        let bytes = self.read_blob_checked(r)?;
+        out.clear();
+        out.extend_from_slice(&bytes);
+        Ok(())
+    }
+
+    /// The blob read in one pass: chunk and blob headers, then the data straight into `out`
+    /// (stored) or decompressed into it (lz4), CRC over the body, one XXH3-128 (when `hash`;
+    /// otherwise the caller checks it). Any failure is reported by
+    /// [`CaptureReader::read_blob_checked`], so its error is not meant for users.
+    fn read_blob_fast(
+        &self,
+        r: &crate::record::BlobRef,
+        out: &mut Vec<u8>,
+        hash: bool,
+    ) -> Result<()> {
+        let damaged = || Error::Corrupt {
+            offset: r.offset,
+            kind: CorruptionKind::BlobHash,
+            detail: String::new(),
+        };
+        let mut heads = [0u8; CHUNK_HEADER_LEN + BLOB_HEADER_LEN];
+        self.src
+            .read_exact_at(&mut heads, r.offset, &self.counters)?;
+        let h = ChunkHeader::parse(&heads).ok_or_else(damaged)?;
+        let blob_head = &heads[CHUNK_HEADER_LEN..];
+        if h.kind != ChunkKind::BLOB || (h.body_len as usize) < BLOB_HEADER_LEN {
+            return Err(damaged());
+        }
+        let b = BlobHeader::parse(blob_head).ok_or_else(damaged)?;
+        if b.hash != r.hash.0 || b.raw_len != r.len {
+            return Err(damaged());
+        }
+        let data_at = r.offset + (CHUNK_HEADER_LEN + BLOB_HEADER_LEN) as u64;
+        let data_len = u64::from(h.body_len) - BLOB_HEADER_LEN as u64;
+        if data_len > self.src.len().saturating_sub(data_at) {
+            return Err(damaged());
+        }
+        let crc = chunk_crc(h.kind, h.flags, h.body_len, blob_head);
+        match b.codec {
+            CODEC_STORED => {
+                if data_len != b.raw_len {
+                    return Err(damaged());
+                }
+                out.resize(data_len as usize, 0);
+                self.src.read_exact_at(out, data_at, &self.counters)?;
+                if crc32c::crc32c_append(crc, out) != h.crc {
+                    return Err(damaged());
+                }
+            }
+            CODEC_LZ4 => {
+                if b.raw_len > data_len.saturating_mul(255) + 64 {
+                    return Err(damaged());
+                }
+                let owned;
+                let data = match self.src.borrow(data_at, data_len, &self.counters) {
+                    Some(d) => d?,
+                    None => {
+                        owned = self.src.read_vec(data_at, data_len, &self.counters)?;
+                        &owned[..]
+                    }
+                };
+                if crc32c::crc32c_append(crc, data) != h.crc {
+                    return Err(damaged());
+                }
+                out.resize(b.raw_len as usize, 0);
+                let n = lz4_flex::block::decompress_into(data, out).map_err(|_| damaged())?;
+                if n != out.len() {
+                    return Err(damaged());
+                }
+            }
+            _ => return Err(damaged()),
+        }
+        if hash && xxhash_rust::xxh3::xxh3_128(out) != r.hash.0 {
+            return Err(damaged());
+        }
+        Ok(())
+    }
+
+    /// The blob read step by step (whole chunk, CRC, kind, decode, hash), for precise errors.
+    fn read_blob_checked(&self, r: &crate::record::BlobRef) -> Result<Vec<u8>> {
         let (h, body) = self.read_chunk(r.offset)?;
         let corrupt = |detail: String| Error::Corrupt {
             offset: r.offset,
@@ -406,7 +540,7 @@ impl CaptureReader {
                 r.hash
             )));
         }
-        Ok(Cow::Owned(raw))
+        Ok(raw)
     }
 
     /// Walks every chunk of the file, checking every CRC, decoding every record and every blob
@@ -850,7 +984,13 @@ pub struct RecordIter<'r> {
     end: RecordId,
     window: Window,
     chunk: Option<(u64, Arc<Vec<u64>>)>,
+    /// Where the previous record's chunk ended.
+    prev_end: Option<u64>,
 }
+
+/// A gap between consecutive records (blobs) larger than this makes the file window read
+/// little ahead, so that sequential iteration does not read the blobs it steps over.
+const SKIP_GAP: u64 = 64 << 10;
 
 impl RecordIter<'_> {
     fn offset(&mut self, id: RecordId) -> Result<u64> {
@@ -873,12 +1013,38 @@ impl RecordIter<'_> {
 
     fn read(&mut self, id: RecordId) -> Result<Record> {
         let offset = self.offset(id)?;
+        if self
+            .prev_end
+            .is_some_and(|end| offset > end.saturating_add(SKIP_GAP))
+        {
+            self.window.jumped();
+        }
+        self.prev_end = None;
         self.read_at(offset)
             .map_err(|e| truncation_is_damage(offset, e))
     }
 
     fn read_at(&mut self, offset: u64) -> Result<Record> {
         let r = self.reader;
+        if let Some(hb) = r.src.borrow(offset, CHUNK_HEADER_LEN as u64, &r.counters) {
+            // In memory: no window, no copy.
+            let hb = hb?;
+            let h = ChunkHeader::parse(hb).ok_or_else(|| Error::Corrupt {
+                offset,
+                kind: CorruptionKind::BadFraming,
+                detail: format!("no chunk header here: found {hb:02x?}"),
+            })?;
+            let body = r
+                .src
+                .borrow(
+                    offset + CHUNK_HEADER_LEN as u64,
+                    u64::from(h.body_len),
+                    &r.counters,
+                )
+                .unwrap_or(Ok(&[]))?;
+            check_chunk(offset, &h, body)?;
+            return decode_record(offset, &h, body);
+        }
         let hb = self
             .window
             .get(&r.src, &r.counters, offset, CHUNK_HEADER_LEN as u64)?;
@@ -887,6 +1053,7 @@ impl RecordIter<'_> {
             kind: CorruptionKind::BadFraming,
             detail: format!("no chunk header here: found {hb:02x?}"),
         })?;
+        self.prev_end = Some(offset + h.total_len());
         let body = self.window.get(
             &r.src,
             &r.counters,

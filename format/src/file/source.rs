@@ -55,6 +55,28 @@ impl Source {
         }
     }
 
+    /// `len` bytes at `offset` borrowed without a copy when the source is in memory; `None`
+    /// for a file (read it with [`Source::read_exact_at`]). Past the end is
+    /// [`Error::Truncated`].
+    pub fn borrow(&self, offset: u64, len: u64, counters: &Counters) -> Option<Result<&[u8]>> {
+        let Source::Bytes(b) = self else {
+            return None;
+        };
+        let available = self.len().saturating_sub(offset);
+        if len > available {
+            return Some(Err(Error::Truncated {
+                offset,
+                needed: len,
+                available,
+            }));
+        }
+        counters.reads.fetch_add(1, Ordering::Relaxed);
+        counters.bytes.fetch_add(len, Ordering::Relaxed);
+        // In range: checked against len() above.
+        let start = offset as usize;
+        Some(Ok(&b[start..start + len as usize]))
+    }
+
     /// Reads `len` bytes at `offset` into a new vector.
     pub fn read_vec(&self, offset: u64, len: u64, counters: &Counters) -> Result<Vec<u8>> {
         let available = self.len().saturating_sub(offset);
