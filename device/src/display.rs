@@ -3,6 +3,7 @@
 //! both compose frames byte for byte the same way.
 
 use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
 
 use vgt_format::wire::Format;
 
@@ -10,6 +11,19 @@ use crate::DisplayEvent;
 
 /// The pixel format of every [`Framebuffer`]: B, G, R, X bytes (pixman x8r8g8b8).
 pub const FRAME_FORMAT: Format = Format::B8G8R8X8_UNORM;
+
+/// Largest scanout picture [`Framebuffers`] keeps (a 16384 x 8192 picture): a scanout larger
+/// than this gets no framebuffer, so its updates produce no [`FrameChange`] (the display is
+/// still driven; only the copy is not kept). Bounds what any display size can make a capture
+/// or replay allocate.
+pub const MAX_FRAMEBUFFER_BYTES: u64 = 512 << 20;
+
+/// Whether a `width`×`height` framebuffer fits [`MAX_FRAMEBUFFER_BYTES`].
+fn fits(width: u32, height: u32) -> bool {
+    (u64::from(width) * u64::from(height))
+        .checked_mul(4)
+        .is_some_and(|bytes| bytes <= MAX_FRAMEBUFFER_BYTES)
+}
 
 /// The current picture of one scanout: B, G, R, X bytes, stride `width * 4`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,7 +39,8 @@ pub struct Framebuffer {
 }
 
 impl Framebuffer {
-    /// A black framebuffer.
+    /// A black framebuffer (allocates `width * height * 4` bytes; [`Framebuffers`] only makes
+    /// ones within [`MAX_FRAMEBUFFER_BYTES`]).
     pub fn new(width: u32, height: u32) -> Self {
         Framebuffer {
             width,
@@ -92,7 +107,9 @@ impl Framebuffers {
     ///
     /// A SCANOUT of 0×0 drops the scanout's framebuffer; one of another size starts a black
     /// one (the same size keeps the picture). An UPDATE for a scanout without a framebuffer
-    /// starts one just large enough for the rectangle.
+    /// starts one just large enough for the rectangle. A picture larger than
+    /// [`MAX_FRAMEBUFFER_BYTES`] is not kept: its SCANOUT drops the framebuffer and its
+    /// UPDATEs return `None`.
     pub fn apply(&mut self, event: &DisplayEvent) -> Option<FrameChange> {
         match *event {
             DisplayEvent::Scanout {
@@ -100,7 +117,7 @@ impl Framebuffers {
                 width,
                 height,
             } => {
-                if width == 0 || height == 0 {
+                if width == 0 || height == 0 || !fits(width, height) {
                     self.scanouts.remove(&scanout_id);
                 } else if !self
                     .scanouts
@@ -123,9 +140,16 @@ impl Framebuffers {
                 ref pixels,
                 ..
             } => {
-                let fb = self.scanouts.entry(scanout_id).or_insert_with(|| {
-                    Framebuffer::new(x.saturating_add(width), y.saturating_add(height))
-                });
+                let fb = match self.scanouts.entry(scanout_id) {
+                    Entry::Occupied(e) => e.into_mut(),
+                    Entry::Vacant(e) => {
+                        let (w, h) = (x.saturating_add(width), y.saturating_add(height));
+                        if !fits(w, h) {
+                            return None;
+                        }
+                        e.insert(Framebuffer::new(w, h))
+                    }
+                };
                 fb.resource_id = resource_id;
                 fb.patch(x, y, width, height, stride, pixels);
                 Some(FrameChange {
@@ -235,6 +259,35 @@ mod tests {
         assert_eq!(f.get(0).unwrap().pixels, [0, 0, 0, 0]);
         f.apply(&scanout(0, 0));
         assert!(f.get(0).is_none());
+    }
+
+    #[test]
+    fn oversized_scanout_keeps_no_framebuffer_and_reports_no_change() {
+        let mut f = Framebuffers::new();
+        let scanout = |w, h| DisplayEvent::Scanout {
+            scanout_id: 0,
+            width: w,
+            height: h,
+        };
+        f.apply(&scanout(2, 2));
+        assert!(f.get(0).is_some());
+        // 16384 x 8193 x 4 is one row over the cap: the old picture is dropped, not resized.
+        f.apply(&scanout(16384, 8193));
+        assert!(f.get(0).is_none());
+        assert_eq!(
+            f.apply(&update(0, 0, 1, 1, 4, vec![1; 4])),
+            Some(FrameChange {
+                scanout_id: 0,
+                rect: [0, 0, 1, 1]
+            })
+        );
+        // An update far out without a scanout would need a framebuffer over the cap.
+        let mut g = Framebuffers::new();
+        assert_eq!(
+            g.apply(&update(u32::MAX - 1, u32::MAX - 1, 1, 1, 4, vec![1; 4])),
+            None
+        );
+        assert!(g.get(0).is_none());
     }
 
     #[test]
