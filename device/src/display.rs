@@ -36,6 +36,10 @@ pub struct Framebuffer {
     pub resource_id: u32,
     /// `width * height * 4` bytes.
     pub pixels: Vec<u8>,
+    /// Changes whenever `pixels` change (through [`Framebuffers`], also when the framebuffer is
+    /// replaced), so a consumer can tell that a picture is the one it saw before without
+    /// comparing or hashing it. Values are unique within one [`Framebuffers`].
+    pub version: u64,
 }
 
 impl Framebuffer {
@@ -47,6 +51,7 @@ impl Framebuffer {
             height,
             resource_id: 0,
             pixels: vec![0; width as usize * height as usize * 4],
+            version: 0,
         }
     }
 
@@ -57,12 +62,22 @@ impl Framebuffer {
 
     /// Copies a `width`×`height` rectangle of x8r8g8b8 pixels (`stride` bytes per row) to
     /// (`x`, `y`), clipped to the framebuffer. A row that `pixels` does not hold in full (a
-    /// short buffer) is painted black rather than read out of bounds.
+    /// short buffer) is painted black rather than read out of bounds. Returns whether any
+    /// pixel changed.
     #[allow(clippy::too_many_arguments)]
-    pub fn patch(&mut self, x: u32, y: u32, width: u32, height: u32, stride: u32, pixels: &[u8]) {
+    pub fn patch(
+        &mut self,
+        x: u32,
+        y: u32,
+        width: u32,
+        height: u32,
+        stride: u32,
+        pixels: &[u8],
+    ) -> bool {
         if x >= self.width || y >= self.height {
-            return;
+            return false;
         }
+        let mut changed = false;
         let row = width as usize * 4;
         let w = width.min(self.width - x) as usize * 4;
         let h = height.min(self.height - y) as usize;
@@ -74,10 +89,21 @@ impl Framebuffer {
             };
             let s = r * stride as usize;
             match pixels.get(s..s + row) {
-                Some(src) => dst.copy_from_slice(&src[..w]),
-                None => dst.fill(0),
+                Some(src) => {
+                    if dst != &src[..w] {
+                        dst.copy_from_slice(&src[..w]);
+                        changed = true;
+                    }
+                }
+                None => {
+                    if dst.iter().any(|&b| b != 0) {
+                        dst.fill(0);
+                        changed = true;
+                    }
+                }
             }
         }
+        changed
     }
 }
 
@@ -94,6 +120,8 @@ pub struct FrameChange {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Framebuffers {
     scanouts: BTreeMap<u32, Framebuffer>,
+    /// Last [`Framebuffer::version`] handed out.
+    version: u64,
 }
 
 impl Framebuffers {
@@ -124,8 +152,10 @@ impl Framebuffers {
                     .get(&scanout_id)
                     .is_some_and(|f| f.width == width && f.height == height)
                 {
-                    self.scanouts
-                        .insert(scanout_id, Framebuffer::new(width, height));
+                    self.version += 1;
+                    let mut fb = Framebuffer::new(width, height);
+                    fb.version = self.version;
+                    self.scanouts.insert(scanout_id, fb);
                 }
                 None
             }
@@ -147,11 +177,17 @@ impl Framebuffers {
                         if !fits(w, h) {
                             return None;
                         }
-                        e.insert(Framebuffer::new(w, h))
+                        self.version += 1;
+                        let mut fb = Framebuffer::new(w, h);
+                        fb.version = self.version;
+                        e.insert(fb)
                     }
                 };
                 fb.resource_id = resource_id;
-                fb.patch(x, y, width, height, stride, pixels);
+                if fb.patch(x, y, width, height, stride, pixels) {
+                    self.version += 1;
+                    fb.version = self.version;
+                }
                 Some(FrameChange {
                     scanout_id,
                     rect: [x, y, width, height],
@@ -288,6 +324,38 @@ mod tests {
             None
         );
         assert!(g.get(0).is_none());
+    }
+
+    #[test]
+    fn version_changes_only_with_the_pixels() {
+        let mut f = Framebuffers::new();
+        f.apply(&DisplayEvent::Scanout {
+            scanout_id: 0,
+            width: 2,
+            height: 1,
+        });
+        let v0 = f.get(0).unwrap().version;
+        f.apply(&update(0, 0, 1, 1, 4, vec![0; 4]));
+        assert_eq!(
+            f.get(0).unwrap().version,
+            v0,
+            "black on black changes nothing"
+        );
+        f.apply(&update(0, 0, 1, 1, 4, vec![1; 4]));
+        let v1 = f.get(0).unwrap().version;
+        assert_ne!(v1, v0);
+        f.apply(&update(0, 0, 1, 1, 4, vec![1; 4]));
+        assert_eq!(f.get(0).unwrap().version, v1);
+        // A short buffer blackens the pixel: a change.
+        f.apply(&update(0, 0, 1, 1, 4, vec![]));
+        assert_ne!(f.get(0).unwrap().version, v1);
+        // A new framebuffer of another size never reuses a version.
+        f.apply(&DisplayEvent::Scanout {
+            scanout_id: 0,
+            width: 1,
+            height: 1,
+        });
+        assert!(f.get(0).unwrap().version > v1);
     }
 
     #[test]
