@@ -30,7 +30,7 @@ fn unchanged_flushes_reuse_the_frame_payload_and_changed_ones_store_the_new_pict
     let backing = t.fe.put(&a);
     let full = [0, 0, W, H];
     let rect = [4, 2, 8, 4];
-    let mut ok = |t: &mut common::InProcess, bufs: Vec<Buf>| {
+    let ok = |t: &mut common::InProcess, bufs: Vec<Buf>| {
         let (_, _, r) = t.fe.command(0, &bufs, true);
         assert_eq!(gpu::resp_type(&r), 0x1100);
     };
