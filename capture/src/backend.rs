@@ -8,6 +8,7 @@ use std::io;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use vgt_device::display::{FRAME_FORMAT, Framebuffers};
 use vgt_device::{
     Completion, Device, DeviceHost, DisplayEvent, DisplayInfoFromHost, FenceInfo, GuestMemory,
     HostDisplay, MemoryError, Submission, ValidationError,
@@ -31,7 +32,7 @@ use vmm_sys_util::event::{
 };
 
 use crate::chain::{self, WalkedChain};
-use crate::display::{self, Framebuffer, gpu_req};
+use crate::display::{self, gpu_req};
 use crate::gpu_socket::{GpuSlot, GpuSocket};
 use crate::recorder::{RecordError, Recorder};
 use crate::session::SessionSignal;
@@ -88,7 +89,11 @@ struct PendingChain {
 /// Display state that outlives single commands.
 #[derive(Default)]
 struct DisplayState {
-    framebuffers: HashMap<u32, Framebuffer>,
+    framebuffers: Framebuffers,
+    /// Per scanout, the payload of its last Frame record and the framebuffer version it holds:
+    /// a flush that leaves the picture as it was reuses it instead of hashing the whole
+    /// scanout again (what the store's dedup would find anyway).
+    last_frame: HashMap<u32, (u64, Payload)>,
 }
 
 /// The recording virtio-gpu backend (wrap it in `Arc<RwLock<_>>` for the daemon).
@@ -600,15 +605,23 @@ impl Host<'_> {
     }
 
     fn record_frame(&mut self, scanout_id: u32, rect: [u32; 4]) {
-        let Some(fb) = self.display.framebuffers.get(&scanout_id) else {
+        let Some(fb) = self.display.framebuffers.get(scanout_id) else {
             return;
         };
-        let r = self.recorder.store(&fb.pixels).and_then(|pixels| {
+        let stored = match self.display.last_frame.get(&scanout_id) {
+            Some((version, payload)) if *version == fb.version => Ok(payload.clone()),
+            _ => self.recorder.store(&fb.pixels).inspect(|p| {
+                self.display
+                    .last_frame
+                    .insert(scanout_id, (fb.version, p.clone()));
+            }),
+        };
+        let r = stored.and_then(|pixels| {
             self.recorder.append(RecordBody::Frame(Frame {
                 command: self.command,
                 scanout_id,
                 resource_id: fb.resource_id,
-                format: display::FORMAT_B8G8R8X8,
+                format: FRAME_FORMAT.0,
                 width: fb.width,
                 height: fb.height,
                 stride: fb.stride(),
@@ -669,31 +682,13 @@ impl DeviceHost for Host<'_> {
     }
 
     fn display(&mut self, event: DisplayEvent) {
+        let change = self.display.framebuffers.apply(&event);
         match event {
             DisplayEvent::Scanout {
                 scanout_id,
                 width,
                 height,
             } => {
-                if width == 0 || height == 0 {
-                    self.display.framebuffers.remove(&scanout_id);
-                } else {
-                    let keep = self
-                        .display
-                        .framebuffers
-                        .get(&scanout_id)
-                        .is_some_and(|f| f.width == width && f.height == height);
-                    if !keep {
-                        match Framebuffer::new(width, height) {
-                            Some(fb) => {
-                                self.display.framebuffers.insert(scanout_id, fb);
-                            }
-                            None => {
-                                self.display.framebuffers.remove(&scanout_id);
-                            }
-                        }
-                    }
-                }
                 self.send(
                     gpu_req::SCANOUT,
                     &display::u32_payload(&[scanout_id, width, height]),
@@ -701,14 +696,13 @@ impl DeviceHost for Host<'_> {
             }
             DisplayEvent::Update {
                 scanout_id,
-                resource_id,
                 x,
                 y,
                 width,
                 height,
-                format: _,
                 stride,
                 pixels,
+                ..
             } => {
                 // vgt-device hands over pixels already converted to x8r8g8b8 (what QEMU's
                 // UPDATE wants); only the stride may need repacking.
@@ -721,20 +715,12 @@ impl DeviceHost for Host<'_> {
                     stride,
                     &pixels,
                 );
-                if !self.display.framebuffers.contains_key(&scanout_id)
-                    && let Some(fb) =
-                        Framebuffer::new(x.saturating_add(width), y.saturating_add(height))
-                {
-                    self.display.framebuffers.insert(scanout_id, fb);
-                }
-                if let Some(fb) = self.display.framebuffers.get_mut(&scanout_id) {
-                    fb.resource_id = resource_id;
-                    fb.patch(&packed);
-                }
                 let mut payload = display::u32_payload(&[scanout_id, x, y, width, height]);
                 payload.extend_from_slice(&packed.pixels);
                 self.send(gpu_req::UPDATE, &payload);
-                self.record_frame(scanout_id, [x, y, width, height]);
+                if let Some(c) = change {
+                    self.record_frame(c.scanout_id, c.rect);
+                }
             }
             DisplayEvent::CursorUpdate {
                 scanout_id,

@@ -1,6 +1,7 @@
-//! The display side: per-scanout framebuffer copies (x8r8g8b8) patched by device updates, pixel
-//! format conversion, and the byte layout of vhost-user-gpu socket messages as the `vhost`
-//! crate's `GpuBackend` sends them (so that the GpuSocket records hold exactly those bytes).
+//! The display socket side: pixel format conversion and the byte layout of vhost-user-gpu
+//! socket messages as the `vhost` crate's `GpuBackend` sends them (so that the GpuSocket records
+//! hold exactly those bytes). The scanout pictures behind Frame records are
+//! [`vgt_device::display::Framebuffers`], shared with replay.
 
 /// vhost-user-gpu request codes (QEMU docs/interop/vhost-user-gpu.rst).
 pub mod gpu_req {
@@ -97,65 +98,6 @@ pub fn pack_update(
     }
 }
 
-/// Largest scanout copy kept for Frame records (a 16384 x 8192 picture); larger scanouts are
-/// still shown on QEMU but get no Frame records.
-pub const MAX_FRAMEBUFFER_BYTES: u64 = 512 << 20;
-
-/// The current picture of one scanout, B, G, R, X bytes, stride `width * 4`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Framebuffer {
-    /// Width in pixels.
-    pub width: u32,
-    /// Height in pixels.
-    pub height: u32,
-    /// Resource last shown on it (0 when none).
-    pub resource_id: u32,
-    /// `width * height * 4` bytes.
-    pub pixels: Vec<u8>,
-}
-
-impl Framebuffer {
-    /// A black framebuffer; `None` when larger than [`MAX_FRAMEBUFFER_BYTES`].
-    pub fn new(width: u32, height: u32) -> Option<Self> {
-        let bytes = u64::from(width) * u64::from(height) * 4;
-        if bytes > MAX_FRAMEBUFFER_BYTES {
-            return None;
-        }
-        Some(Framebuffer {
-            width,
-            height,
-            resource_id: 0,
-            pixels: vec![0; bytes as usize],
-        })
-    }
-
-    /// Bytes per row.
-    pub fn stride(&self) -> u32 {
-        self.width.saturating_mul(4)
-    }
-
-    /// Copies a packed update into the picture, clipped to its size.
-    pub fn patch(&mut self, u: &PackedUpdate) {
-        if u.x >= self.width || u.y >= self.height {
-            return;
-        }
-        let w = u.width.min(self.width - u.x) as usize;
-        let h = u.height.min(self.height - u.y) as usize;
-        let src_stride = u.width as usize * 4;
-        let dst_stride = self.width as usize * 4;
-        for row in 0..h {
-            let s = row * src_stride;
-            let d = (u.y as usize + row) * dst_stride + u.x as usize * 4;
-            if let (Some(src), Some(dst)) = (
-                u.pixels.get(s..s + w * 4),
-                self.pixels.get_mut(d..d + w * 4),
-            ) {
-                dst.copy_from_slice(src);
-            }
-        }
-    }
-}
-
 /// Payload of a vhost-user-gpu message made of u32 fields.
 pub fn u32_payload(fields: &[u32]) -> Vec<u8> {
     fields.iter().flat_map(|f| f.to_le_bytes()).collect()
@@ -184,20 +126,5 @@ mod tests {
             p.pixels,
             [0, 1, 2, 3, 4, 5, 6, 7, 12, 13, 14, 15, 16, 17, 18, 19]
         );
-    }
-
-    #[test]
-    fn patch_outside_frame_is_clipped() {
-        let mut fb = Framebuffer::new(2, 2).unwrap();
-        let u = PackedUpdate {
-            x: 1,
-            y: 1,
-            width: 2,
-            height: 2,
-            pixels: vec![7; 16],
-        };
-        fb.patch(&u);
-        assert_eq!(&fb.pixels[..12], &[0; 12]);
-        assert_eq!(&fb.pixels[12..], &[7; 4]);
     }
 }

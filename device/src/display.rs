@@ -3,6 +3,7 @@
 //! both compose frames byte for byte the same way.
 
 use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
 
 use vgt_format::wire::Format;
 
@@ -10,6 +11,19 @@ use crate::DisplayEvent;
 
 /// The pixel format of every [`Framebuffer`]: B, G, R, X bytes (pixman x8r8g8b8).
 pub const FRAME_FORMAT: Format = Format::B8G8R8X8_UNORM;
+
+/// Largest scanout picture [`Framebuffers`] keeps (a 16384 x 8192 picture): a scanout larger
+/// than this gets no framebuffer, so its updates produce no [`FrameChange`] (the display is
+/// still driven; only the copy is not kept). Bounds what any display size can make a capture
+/// or replay allocate.
+pub const MAX_FRAMEBUFFER_BYTES: u64 = 512 << 20;
+
+/// Whether a `width`×`height` framebuffer fits [`MAX_FRAMEBUFFER_BYTES`].
+fn fits(width: u32, height: u32) -> bool {
+    (u64::from(width) * u64::from(height))
+        .checked_mul(4)
+        .is_some_and(|bytes| bytes <= MAX_FRAMEBUFFER_BYTES)
+}
 
 /// The current picture of one scanout: B, G, R, X bytes, stride `width * 4`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,16 +36,22 @@ pub struct Framebuffer {
     pub resource_id: u32,
     /// `width * height * 4` bytes.
     pub pixels: Vec<u8>,
+    /// Changes whenever `pixels` change (through [`Framebuffers`], also when the framebuffer is
+    /// replaced), so a consumer can tell that a picture is the one it saw before without
+    /// comparing or hashing it. Values are unique within one [`Framebuffers`].
+    pub version: u64,
 }
 
 impl Framebuffer {
-    /// A black framebuffer.
+    /// A black framebuffer (allocates `width * height * 4` bytes; [`Framebuffers`] only makes
+    /// ones within [`MAX_FRAMEBUFFER_BYTES`]).
     pub fn new(width: u32, height: u32) -> Self {
         Framebuffer {
             width,
             height,
             resource_id: 0,
             pixels: vec![0; width as usize * height as usize * 4],
+            version: 0,
         }
     }
 
@@ -42,12 +62,22 @@ impl Framebuffer {
 
     /// Copies a `width`×`height` rectangle of x8r8g8b8 pixels (`stride` bytes per row) to
     /// (`x`, `y`), clipped to the framebuffer. A row that `pixels` does not hold in full (a
-    /// short buffer) is painted black rather than read out of bounds.
+    /// short buffer) is painted black rather than read out of bounds. Returns whether any
+    /// pixel changed.
     #[allow(clippy::too_many_arguments)]
-    pub fn patch(&mut self, x: u32, y: u32, width: u32, height: u32, stride: u32, pixels: &[u8]) {
+    pub fn patch(
+        &mut self,
+        x: u32,
+        y: u32,
+        width: u32,
+        height: u32,
+        stride: u32,
+        pixels: &[u8],
+    ) -> bool {
         if x >= self.width || y >= self.height {
-            return;
+            return false;
         }
+        let mut changed = false;
         let row = width as usize * 4;
         let w = width.min(self.width - x) as usize * 4;
         let h = height.min(self.height - y) as usize;
@@ -59,10 +89,21 @@ impl Framebuffer {
             };
             let s = r * stride as usize;
             match pixels.get(s..s + row) {
-                Some(src) => dst.copy_from_slice(&src[..w]),
-                None => dst.fill(0),
+                Some(src) => {
+                    if dst != &src[..w] {
+                        dst.copy_from_slice(&src[..w]);
+                        changed = true;
+                    }
+                }
+                None => {
+                    if dst.iter().any(|&b| b != 0) {
+                        dst.fill(0);
+                        changed = true;
+                    }
+                }
             }
         }
+        changed
     }
 }
 
@@ -79,6 +120,8 @@ pub struct FrameChange {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Framebuffers {
     scanouts: BTreeMap<u32, Framebuffer>,
+    /// Last [`Framebuffer::version`] handed out.
+    version: u64,
 }
 
 impl Framebuffers {
@@ -92,7 +135,9 @@ impl Framebuffers {
     ///
     /// A SCANOUT of 0×0 drops the scanout's framebuffer; one of another size starts a black
     /// one (the same size keeps the picture). An UPDATE for a scanout without a framebuffer
-    /// starts one just large enough for the rectangle.
+    /// starts one just large enough for the rectangle. A picture larger than
+    /// [`MAX_FRAMEBUFFER_BYTES`] is not kept: its SCANOUT drops the framebuffer and its
+    /// UPDATEs return `None`.
     pub fn apply(&mut self, event: &DisplayEvent) -> Option<FrameChange> {
         match *event {
             DisplayEvent::Scanout {
@@ -100,15 +145,17 @@ impl Framebuffers {
                 width,
                 height,
             } => {
-                if width == 0 || height == 0 {
+                if width == 0 || height == 0 || !fits(width, height) {
                     self.scanouts.remove(&scanout_id);
                 } else if !self
                     .scanouts
                     .get(&scanout_id)
                     .is_some_and(|f| f.width == width && f.height == height)
                 {
-                    self.scanouts
-                        .insert(scanout_id, Framebuffer::new(width, height));
+                    self.version += 1;
+                    let mut fb = Framebuffer::new(width, height);
+                    fb.version = self.version;
+                    self.scanouts.insert(scanout_id, fb);
                 }
                 None
             }
@@ -123,11 +170,24 @@ impl Framebuffers {
                 ref pixels,
                 ..
             } => {
-                let fb = self.scanouts.entry(scanout_id).or_insert_with(|| {
-                    Framebuffer::new(x.saturating_add(width), y.saturating_add(height))
-                });
+                let fb = match self.scanouts.entry(scanout_id) {
+                    Entry::Occupied(e) => e.into_mut(),
+                    Entry::Vacant(e) => {
+                        let (w, h) = (x.saturating_add(width), y.saturating_add(height));
+                        if !fits(w, h) {
+                            return None;
+                        }
+                        self.version += 1;
+                        let mut fb = Framebuffer::new(w, h);
+                        fb.version = self.version;
+                        e.insert(fb)
+                    }
+                };
                 fb.resource_id = resource_id;
-                fb.patch(x, y, width, height, stride, pixels);
+                if fb.patch(x, y, width, height, stride, pixels) {
+                    self.version += 1;
+                    fb.version = self.version;
+                }
                 Some(FrameChange {
                     scanout_id,
                     rect: [x, y, width, height],
@@ -321,6 +381,67 @@ mod tests {
         assert_eq!(f.get(0).unwrap().pixels, [0, 0, 0, 0]);
         f.apply(&scanout(0, 0));
         assert!(f.get(0).is_none());
+    }
+
+    #[test]
+    fn oversized_scanout_keeps_no_framebuffer_and_reports_no_change() {
+        let mut f = Framebuffers::new();
+        let scanout = |w, h| DisplayEvent::Scanout {
+            scanout_id: 0,
+            width: w,
+            height: h,
+        };
+        f.apply(&scanout(2, 2));
+        assert!(f.get(0).is_some());
+        // 16384 x 8193 x 4 is one row over the cap: the old picture is dropped, not resized.
+        f.apply(&scanout(16384, 8193));
+        assert!(f.get(0).is_none());
+        assert_eq!(
+            f.apply(&update(0, 0, 1, 1, 4, vec![1; 4])),
+            Some(FrameChange {
+                scanout_id: 0,
+                rect: [0, 0, 1, 1]
+            })
+        );
+        // An update far out without a scanout would need a framebuffer over the cap.
+        let mut g = Framebuffers::new();
+        assert_eq!(
+            g.apply(&update(u32::MAX - 1, u32::MAX - 1, 1, 1, 4, vec![1; 4])),
+            None
+        );
+        assert!(g.get(0).is_none());
+    }
+
+    #[test]
+    fn version_changes_only_with_the_pixels() {
+        let mut f = Framebuffers::new();
+        f.apply(&DisplayEvent::Scanout {
+            scanout_id: 0,
+            width: 2,
+            height: 1,
+        });
+        let v0 = f.get(0).unwrap().version;
+        f.apply(&update(0, 0, 1, 1, 4, vec![0; 4]));
+        assert_eq!(
+            f.get(0).unwrap().version,
+            v0,
+            "black on black changes nothing"
+        );
+        f.apply(&update(0, 0, 1, 1, 4, vec![1; 4]));
+        let v1 = f.get(0).unwrap().version;
+        assert_ne!(v1, v0);
+        f.apply(&update(0, 0, 1, 1, 4, vec![1; 4]));
+        assert_eq!(f.get(0).unwrap().version, v1);
+        // A short buffer blackens the pixel: a change.
+        f.apply(&update(0, 0, 1, 1, 4, vec![]));
+        assert_ne!(f.get(0).unwrap().version, v1);
+        // A new framebuffer of another size never reuses a version.
+        f.apply(&DisplayEvent::Scanout {
+            scanout_id: 0,
+            width: 1,
+            height: 1,
+        });
+        assert!(f.get(0).unwrap().version > v1);
     }
 
     #[test]

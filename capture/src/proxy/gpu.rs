@@ -4,14 +4,16 @@
 //! keep a per-scanout picture that becomes a Frame record after each update, and the cursor
 //! messages become Cursor records — the same records built-in mode writes.
 
-use std::collections::HashMap;
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 
 use vgt_format::record::{Cursor, CursorAction, Direction, Frame, GpuSocketMessage, RecordBody};
 
 use super::Shared;
-use crate::display::{self, Framebuffer, PackedUpdate, gpu_req};
+use vgt_device::DisplayEvent;
+use vgt_device::display::{FRAME_FORMAT, Framebuffers};
+
+use crate::display::gpu_req;
 use crate::relay::{self, RawMessage};
 
 /// Largest display message the relay accepts: a 16384x16384 UPDATE plus its header.
@@ -72,7 +74,7 @@ pub fn start(shared: &Arc<Shared>, qemu: UnixStream, backend: UnixStream) {
     // Forwards first, then records (GpuSocket, Frame, Cursor records), so that hashing and
     // compressing a frame overlaps the backend's next work instead of delaying QEMU.
     shared.spawn("vgt-proxy-gpu-fwd", move || {
-        let mut fbs: HashMap<u32, Framebuffer> = HashMap::new();
+        let mut fbs = Framebuffers::new();
         let mut forwarding = true;
         while let Ok(m) = rx.recv() {
             if forwarding && relay::write_message(&qemu, &m).is_err() {
@@ -97,7 +99,7 @@ pub fn start(shared: &Arc<Shared>, qemu: UnixStream, backend: UnixStream) {
 }
 
 /// Frame and Cursor records for a backend request.
-fn observe(shared: &Shared, fbs: &mut HashMap<u32, Framebuffer>, m: &RawMessage) {
+fn observe(shared: &Shared, fbs: &mut Framebuffers, m: &RawMessage) {
     let p = &m.payload;
     let (control_cmd, cursor_cmd, resources) = {
         let st = shared.lock();
@@ -109,15 +111,12 @@ fn observe(shared: &Shared, fbs: &mut HashMap<u32, Framebuffer>, m: &RawMessage)
     };
     match m.request() {
         gpu_req::SCANOUT if p.len() >= 12 => {
-            let (id, w, h) = (u32_at(p, 0), u32_at(p, 1), u32_at(p, 2));
-            match Framebuffer::new(w, h) {
-                Some(fb) if w > 0 && h > 0 && w <= 16384 && h <= 16384 => {
-                    fbs.insert(id, fb);
-                }
-                _ => {
-                    fbs.remove(&id);
-                }
-            }
+            // The same composition as built-in mode (and as replay verifies against).
+            fbs.apply(&DisplayEvent::Scanout {
+                scanout_id: u32_at(p, 0),
+                width: u32_at(p, 1),
+                height: u32_at(p, 2),
+            });
         }
         gpu_req::UPDATE if p.len() >= 20 => {
             let (id, x, y, w, h) = (
@@ -127,35 +126,41 @@ fn observe(shared: &Shared, fbs: &mut HashMap<u32, Framebuffer>, m: &RawMessage)
                 u32_at(p, 3),
                 u32_at(p, 4),
             );
-            let Some(fb) = fbs.get_mut(&id) else { return };
             let Some(need) = (w as usize)
                 .checked_mul(h as usize)
                 .and_then(|n| n.checked_mul(4))
             else {
                 return;
             };
-            let pixels = match p.get(20..20 + need) {
-                Some(px) => px.to_vec(),
-                None => return,
+            let Some(pixels) = need.checked_add(20).and_then(|end| p.get(20..end)) else {
+                return;
             };
-            fb.resource_id = resources.get(&id).copied().unwrap_or(0);
-            fb.patch(&PackedUpdate {
+            let Some(change) = fbs.apply_owned(DisplayEvent::Update {
+                scanout_id: id,
+                resource_id: resources.get(&id).copied().unwrap_or(0),
                 x,
                 y,
                 width: w,
                 height: h,
-                pixels,
-            });
+                format: FRAME_FORMAT,
+                stride: w.saturating_mul(4),
+                pixels: pixels.to_vec(),
+            }) else {
+                return;
+            };
+            let Some(fb) = fbs.get(change.scanout_id) else {
+                return;
+            };
             let r = shared.recorder.store(&fb.pixels).and_then(|pixels| {
                 shared.recorder.append(RecordBody::Frame(Frame {
                     command: control_cmd,
                     scanout_id: id,
                     resource_id: fb.resource_id,
-                    format: display::FORMAT_B8G8R8X8,
+                    format: FRAME_FORMAT.0,
                     width: fb.width,
                     height: fb.height,
                     stride: fb.stride(),
-                    rect: [x, y, w, h],
+                    rect: change.rect,
                     pixels,
                 }))
             });

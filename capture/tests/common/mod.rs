@@ -88,6 +88,8 @@ pub struct DisplayAnswers {
     pub display_info_gate: Option<Arc<Gate>>,
     /// After a SCANOUT message, stop reading the socket until this opens (a stalled QEMU).
     pub stall_after_scanout: Option<Arc<Gate>>,
+    /// Keep every message in the log (benchmarks turn it off: millions of UPDATEs).
+    pub log: bool,
 }
 
 impl Default for DisplayAnswers {
@@ -99,6 +101,7 @@ impl Default for DisplayAnswers {
             edid: (0..128u32).map(|i| (i * 7 + 3) as u8).collect(),
             display_info_gate: None,
             stall_after_scanout: None,
+            log: true,
         }
     }
 }
@@ -127,11 +130,13 @@ pub fn spawn_display(
             if !read_exact_or_eof(&mut sock, &mut payload) {
                 return;
             }
-            out.lock().unwrap().push(DisplayMsg {
-                request,
-                flags,
-                payload,
-            });
+            if answers.log {
+                out.lock().unwrap().push(DisplayMsg {
+                    request,
+                    flags,
+                    payload,
+                });
+            }
             if request == 7
                 && let Some(g) = &answers.stall_after_scanout
             {
@@ -239,6 +244,9 @@ pub struct TestFrontend {
     pub features: u64,
     pub config: Vec<u8>,
     pub protocol: VhostUserProtocolFeatures,
+    /// Wait for used entries by yielding instead of sleeping 1 ms (benchmarks: a sleep would
+    /// cap them at about 1000 commands/s).
+    pub spin_wait: bool,
 }
 
 impl TestFrontend {
@@ -345,6 +353,7 @@ impl TestFrontend {
             features,
             config,
             protocol,
+            spin_wait: false,
         }
     }
 
@@ -489,7 +498,11 @@ impl TestFrontend {
                 start.elapsed() < Duration::from_secs(10),
                 "no used entry on queue {queue}"
             );
-            std::thread::sleep(Duration::from_millis(1));
+            if self.spin_wait {
+                std::thread::yield_now();
+            } else {
+                std::thread::sleep(Duration::from_millis(1));
+            }
         }
         let q = &mut self.queues[usize::from(queue)];
         let slot = q.used + 4 + 8 * u64::from(q.last_used % q.size);
