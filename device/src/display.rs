@@ -223,6 +223,11 @@ impl Framebuffers {
                         && pixels.len() == fb.pixels.len() =>
                 {
                     fb.resource_id = resource_id;
+                    // Same versioning as `patch`: the version moves only when a pixel changes.
+                    if fb.pixels != pixels {
+                        self.version += 1;
+                        fb.version = self.version;
+                    }
                     fb.pixels = pixels;
                     return Some(FrameChange {
                         scanout_id,
