@@ -291,6 +291,9 @@ pub struct Checker {
     last_upload: HashMap<(u32, u64), (u128, RecordId)>,
     upload: Option<Upload>,
     transferred_since_flush: HashMap<u32, (u64, Vec<RecordId>)>,
+    // blob maps: the host-visible region (shmid 1) as a GET_SHMEM_CONFIG reply declared it;
+    // `None` means no reply was seen, so the device exposes no region (size 0).
+    host_visible: Option<(u64, RecordId)>,
 }
 
 impl Checker {
@@ -347,6 +350,13 @@ impl Checker {
                             && le32(&bytes, 0) == 0 =>
                     {
                         self.config(id, &bytes[12..]);
+                    }
+                    Ok(VhostUserPayload::ShmemConfig(c))
+                        if req == VhostUserRequest::GET_SHMEM_CONFIG && is_reply =>
+                    {
+                        // Region 1 is virtio-gpu's host-visible region.
+                        let size = c.memory_sizes.get(1).copied().unwrap_or(0);
+                        self.host_visible = Some((size, id));
                     }
                     // VIRTIO_CONFIG_S_DRIVER_OK = 4.
                     Ok(VhostUserPayload::U64(status))
@@ -1314,6 +1324,31 @@ impl Checker {
             );
             return;
         };
+        let (region, declared_at) = match self.host_visible {
+            Some((size, at)) => (size, Some(at)),
+            None => (0, None),
+        };
+        if end > region {
+            let mut records = vec![id, created];
+            let whence = match declared_at {
+                Some(at) => {
+                    records.push(at);
+                    format!("the host-visible region is {region:#x} bytes (GET_SHMEM_CONFIG #{at})")
+                }
+                None => {
+                    "the device exposes no host-visible region (no GET_SHMEM_CONFIG reply; size 0)"
+                        .to_string()
+                }
+            };
+            self.find(
+                CheckId::BlobMaps,
+                Severity::Error,
+                records,
+                format!(
+                    "{name} of blob {res} (created by #{created}) at {offset:#x}..{end:#x} lies outside the region: {whence}"
+                ),
+            );
+        }
         if let Some((other, other_at, o_start, o_end)) = self.view.overlapping_map(offset, end) {
             self.find(
                 CheckId::BlobMaps,

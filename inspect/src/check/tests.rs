@@ -786,6 +786,75 @@ fn unmap_of_unmapped_and_unref_of_mapped_blob_are_found() {
     );
 }
 
+/// The device's GET_SHMEM_CONFIG reply declaring `sizes` (region id -> size).
+fn shmem_config(b: &mut B, sizes: &[(usize, u64)]) -> u64 {
+    let mut mem = [0u64; 256];
+    for &(i, size) in sizes {
+        mem[i] = size;
+    }
+    let mut payload = (sizes.len() as u32).to_le_bytes().to_vec();
+    payload.extend_from_slice(&0u32.to_le_bytes());
+    for m in mem {
+        payload.extend_from_slice(&m.to_le_bytes());
+    }
+    let payload = b.writer().store(&payload).unwrap();
+    b.append(RecordBody::VhostUser(VhostUserMessage {
+        direction: Direction::BackToFront,
+        request: 44,
+        flags: 0x5,
+        fd_count: 0,
+        payload,
+    }))
+    .unwrap()
+}
+
+#[test]
+fn map_inside_declared_region_is_not_found() {
+    let report = check(|b| {
+        shmem_config(b, &[(1, 0x10000)]);
+        ctx_create(b, 1);
+        blob(b, 20, BlobMem::HOST3D, BlobFlags::USE_MAPPABLE, 0x4000);
+        map(b, 20, 0xc000);
+    });
+    assert_eq!(only(&report, CheckId::BlobMaps), Vec::<String>::new());
+}
+
+#[test]
+fn map_past_declared_region_end_is_found() {
+    let mut ids = (0, 0, 0);
+    let report = check(|b| {
+        let cfg = shmem_config(b, &[(1, 0x10000)]);
+        ctx_create(b, 1);
+        let created = blob(b, 20, BlobMem::HOST3D, BlobFlags::USE_MAPPABLE, 0x4000);
+        let mapped = map(b, 20, 0xd000);
+        ids = (cfg, created, mapped);
+    });
+    assert_found(
+        &report,
+        CheckId::BlobMaps,
+        "at 0xd000..0x11000 lies outside the region: the host-visible region is 0x10000 bytes",
+    );
+    let f = report.of(CheckId::BlobMaps).next().unwrap();
+    let (cfg, created, mapped) = ids;
+    for id in [cfg, created, mapped] {
+        assert!(f.records.contains(&id), "{id} not named: {f:?}");
+    }
+}
+
+#[test]
+fn map_without_declared_region_is_found() {
+    let report = check(|b| {
+        ctx_create(b, 1);
+        blob(b, 20, BlobMem::HOST3D, BlobFlags::USE_MAPPABLE, 0x1000);
+        map(b, 20, 0);
+    });
+    assert_found(
+        &report,
+        CheckId::BlobMaps,
+        "the device exposes no host-visible region",
+    );
+}
+
 // ---- 9. redundant copies -------------------------------------------------------------------
 
 #[test]
