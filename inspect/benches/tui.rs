@@ -21,7 +21,7 @@ use vgt_format::CaptureReader;
 use vgt_format::record::{LifecycleKind, RecordKind};
 use vgt_format::testing::CaptureBuilder;
 use vgt_format::{CaptureWriter, WriterOptions};
-use vgt_inspect::tui::app::{Action, App};
+use vgt_inspect::tui::app::{Action, App, FREE_TEXT_BUDGET};
 use vgt_inspect::tui::draw::draw;
 use vgt_inspect::tui::filter::Filter;
 use vgt_inspect::tui::index;
@@ -96,6 +96,25 @@ fn benches(c: &mut Criterion) {
         let f = Filter::parse(text).unwrap();
         g.bench_function(text, |b| {
             b.iter(|| black_box(f.apply(&indexed.table, &indexed.marks).len()));
+        });
+    }
+    // Free text found only in decoded descriptions, as the browser applies it: descriptions
+    // are built from the capture until the browser's time budget runs out.
+    let decoder = CaptureReader::open(&path).unwrap();
+    for text in ["8x8", "kind:command res:2 8x8"] {
+        let f = Filter::parse(text).unwrap();
+        g.bench_function(format!("decoded {text}"), |b| {
+            b.iter(|| {
+                let mut decode = |id| {
+                    decoder
+                        .record(id)
+                        .ok()
+                        .map(|r| vgt_inspect::describe::describe(&r, &decoder))
+                };
+                let deadline = Instant::now() + FREE_TEXT_BUDGET;
+                let a = f.apply_decoded(&indexed.table, &indexed.marks, &mut decode, deadline);
+                black_box((a.matches.len(), a.decoded_until))
+            });
         });
     }
     // Baseline: one pass over the table selecting commands (the least a filter can do).

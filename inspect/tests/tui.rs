@@ -492,3 +492,46 @@ fn filtering_at_the_end_of_the_list_keeps_the_screen_full() {
     assert_eq!(app.selected_id(), Some(32));
     assert!(s.contains("RESOURCE_FLUSH"), "{s}");
 }
+
+#[test]
+fn free_text_in_a_decoded_field_finds_the_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut app = app(dir.path());
+    let reader = CaptureReader::open(dir.path().join("boot.vgt")).unwrap();
+    for text in ["32x16", "flush 32X16"] {
+        app.apply(Action::ClearFilter);
+        app.apply(Action::StartFilter);
+        for c in text.chars() {
+            app.apply(Action::FilterChar(c));
+        }
+        app.apply(Action::FilterCommit);
+        let got = app.filter.as_ref().map(|(_, ids)| ids.clone()).unwrap();
+        // Every word in the kind/type names or in the decoded one-line description.
+        let want: Vec<u64> = reader
+            .iter_range(0..reader.len())
+            .flatten()
+            .filter(|(id, r)| {
+                let hay = format!(
+                    "{} {}",
+                    r.body.kind().name(),
+                    vgt_inspect::describe::describe(r, &reader)
+                )
+                .to_ascii_uppercase();
+                let s = &app.index.as_ref().unwrap().table[*id as usize];
+                let names = vgt_inspect::tui::filter::code_name(s.kind, s.code);
+                text.split_whitespace().all(|w| {
+                    let w = w.to_ascii_uppercase();
+                    hay.contains(&w) || names.contains(&w)
+                })
+            })
+            .map(|(id, _)| id)
+            .collect();
+        assert!(!want.is_empty(), "{text}: nothing decodes to it");
+        assert_eq!(got, want, "{text}");
+        assert!(!app.message.as_deref().unwrap().contains("only"));
+    }
+    // The size appears only in decoded fields: the name-only filter finds nothing.
+    let f = vgt_inspect::tui::filter::Filter::parse("32x16").unwrap();
+    let ix = app.index.as_ref().unwrap();
+    assert!(f.apply(&ix.table, &ix.marks).is_empty());
+}

@@ -18,6 +18,10 @@ use super::filter::Filter;
 use super::index::{Indexed, Indexer};
 use crate::describe::describe;
 
+/// How long a filter may spend building decoded descriptions for free-text words, so that a
+/// filter over a million records still answers within a second.
+pub const FREE_TEXT_BUDGET: std::time::Duration = std::time::Duration::from_millis(600);
+
 /// Rows kept in the row cache before it is cleared.
 const ROW_CACHE: usize = 4096;
 /// Without the state index, the resources view folds at most this many records.
@@ -316,8 +320,24 @@ impl App {
             return;
         };
         let keep = self.selected_id();
-        let ids = f.apply(&ix.table, &ix.marks);
-        self.message = Some(format!("{} records match `{}`", ids.len(), f.text));
+        let reader = self.reader.clone();
+        let mut decode = |id: RecordId| {
+            reader
+                .record(id)
+                .ok()
+                .map(|r| describe(&r, reader.as_ref()))
+        };
+        let deadline = std::time::Instant::now() + FREE_TEXT_BUDGET;
+        let applied = f.apply_decoded(&ix.table, &ix.marks, &mut decode, deadline);
+        let ids = applied.matches;
+        self.message = Some(match applied.decoded_until {
+            None => format!("{} records match `{}`", ids.len(), f.text),
+            Some(at) => format!(
+                "{} records match `{}` (decoded text searched before #{at} only; later records by name)",
+                ids.len(),
+                f.text
+            ),
+        });
         self.filter = Some((f, ids));
         let pos = keep
             .and_then(|id| {

@@ -5,10 +5,14 @@
 //! `type:NAME` command/response/message type (substring, any case), `kind:KIND` record kind,
 //! `res:N`, `ctx:N`, `fence:N`, `code:NAME` response code (substring; matches a command by its
 //! response), `err` errors and findings only, `t:A-B` time range in seconds (`t:A-` or `t:-B`
-//! open-ended), `q:N` queue; any other word is free text matched against the record's kind and
-//! type names.
+//! open-ended), `q:N` queue; any other word is free text matched (any case) against the record's
+//! kind and type names and, in [`Filter::apply_decoded`], against its decoded one-line
+//! description ([`crate::describe::describe`]). Descriptions are built lazily, only for records
+//! that pass every structured term and whose names do not already match, and only until a time
+//! budget runs out, so the filter stays within its latency target on any capture.
 
 use std::collections::HashMap;
+use std::time::Instant;
 
 use vgt_format::record::{LifecycleKind, RecordId, RecordKind};
 use vgt_format::summary::RecordSummary;
@@ -161,9 +165,84 @@ impl Filter {
         })
     }
 
-    /// Ids of the matching records. `marks` are the records to keep for `err` (errors and
-    /// findings, sorted).
+    /// Ids of the matching records, free text matching kind and type names only. `marks` are
+    /// the records to keep for `err` (errors and findings, sorted).
     pub fn apply(&self, table: &[RecordSummary], marks: &[RecordId]) -> Vec<RecordId> {
+        self.apply_decoded(table, marks, &mut |_| None, Instant::now())
+            .matches
+    }
+
+    /// Ids of the matching records, free text also matching the decoded description that
+    /// `decode` gives for a record id (`None`: not decodable, names only). `decode` is called
+    /// at most once per record, only for records that pass every structured term and whose
+    /// names miss some free-text word, and only until `deadline`; after it, free text matches
+    /// names only and [`Applied::decoded_until`] says where decoding stopped.
+    pub fn apply_decoded(
+        &self,
+        table: &[RecordSummary],
+        marks: &[RecordId],
+        decode: &mut dyn FnMut(RecordId) -> Option<String>,
+        deadline: Instant,
+    ) -> Applied {
+        let texts: Vec<&str> = self
+            .terms
+            .iter()
+            .filter_map(|t| match t {
+                Term::Text(w) => Some(w.as_str()),
+                _ => None,
+            })
+            .collect();
+        let mut decoded_until = None;
+        let structured = self.structured(table, marks);
+        if texts.is_empty() {
+            return Applied {
+                matches: structured.into_iter().map(|(id, _)| id).collect(),
+                decoded_until,
+            };
+        }
+        let mut matches = Vec::new();
+        for (n, (id, names_ok)) in structured.into_iter().enumerate() {
+            if names_ok {
+                matches.push(id);
+                continue;
+            }
+            if decoded_until.is_some() {
+                continue;
+            }
+            // Checking the clock every 256 decodes keeps its cost out of the loop.
+            if n % 256 == 0 && Instant::now() >= deadline {
+                decoded_until = Some(id);
+                continue;
+            }
+            let Some(text) = decode(id) else {
+                continue;
+            };
+            let text = text.to_ascii_uppercase();
+            let kind_names = table.get(id as usize).map(|s| {
+                (
+                    code_name(s.kind, s.code),
+                    s.kind.name().to_ascii_uppercase(),
+                )
+            });
+            let all = texts.iter().all(|w| {
+                text.contains(w)
+                    || kind_names
+                        .as_ref()
+                        .is_some_and(|(c, k)| c.contains(w) || k.contains(w))
+            });
+            if all {
+                matches.push(id);
+            }
+        }
+        Applied {
+            matches,
+            decoded_until,
+        }
+    }
+
+    /// Records passing every structured term, each with whether every free-text word matches
+    /// its names.
+    fn structured(&self, table: &[RecordSummary], marks: &[RecordId]) -> Vec<(RecordId, bool)> {
         // Name matches depend only on (kind, code): decide each pair once.
         let mut names: HashMap<(u16, u32, usize), bool> = HashMap::new();
         let mut out = Vec::new();
@@ -199,17 +278,31 @@ impl Filter {
                     (s.kind == RecordKind::COMMAND || s.kind == RecordKind::RESPONSE)
                         && s.queue == *q
                 }
-                Term::Text(w) => *names.entry((s.kind.0, s.code, t)).or_insert_with(|| {
-                    code_name(s.kind, s.code).contains(w.as_str())
-                        || s.kind.name().to_ascii_uppercase().contains(w.as_str())
-                }),
+                Term::Text(_) => true,
             });
             if ok {
-                out.push(id);
+                let names_ok = self.terms.iter().enumerate().all(|(t, term)| match term {
+                    Term::Text(w) => *names.entry((s.kind.0, s.code, t)).or_insert_with(|| {
+                        code_name(s.kind, s.code).contains(w.as_str())
+                            || s.kind.name().to_ascii_uppercase().contains(w.as_str())
+                    }),
+                    _ => true,
+                });
+                out.push((id, names_ok));
             }
         }
         out
     }
+}
+
+/// What [`Filter::apply_decoded`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// Ids of the matching records, ascending.
+    pub matches: Vec<RecordId>,
+    /// The first record whose description was not searched because the time budget ran out
+    /// (from there on free text matched names only); `None` when every needed one was.
+    pub decoded_until: Option<RecordId>,
 }
 
 /// The upper-case name of a record's code (command, response, message or lifecycle name).
