@@ -103,6 +103,23 @@ fn benches(c: &mut Criterion) {
     let decoder = CaptureReader::open(&path).unwrap();
     for text in ["8x8", "kind:command res:2 8x8"] {
         let f = Filter::parse(text).unwrap();
+        let mut decode = |id| {
+            decoder
+                .record(id)
+                .ok()
+                .map(|r| vgt_inspect::describe::describe(&r, &decoder))
+        };
+        let a = f.apply_decoded(
+            &indexed.table,
+            &indexed.marks,
+            &mut decode,
+            Instant::now() + FREE_TEXT_BUDGET,
+        );
+        eprintln!(
+            "`{text}`: {} matches, decoding stopped at {:?}",
+            a.matches.len(),
+            a.decoded_until
+        );
         g.bench_function(format!("decoded {text}"), |b| {
             b.iter(|| {
                 let mut decode = |id| {
