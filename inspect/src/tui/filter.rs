@@ -377,6 +377,53 @@ mod tests {
         assert_eq!(text, "`abc` is not a number in `res:abc`");
     }
 
+    fn summary(kind: RecordKind, code: u32) -> RecordSummary {
+        RecordSummary {
+            ts_ns: 0,
+            link: 0,
+            fence: 0,
+            code,
+            response_code: 0,
+            resource: 0,
+            ctx: 0,
+            kind,
+            queue: 0,
+            flags: 0,
+            ring: 0,
+        }
+    }
+
+    #[test]
+    fn free_text_decodes_lazily_and_stops_at_the_deadline() {
+        let table = vec![
+            summary(RecordKind::COMMAND, CommandType::RESOURCE_FLUSH.0),
+            summary(RecordKind::FENCE, 0),
+            summary(RecordKind::COMMAND, CommandType::RESOURCE_FLUSH.0),
+            summary(RecordKind::FENCE, 0),
+        ];
+        let f = Filter::parse("kind:fence size=64x32").unwrap();
+        let mut asked = Vec::new();
+        let mut decode = |id: RecordId| {
+            asked.push(id);
+            (id == 3).then(|| "fence 9 size=64x32".to_string())
+        };
+        let far = Instant::now() + std::time::Duration::from_secs(60);
+        let a = f.apply_decoded(&table, &[], &mut decode, far);
+        assert_eq!(a.matches, vec![3]);
+        assert_eq!(a.decoded_until, None);
+        // Only records passing `kind:fence` were decoded.
+        assert_eq!(asked, vec![1, 3]);
+        // A deadline already passed: nothing decoded, the first record left is reported.
+        let a = f.apply_decoded(
+            &table,
+            &[],
+            &mut |_| Some("size=64x32".into()),
+            Instant::now(),
+        );
+        assert_eq!(a.matches, Vec::<RecordId>::new());
+        assert_eq!(a.decoded_until, Some(1));
+    }
+
     #[test]
     fn time_ranges_parse_in_seconds() {
         let f = Filter::parse("t:1.5-2").unwrap();
