@@ -387,6 +387,24 @@ pub struct GpuSocketMessage {
 }
 
 impl GpuSocketMessage {
+    /// Splits a wire payload into what a writer stores as `payload` and as `data`: for a
+    /// back-end UPDATE request (code 8) with pixels, the 20-byte header and the pixels; for
+    /// anything else, the whole payload and `None`.
+    pub fn split_wire_payload(
+        direction: Direction,
+        request: u32,
+        payload: &[u8],
+    ) -> (&[u8], Option<&[u8]>) {
+        const UPDATE: u32 = 8;
+        let header = crate::wire::gpu_socket::GpuUpdate::HEADER_SIZE;
+        if direction == Direction::BackendRequest && request == UPDATE && payload.len() > header {
+            let (h, d) = payload.split_at(header);
+            (h, Some(d))
+        } else {
+            (payload, None)
+        }
+    }
+
     /// The message's payload exactly as it crossed the socket: `payload` followed by `data`.
     /// `read` resolves one payload to its bytes (for example `CaptureReader::read_payload`).
     pub fn wire_payload<B, E>(
