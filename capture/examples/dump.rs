@@ -48,7 +48,7 @@ fn main() {
                 "gpu {:?} req={} len={}",
                 g.direction,
                 g.request,
-                g.payload.len()
+                g.payload.len() + g.data.as_ref().map_or(0, |d| d.len())
             ),
             RecordBody::Frame(f) => format!(
                 "frame cmd={} {}x{} rect={:?}",

@@ -520,16 +520,25 @@ impl Host<'_> {
     }
 
     fn record_socket(&self, direction: Direction, request: u32, flags: u32, payload: &[u8]) {
-        let r = self.recorder.store(payload).and_then(|payload| {
-            self.recorder
-                .append(RecordBody::GpuSocket(GpuSocketMessage {
-                    direction,
-                    request,
-                    flags,
-                    fd_count: 0,
-                    payload,
-                }))
-        });
+        let (head, data) = GpuSocketMessage::split_wire_payload(direction, request, payload);
+        let r = self
+            .recorder
+            .store(head)
+            .and_then(|payload| {
+                let data = data.map(|d| self.recorder.store(d)).transpose()?;
+                Ok((payload, data))
+            })
+            .and_then(|(payload, data)| {
+                self.recorder
+                    .append(RecordBody::GpuSocket(GpuSocketMessage {
+                        direction,
+                        request,
+                        flags,
+                        fd_count: 0,
+                        payload,
+                        data,
+                    }))
+            });
         if let Err(e) = r {
             self.error("recording a gpu socket message", e);
         }

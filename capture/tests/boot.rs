@@ -412,8 +412,32 @@ fn linux_boot_sequence_is_captured_field_by_field() {
     assert_eq!(sock.len(), display.len());
     for (g, d) in sock.iter().zip(&display) {
         assert_eq!(g.request, d.request);
-        assert_eq!(bytes(&g.payload), d.payload);
+        let wire = g
+            .wire_payload(|p| Ok::<_, std::convert::Infallible>(bytes(p)))
+            .unwrap();
+        assert_eq!(wire, d.payload);
+        // Only an UPDATE with pixels keeps them apart, after its 20-byte header.
+        assert_eq!(g.data.is_some(), d.request == 8 && d.payload.len() > 20);
+        if g.data.is_some() {
+            assert_eq!(g.payload.len(), 20);
+        }
     }
+    // A full-screen UPDATE's pixels are stored once: its `data` is the blob of the Frame
+    // showing the same pixels.
+    let full_update = sock
+        .iter()
+        .find(|g| {
+            g.data
+                .as_ref()
+                .is_some_and(|d| d.len() == u64::from(W * H * 4))
+        })
+        .expect("a full-screen UPDATE");
+    let (Some(vgt_format::Payload::Blob(data)), vgt_format::Payload::Blob(pixels)) =
+        (&full_update.data, &last_full.pixels)
+    else {
+        panic!("full-screen pixels are stored as blobs");
+    };
+    assert_eq!((data.hash, data.offset), (pixels.hash, pixels.offset));
     let codes: Vec<u32> = display.iter().map(|d| d.request).collect();
     // GET/SET_PROTOCOL_FEATURES, GET_EDID, GET_DISPLAY_INFO, SCANOUT + UPDATE (SET_SCANOUT),
     // UPDATE (flush), UPDATE (damage flush), CURSOR_UPDATE, CURSOR_POS.

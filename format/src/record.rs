@@ -212,7 +212,7 @@ impl RecordBody {
             RecordBody::Command(c) => vec![&c.request],
             RecordBody::MemoryRead(m) => vec![&m.data],
             RecordBody::Response(r) => vec![&r.bytes],
-            RecordBody::GpuSocket(g) => vec![&g.payload],
+            RecordBody::GpuSocket(g) => std::iter::once(&g.payload).chain(&g.data).collect(),
             RecordBody::Frame(f) => vec![&f.pixels],
             RecordBody::Cursor(c) => c.image.iter().collect(),
             RecordBody::Fence(_)
@@ -378,8 +378,48 @@ pub struct GpuSocketMessage {
     pub flags: u32,
     /// Number of file descriptors attached (dmabufs).
     pub fd_count: u8,
-    /// The payload exactly as sent (for UPDATE: header then pixels).
+    /// The payload as sent, less `data` (for an UPDATE whose pixels are in `data`: the header).
     pub payload: Payload,
+    /// Bulk bytes that follow `payload` on the wire (the pixels of an UPDATE), stored separately
+    /// so that they share their blob with the Frame record showing the same pixels; the message's
+    /// wire payload is `payload` followed by `data`. `None` in files written before format 1.1.
+    pub data: Option<Payload>,
+}
+
+impl GpuSocketMessage {
+    /// Splits a wire payload into what a writer stores as `payload` and as `data`: for a
+    /// back-end UPDATE request (code 8) with pixels, the 20-byte header and the pixels; for
+    /// anything else, the whole payload and `None`.
+    pub fn split_wire_payload(
+        direction: Direction,
+        request: u32,
+        payload: &[u8],
+    ) -> (&[u8], Option<&[u8]>) {
+        const UPDATE: u32 = 8;
+        let header = crate::wire::gpu_socket::GpuUpdate::HEADER_SIZE;
+        if direction == Direction::BackendRequest && request == UPDATE && payload.len() > header {
+            let (h, d) = payload.split_at(header);
+            (h, Some(d))
+        } else {
+            (payload, None)
+        }
+    }
+
+    /// The message's payload exactly as it crossed the socket: `payload` followed by `data`.
+    /// `read` resolves one payload to its bytes (for example `CaptureReader::read_payload`).
+    pub fn wire_payload<B, E>(
+        &self,
+        mut read: impl FnMut(&Payload) -> Result<B, E>,
+    ) -> Result<Vec<u8>, E>
+    where
+        B: AsRef<[u8]>,
+    {
+        let mut out = read(&self.payload)?.as_ref().to_vec();
+        if let Some(d) = &self.data {
+            out.extend_from_slice(read(d)?.as_ref());
+        }
+        Ok(out)
+    }
 }
 
 /// Pixels shown on a scanout after a flush or display update.

@@ -289,7 +289,7 @@ fn open_rejects_a_newer_major_version() {
             err,
             Error::UnsupportedVersion {
                 found_major: 2,
-                found_minor: 0,
+                found_minor: 1,
                 supported_major: 1
             }
         ),
@@ -443,6 +443,7 @@ fn build<W: std::io::Write>(w: &mut CaptureWriter<W>, s: &Spec) -> (Record, Vec<
                         flags: n[2] as u32,
                         fd_count: n[3] as u8,
                         payload: p,
+                        data: None,
                     }),
                     raw,
                 )

@@ -230,7 +230,15 @@ pub fn describe(record: &Record, src: &dyn PayloadSource) -> String {
                 g.flags,
                 g.fd_count
             );
-            match bytes(src, &g.payload) {
+            // The wire payload is `payload` followed by `data` (an UPDATE's pixels).
+            let wire_len = g.payload.len() + g.data.as_ref().map_or(0, Payload::len);
+            let wire = (wire_len <= MAX_DESCRIBE_PAYLOAD)
+                .then(|| {
+                    g.wire_payload(|p| src.payload_bytes(p).map(Cow::into_owned).ok_or(()))
+                        .ok()
+                })
+                .flatten();
+            match wire {
                 Some(b) => {
                     match decode_gpu_socket_payload(GpuSocketRequest(g.request), is_reply, &b) {
                         Ok(p) => {
@@ -245,7 +253,7 @@ pub fn describe(record: &Record, src: &dyn PayloadSource) -> String {
                     }
                 }
                 None => {
-                    let _ = write!(s, " payload={}B", g.payload.len());
+                    let _ = write!(s, " payload={wire_len}B");
                 }
             }
         }
@@ -417,6 +425,7 @@ pub fn to_json(id: RecordId, record: &Record, src: &dyn PayloadSource) -> Value 
             "flags": g.flags,
             "fd_count": g.fd_count,
             "payload": payload_json(&g.payload),
+            "data": g.data.as_ref().map(payload_json),
         }),
         RecordBody::Frame(f) => json!({
             "command": id_json(f.command),

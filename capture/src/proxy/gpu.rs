@@ -35,17 +35,26 @@ fn u32_at(p: &[u8], i: usize) -> u32 {
 }
 
 fn record_message(shared: &Shared, direction: Direction, msg: &RawMessage) {
-    let r = shared.recorder.store(&msg.payload).and_then(|payload| {
-        shared
-            .recorder
-            .append(RecordBody::GpuSocket(GpuSocketMessage {
-                direction,
-                request: msg.request(),
-                flags: msg.flags(),
-                fd_count: u8::try_from(msg.fds.len()).unwrap_or(u8::MAX),
-                payload,
-            }))
-    });
+    let (head, data) = GpuSocketMessage::split_wire_payload(direction, msg.request(), &msg.payload);
+    let r = shared
+        .recorder
+        .store(head)
+        .and_then(|payload| {
+            let data = data.map(|d| shared.recorder.store(d)).transpose()?;
+            Ok((payload, data))
+        })
+        .and_then(|(payload, data)| {
+            shared
+                .recorder
+                .append(RecordBody::GpuSocket(GpuSocketMessage {
+                    direction,
+                    request: msg.request(),
+                    flags: msg.flags(),
+                    fd_count: u8::try_from(msg.fds.len()).unwrap_or(u8::MAX),
+                    payload,
+                    data,
+                }))
+        });
     if let Err(e) = r {
         eprintln!("vgt-capture proxy: recording a display message: {e}");
     }

@@ -201,7 +201,7 @@ pub const LAYOUTS: [KindLayout; 11] = [
     },
     KindLayout {
         kind: RecordKind::GPU_SOCKET,
-        fixed_len: 20,
+        fixed_len: 28,
         fields: &[
             f("request", 0, T::U32),
             f("flags", 4, T::U32),
@@ -209,6 +209,7 @@ pub const LAYOUTS: [KindLayout; 11] = [
             f("fd_count", 9, T::U8),
             f("reserved", 10, T::Reserved(2)),
             f("payload", 12, T::Payload),
+            f("data", 20, T::OptPayload),
         ],
     },
     KindLayout {
@@ -597,7 +598,8 @@ pub fn encode_body(buf: &mut Vec<u8>, record: &Record) -> Result<(), CodecError>
             Ok(())
         }
         RecordBody::GpuSocket(m) => {
-            encode_message(w, m.request, m.flags, m.direction, m.fd_count, &m.payload)
+            encode_message(w, m.request, m.flags, m.direction, m.fd_count, &m.payload)?;
+            w.opt_payload(m.data.as_ref())
         }
         RecordBody::Frame(x) => encode_frame(w, x),
         RecordBody::Cursor(c) => encode_cursor(w, c),
@@ -669,6 +671,7 @@ pub fn decode_body(kind: u16, body: &[u8]) -> Result<Record, CodecError> {
                 flags,
                 fd_count,
                 payload,
+                data: r.opt_payload()?,
             })
         }
         RecordKind::FRAME => RecordBody::Frame(Frame {
@@ -963,5 +966,36 @@ mod tests {
         newer.extend_from_slice(b"hi");
         newer.extend_from_slice(b"future section");
         assert_eq!(decode_body(RecordKind::MARKER.0, &newer), Ok(rec));
+    }
+
+    #[test]
+    fn gpu_socket_data_roundtrips_and_is_absent_in_a_1_0_body() {
+        let msg = |data| Record {
+            ts_ns: 5,
+            body: RecordBody::GpuSocket(GpuSocketMessage {
+                direction: Direction::BackendRequest,
+                request: 8,
+                flags: 0,
+                fd_count: 0,
+                payload: Payload::Inline(vec![1; 20]),
+                data,
+            }),
+        };
+        let with = msg(Some(Payload::Inline(vec![7; 16])));
+        let mut body = Vec::new();
+        encode_body(&mut body, &with).expect("encodes");
+        assert_eq!(decode_body(RecordKind::GPU_SOCKET.0, &body), Ok(with));
+        // A 1.0 body: fixed_len 20, then the payload's bytes.
+        let mut old = Vec::new();
+        old.extend_from_slice(&5u64.to_le_bytes());
+        old.extend_from_slice(&20u16.to_le_bytes());
+        old.extend_from_slice(&[0; 6]);
+        old.extend_from_slice(&8u32.to_le_bytes());
+        old.extend_from_slice(&0u32.to_le_bytes());
+        old.extend_from_slice(&[Direction::BackendRequest as u8, 0, 0, 0]);
+        old.extend_from_slice(&20u32.to_le_bytes());
+        old.extend_from_slice(&0u32.to_le_bytes());
+        old.extend_from_slice(&[1; 20]);
+        assert_eq!(decode_body(RecordKind::GPU_SOCKET.0, &old), Ok(msg(None)));
     }
 }

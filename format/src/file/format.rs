@@ -9,7 +9,7 @@ pub const FILE_MAGIC: [u8; 8] = *b"\x89VGT\r\n\x1a\n";
 /// Major version written; a reader refuses files with a larger major version.
 pub const VERSION_MAJOR: u16 = 1;
 /// Minor version written; minor versions only append fields and kinds.
-pub const VERSION_MINOR: u16 = 0;
+pub const VERSION_MINOR: u16 = 1;
 /// Length of the file header written by this version.
 pub const FILE_HEADER_LEN: usize = 64;
 /// Chunk sync marker (the bytes `VGTR` read as a little-endian u32).

@@ -174,6 +174,7 @@ pub fn write_every_kind<W: Write>(w: &mut CaptureWriter<W>) -> Written {
             flags: 0,
             fd_count: 1,
             payload,
+            data: None,
         }),
         vec![sock],
     );

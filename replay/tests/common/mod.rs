@@ -295,6 +295,7 @@ impl RecHost<'_> {
             },
             fd_count: 0,
             payload,
+            data: None,
         }));
     }
 }
