@@ -156,14 +156,7 @@ pub fn describe(record: &Record, src: &dyn PayloadSource) -> String {
         RecordBody::Command(c) => {
             let _ = write!(s, "q{} head={} ", c.queue, c.head);
             match bytes(src, &c.request) {
-                Some(b) => match Request::decode(&b) {
-                    Ok(r) => {
-                        let _ = write!(s, "{r}");
-                    }
-                    Err(e) => {
-                        let _ = write!(s, "<undecodable {}-byte request: {e}>", b.len());
-                    }
-                },
+                Some(b) => push_decoded(&mut s, "request", b.len(), Request::decode(&b)),
                 None => {
                     let _ = write!(s, "<request payload unreadable>");
                 }
@@ -188,14 +181,7 @@ pub fn describe(record: &Record, src: &dyn PayloadSource) -> String {
                 Some(b) if b.is_empty() => {
                     let _ = write!(s, "(no response bytes)");
                 }
-                Some(b) => match Response::decode(&b) {
-                    Ok(resp) => {
-                        let _ = write!(s, "{resp}");
-                    }
-                    Err(e) => {
-                        let _ = write!(s, "<undecodable {}-byte response: {e}>", b.len());
-                    }
-                },
+                Some(b) => push_decoded(&mut s, "response", b.len(), Response::decode(&b)),
                 None => {
                     let _ = write!(s, "<response payload unreadable>");
                 }
@@ -316,6 +302,19 @@ pub fn describe(record: &Record, src: &dyn PayloadSource) -> String {
         }
     }
     s
+}
+
+/// Appends a decoded virtio-gpu message, or why its `len` bytes did not decode.
+fn push_decoded<T: std::fmt::Display, E: std::fmt::Display>(
+    s: &mut String,
+    what: &str,
+    len: usize,
+    decoded: Result<T, E>,
+) {
+    let _ = match decoded {
+        Ok(v) => write!(s, "{v}"),
+        Err(e) => write!(s, "<undecodable {len}-byte {what}: {e}>"),
+    };
 }
 
 fn command_ref(id: RecordId) -> String {
