@@ -466,10 +466,20 @@ fn proxy_to_an_already_listening_backend_socket_records_the_session() {
     let mut fe = TestFrontend::connect(&sock, DisplayAnswers::default());
     let done = workload(&mut fe);
     assert_eq!(gpu::resp_type(&done[1].1), 0x1100);
+    let seen_features = fe.features;
     drop(fe);
     assert!(wait_exit(&mut proxy, 20).success());
     let _ = wait_exit(&mut backend, 20);
     let (_, records) = common::read_capture(&out);
+    // SessionStart holds the backend's own offer: what QEMU saw plus what the proxy removed.
+    let Some(RecordBody::SessionStart(s)) = records.first().map(|r| &r.body) else {
+        panic!("no SessionStart first");
+    };
+    assert_ne!(s.features_offered, 0);
+    assert_eq!(
+        s.features_offered & !vgt_capture::proxy::STRIPPED_FEATURES,
+        seen_features
+    );
     let commands = records
         .iter()
         .filter(|r| matches!(r.body, RecordBody::Command(_)))

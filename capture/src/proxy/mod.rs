@@ -11,6 +11,7 @@
 //! - [`rings`]: guest memory, shadow rings, command/response recording.
 //! - [`gpu`]: the vhost-user-gpu display socket relay (GpuSocket, Frame and Cursor records).
 
+pub mod dmabuf;
 pub mod gpu;
 pub mod rings;
 
@@ -603,8 +604,51 @@ fn worker(shared: Arc<Shared>) {
     }
 }
 
-/// Writes the session start record.
-fn session_start(recorder: &Recorder, renderer: String) -> anyhow::Result<()> {
+/// How long the proxy waits for the backend's answer to its own GET_FEATURES.
+const FEATURES_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Asks the backend for its virtio features (GET_FEATURES, which any vhost-user back-end
+/// answers before SET_OWNER) so that SessionStart can hold what the device offers. This is
+/// the one message the proxy sends on its own; it is not recorded as a VhostUser record
+/// (QEMU did not send it) and QEMU's own GET_FEATURES follows as usual.
+fn query_features(back: &UnixStream) -> Result<u64, String> {
+    back.set_read_timeout(Some(FEATURES_TIMEOUT))
+        .map_err(|e| format!("socket timeout: {e}"))?;
+    let mut header = [0u8; relay::HEADER_LEN];
+    header[0..4].copy_from_slice(&req::GET_FEATURES.to_le_bytes());
+    header[4..8].copy_from_slice(&1u32.to_le_bytes());
+    let ask = RawMessage {
+        header,
+        payload: Vec::new(),
+        fds: Vec::new(),
+    };
+    let answer = relay::write_message(back, &ask)
+        .map_err(|e| format!("sending: {e}"))
+        .and_then(|()| relay::read_message(back).map_err(|e| format!("reading the reply: {e}")));
+    let _ = back.set_read_timeout(None);
+    match answer? {
+        None => Err("the backend closed the connection".to_owned()),
+        Some(m) if m.request() != req::GET_FEATURES || m.flags() & 0x4 == 0 => Err(format!(
+            "the backend answered request {} with flags {:#x}",
+            m.request(),
+            m.flags()
+        )),
+        Some(m) => m
+            .payload
+            .get(0..8)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_le_bytes)
+            .ok_or_else(|| format!("{}-byte reply, 8 expected", m.payload.len())),
+    }
+}
+
+/// Writes the session start record; `features_offered` is the backend's own GET_FEATURES
+/// answer (before the proxy removes anything).
+fn session_start(
+    recorder: &Recorder,
+    renderer: String,
+    features_offered: u64,
+) -> anyhow::Result<()> {
     let wall = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
@@ -615,7 +659,7 @@ fn session_start(recorder: &Recorder, renderer: String) -> anyhow::Result<()> {
         tool_version: env!("CARGO_PKG_VERSION").to_owned(),
         mode: CaptureMode::Proxy,
         renderer,
-        features_offered: 0,
+        features_offered,
         features_acked: 0,
         protocol_features: 0,
         num_queues: 2,
@@ -792,6 +836,8 @@ fn run_inner(
             return Err(e);
         }
     };
+    // Before QEMU can connect, so that nothing interleaves with QEMU's messages.
+    let offered = query_features(&back);
     let listener = bind(&opts.socket)?;
     if !opts.quiet {
         eprintln!(
@@ -835,7 +881,15 @@ fn run_inner(
     let sink = crate::sink::open_file(&opts.output, opts.sync)
         .with_context(|| format!("cannot create capture file {}", opts.output.display()))?;
     let recorder = Arc::new(Recorder::new(sink));
-    session_start(&recorder, renderer)?;
+    session_start(&recorder, renderer, *offered.as_ref().unwrap_or(&0))?;
+    if let Err(why) = &offered {
+        recorder.lifecycle(
+            LifecycleKind::Error,
+            None,
+            None,
+            format!("SessionStart.features_offered is 0: the proxy's GET_FEATURES to the backend failed: {why}"),
+        )?;
+    }
     recorder.lifecycle(
         LifecycleKind::Connect,
         None,
