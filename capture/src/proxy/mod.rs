@@ -13,6 +13,7 @@
 
 pub mod dmabuf;
 pub mod gpu;
+pub mod memslots;
 pub mod rings;
 
 use std::fs::File;
@@ -89,6 +90,7 @@ mod req {
     pub const GET_PROTOCOL_FEATURES: u32 = 15;
     pub const SET_BACKEND_REQ_FD: u32 = 21;
     pub const GPU_SET_SOCKET: u32 = 33;
+    pub const GET_MAX_MEM_SLOTS: u32 = 36;
     pub const ADD_MEM_REG: u32 = 37;
     pub const REM_MEM_REG: u32 = 38;
 }
@@ -115,11 +117,6 @@ pub const STRIPPED_PROTOCOL_FEATURES: &[(u32, &str, &str)] = &[
         14,
         "INBAND_NOTIFICATIONS",
         "in-band kicks and calls are not interposed",
-    ),
-    (
-        15,
-        "CONFIGURE_MEM_SLOTS",
-        "ADD/REM_MEM_REG are not interposed (SET_MEM_TABLE is)",
     ),
     (17, "XEN_MMAP", "Xen mappings are not supported"),
     (
@@ -165,6 +162,9 @@ pub struct Shared {
     pub threads: Mutex<Vec<JoinHandle<()>>>,
     /// The sockets those threads read (shut down at the end so that they return).
     pub sockets: Mutex<Vec<UnixStream>>,
+    /// The backend's memory table holds the shadow region (SET_MEM_TABLE rewritten, or the
+    /// proxy's own ADD_MEM_REG sent): only then are rings moved to it.
+    pub shadow_mapped: AtomicBool,
 }
 
 impl Shared {
@@ -220,8 +220,9 @@ fn set_payload(msg: &mut RawMessage, payload: Vec<u8>) {
 }
 
 /// Rewrites one front-end request before it goes to the backend. Called after it was recorded
-/// as QEMU sent it.
-fn rewrite_request(shared: &Arc<Shared>, msg: &mut RawMessage) {
+/// as QEMU sent it. A message the proxy itself must send first (the shadow region's
+/// ADD_MEM_REG) lands in `before`.
+fn rewrite_request(shared: &Arc<Shared>, msg: &mut RawMessage, before: &mut Option<RawMessage>) {
     let request = msg.request();
     match request {
         req::SET_FEATURES => {
@@ -238,6 +239,15 @@ fn rewrite_request(shared: &Arc<Shared>, msg: &mut RawMessage) {
         }
         req::SET_VRING_ADDR if msg.payload.len() >= 40 => {
             let q = payload_u32(&msg.payload, 0) as usize;
+            if !shared.shadow_mapped.load(Ordering::SeqCst) {
+                let _ = shared.recorder.lifecycle(
+                    LifecycleKind::Error,
+                    u16::try_from(q).ok(),
+                    None,
+                    format!("queue {q}: the backend has no shadow region; not interposed"),
+                );
+                return;
+            }
             let desc = payload_u64(&msg.payload, 8);
             let used = payload_u64(&msg.payload, 16);
             let avail = payload_u64(&msg.payload, 24);
@@ -352,19 +362,98 @@ fn rewrite_request(shared: &Arc<Shared>, msg: &mut RawMessage) {
                 }
             }
         }
-        req::ADD_MEM_REG | req::REM_MEM_REG => {
-            let _ = shared.recorder.lifecycle(
-                LifecycleKind::Error,
-                None,
-                None,
-                "ADD/REM_MEM_REG forwarded but not interposed (CONFIGURE_MEM_SLOTS was not offered)",
-            );
+        req::ADD_MEM_REG => add_mem_reg(shared, msg, before),
+        req::REM_MEM_REG => {
+            let r = memslots::parse_region(&msg.payload)
+                .ok_or_else(|| format!("{}-byte payload", msg.payload.len()))
+                .and_then(|r| shared.lock().remove_region(r));
+            if let Err(e) = r {
+                let _ = shared.recorder.lifecycle(
+                    LifecycleKind::Error,
+                    None,
+                    None,
+                    format!("REM_MEM_REG forwarded; the proxy's view is unchanged: {e}"),
+                );
+            }
         }
         _ => {}
     }
 }
 
+/// ADD_MEM_REG: the proxy maps the region too; before QEMU's first region the backend gets
+/// the shadow region from the proxy's own ADD_MEM_REG (sent without NEED_REPLY, so no reply
+/// comes back that QEMU would not expect). QEMU's message goes on unchanged.
+fn add_mem_reg(shared: &Arc<Shared>, msg: &RawMessage, before: &mut Option<RawMessage>) {
+    let Some(region) = memslots::parse_region(&msg.payload) else {
+        let _ = shared.recorder.lifecycle(
+            LifecycleKind::Error,
+            None,
+            None,
+            format!(
+                "ADD_MEM_REG with a {}-byte payload forwarded unchanged",
+                msg.payload.len()
+            ),
+        );
+        return;
+    };
+    let mut st = shared.lock();
+    let r = match msg.fds.first() {
+        Some(fd) if msg.fds.len() == 1 => st.add_region(region, fd),
+        _ => Err(format!("{} descriptors, 1 expected", msg.fds.len())),
+    };
+    if let Err(e) = r {
+        drop(st);
+        let _ = shared.recorder.lifecycle(
+            LifecycleKind::Error,
+            None,
+            None,
+            format!("ADD_MEM_REG forwarded; the proxy cannot read this region: {e}"),
+        );
+        return;
+    }
+    if shared.shadow_mapped.load(Ordering::SeqCst) {
+        return;
+    }
+    let shadow = st.shadow_region();
+    let fd = st.shadow_file.try_clone();
+    drop(st);
+    let fd = match fd {
+        Ok(f) => OwnedFd::from(f),
+        Err(e) => {
+            let _ = shared.recorder.lifecycle(
+                LifecycleKind::Error,
+                None,
+                None,
+                format!("dup of the shadow memfd: {e}; queues not interposed"),
+            );
+            return;
+        }
+    };
+    let mut header = [0u8; relay::HEADER_LEN];
+    header[0..4].copy_from_slice(&req::ADD_MEM_REG.to_le_bytes());
+    header[4..8].copy_from_slice(&1u32.to_le_bytes());
+    let mut own = RawMessage {
+        header,
+        payload: Vec::new(),
+        fds: vec![fd],
+    };
+    set_payload(&mut own, memslots::region_payload(&shadow));
+    *before = Some(own);
+    shared.shadow_mapped.store(true, Ordering::SeqCst);
+    let _ = shared.recorder.lifecycle(
+        LifecycleKind::Connect,
+        None,
+        None,
+        format!(
+            "proxy added the shadow-ring region to the backend (ADD_MEM_REG: guest-physical {:#x}, {:#x} bytes, front-end address {:#x})",
+            shadow.gpa, shadow.size, shadow.uaddr
+        ),
+    );
+}
+
 fn rewrite_mem_table(shared: &Arc<Shared>, msg: &mut RawMessage) {
+    // The table replaces the backend's whole view, the shadow region included.
+    shared.shadow_mapped.store(false, Ordering::SeqCst);
     let n = payload_u32(&msg.payload, 0) as usize;
     if msg.payload.len() < 8 + 32 * n || msg.fds.len() != n || n >= 8 {
         let _ = shared.recorder.lifecycle(
@@ -425,6 +514,7 @@ fn rewrite_mem_table(shared: &Arc<Shared>, msg: &mut RawMessage) {
     }
     set_payload(msg, p);
     msg.fds.push(fd);
+    shared.shadow_mapped.store(true, Ordering::SeqCst);
 }
 
 /// Rewrites one backend reply before QEMU sees it (it is recorded as QEMU sees it).
@@ -465,6 +555,20 @@ fn rewrite_reply(shared: &Arc<Shared>, msg: &mut RawMessage) {
                 );
                 set_payload(msg, (offered & !removed).to_le_bytes().to_vec());
             }
+        }
+        req::GET_MAX_MEM_SLOTS if msg.payload.len() == 8 => {
+            // The shadow region takes one of the backend's slots.
+            let slots = payload_u64(&msg.payload, 0);
+            let _ = shared.recorder.lifecycle(
+                LifecycleKind::Connect,
+                None,
+                None,
+                format!(
+                    "proxy reported {} memory slots for the backend's {slots}: the shadow-ring region uses one",
+                    slots.saturating_sub(1)
+                ),
+            );
+            set_payload(msg, slots.saturating_sub(1).to_le_bytes().to_vec());
         }
         req::GET_VRING_BASE => {
             // The backend stopped the ring: whatever it completed reaches the guest first.
@@ -908,6 +1012,7 @@ fn run_inner(
         child,
         threads: Mutex::new(Vec::new()),
         sockets: Mutex::new(Vec::new()),
+        shadow_mapped: AtomicBool::new(false),
     });
     let outcome = serve(&shared, front, back, sig_read);
     // Stop the helpers and finish the file.
@@ -980,7 +1085,13 @@ fn serve(
                     Ok(Some(mut msg)) => {
                         relay::record(&s.recorder, Direction::FrontToBack, &msg);
                         relay::lifecycle_of(&s.recorder, &msg);
-                        rewrite_request(&s, &mut msg);
+                        let mut before = None;
+                        rewrite_request(&s, &mut msg, &mut before);
+                        if let Some(own) = before
+                            && let Err(e) = relay::write_message(&b1, &own)
+                        {
+                            break format!("forwarding to the backend failed: {e}");
+                        }
                         if let Err(e) = relay::write_message(&b1, &msg) {
                             break format!("forwarding to the backend failed: {e}");
                         }
