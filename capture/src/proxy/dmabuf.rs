@@ -162,10 +162,10 @@ pub struct DmabufScanout {
 
 fn errno_text(what: &str) -> String {
     let e = std::io::Error::last_os_error();
-    format!(
-        "{what} failed: {e} (errno {})",
-        e.raw_os_error().unwrap_or(0)
-    )
+    let n = e.raw_os_error().unwrap_or(0);
+    let full = e.to_string();
+    let text = full.split(" (os error").next().unwrap_or(&full);
+    format!("{what} failed: errno {n} ({text})")
 }
 
 /// Size of the file behind `fd` (memfd: its length; dmabuf: the buffer size).

@@ -6,7 +6,8 @@
 
 use std::collections::HashMap;
 use std::os::unix::net::UnixStream;
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 use vgt_format::record::{
     Cursor, CursorAction, Direction, Frame, GpuSocketMessage, LifecycleKind, RecordBody,
@@ -70,6 +71,39 @@ fn record_message(shared: &Shared, direction: Direction, msg: &RawMessage) {
     }
 }
 
+/// Longest the reply relay holds QEMU's DMABUF_UPDATE answer for the proxy's pixel copy (a
+/// safety net: the copy of even a 16384x16384 rectangle takes far less).
+const READ_HOLD_LIMIT: Duration = Duration::from_secs(2);
+
+/// Counts dmabuf reads in progress; the reply relay waits until none is.
+#[derive(Debug, Default)]
+struct ReadGate {
+    busy: Mutex<u32>,
+    idle: Condvar,
+}
+
+impl ReadGate {
+    fn begin(&self) {
+        *self.busy.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+    }
+
+    fn end(&self) {
+        let mut b = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        *b = b.saturating_sub(1);
+        if *b == 0 {
+            self.idle.notify_all();
+        }
+    }
+
+    fn wait_idle(&self, limit: Duration) {
+        let b = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = self
+            .idle
+            .wait_timeout_while(b, limit, |b| *b > 0)
+            .map_err(|p| p.into_inner());
+    }
+}
+
 /// Starts relaying between QEMU's display socket and the backend's.
 pub fn start(shared: &Arc<Shared>, qemu: UnixStream, backend: UnixStream) {
     let (Ok(q2), Ok(b2)) = (qemu.try_clone(), backend.try_clone()) else {
@@ -82,6 +116,8 @@ pub fn start(shared: &Arc<Shared>, qemu: UnixStream, backend: UnixStream) {
     // vhost-user reply, and a backend blocked on a full display socket could not send that
     // reply. At most MAX_QUEUED_MESSAGES wait.
     let (tx, rx) = std::sync::mpsc::sync_channel::<RawMessage>(MAX_QUEUED_MESSAGES);
+    let fwd_gate = Arc::new(ReadGate::default());
+    let rep_gate = fwd_gate.clone();
     let s1 = shared.clone();
     shared.spawn("vgt-proxy-gpu-req", move || {
         while let Ok(Some(m)) = relay::read_message_limit(&backend, MAX_GPU_PAYLOAD) {
@@ -98,14 +134,24 @@ pub fn start(shared: &Arc<Shared>, qemu: UnixStream, backend: UnixStream) {
         let mut forwarding = true;
         while let Ok(mut m) = rx.recv() {
             // The backend waits for QEMU's reply to DMABUF_UPDATE before it touches the buffer
-            // again, so the damaged pixels are read before QEMU gets the message (and can
-            // answer). A copy of the rectangle; no hashing or compressing here.
-            let pixels = (m.request() == DMABUF_UPDATE)
-                .then(|| read_dmabuf_update(&dmabufs, &m.payload))
-                .flatten();
+            // again. QEMU gets the message at once (its display work overlaps the proxy's
+            // copy of the damaged rectangle), and the reply relay holds QEMU's answer until
+            // that copy is done, so the pixels read are the ones QEMU was told about.
+            let reads = m.request() == DMABUF_UPDATE
+                && m.payload.len() >= 20
+                && dmabufs.contains_key(&u32_at(&m.payload, 0));
+            if reads {
+                fwd_gate.begin();
+            }
             if forwarding && relay::write_message(&qemu, &m).is_err() {
                 forwarding = false;
                 let _ = qemu.shutdown(std::net::Shutdown::Write);
+            }
+            let pixels = reads
+                .then(|| read_dmabuf_update(&dmabufs, &m.payload))
+                .flatten();
+            if reads {
+                fwd_gate.end();
             }
             record_message(&s1, Direction::BackendRequest, &m);
             observe(&s1, &mut fbs, &mut dmabufs, &mut m, pixels);
@@ -117,6 +163,9 @@ pub fn start(shared: &Arc<Shared>, qemu: UnixStream, backend: UnixStream) {
     let s2 = shared.clone();
     shared.spawn("vgt-proxy-gpu-rep", move || {
         while let Ok(Some(m)) = relay::read_message_limit(&q2, MAX_GPU_PAYLOAD) {
+            if m.request() == DMABUF_UPDATE {
+                rep_gate.wait_idle(READ_HOLD_LIMIT);
+            }
             record_message(&s2, Direction::BackendReply, &m);
             if relay::write_message(&b2, &m).is_err() {
                 break;
