@@ -1,6 +1,7 @@
 //! Dmabuf scanouts in proxy mode: the proxy keeps the descriptor of each DMABUF_SCANOUT(2)
-//! (QEMU gets its own copy, forwarded unchanged), maps linear buffers read-only and reads the
-//! pixels of the visible rectangle at the scanout and of each DMABUF_UPDATE's damaged
+//! (QEMU gets its own copy, forwarded unchanged), maps linear dmabufs read-only (other files,
+//! such as memfds, which their owner could truncate under a mapping, are read with pread) and
+//! reads the pixels of the visible rectangle at the scanout and of each DMABUF_UPDATE's damaged
 //! rectangle (bracketed by DMA_BUF_IOCTL_SYNC when the descriptor is a real dmabuf). A buffer
 //! that cannot be read (not mappable, tiled modifier, unknown format, rectangle outside the
 //! buffer) keeps a reason instead; its messages are still relayed and recorded.
@@ -146,13 +147,25 @@ impl Drop for Mapping {
     }
 }
 
-/// One dmabuf scanout the proxy holds: the descriptor and, when readable, its mapping.
+/// How the proxy reads a readable buffer.
+#[derive(Debug)]
+enum Access {
+    /// A real dmabuf: mapped, reads bracketed by DMA_BUF_IOCTL_SYNC. A dmabuf cannot shrink,
+    /// so the mapping stays valid.
+    Mapped(Mapping),
+    /// Any other file (a memfd, a regular file): read with pread(2). The backend could
+    /// truncate such a file while the proxy reads it; a mapping would then raise SIGBUS and
+    /// take the proxy down, pread only comes back short.
+    Pread,
+}
+
+/// One dmabuf scanout the proxy holds: the descriptor and, when readable, how to read it.
 #[derive(Debug)]
 pub struct DmabufScanout {
     /// The metadata.
     pub info: ScanoutInfo,
     /// The proxy's descriptor (closed on drop, after the mapping).
-    map: Result<Mapping, String>,
+    map: Result<Access, String>,
     fd: OwnedFd,
     /// The descriptor accepts DMA_BUF_IOCTL_SYNC (a real dmabuf, not a memfd).
     sync: bool,
@@ -198,6 +211,13 @@ impl DmabufScanout {
         let sync = map.is_ok()
             && sync_ioctl(&fd, SYNC_START | SYNC_READ).is_ok()
             && sync_ioctl(&fd, SYNC_END | SYNC_READ).is_ok();
+        let map = map.map(|m| {
+            if sync {
+                Access::Mapped(m)
+            } else {
+                Access::Pread
+            }
+        });
         DmabufScanout {
             info,
             map,
@@ -286,9 +306,14 @@ impl DmabufScanout {
         if self.sync {
             let _ = sync_ioctl(&self.fd, SYNC_START | SYNC_READ);
         }
-        let bytes = map.bytes();
         let row = w as usize * 4;
         let mut out = vec![0u8; row * h as usize];
+        let mut src_row = vec![0u8; row];
+        // pread needs a File; a duplicate descriptor keeps `self.fd` owned here.
+        let file = match map {
+            Access::Pread => Some(std::fs::File::from(self.fd.try_clone().ok()?)),
+            Access::Mapped(_) => None,
+        };
         let stride = u64::from(self.info.fd_stride);
         for (r, dst) in out.chunks_exact_mut(row).enumerate() {
             let off = (u64::from(sy) + u64::from(y) + r as u64) * stride
@@ -296,8 +321,20 @@ impl DmabufScanout {
             let Ok(off) = usize::try_from(off) else {
                 continue;
             };
-            if let Some(src) = bytes.get(off..off + row) {
-                to_bgrx(self.format, src, dst);
+            match map {
+                Access::Mapped(m) => {
+                    if let Some(src) = m.bytes().get(off..off + row) {
+                        to_bgrx(self.format, src, dst);
+                    }
+                }
+                Access::Pread => {
+                    // A short read (the file shrank) leaves the rest of the row black.
+                    src_row.fill(0);
+                    if let Some(f) = &file {
+                        let _ = pread_full(f, &mut src_row, off as u64);
+                    }
+                    to_bgrx(self.format, &src_row, dst);
+                }
             }
         }
         if self.sync {
@@ -305,6 +342,21 @@ impl DmabufScanout {
         }
         Some(([x, y, w, h], out))
     }
+}
+
+/// Reads up to `buf.len()` bytes at `offset`; returns how many came (fewer at end of file).
+fn pread_full(file: &std::fs::File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+    use std::os::unix::fs::FileExt;
+    let mut done = 0;
+    while done < buf.len() {
+        match file.read_at(&mut buf[done..], offset + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
 }
 
 /// DMA_BUF_IOCTL_SYNC with `flags`; Err(errno) (ENOTTY for a memfd).
@@ -368,5 +420,24 @@ mod tests {
         let d = DmabufScanout::new(info(None), memfd(&[0; 59]));
         assert!(d.unreadable().is_some_and(|r| r.contains("holds 59")));
         assert_eq!(d.read([0, 0, 1, 1]), None);
+    }
+
+    #[test]
+    fn dmabuf_memfd_truncated_by_backend_reads_short_without_sigbus() {
+        let bytes: Vec<u8> = (0..60u8).collect();
+        let fd = memfd(&bytes);
+        let d = DmabufScanout::new(
+            info(Some(MOD_LINEAR)),
+            fd.try_clone().unwrap_or_else(|e| panic!("{e}")),
+        );
+        assert_eq!(d.unreadable(), None);
+        // The backend shrinks its buffer to the first row only. A mapping would now fault on
+        // the second row (SIGBUS); the proxy reads what is left and zero-fills the rest.
+        std::fs::File::from(fd)
+            .set_len(20)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (rect, px) = d.read([0, 0, 2, 2]).unwrap_or_else(|| panic!("unreadable"));
+        assert_eq!(rect, [0, 0, 2, 2]);
+        assert_eq!(px, [0; 16], "rows 1 and 2 are past the end of the file now");
     }
 }
