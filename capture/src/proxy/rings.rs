@@ -42,6 +42,10 @@ pub const SHADOW_UADDR: u64 = 0x4000_0000_0000;
 
 /// virtio feature bit RING_EVENT_IDX.
 pub const F_EVENT_IDX: u64 = 1 << 29;
+/// Used ring flag: the device does not need kicks.
+const VRING_USED_F_NO_NOTIFY: u16 = 1;
+/// Available ring flag: the driver does not need interrupts.
+const VRING_AVAIL_F_NO_INTERRUPT: u16 = 1;
 /// `virtio_gpu_ctrl_hdr.flags`: fenced.
 const FLAG_FENCE: u32 = 1;
 /// `virtio_gpu_ctrl_hdr.flags`: per-context ring index.
@@ -169,6 +173,12 @@ pub struct ProxyState {
     pub closed: bool,
     /// Transfers whose guest memory is still to be recorded: (command, resource, runs).
     pending_reads: Vec<PendingRead>,
+    /// Crash-safe sync: hand the records to the operating system at each barrier (before the
+    /// backend can see a new chain, before the guest can see a used entry). The queue worker
+    /// defers per-record flushes (see `barrier.rs`), so this is one write per batch.
+    pub flush_at_barriers: bool,
+    /// The backend's completion interrupts are off (the worker is polling).
+    calls_off: bool,
 }
 
 /// Creates an anonymous shared-memory file of `size` bytes.
@@ -235,7 +245,40 @@ impl ProxyState {
             resources: HashMap::new(),
             closed: false,
             pending_reads: Vec::new(),
+            flush_at_barriers: false,
+            calls_off: false,
         })
+    }
+
+    /// In crash-safe mode, hands every record so far to the operating system.
+    fn barrier(&self) {
+        if self.flush_at_barriers
+            && let Err(e) = self.recorder.flush()
+        {
+            eprintln!("vgt-capture proxy: writing the capture file: {e}");
+        }
+    }
+
+    /// Whether queue `q` has new guest chains or new backend completions (reads the indices
+    /// only; the busy-polling worker calls this between wake-ups).
+    pub fn has_work(&self, q: usize) -> bool {
+        let Some(queue) = self.queues.get(q) else {
+            return false;
+        };
+        let (Some((_, ga, _)), Some(guest)) = (queue.guest, self.guest.as_ref()) else {
+            return false;
+        };
+        let (_, _, su) = self.shadow_rings(q);
+        let avail = queue.running
+            && !self.closed
+            && guest
+                .load::<u16>(GuestAddress(ga + 2), Ordering::Acquire)
+                .is_ok_and(|i| i != queue.last_avail);
+        avail
+            || self
+                .shadow
+                .load::<u16>(GuestAddress(su + 2), Ordering::Acquire)
+                .is_ok_and(|i| i != queue.last_used)
     }
 
     fn error(&self, queue: Option<u16>, command: Option<RecordId>, message: String) {
@@ -401,8 +444,79 @@ impl ProxyState {
         Some(self.shadow_ring_uaddrs(q))
     }
 
+    /// Whether the backend asked to be kicked for the shadow entries published since `old` (the
+    /// shadow available index before `take_avail`): with EVENT_IDX when its `avail_event` lies
+    /// in that range, else unless it set NO_NOTIFY in the shadow used ring. A backend busy
+    /// taking entries does not need the kick (it looks at the index again before sleeping), so
+    /// a batch costs it one wake-up instead of one per chain.
+    pub fn needs_kick(&self, q: usize, old: u16) -> bool {
+        let Some(queue) = self.queues.get(q) else {
+            return false;
+        };
+        let new = queue.shadow_avail;
+        if new == old {
+            return false;
+        }
+        let size = queue.size;
+        if new.wrapping_sub(old) > size {
+            return true;
+        }
+        let (_, _, su) = self.shadow_rings(q);
+        // The published index must be visible before the backend's request is read.
+        fence(Ordering::SeqCst);
+        if self.acked & F_EVENT_IDX != 0 {
+            let Ok(event) = self.shadow.load::<u16>(
+                GuestAddress(su + 4 + 8 * u64::from(size)),
+                Ordering::Acquire,
+            ) else {
+                return true;
+            };
+            // vring_need_event: event + 1 in (old, new].
+            new.wrapping_sub(event).wrapping_sub(1) < new.wrapping_sub(old)
+        } else {
+            self.shadow
+                .load::<u16>(GuestAddress(su), Ordering::Acquire)
+                .map_or(true, |flags| flags & VRING_USED_F_NO_NOTIFY == 0)
+        }
+    }
+
+    /// Turns the backend's completion interrupts off (while the worker polls the shadow used
+    /// rings) or back on. With EVENT_IDX `used_event` is put half the index space ahead (or at
+    /// the next entry); without it the shadow available ring's NO_INTERRUPT flag is set (or
+    /// cleared). After turning them on, the caller must look at the used rings again: the
+    /// backend may have completed an entry before it saw the change.
+    pub fn set_backend_calls(&mut self, on: bool) {
+        self.calls_off = !on;
+        let event_idx = self.acked & F_EVENT_IDX != 0;
+        for q in 0..self.queues.len() {
+            let queue = &self.queues[q];
+            if queue.guest.is_none() || queue.size == 0 {
+                continue;
+            }
+            let (_, sa, _) = self.shadow_rings(q);
+            let _ = if event_idx {
+                let event = if on {
+                    queue.last_used
+                } else {
+                    queue.last_used.wrapping_add(0x7fff)
+                };
+                self.shadow.store(
+                    event,
+                    GuestAddress(sa + 4 + 2 * u64::from(queue.size)),
+                    Ordering::Release,
+                )
+            } else {
+                let flags: u16 = if on { 0 } else { VRING_AVAIL_F_NO_INTERRUPT };
+                self.shadow
+                    .store(flags, GuestAddress(sa), Ordering::Release)
+            };
+        }
+        fence(Ordering::SeqCst);
+    }
+
     /// Moves every new guest chain of queue `q` to the shadow ring, recording each command.
-    /// Returns true when the backend should be kicked.
+    /// Returns true when chains moved (kick the backend when [`ProxyState::needs_kick`] says
+    /// so).
     pub fn take_avail(&mut self, q: usize) -> bool {
         let Some(queue) = self.queues.get(q).filter(|_| !self.closed) else {
             return false;
@@ -462,6 +576,8 @@ impl ProxyState {
                     Ordering::Relaxed,
                 );
             }
+            // Crash-safe: the commands reach the file before the backend can see them.
+            self.barrier();
             let queue = &mut self.queues[q];
             queue.last_avail = avail_idx;
             queue.shadow_avail = avail_idx;
@@ -690,8 +806,19 @@ impl ProxyState {
             }
             self.queues[q].last_used = last;
             self.queues[q].guest_used = gused;
+            // Crash-safe: the responses reach the file before the guest can see them.
+            self.barrier();
             let _ = guest.store(gused, GuestAddress(gu + 2), Ordering::Release);
             if !event_idx {
+                break;
+            }
+            if self.calls_off {
+                // Polling: keep the backend from calling (see set_backend_calls).
+                let _ = self.shadow.store(
+                    last.wrapping_add(0x7fff),
+                    GuestAddress(sa + 4 + 2 * u64::from(size)),
+                    Ordering::Release,
+                );
                 break;
             }
             // Ask the backend to call at its next used entry, then look again.
