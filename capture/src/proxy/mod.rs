@@ -542,12 +542,16 @@ fn take_and_kick(st: &mut ProxyState, q: usize) -> bool {
 /// QEMU). Returns true when anything moved.
 fn step(st: &mut ProxyState, q: usize) -> bool {
     let mut moved = false;
-    if take_and_kick(st, q) {
+    // take_avail stops after a transfer: record its memory, then take the rest.
+    while take_and_kick(st, q) {
+        st.record_reads();
         moved = true;
     }
     st.record_reads();
     if st.take_used(q) {
-        if let Some(f) = &st.queues[q].call_front {
+        if st.needs_interrupt(q)
+            && let Some(f) = &st.queues[q].call_front
+        {
             rings::signal_eventfd(f);
         }
         moved = true;
@@ -676,9 +680,11 @@ fn worker(shared: Arc<Shared>) {
                 }
                 // A (re)started queue may already hold work.
                 for q in 0..rings::MAX_QUEUES {
-                    moved |= take_and_kick(&mut st, q);
+                    while take_and_kick(&mut st, q) {
+                        st.record_reads();
+                        moved = true;
+                    }
                 }
-                st.record_reads();
                 continue;
             }
             let q = (token / 2) as usize;
