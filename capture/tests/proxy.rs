@@ -241,6 +241,81 @@ fn proxy_c_backend_commands_pass_and_pair_with_their_responses() {
     assert!(gpu_requests.contains(&7) && gpu_requests.contains(&8));
 }
 
+/// A transfer and a flush published back to back (the proxy usually takes them in one
+/// batch): the transfer's MemoryRead records come after its Command and before the flush's
+/// Command, where replay looks for them.
+#[test]
+fn proxy_transfer_batched_with_a_flush_keeps_its_memory_reads_before_the_next_command() {
+    if !have_backend() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (mut proxy, sock, out) = spawn_proxy(dir.path());
+    let mut fe = TestFrontend::connect(&sock, DisplayAnswers::default());
+    let (_, _, r) = fe.command(
+        0,
+        &[Buf::Out(gpu::create_2d(3, 2, 64, 64)), Buf::In(24)],
+        false,
+    );
+    assert_eq!(gpu::resp_type(&r), 0x1100);
+    let pixels: Vec<u8> = (0..64 * 64 * 4).map(|i| (i * 13 % 241) as u8).collect();
+    let backing = fe.put(&pixels);
+    let (_, _, r) = fe.command(
+        0,
+        &[
+            Buf::Out(gpu::attach_backing(3, 1)),
+            Buf::Out(gpu::mem_entries(&[(backing, pixels.len() as u32)])),
+            Buf::In(24),
+        ],
+        false,
+    );
+    assert_eq!(gpu::resp_type(&r), 0x1100);
+    for _ in 0..20 {
+        fe.push(
+            0,
+            &[
+                Buf::Out(gpu::transfer_2d(3, [0, 0, 64, 64], 0, None)),
+                Buf::In(24),
+            ],
+            false,
+        );
+        fe.push(
+            0,
+            &[Buf::Out(gpu::flush(3, [0, 0, 64, 64])), Buf::In(24)],
+            false,
+        );
+        fe.wait_used(0);
+        fe.wait_used(0);
+    }
+    drop(fe);
+    let status = wait_exit(&mut proxy, 20);
+    assert!(status.success(), "proxy exit {status:?}");
+    let (reader, records) = common::read_capture(&out);
+    let mut current: Option<(u64, u32)> = None;
+    let mut transfers = 0;
+    for (id, r) in records.iter().enumerate() {
+        match &r.body {
+            RecordBody::Command(c) if c.queue == 0 => {
+                let req = reader.read_payload(&c.request).unwrap().to_vec();
+                let ty = u32::from_le_bytes(req[0..4].try_into().unwrap());
+                current = Some((id as u64, ty));
+                transfers += usize::from(ty == 0x105);
+            }
+            RecordBody::MemoryRead(m) => {
+                assert_eq!(
+                    current,
+                    Some((m.command, 0x105)),
+                    "memory read of #{} follows another command",
+                    m.command
+                );
+                assert_eq!(reader.read_payload(&m.data).unwrap().to_vec(), pixels);
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(transfers, 20);
+}
+
 #[test]
 fn proxy_backend_killed_with_a_command_in_flight_names_it_and_finishes_the_file() {
     if !have_backend() {

@@ -11,6 +11,7 @@
 //! - [`rings`]: guest memory, shadow rings, command/response recording.
 //! - [`gpu`]: the vhost-user-gpu display socket relay (GpuSocket, Frame and Cursor records).
 
+pub mod barrier;
 pub mod dmabuf;
 pub mod gpu;
 pub mod memslots;
@@ -614,8 +615,114 @@ fn start_backend_channel(shared: &Arc<Shared>, qemu: UnixStream, backend: UnixSt
 
 const TOKEN_WAKE: u64 = u64::MAX;
 
-/// The queue worker: waits for guest kicks and backend calls and moves chains.
+/// How long the queue worker keeps polling the rings after its last progress while commands
+/// are in flight, before it sleeps on the eventfds again (`VGT_PROXY_POLL_US` overrides it; 0
+/// turns polling off).
+pub const DEFAULT_POLL: Duration = Duration::from_micros(50);
+
+fn env_micros(name: &str, default: Duration) -> Duration {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .map_or(default, Duration::from_micros)
+}
+
+/// Moves the guest's new chains of queue `q` to the shadow ring and kicks the backend if it
+/// asked for it. Returns true when chains moved.
+fn take_and_kick(st: &mut ProxyState, q: usize) -> bool {
+    let Some(old) = st.queues.get(q).map(|x| x.shadow_avail) else {
+        return false;
+    };
+    if !st.take_avail(q) {
+        return false;
+    }
+    if st.needs_kick(q, old) {
+        let _ = st.queues[q].kick_back.write(1);
+    }
+    true
+}
+
+/// Moves whatever queue `q` has: new guest chains to the shadow ring (then kicks the backend),
+/// the transfers' guest memory into the capture, new completions to the guest (then interrupts
+/// QEMU). Returns true when anything moved.
+fn step(st: &mut ProxyState, q: usize) -> bool {
+    let mut moved = false;
+    // take_avail stops after a transfer: record its memory, then take the rest.
+    while take_and_kick(st, q) {
+        st.record_reads();
+        moved = true;
+    }
+    st.record_reads();
+    if st.take_used(q) {
+        if st.needs_interrupt(q)
+            && let Some(f) = &st.queues[q].call_front
+        {
+            rings::signal_eventfd(f);
+        }
+        moved = true;
+    }
+    moved
+}
+
+/// Busy-polls the rings while commands are in flight, for at most `window` after the last
+/// progress, so that a completion (or the guest's next chain) is taken without a thread
+/// wake-up; meanwhile the backend's completion interrupts are off (it need not make a system
+/// call per completion). With nothing in flight it polls only for `idle` after the last
+/// progress (0 by default: it sleeps at once). Yields the CPU between looks so that the backend
+/// and the guest keep running on a machine with few cores.
+fn busy_poll(shared: &Shared, window: Duration, idle: Duration) {
+    let mut last_progress = Instant::now();
+    let mut st = shared.lock();
+    st.set_backend_calls(false);
+    loop {
+        let mut moved = false;
+        for q in 0..rings::MAX_QUEUES {
+            if st.has_work(q) {
+                moved |= step(&mut st, q);
+            }
+        }
+        let busy = !st.in_flight.is_empty();
+        if moved {
+            drop(st);
+            last_progress = Instant::now();
+            st = shared.lock();
+            continue;
+        }
+        let elapsed = last_progress.elapsed();
+        let done = if busy {
+            elapsed >= window
+        } else {
+            elapsed >= idle
+        };
+        if done || shared.stopping.load(Ordering::Relaxed) {
+            // Calls back on, then one more look: a completion may have come just before.
+            st.set_backend_calls(true);
+            if (0..rings::MAX_QUEUES).any(|q| st.has_work(q))
+                && !shared.stopping.load(Ordering::Relaxed)
+            {
+                st.set_backend_calls(false);
+                last_progress = Instant::now();
+                continue;
+            }
+            return;
+        }
+        drop(st);
+        std::thread::yield_now();
+        st = shared.lock();
+    }
+}
+
+/// The queue worker: waits for guest kicks and backend calls and moves chains. The thread
+/// woken by a kick kicks the backend itself, and the one woken by a call interrupts QEMU itself
+/// (both are this thread); while commands are in flight it polls the rings for a short while
+/// before sleeping again.
 fn worker(shared: Arc<Shared>) {
+    // Crash-safe: this thread flushes at its barriers instead of after every record.
+    barrier::defer_flushes_on_this_thread();
+    let window = env_micros("VGT_PROXY_POLL_US", DEFAULT_POLL);
+    // Polling with nothing in flight (waiting for the guest's next chain): off unless
+    // VGT_PROXY_POLL_IDLE_US asks for it.
+    let idle = env_micros("VGT_PROXY_POLL_IDLE_US", Duration::ZERO).min(window);
     let Ok(epoll) = Epoll::new() else {
         let _ = shared
             .recorder
@@ -645,9 +752,10 @@ fn worker(shared: Arc<Shared>) {
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(_) => break,
         };
+        let mut moved = false;
+        let mut st = shared.lock();
         for ev in &events[..n] {
             let token = ev.data();
-            let mut st = shared.lock();
             if token == TOKEN_WAKE {
                 let _ = shared.worker_wake.read();
                 for (q, reg) in kick_registered.iter_mut().enumerate() {
@@ -677,33 +785,31 @@ fn worker(shared: Arc<Shared>) {
                 }
                 // A (re)started queue may already hold work.
                 for q in 0..rings::MAX_QUEUES {
-                    if st.take_avail(q) {
-                        let _ = st.queues[q].kick_back.write(1);
+                    while take_and_kick(&mut st, q) {
+                        st.record_reads();
+                        moved = true;
                     }
                 }
-                st.record_reads();
                 continue;
             }
             let q = (token / 2) as usize;
             if q >= rings::MAX_QUEUES {
                 continue;
             }
+            // Clear the eventfd, then take everything the queue holds (both directions: a
+            // batch of kicks and calls is served in one pass).
             if token % 2 == 0 {
                 if let Some(f) = &st.queues[q].kick_front {
                     rings::drain_eventfd(f);
                 }
-                if st.take_avail(q) {
-                    let _ = st.queues[q].kick_back.write(1);
-                }
-                st.record_reads();
             } else {
                 let _ = st.queues[q].call_back.read();
-                if st.take_used(q)
-                    && let Some(f) = &st.queues[q].call_front
-                {
-                    rings::signal_eventfd(f);
-                }
             }
+            moved |= step(&mut st, q);
+        }
+        drop(st);
+        if moved && !window.is_zero() {
+            busy_poll(&shared, window, idle);
         }
     }
 }
@@ -982,7 +1088,17 @@ fn run_inner(
     };
     drop(listener);
     let _ = std::fs::remove_file(&opts.socket);
-    let sink = crate::sink::open_file(&opts.output, opts.sync)
+    // Crash-safe: a buffered file whose records the barrier sink flushes (per record on the
+    // relay threads, per batch at the queue worker's barriers).
+    let crash_safe = opts.sync == SyncMode::CrashSafe;
+    let sink = crate::sink::open_file(&opts.output, SyncMode::Buffered)
+        .and_then(|s| {
+            if crash_safe {
+                Ok(Box::new(barrier::BarrierSink::new(s)?) as Box<dyn crate::recorder::RecordSink>)
+            } else {
+                Ok(s)
+            }
+        })
         .with_context(|| format!("cannot create capture file {}", opts.output.display()))?;
     let recorder = Arc::new(Recorder::new(sink));
     session_start(&recorder, renderer, *offered.as_ref().unwrap_or(&0))?;
@@ -1000,7 +1116,8 @@ fn run_inner(
         None,
         "front-end connected (proxy mode)",
     )?;
-    let state = ProxyState::new(recorder.clone()).context("shadow rings")?;
+    let mut state = ProxyState::new(recorder.clone()).context("shadow rings")?;
+    state.flush_at_barriers = crash_safe;
     let shared = Arc::new(Shared {
         recorder: recorder.clone(),
         state: Mutex::new(state),
