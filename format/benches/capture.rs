@@ -14,7 +14,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput};
-use vgt_format::file::{CaptureReader, CaptureWriter, WriterOptions, codec};
+use vgt_format::file::{CaptureReader, CaptureWriter, Compression, WriterOptions, codec};
 use vgt_format::record::*;
 
 const FB_W: usize = 1920;
@@ -259,7 +259,7 @@ fn big_file() -> &'static (PathBuf, u64) {
         let path = tmp().path().join("big.vgt");
         let t = Instant::now();
         let opts = WriterOptions {
-            compress: false,
+            compression: Compression::None,
             ..WriterOptions::default()
         };
         let mut w = CaptureWriter::create(&path, opts).unwrap();
