@@ -235,12 +235,22 @@ impl<W: Write> CaptureWriter<W> {
     /// written now unless the same content was stored before.
     pub fn store(&mut self, bytes: &[u8]) -> Result<Payload> {
         self.check()?;
-        let len = bytes.len() as u64;
-        self.stats.raw_payload_bytes += len;
         if bytes.len() <= self.opts.inline_max {
+            let len = bytes.len() as u64;
+            self.stats.raw_payload_bytes += len;
             self.stats.stored_bytes += len;
             return Ok(Payload::Inline(bytes.to_vec()));
         }
+        self.store_blob(bytes)
+    }
+
+    /// Like [`CaptureWriter::store`], but always a blob reference, however short `bytes` are:
+    /// for tools that copy a capture and keep every payload in the form it had (`vgt-inspect
+    /// repack`). Dedup is the same: content stored before is referenced, not written again.
+    pub fn store_blob(&mut self, bytes: &[u8]) -> Result<Payload> {
+        self.check()?;
+        let len = bytes.len() as u64;
+        self.stats.raw_payload_bytes += len;
         let hash = xxhash_rust::xxh3::xxh3_128(bytes);
         if let Some(&(offset, raw_len)) = self.blobs.get(&hash)
             && raw_len == len
