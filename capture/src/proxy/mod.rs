@@ -58,6 +58,8 @@ pub struct ProxyOptions {
     pub output: PathBuf,
     /// Sync policy.
     pub sync: SyncMode,
+    /// Blob compression of the capture file (`--compression`).
+    pub compression: vgt_format::file::Compression,
     /// No progress messages.
     pub quiet: bool,
 }
@@ -832,7 +834,7 @@ fn run_inner(
     };
     drop(listener);
     let _ = std::fs::remove_file(&opts.socket);
-    let sink = crate::sink::open_file(&opts.output, opts.sync)
+    let sink = crate::sink::open_file_with(&opts.output, opts.sync, opts.compression)
         .with_context(|| format!("cannot create capture file {}", opts.output.display()))?;
     let recorder = Arc::new(Recorder::new(sink));
     session_start(&recorder, renderer)?;
