@@ -35,7 +35,17 @@ pub fn run(
     out: &mut dyn Write,
 ) -> Result<Outcome> {
     let r = repack(input, output, compression)?;
-    let ratio = r.bytes_before as f64 / r.bytes_after.max(1) as f64;
+    let change = if r.bytes_after <= r.bytes_before {
+        format!(
+            "{:.2}x smaller",
+            r.bytes_before as f64 / r.bytes_after.max(1) as f64
+        )
+    } else {
+        format!(
+            "{:.2}x larger",
+            r.bytes_after as f64 / r.bytes_before.max(1) as f64
+        )
+    };
     writeln!(
         out,
         "{}: {} records, {} bytes ({})",
@@ -46,7 +56,7 @@ pub fn run(
     )?;
     writeln!(
         out,
-        "{}: {} bytes ({}), blobs {compression}; {ratio:.2}x smaller ({} blobs, {} shared)",
+        "{}: {} bytes ({}), blobs {compression}; {change} ({} blobs, {} shared)",
         output.display(),
         r.bytes_after,
         human(r.bytes_after),
