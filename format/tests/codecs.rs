@@ -306,3 +306,45 @@ fn zstd_capture_cut_anywhere_reads_the_complete_records() {
         }
     }
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+
+    /// Any damage to a zstd frame behind a valid CRC (bytes changed, frame cut or extended,
+    /// another raw length claimed) is reported as damage of that blob, never a panic, and a
+    /// blob that verifies reads back its original bytes.
+    #[test]
+    fn damaged_zstd_frame_is_blob_damage_never_a_panic(
+        seed in 0u64..1000,
+        flips in proptest::collection::vec((0usize..4096, 1u8..=255), 0..4),
+        cut in 0usize..64,
+        extra in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..8),
+        len_delta in -3i64..=3,
+    ) {
+        let raw = frame_pixels(48, 40, seed);
+        let hash = xxhash_rust::xxh3::xxh3_128(&raw);
+        let mut data = zstd::bulk::compress(&raw, 3).unwrap();
+        for (at, x) in &flips {
+            let i = at % data.len();
+            data[i] ^= x;
+        }
+        data.truncate(data.len().saturating_sub(cut));
+        data.extend_from_slice(&extra);
+        let raw_len = (raw.len() as i64 + len_delta) as u64;
+        let file = one_blob_file(2, raw_len, hash, &data);
+        let r = CaptureReader::from_bytes(file).unwrap();
+        let report = r.verify().unwrap();
+        proptest::prop_assert_eq!(report.blobs, 1);
+        for c in &report.corrupt {
+            proptest::prop_assert!(
+                matches!(c.kind, CorruptionKind::BlobDecode | CorruptionKind::BlobHash),
+                "{:?}", c
+            );
+            proptest::prop_assert_eq!(c.offset, 64);
+        }
+        let untouched = flips.is_empty() && cut == 0 && extra.is_empty() && len_delta == 0;
+        if untouched {
+            proptest::prop_assert!(report.is_clean(), "{:?}", report);
+        }
+    }
+}
