@@ -63,8 +63,9 @@ struct ProxyArgs {
     /// When records reach the operating system.
     #[arg(long, value_enum, default_value_t = SyncArg::CrashSafe)]
     sync: SyncArg,
-    /// Blob compression: lz4 (fast enough for any guest), zstd[:LEVEL] (levels 1-22, `zstd`
-    /// is 3; several times smaller, slower to write at high levels) or none.
+    /// Blob compression: lz4 (fast enough for any guest), zstd or zstd:LEVEL (levels 1-22, `zstd`
+    /// is 3; several times smaller; high levels fall behind the guest, so shrink a finished
+    /// capture with `vgt-inspect repack` instead) or none.
     #[arg(long, default_value = "lz4", value_name = "lz4|zstd[:LEVEL]|none")]
     compression: Compression,
     /// No progress messages.
@@ -90,8 +91,9 @@ struct ServeArgs {
     /// When records reach the operating system.
     #[arg(long, value_enum, default_value_t = SyncArg::CrashSafe)]
     sync: SyncArg,
-    /// Blob compression: lz4 (fast enough for any guest), zstd[:LEVEL] (levels 1-22, `zstd`
-    /// is 3; several times smaller, slower to write at high levels) or none.
+    /// Blob compression: lz4 (fast enough for any guest), zstd or zstd:LEVEL (levels 1-22, `zstd`
+    /// is 3; several times smaller; high levels fall behind the guest, so shrink a finished
+    /// capture with `vgt-inspect repack` instead) or none.
     #[arg(long, default_value = "lz4", value_name = "lz4|zstd[:LEVEL]|none")]
     compression: Compression,
     /// Serve the guest without writing a capture.

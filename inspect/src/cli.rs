@@ -75,10 +75,12 @@ pub enum Verb {
     /// before and after. Never overwrites IN.
     Repack {
         /// The capture to read.
+        #[arg(value_name = "IN")]
         input: PathBuf,
         /// The capture to write (replaced when it exists; must not be IN).
+        #[arg(value_name = "OUT")]
         output: PathBuf,
-        /// Blob compression of OUT: lz4, zstd[:LEVEL] (levels 1-22; `zstd` is level 3) or
+        /// Blob compression of OUT: lz4, zstd or zstd:LEVEL (levels 1-22; `zstd` is level 3) or
         /// none.
         #[arg(long, default_value = "zstd:19", value_name = "lz4|zstd[:LEVEL]|none")]
         compression: Compression,
