@@ -2,7 +2,7 @@
 # make-samples.sh: regenerate the real captures in samples/ (see samples/README.md), one per
 # workload of the test guest, each recorded by one scripts/capture-demo command (lz4, as
 # vgt-capture records by default) and then shrunk by `vgt-inspect repack --compression zstd:19`
-# (2.6-6x smaller; zstd:19 while recording makes vgt-capture fall behind the guest). Needs what
+# (2.6-6x smaller; recorded at zstd:19 the fb and modes workloads end early). Needs what
 # scripts/capture-demo needs (it runs samples/guest/setup.sh first).
 #
 #   samples/make-samples.sh [boot|fb|modes|cursor]...   (default: all four)
