@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use vgt_capture::proxy::{self, BackendSpec, ProxyOptions, ProxyOutcome};
 use vgt_capture::server::{self, Options, Outcome, SyncMode};
+use vgt_format::file::Compression;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum SyncArg {
@@ -62,6 +63,11 @@ struct ProxyArgs {
     /// When records reach the operating system.
     #[arg(long, value_enum, default_value_t = SyncArg::CrashSafe)]
     sync: SyncArg,
+    /// Blob compression: lz4 (fast enough for any guest), zstd or zstd:LEVEL (levels 1-22, `zstd`
+    /// is 3; several times smaller; high levels fall behind the guest, so shrink a finished
+    /// capture with `vgt-inspect repack` instead) or none.
+    #[arg(long, default_value = "lz4", value_name = "lz4|zstd[:LEVEL]|none")]
+    compression: Compression,
     /// No progress messages.
     #[arg(long, short)]
     quiet: bool,
@@ -85,6 +91,11 @@ struct ServeArgs {
     /// When records reach the operating system.
     #[arg(long, value_enum, default_value_t = SyncArg::CrashSafe)]
     sync: SyncArg,
+    /// Blob compression: lz4 (fast enough for any guest), zstd or zstd:LEVEL (levels 1-22, `zstd`
+    /// is 3; several times smaller; high levels fall behind the guest, so shrink a finished
+    /// capture with `vgt-inspect repack` instead) or none.
+    #[arg(long, default_value = "lz4", value_name = "lz4|zstd[:LEVEL]|none")]
+    compression: Compression,
     /// Serve the guest without writing a capture.
     #[arg(long)]
     no_record: bool,
@@ -129,6 +140,7 @@ fn run_proxy(a: ProxyArgs) -> ExitCode {
         backend,
         output: a.output,
         sync: sync_mode(a.sync),
+        compression: a.compression,
         quiet: a.quiet,
     };
     match proxy::run(&opts) {
@@ -168,6 +180,7 @@ fn main() -> ExitCode {
         scanouts: cli.scanouts,
         size: cli.size,
         sync: sync_mode(cli.sync),
+        compression: cli.compression,
         record: !cli.no_record,
         quiet: cli.quiet,
         keep_listening: cli.keep_listening,

@@ -39,6 +39,8 @@ pub struct Options {
     pub size: (u32, u32),
     /// Sync policy.
     pub sync: SyncMode,
+    /// Blob compression of the capture file (`--compression`).
+    pub compression: vgt_format::file::Compression,
     /// False with `--no-record`: serve without writing a file.
     pub record: bool,
     /// No status line.
@@ -84,7 +86,7 @@ pub fn open_sink(opts: &Options, path: &Path) -> anyhow::Result<Box<dyn RecordSi
     if !opts.record {
         return Ok(Box::new(NullSink::default()));
     }
-    crate::sink::open_file(path, opts.sync)
+    crate::sink::open_file_with(path, opts.sync, opts.compression)
         .with_context(|| format!("cannot create capture file {}", path.display()))
 }
 

@@ -3,7 +3,7 @@
 use std::fs::File;
 use std::path::Path;
 
-use vgt_format::file::{CaptureWriter, SyncPolicy, WriterOptions};
+use vgt_format::file::{CaptureWriter, Compression, SyncPolicy, WriterOptions};
 
 use vgt_format::record::{Payload, Record, RecordId};
 
@@ -63,13 +63,25 @@ impl RecordSink for FileSink {
     }
 }
 
-/// Creates the capture file at `path` (truncating an existing one).
+/// Creates the capture file at `path` (truncating an existing one), blobs lz4-compressed.
 pub fn open_file(path: &Path, sync: SyncMode) -> Result<Box<dyn RecordSink>, SinkError> {
+    open_file_with(path, sync, Compression::default())
+}
+
+/// Creates the capture file at `path` (truncating an existing one) with blobs compressed as
+/// `compression` says (`--compression`).
+pub fn open_file_with(
+    path: &Path,
+    sync: SyncMode,
+    compression: Compression,
+) -> Result<Box<dyn RecordSink>, SinkError> {
     let sync = match sync {
         SyncMode::CrashSafe => SyncPolicy::CrashSafe,
         SyncMode::Buffered => SyncPolicy::Buffered,
     };
-    let writer = CaptureWriter::create(path, WriterOptions::default().with_sync(sync))
-        .map_err(SinkError::wrap)?;
+    let opts = WriterOptions::default()
+        .with_sync(sync)
+        .with_compression(compression);
+    let writer = CaptureWriter::create(path, opts).map_err(SinkError::wrap)?;
     Ok(Box::new(FileSink { writer }))
 }

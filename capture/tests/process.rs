@@ -208,3 +208,73 @@ fn no_record_serves_without_writing_a_file() {
     assert!(status.success(), "{status:?}");
     assert!(!out.exists(), "--no-record writes nothing");
 }
+
+#[test]
+fn compression_zstd_writes_a_1_2_file_whose_blobs_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, sock, out) = spawn(dir.path(), &["--compression", "zstd:5"]);
+    let mut fe = TestFrontend::connect(&sock, DisplayAnswers::default());
+    let mut sent = traffic(&mut fe, 2, 500);
+    // A request long enough to be a blob: 64 backing pages for resource 500.
+    let entries: Vec<(u64, u32)> = (0..64).map(|_| (fe.alloc(4096), 4096)).collect();
+    let mut req = gpu::attach_backing(500, 64);
+    req.extend_from_slice(&gpu::mem_entries(&entries));
+    let (_, _, r) = fe.command(0, &[Buf::Out(req.clone()), Buf::In(24)], false);
+    assert_eq!(gpu::resp_type(&r), 0x1100);
+    sent.push(req);
+    signal(&child, libc::SIGTERM);
+    assert!(wait_exit(&mut child).success());
+    let (reader, reqs, records) = command_requests(&out);
+    assert!(reader.health().is_clean(), "{:?}", reader.health());
+    assert_eq!(reader.header().version_minor, 2);
+    assert_eq!(reqs, sent);
+    let bytes = std::fs::read(&out).unwrap();
+    let zstd_blobs = records
+        .iter()
+        .flat_map(|r| r.body.payloads())
+        .filter_map(|p| match p {
+            vgt_format::record::Payload::Blob(b) => Some(bytes[b.offset as usize + 16 + 24]),
+            _ => None,
+        })
+        .filter(|&codec| codec == 2)
+        .count();
+    assert!(zstd_blobs >= 1, "the backing request is a zstd blob");
+}
+
+#[test]
+fn bad_compression_is_refused_before_anything_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_vgt-capture"))
+        .arg("--socket")
+        .arg(dir.path().join("s.sock"))
+        .args(["-o", "x.vgt", "--compression", "brotli"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("unknown compression \"brotli\": expected none, lz4, zstd or zstd:LEVEL"),
+        "{err}"
+    );
+    assert!(!dir.path().join("s.sock").exists());
+    let o = Command::new(env!("CARGO_BIN_EXE_vgt-capture"))
+        .arg("proxy")
+        .arg("--socket")
+        .arg(dir.path().join("s.sock"))
+        .args([
+            "--backend",
+            "b.sock",
+            "-o",
+            "x.vgt",
+            "--compression",
+            "zstd:0",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("zstd level \"0\" is not a number from 1 to 22"),
+        "{err}"
+    );
+}

@@ -1,6 +1,7 @@
 //! Capture file throughput: append, store (compress / dedup), sequential read, open and random
-//! access on a 1 GiB capture, and the comparisons behind the format's choices (lz4 vs zstd,
-//! fixed layout vs postcard). Each subject is measured next to a baseline in the same run and a
+//! access on a 1 GiB capture, and the comparisons behind the format's choices (lz4 vs zstd, raw
+//! and through the writer's `store` at the levels capture and repack use, fixed layout vs
+//! postcard). Each subject is measured next to a baseline in the same run and a
 //! `ratio subject/baseline` line is printed at the end.
 //!
 //! `cargo bench -p vgt-format --bench capture -- --warm-up-time 1 --measurement-time 3`
@@ -14,7 +15,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput};
-use vgt_format::file::{CaptureReader, CaptureWriter, WriterOptions, codec};
+use vgt_format::file::{CaptureReader, CaptureWriter, Compression, WriterOptions, codec};
 use vgt_format::record::*;
 
 const FB_W: usize = 1920;
@@ -259,7 +260,7 @@ fn big_file() -> &'static (PathBuf, u64) {
         let path = tmp().path().join("big.vgt");
         let t = Instant::now();
         let opts = WriterOptions {
-            compress: false,
+            compression: Compression::None,
             ..WriterOptions::default()
         };
         let mut w = CaptureWriter::create(&path, opts).unwrap();
@@ -436,7 +437,48 @@ fn bench_choices(c: &mut Criterion) {
         .ok();
 }
 
+/// `store()` of distinct desktop-like frames through the writer with each codec: what recording
+/// (lz4, or `--compression zstd`) and `vgt-inspect repack` (zstd level 19) cost per frame.
+fn bench_store_codecs(c: &mut Criterion) {
+    let frame = framebuffer(3);
+    let mut g = c.benchmark_group("store_framebuffer_codec");
+    g.throughput(Throughput::Bytes(frame.len() as u64));
+    g.sample_size(10);
+    let mut sizes = Vec::new();
+    for (name, compression) in [
+        ("lz4", Compression::Lz4),
+        ("zstd_level3", Compression::Zstd(3)),
+        ("zstd_level19", Compression::Zstd(19)),
+    ] {
+        let opts = WriterOptions::default().with_compression(compression);
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let mut w = CaptureWriter::new(std::io::sink(), opts.clone()).unwrap();
+                let mut f = frame.clone();
+                let mut total = Duration::ZERO;
+                for i in 0..iters {
+                    // A different frame each time (no dedup).
+                    f[0..8].copy_from_slice(&i.to_le_bytes());
+                    let t = Instant::now();
+                    black_box(w.store(black_box(&f)).unwrap());
+                    total += t.elapsed();
+                }
+                total
+            })
+        });
+        let mut w = CaptureWriter::new(std::io::sink(), opts).unwrap();
+        w.store(&frame).unwrap();
+        sizes.push((
+            format!("store() {name} stored"),
+            w.stats().stored_bytes as usize,
+        ));
+    }
+    g.finish();
+    CODEC_SIZES.set(sizes).ok();
+}
+
 static SIZES: OnceLock<Vec<(String, usize)>> = OnceLock::new();
+static CODEC_SIZES: OnceLock<Vec<(String, usize)>> = OnceLock::new();
 static ENC_SIZES: OnceLock<Vec<(String, usize)>> = OnceLock::new();
 
 fn criterion_dir() -> PathBuf {
@@ -459,7 +501,7 @@ fn mean_ns(group: &str, bench: &str) -> Option<f64> {
 fn print_summary(started: std::time::SystemTime) {
     // (group, subject, baseline, unit per iteration: "records" / bytes, target)
     let frame_bytes = (FB_W * FB_H * 4) as f64;
-    let rows: [(&str, &str, &str, f64, &str, &str); 9] = [
+    let rows: [(&str, &str, &str, f64, &str, &str); 11] = [
         (
             "append_small",
             "capture_writer",
@@ -532,6 +574,22 @@ fn print_summary(started: std::time::SystemTime) {
             "records",
             "choice",
         ),
+        (
+            "store_framebuffer_codec",
+            "zstd_level3",
+            "lz4",
+            frame_bytes,
+            "bytes",
+            "choice: --compression zstd",
+        ),
+        (
+            "store_framebuffer_codec",
+            "zstd_level19",
+            "lz4",
+            frame_bytes,
+            "bytes",
+            "choice: repack",
+        ),
     ];
     println!("\n== summary (means of this run; ratio = subject time / baseline time) ==");
     for (group, subject, baseline, per_iter, unit, target) in rows {
@@ -553,6 +611,8 @@ fn print_summary(started: std::time::SystemTime) {
         let rate = |ns: f64| {
             if per_iter == 0.0 {
                 String::new()
+            } else if unit == "bytes" && per_iter / ns < 0.1 {
+                format!(" = {:.2} MB/s", per_iter / ns * 1e3)
             } else if unit == "bytes" {
                 format!(" = {:.2} GB/s", per_iter / ns)
             } else {
@@ -574,7 +634,13 @@ fn print_summary(started: std::time::SystemTime) {
             1e3 / d
         );
     }
-    for (what, n) in SIZES.get().into_iter().chain(ENC_SIZES.get()).flatten() {
+    for (what, n) in SIZES
+        .get()
+        .into_iter()
+        .chain(ENC_SIZES.get())
+        .chain(CODEC_SIZES.get())
+        .flatten()
+    {
         println!("size: {what:32} {n:>10} bytes");
     }
 }
@@ -589,6 +655,7 @@ fn main() {
     bench_read(&mut c);
     bench_big(&mut c);
     bench_choices(&mut c);
+    bench_store_codecs(&mut c);
     c.final_summary();
     print_summary(started);
     // The temporary directory lives in a static, which is never dropped: remove it here.

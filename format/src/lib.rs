@@ -22,7 +22,7 @@ pub mod state;
 pub mod summary;
 pub mod wire;
 
-pub use file::{CaptureReader, CaptureWriter, SyncPolicy, WriterOptions};
+pub use file::{CaptureReader, CaptureWriter, Compression, SyncPolicy, WriterOptions};
 pub use record::{Payload, Record, RecordBody, RecordId};
 
 #[cfg(feature = "test-utils")]

@@ -52,7 +52,8 @@ fn v1_sample_reads_back_every_record_and_payload() {
 
 #[test]
 fn v1_1_writer_output_is_byte_identical_to_the_sample() {
-    // Holds while the writer writes version 1.1; a later version replaces this with its own
+    // Holds while the default (lz4) writer writes version 1.1 (1.2 only added zstd blobs, which
+    // only a zstd writer writes); a later version that changes it replaces this with its own
     // sample and keeps a read-back test for this file.
     let (bytes, _) = common::small_capture(true);
     if std::env::var_os("VGT_REGENERATE_SAMPLE").is_some() {

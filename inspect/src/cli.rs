@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use vgt_format::file::Compression;
 use vgt_format::record::RecordKind;
 
 /// Look inside vgt captures.
@@ -68,6 +69,21 @@ pub enum Verb {
     Tui {
         /// The capture file.
         file: PathBuf,
+    },
+    /// Rewrite a capture with other blob compression (zstd by default: several times smaller,
+    /// for attaching to a bug report). Same records, ids and payload bytes; prints the sizes
+    /// before and after. Never overwrites IN.
+    Repack {
+        /// The capture to read.
+        #[arg(value_name = "IN")]
+        input: PathBuf,
+        /// The capture to write (replaced when it exists; must not be IN).
+        #[arg(value_name = "OUT")]
+        output: PathBuf,
+        /// Blob compression of OUT: lz4, zstd or zstd:LEVEL (levels 1-22; `zstd` is level 3) or
+        /// none.
+        #[arg(long, default_value = "zstd:19", value_name = "lz4|zstd[:LEVEL]|none")]
+        compression: Compression,
     },
     /// Export commands and fences as Chrome trace / Perfetto JSON.
     Export {
@@ -148,6 +164,11 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
         Verb::Check { file, json } => crate::check_cmd::run(&file, json, out),
         Verb::Stats { file, json } => crate::stats::run(&file, json, out),
         Verb::Export { chrome_trace, file } => crate::export::run(&file, &chrome_trace, out),
+        Verb::Repack {
+            input,
+            output,
+            compression,
+        } => crate::repack::run(&input, &output, compression, out),
     }
 }
 

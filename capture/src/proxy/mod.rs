@@ -61,6 +61,8 @@ pub struct ProxyOptions {
     pub output: PathBuf,
     /// Sync policy.
     pub sync: SyncMode,
+    /// Blob compression of the capture file (`--compression`).
+    pub compression: vgt_format::file::Compression,
     /// No progress messages.
     pub quiet: bool,
 }
@@ -1091,7 +1093,7 @@ fn run_inner(
     // Crash-safe: a buffered file whose records the barrier sink flushes (per record on the
     // relay threads, per batch at the queue worker's barriers).
     let crash_safe = opts.sync == SyncMode::CrashSafe;
-    let sink = crate::sink::open_file(&opts.output, SyncMode::Buffered)
+    let sink = crate::sink::open_file_with(&opts.output, SyncMode::Buffered, opts.compression)
         .and_then(|s| {
             if crash_safe {
                 Ok(Box::new(barrier::BarrierSink::new(s)?) as Box<dyn crate::recorder::RecordSink>)

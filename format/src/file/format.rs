@@ -8,8 +8,12 @@ use super::{CorruptionKind, Error, Result};
 pub const FILE_MAGIC: [u8; 8] = *b"\x89VGT\r\n\x1a\n";
 /// Major version written; a reader refuses files with a larger major version.
 pub const VERSION_MAJOR: u16 = 1;
-/// Minor version written; minor versions only append fields and kinds.
-pub const VERSION_MINOR: u16 = 1;
+/// Newest minor version this code reads and writes; minor versions only append fields, kinds
+/// and blob codecs. A writer puts 1.2 in the header only when it may write zstd blobs (the one
+/// thing 1.2 added) and 1.1 otherwise, so that 1.1 readers read every byte of such files.
+pub const VERSION_MINOR: u16 = 2;
+/// Minor version of a file that holds nothing added after 1.1 (no zstd blob).
+pub(crate) const VERSION_MINOR_WITHOUT_ZSTD: u16 = 1;
 /// Length of the file header written by this version.
 pub const FILE_HEADER_LEN: usize = 64;
 /// Chunk sync marker (the bytes `VGTR` read as a little-endian u32).
@@ -163,6 +167,59 @@ pub(crate) fn encode_chunk_header(kind: u16, body: &[u8]) -> [u8; CHUNK_HEADER_L
 pub(crate) const CODEC_STORED: u8 = 0;
 /// Blob codec: lz4 block format (lz4_flex).
 pub(crate) const CODEC_LZ4: u8 = 1;
+/// Blob codec: one zstd frame (format 1.2).
+pub(crate) const CODEC_ZSTD: u8 = 2;
+/// lz4 expands at most ~255:1; a larger claimed raw length is damage and must not drive an
+/// allocation.
+pub(crate) fn lz4_len_plausible(raw_len: u64, data_len: u64) -> bool {
+    raw_len <= data_len.saturating_mul(255) + 64
+}
+
+/// zstd expands at most 32768:1 (an RLE block: a 3-byte header and one byte for 128 KiB);
+/// a larger claimed raw length is damage and must not drive an allocation.
+pub(crate) fn zstd_len_plausible(raw_len: u64, data_len: u64) -> bool {
+    raw_len <= data_len.saturating_mul(32 * 1024)
+}
+
+thread_local! {
+    /// One zstd decompression context per reading thread, made on first use and reused for
+    /// every blob after.
+    static ZSTD_DCTX: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Decodes the zstd data of a blob into `out`, whose length is the blob's raw length: nothing
+/// beyond `out` is allocated, and data that would decode to more bytes fails. Returns the
+/// number of bytes decoded; on failure, what is wrong in words.
+pub(crate) fn zstd_decode_into(data: &[u8], out: &mut [u8]) -> std::result::Result<usize, String> {
+    let raw_len = out.len() as u64;
+    match zstd::zstd_safe::get_frame_content_size(data) {
+        Ok(Some(n)) if n != raw_len => {
+            return Err(format!(
+                "zstd frame says it holds {n} bytes, the blob header says {raw_len}"
+            ));
+        }
+        Ok(_) => {}
+        Err(_) => return Err("zstd data does not start with a valid frame header".into()),
+    }
+    ZSTD_DCTX.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let dctx = match &mut *slot {
+            Some(d) => d,
+            None => slot.insert(
+                zstd::bulk::Decompressor::new()
+                    .map_err(|e| format!("no zstd decompression context: {e}"))?,
+            ),
+        };
+        dctx.decompress_to_buffer(data, out).map_err(|e| {
+            if e.to_string().contains("too small") {
+                format!("zstd data decodes to more than the blob's raw length of {raw_len} bytes")
+            } else {
+                format!("zstd data does not decode: {e}")
+            }
+        })
+    })
+}
 
 /// The 32-byte header at the start of a blob body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -214,9 +271,7 @@ pub(crate) fn decode_blob(offset: u64, body: &[u8]) -> Result<Vec<u8>> {
     let raw = match h.codec {
         CODEC_STORED => data.to_vec(),
         CODEC_LZ4 => {
-            // lz4 expands at most ~255:1; a larger claim is damage, and must not drive an
-            // allocation.
-            if h.raw_len > (data.len() as u64).saturating_mul(255) + 64 {
+            if !lz4_len_plausible(h.raw_len, data.len() as u64) {
                 return Err(corrupt(
                     CorruptionKind::BlobDecode,
                     format!("blob raw length {} is impossible", h.raw_len),
@@ -232,10 +287,30 @@ pub(crate) fn decode_blob(offset: u64, body: &[u8]) -> Result<Vec<u8>> {
             out.truncate(n);
             out
         }
+        CODEC_ZSTD => {
+            if !zstd_len_plausible(h.raw_len, data.len() as u64) {
+                return Err(corrupt(
+                    CorruptionKind::BlobDecode,
+                    format!(
+                        "blob raw length {} is impossible for {} bytes of zstd data",
+                        h.raw_len,
+                        data.len()
+                    ),
+                ));
+            }
+            let mut out = vec![0u8; h.raw_len as usize];
+            let n = zstd_decode_into(data, &mut out)
+                .map_err(|detail| corrupt(CorruptionKind::BlobDecode, detail))?;
+            out.truncate(n);
+            out
+        }
         other => {
             return Err(corrupt(
                 CorruptionKind::BlobDecode,
-                format!("unknown blob codec {other}"),
+                format!(
+                    "unknown blob codec {other} (this reader knows 0 stored, 1 lz4 and 2 zstd; \
+                     a newer writer may have made the file)"
+                ),
             ));
         }
     };

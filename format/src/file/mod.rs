@@ -5,8 +5,9 @@
 //! cleanly, an index and a 32-byte footer. docs/FORMAT.md describes every byte; the layout tables
 //! of the record bodies live in [`codec::LAYOUTS`] and a test keeps the document in step with them.
 //!
-//! - [`CaptureWriter`] appends records and stores payloads (inline, or once per content in an
-//!   lz4-compressed blob), and writes the index on [`CaptureWriter::finish`].
+//! - [`CaptureWriter`] appends records and stores payloads (inline, or once per content in a
+//!   blob compressed as [`Compression`] says: lz4 by default, zstd, or none), and writes the
+//!   index on [`CaptureWriter::finish`].
 //! - [`CaptureReader`] opens a capture through its index in constant time, or rebuilds the
 //!   record table by scanning when the index is missing or damaged; it survives truncation and
 //!   corruption and reports them in [`Health`].
@@ -23,7 +24,7 @@ pub use format::{
     VERSION_MINOR,
 };
 pub use reader::{CaptureReader, IoStats, RecordIter};
-pub use writer::{CaptureWriter, SyncPolicy, WriterOptions};
+pub use writer::{CaptureWriter, Compression, ParseCompressionError, SyncPolicy, WriterOptions};
 
 use crate::record::{RecordId, RecordKind};
 

@@ -9,10 +9,10 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use super::format::{
-    BLOB_HEADER_LEN, BlobHeader, CHUNK_HEADER_LEN, CHUNK_SYNC, CODEC_LZ4, CODEC_STORED,
+    BLOB_HEADER_LEN, BlobHeader, CHUNK_HEADER_LEN, CHUNK_SYNC, CODEC_LZ4, CODEC_STORED, CODEC_ZSTD,
     ChunkHeader, ChunkKind, FILE_HEADER_LEN, FILE_MAGIC, FOOTER_LEN, FOOTER_MAGIC, FileHeader,
     Footer, INDEX_CHUNK_ENTRIES, IndexRoot, VERSION_MAJOR, VERSION_MINOR, chunk_crc, decode_blob,
-    parse_index_chunk,
+    lz4_len_plausible, parse_index_chunk, zstd_decode_into, zstd_len_plausible,
 };
 use super::source::{Counters, Source, WINDOW, Window};
 use super::{
@@ -194,7 +194,10 @@ impl CaptureReader {
                 self.health.corrupt.push(Corruption {
                     offset: 0,
                     kind: CorruptionKind::HeaderChecksum,
-                    detail: "file header CRC does not match; assuming version 1.0".into(),
+                    detail: format!(
+                        "file header CRC does not match; assuming version \
+                         {VERSION_MAJOR}.{VERSION_MINOR}"
+                    ),
                 });
                 self.header = FileHeader {
                     version_major: VERSION_MAJOR,
@@ -444,7 +447,7 @@ impl CaptureReader {
     }
 
     /// The blob read in one pass: chunk and blob headers, then the data straight into `out`
-    /// (stored) or decompressed into it (lz4), CRC over the body, one XXH3-128 (when `hash`;
+    /// (stored) or decompressed into it (lz4, zstd), CRC over the body, one XXH3-128 (when `hash`;
     /// otherwise the caller checks it). Any failure is reported by
     /// [`CaptureReader::read_blob_checked`], so its error is not meant for users.
     fn read_blob_fast(
@@ -487,8 +490,13 @@ impl CaptureReader {
                     return Err(damaged());
                 }
             }
-            CODEC_LZ4 => {
-                if b.raw_len > data_len.saturating_mul(255) + 64 {
+            CODEC_LZ4 | CODEC_ZSTD => {
+                let plausible = if b.codec == CODEC_LZ4 {
+                    lz4_len_plausible(b.raw_len, data_len)
+                } else {
+                    zstd_len_plausible(b.raw_len, data_len)
+                };
+                if !plausible {
                     return Err(damaged());
                 }
                 let owned;
@@ -503,7 +511,11 @@ impl CaptureReader {
                     return Err(damaged());
                 }
                 out.resize(b.raw_len as usize, 0);
-                let n = lz4_flex::block::decompress_into(data, out).map_err(|_| damaged())?;
+                let n = if b.codec == CODEC_LZ4 {
+                    lz4_flex::block::decompress_into(data, out).map_err(|_| damaged())?
+                } else {
+                    zstd_decode_into(data, out).map_err(|_| damaged())?
+                };
                 if n != out.len() {
                     return Err(damaged());
                 }

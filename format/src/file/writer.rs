@@ -8,9 +8,9 @@ use std::path::Path;
 use lz4_flex::block::{CompressTable, compress_into_with_table, get_maximum_output_size};
 
 use super::format::{
-    BLOB_HEADER_LEN, BlobHeader, CHUNK_HEADER_LEN, CODEC_LZ4, CODEC_STORED, ChunkKind, FileHeader,
-    Footer, INDEX_CHUNK_ENTRIES, IndexRoot, MAX_CHUNK_BODY, chunk_crc, encode_chunk_header,
-    encode_index_chunk,
+    BLOB_HEADER_LEN, BlobHeader, CHUNK_HEADER_LEN, CODEC_LZ4, CODEC_STORED, CODEC_ZSTD, ChunkKind,
+    FileHeader, Footer, INDEX_CHUNK_ENTRIES, IndexRoot, MAX_CHUNK_BODY, VERSION_MINOR,
+    VERSION_MINOR_WITHOUT_ZSTD, chunk_crc, encode_chunk_header, encode_index_chunk,
 };
 use super::{Error, Result, WriterStats, codec};
 use crate::record::{BlobRef, ContentHash, Payload, Record, RecordBody, RecordId, RecordKind};
@@ -31,6 +31,84 @@ pub enum SyncPolicy {
     CrashSafe,
 }
 
+/// How a [`CaptureWriter`] stores blob data. Whatever the codec, a blob whose compressed form
+/// saves less than 1/8 of its bytes is stored as it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Compression {
+    /// Blobs stored as they are.
+    None,
+    /// lz4 block compression (the default): fast enough to keep up with a guest while recording
+    /// (docs/BENCHMARKS.md), about 4-13x on desktop frames.
+    #[default]
+    Lz4,
+    /// zstd at the given level ([`Compression::ZSTD_LEVELS`]): several times smaller than lz4 on
+    /// frames and guest memory, slower to write at high levels. Makes the file version 1.2.
+    Zstd(i32),
+}
+
+impl Compression {
+    /// The zstd levels accepted (zstd's own range of normal levels).
+    pub const ZSTD_LEVELS: std::ops::RangeInclusive<i32> = 1..=22;
+    /// The level `zstd` without a number means (zstd's own default).
+    pub const ZSTD_DEFAULT_LEVEL: i32 = 3;
+}
+
+impl std::fmt::Display for Compression {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Compression::None => f.write_str("none"),
+            Compression::Lz4 => f.write_str("lz4"),
+            Compression::Zstd(level) => write!(f, "zstd:{level}"),
+        }
+    }
+}
+
+/// A compression spec that [`Compression`]'s `FromStr` does not accept.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseCompressionError {
+    /// Not `none`, `lz4`, `zstd` or `zstd:LEVEL`.
+    #[error("unknown compression {spec:?}: expected none, lz4, zstd or zstd:LEVEL")]
+    Unknown {
+        /// What was given.
+        spec: String,
+    },
+    /// `zstd:LEVEL` with a level that is not a number in [`Compression::ZSTD_LEVELS`].
+    #[error("zstd level {level:?} is not a number from {min} to {max}")]
+    BadLevel {
+        /// The level as given.
+        level: String,
+        /// Lowest level accepted.
+        min: i32,
+        /// Highest level accepted.
+        max: i32,
+    },
+}
+
+impl std::str::FromStr for Compression {
+    type Err = ParseCompressionError;
+
+    /// Parses `none`, `lz4`, `zstd` (level [`Compression::ZSTD_DEFAULT_LEVEL`]) or `zstd:LEVEL`.
+    fn from_str(spec: &str) -> Result<Self, Self::Err> {
+        match spec {
+            "none" => return Ok(Compression::None),
+            "lz4" => return Ok(Compression::Lz4),
+            "zstd" => return Ok(Compression::Zstd(Compression::ZSTD_DEFAULT_LEVEL)),
+            _ => {}
+        }
+        let Some(level) = spec.strip_prefix("zstd:") else {
+            return Err(ParseCompressionError::Unknown { spec: spec.into() });
+        };
+        match level.parse::<i32>() {
+            Ok(n) if Compression::ZSTD_LEVELS.contains(&n) => Ok(Compression::Zstd(n)),
+            _ => Err(ParseCompressionError::BadLevel {
+                level: level.into(),
+                min: *Compression::ZSTD_LEVELS.start(),
+                max: *Compression::ZSTD_LEVELS.end(),
+            }),
+        }
+    }
+}
+
 /// How a [`CaptureWriter`] writes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WriterOptions {
@@ -38,8 +116,8 @@ pub struct WriterOptions {
     pub sync: SyncPolicy,
     /// Payloads up to this many bytes are stored inline in the record; longer ones become blobs.
     pub inline_max: usize,
-    /// Compress blobs with lz4 (kept raw anyway when that saves less than 1/8).
-    pub compress: bool,
+    /// How blobs are compressed (kept raw anyway when that saves less than 1/8).
+    pub compression: Compression,
     /// The header's creation time; `None` takes the wall clock now.
     pub created_unix_ns: Option<u64>,
 }
@@ -49,7 +127,7 @@ impl Default for WriterOptions {
         WriterOptions {
             sync: SyncPolicy::Buffered,
             inline_max: 128,
-            compress: true,
+            compression: Compression::Lz4,
             created_unix_ns: None,
         }
     }
@@ -59,6 +137,12 @@ impl WriterOptions {
     /// These options with `sync` set.
     pub fn with_sync(mut self, sync: SyncPolicy) -> Self {
         self.sync = sync;
+        self
+    }
+
+    /// These options with `compression` set.
+    pub fn with_compression(mut self, compression: Compression) -> Self {
+        self.compression = compression;
         self
     }
 }
@@ -80,6 +164,8 @@ pub struct CaptureWriter<W: Write> {
     chunk: Vec<u8>,
     compressed: Vec<u8>,
     table: CompressTable,
+    /// The zstd compression context, made once and reused for every blob (`Compression::Zstd`).
+    zstd: Option<zstd::bulk::Compressor<'static>>,
     failed: bool,
 }
 
@@ -110,6 +196,19 @@ impl<W: Write> CaptureWriter<W> {
                 .map(|d| d.as_nanos() as u64)
                 .unwrap_or(0)
         });
+        let zstd = match opts.compression {
+            Compression::Zstd(level) => Some(
+                zstd::bulk::Compressor::new(level)
+                    .map_err(|source| Error::Io { offset: 0, source })?,
+            ),
+            _ => None,
+        };
+        let mut header = FileHeader::new(created);
+        header.version_minor = if zstd.is_some() {
+            VERSION_MINOR
+        } else {
+            VERSION_MINOR_WITHOUT_ZSTD
+        };
         let mut w = CaptureWriter {
             out: BufWriter::with_capacity(BUFFER_CAPACITY, inner),
             opts,
@@ -122,9 +221,10 @@ impl<W: Write> CaptureWriter<W> {
             chunk: Vec::with_capacity(4096),
             compressed: Vec::new(),
             table: CompressTable::default(),
+            zstd,
             failed: false,
         };
-        w.write(&FileHeader::new(created).encode())?;
+        w.write(&header.encode())?;
         if w.opts.sync == SyncPolicy::CrashSafe {
             w.flush()?;
         }
@@ -135,12 +235,22 @@ impl<W: Write> CaptureWriter<W> {
     /// written now unless the same content was stored before.
     pub fn store(&mut self, bytes: &[u8]) -> Result<Payload> {
         self.check()?;
-        let len = bytes.len() as u64;
-        self.stats.raw_payload_bytes += len;
         if bytes.len() <= self.opts.inline_max {
+            let len = bytes.len() as u64;
+            self.stats.raw_payload_bytes += len;
             self.stats.stored_bytes += len;
             return Ok(Payload::Inline(bytes.to_vec()));
         }
+        self.store_blob(bytes)
+    }
+
+    /// Like [`CaptureWriter::store`], but always a blob reference, however short `bytes` are:
+    /// for tools that copy a capture and keep every payload in the form it had (`vgt-inspect
+    /// repack`). Dedup is the same: content stored before is referenced, not written again.
+    pub fn store_blob(&mut self, bytes: &[u8]) -> Result<Payload> {
+        self.check()?;
+        let len = bytes.len() as u64;
+        self.stats.raw_payload_bytes += len;
         let hash = xxhash_rust::xxh3::xxh3_128(bytes);
         if let Some(&(offset, raw_len)) = self.blobs.get(&hash)
             && raw_len == len
@@ -168,10 +278,10 @@ impl<W: Write> CaptureWriter<W> {
         }
         .encode();
         let compressed = std::mem::take(&mut self.compressed);
-        let data = if codec == CODEC_LZ4 {
-            &compressed[..data_len]
-        } else {
+        let data = if codec == CODEC_STORED {
             bytes
+        } else {
+            &compressed[..data_len]
         };
         let crc = crc32c::crc32c_append(
             chunk_crc(ChunkKind::BLOB, 0, body_len as u32, &blob_header),
@@ -199,16 +309,33 @@ impl<W: Write> CaptureWriter<W> {
     /// Compresses into `self.compressed` when that saves at least 1/8; returns the codec and
     /// the stored length.
     fn compress(&mut self, bytes: &[u8]) -> (u8, usize) {
-        if !self.opts.compress {
-            return (CODEC_STORED, bytes.len());
-        }
-        let max = get_maximum_output_size(bytes.len());
-        if self.compressed.len() < max {
-            self.compressed.resize(max, 0);
-        }
-        match compress_into_with_table(bytes, &mut self.compressed, &mut self.table) {
-            Ok(n) if n <= bytes.len() - bytes.len() / 8 => (CODEC_LZ4, n),
-            _ => (CODEC_STORED, bytes.len()),
+        let keep = bytes.len() - bytes.len() / 8;
+        match self.opts.compression {
+            Compression::None => (CODEC_STORED, bytes.len()),
+            Compression::Lz4 => {
+                let max = get_maximum_output_size(bytes.len());
+                if self.compressed.len() < max {
+                    self.compressed.resize(max, 0);
+                }
+                match compress_into_with_table(bytes, &mut self.compressed, &mut self.table) {
+                    Ok(n) if n <= keep => (CODEC_LZ4, n),
+                    _ => (CODEC_STORED, bytes.len()),
+                }
+            }
+            Compression::Zstd(_) => {
+                let Some(cctx) = self.zstd.as_mut() else {
+                    return (CODEC_STORED, bytes.len());
+                };
+                // Only a result that saves 1/8 is kept, so the output never needs more room.
+                if self.compressed.len() < keep {
+                    self.compressed.resize(keep, 0);
+                }
+                match cctx.compress_to_buffer(bytes, &mut self.compressed[..keep]) {
+                    Ok(n) if n <= keep => (CODEC_ZSTD, n),
+                    // Too small a buffer means it would not save 1/8; store it raw.
+                    _ => (CODEC_STORED, bytes.len()),
+                }
+            }
         }
     }
 
