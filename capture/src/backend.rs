@@ -206,6 +206,14 @@ impl CaptureBackend {
         if !self.crashed {
             self.poll_fences(&atomic.memory(), vrings, &mut signal);
         }
+        // Crash-safe mode keeps output records (responses, frames, display messages) in the
+        // buffer until the next command's record; they reach the OS before the guest learns
+        // of its used buffers.
+        if let Err(e) = self.recorder.sync_outputs()
+            && !self.recorder.is_finished()
+        {
+            self.fail("writing output records", e);
+        }
         for (i, needed) in signal.iter().enumerate() {
             if let Some(v) = vrings.get(i).filter(|_| *needed)
                 && v.needs_notification().unwrap_or(true)
@@ -385,13 +393,15 @@ impl CaptureBackend {
             return;
         }
         if let Some(command) = command {
-            let _ = self.recorder.append(RecordBody::Response(ResponseRecord {
-                command,
-                queue,
-                head,
-                used_len: 0,
-                bytes: Payload::empty(),
-            }));
+            let _ = self
+                .recorder
+                .append_output(RecordBody::Response(ResponseRecord {
+                    command,
+                    queue,
+                    head,
+                    used_len: 0,
+                    bytes: Payload::empty(),
+                }));
         }
         if let Some(v) = vrings.get(usize::from(queue)) {
             match v.add_used(head, 0) {
@@ -415,13 +425,14 @@ impl CaptureBackend {
         let used_len = chain::scatter(mem, &p.chain, &c.response);
         let written = &c.response[..used_len as usize];
         let recorded = self.recorder.store(written).and_then(|bytes| {
-            self.recorder.append(RecordBody::Response(ResponseRecord {
-                command: c.token,
-                queue: p.queue,
-                head: p.head,
-                used_len,
-                bytes,
-            }))
+            self.recorder
+                .append_output(RecordBody::Response(ResponseRecord {
+                    command: c.token,
+                    queue: p.queue,
+                    head: p.head,
+                    used_len,
+                    bytes,
+                }))
         });
         if let Err(e) = recorded {
             self.fail("recording a response", e);
@@ -530,7 +541,7 @@ impl Host<'_> {
             })
             .and_then(|(payload, data)| {
                 self.recorder
-                    .append(RecordBody::GpuSocket(GpuSocketMessage {
+                    .append_output(RecordBody::GpuSocket(GpuSocketMessage {
                         direction,
                         request,
                         flags,
@@ -626,7 +637,7 @@ impl Host<'_> {
             }),
         };
         let r = stored.and_then(|pixels| {
-            self.recorder.append(RecordBody::Frame(Frame {
+            self.recorder.append_output(RecordBody::Frame(Frame {
                 command: self.command,
                 scanout_id,
                 resource_id: fb.resource_id,
@@ -658,7 +669,7 @@ impl Host<'_> {
                 None
             }
         };
-        let r = self.recorder.append(RecordBody::Cursor(Cursor {
+        let r = self.recorder.append_output(RecordBody::Cursor(Cursor {
             command: self.command,
             action,
             scanout_id: pos.0,
@@ -817,7 +828,7 @@ impl DeviceHost for Host<'_> {
             .get(&fence.fence_id)
             .copied()
             .unwrap_or(u64::MAX);
-        let r = self.recorder.append(RecordBody::Fence(FenceSignal {
+        let r = self.recorder.append_output(RecordBody::Fence(FenceSignal {
             command,
             fence_id: fence.fence_id,
             ctx_id: fence.ctx_id,

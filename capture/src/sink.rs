@@ -37,8 +37,23 @@ impl RecordSink for NullSink {
 }
 
 /// The capture file, written through vgt-format's [`CaptureWriter`].
+///
+/// The writer itself always buffers; crash-safe mode is this sink's: every
+/// [`RecordSink::append`] flushes (so a command's record, and the blobs and output records
+/// before it, reach the operating system in one write(2) before the device runs the command),
+/// while [`RecordSink::append_output`] records wait for the next flush.
 pub struct FileSink {
     writer: CaptureWriter<File>,
+    crash_safe: bool,
+    /// Output records appended since the last flush (crash-safe mode).
+    outputs_pending: bool,
+}
+
+impl FileSink {
+    fn flush_now(&mut self) -> Result<(), SinkError> {
+        self.outputs_pending = false;
+        self.writer.flush().map_err(SinkError::wrap)
+    }
 }
 
 impl RecordSink for FileSink {
@@ -47,11 +62,28 @@ impl RecordSink for FileSink {
     }
 
     fn append(&mut self, record: &Record) -> Result<RecordId, SinkError> {
-        self.writer.append(record).map_err(SinkError::wrap)
+        let id = self.writer.append(record).map_err(SinkError::wrap)?;
+        if self.crash_safe {
+            self.flush_now()?;
+        }
+        Ok(id)
+    }
+
+    fn append_output(&mut self, record: &Record) -> Result<RecordId, SinkError> {
+        let id = self.writer.append(record).map_err(SinkError::wrap)?;
+        self.outputs_pending |= self.crash_safe;
+        Ok(id)
+    }
+
+    fn sync_outputs(&mut self) -> Result<(), SinkError> {
+        if self.outputs_pending {
+            self.flush_now()?;
+        }
+        Ok(())
     }
 
     fn flush(&mut self) -> Result<(), SinkError> {
-        self.writer.flush().map_err(SinkError::wrap)
+        self.flush_now()
     }
 
     fn finish(self: Box<Self>) -> Result<(), SinkError> {
@@ -65,11 +97,77 @@ impl RecordSink for FileSink {
 
 /// Creates the capture file at `path` (truncating an existing one).
 pub fn open_file(path: &Path, sync: SyncMode) -> Result<Box<dyn RecordSink>, SinkError> {
-    let sync = match sync {
-        SyncMode::CrashSafe => SyncPolicy::CrashSafe,
-        SyncMode::Buffered => SyncPolicy::Buffered,
+    let writer = CaptureWriter::create(
+        path,
+        WriterOptions::default().with_sync(SyncPolicy::Buffered),
+    )
+    .map_err(SinkError::wrap)?;
+    let mut sink = FileSink {
+        writer,
+        crash_safe: sync == SyncMode::CrashSafe,
+        outputs_pending: false,
     };
-    let writer = CaptureWriter::create(path, WriterOptions::default().with_sync(sync))
-        .map_err(SinkError::wrap)?;
-    Ok(Box::new(FileSink { writer }))
+    if sink.crash_safe {
+        sink.flush_now()?;
+    }
+    Ok(Box::new(sink))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use vgt_format::record::{Lifecycle, LifecycleKind, RecordBody};
+
+    fn lifecycle(message: &str) -> Record {
+        Record {
+            ts_ns: 1,
+            body: RecordBody::Lifecycle(Lifecycle {
+                kind: LifecycleKind::Error,
+                queue: None,
+                command: None,
+                message: message.to_owned(),
+            }),
+        }
+    }
+
+    fn on_disk(path: &Path) -> u64 {
+        std::fs::metadata(path).unwrap().len()
+    }
+
+    #[test]
+    fn crash_safe_append_reaches_the_os_and_outputs_wait_for_the_next_append() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.vgt");
+        let mut sink = open_file(&path, SyncMode::CrashSafe).unwrap();
+        let header = on_disk(&path);
+        assert!(header > 0, "the header is written at once");
+        sink.append(&lifecycle("input")).unwrap();
+        let after_input = on_disk(&path);
+        assert_eq!(after_input, sink.bytes_written());
+        sink.append_output(&lifecycle("output 1")).unwrap();
+        sink.append_output(&lifecycle("output 2")).unwrap();
+        assert_eq!(on_disk(&path), after_input, "outputs wait in the buffer");
+        sink.append(&lifecycle("next input")).unwrap();
+        assert_eq!(
+            on_disk(&path),
+            sink.bytes_written(),
+            "one write carries all"
+        );
+        sink.append_output(&lifecycle("output 3")).unwrap();
+        sink.sync_outputs().unwrap();
+        assert_eq!(on_disk(&path), sink.bytes_written());
+        sink.finish().unwrap();
+        let reader = vgt_format::file::CaptureReader::open(&path).unwrap();
+        let messages: Vec<String> = (0..reader.len())
+            .map(|i| match reader.record(i).unwrap().body {
+                RecordBody::Lifecycle(l) => l.message,
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            messages,
+            ["input", "output 1", "output 2", "next input", "output 3"]
+        );
+    }
 }
