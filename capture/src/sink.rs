@@ -1,6 +1,7 @@
 //! Record sinks: the capture file (vgt-format's writer) and a null sink for `--no-record`.
 
 use std::fs::File;
+use std::io::Write;
 use std::path::Path;
 
 use vgt_format::file::{CaptureWriter, SyncPolicy, WriterOptions};
@@ -9,6 +10,40 @@ use vgt_format::record::{Payload, Record, RecordId};
 
 use crate::recorder::{RecordSink, SinkError};
 use crate::server::SyncMode;
+use crate::writer_thread::ThreadedFile;
+
+/// Where the capture writer's bytes go: the file directly (crash-safe mode, whose writes must
+/// have reached the operating system when they return) or through the writer thread
+/// (buffered mode).
+pub enum FileOut {
+    /// write(2) on the caller's thread.
+    Direct(File),
+    /// write(2) on a writer thread.
+    Threaded(ThreadedFile),
+}
+
+impl Write for FileOut {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            FileOut::Direct(f) => f.write(buf),
+            FileOut::Threaded(f) => f.write(buf),
+        }
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        match self {
+            FileOut::Direct(f) => f.write_all(buf),
+            FileOut::Threaded(f) => f.write_all(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            FileOut::Direct(f) => f.flush(),
+            FileOut::Threaded(f) => f.flush(),
+        }
+    }
+}
 
 /// Discards everything (`--no-record`): the backend still serves the guest.
 #[derive(Debug, Default)]
@@ -43,7 +78,7 @@ impl RecordSink for NullSink {
 /// before it, reach the operating system in one write(2) before the device runs the command),
 /// while [`RecordSink::append_output`] records wait for the next flush.
 pub struct FileSink {
-    writer: CaptureWriter<File>,
+    writer: CaptureWriter<FileOut>,
     crash_safe: bool,
     /// Output records appended since the last flush (crash-safe mode).
     outputs_pending: bool,
@@ -97,8 +132,13 @@ impl RecordSink for FileSink {
 
 /// Creates the capture file at `path` (truncating an existing one).
 pub fn open_file(path: &Path, sync: SyncMode) -> Result<Box<dyn RecordSink>, SinkError> {
-    let writer = CaptureWriter::create(
-        path,
+    let file = File::create(path).map_err(SinkError::wrap)?;
+    let out = match sync {
+        SyncMode::CrashSafe => FileOut::Direct(file),
+        SyncMode::Buffered => FileOut::Threaded(ThreadedFile::new(file).map_err(SinkError::wrap)?),
+    };
+    let writer = CaptureWriter::new(
+        out,
         WriterOptions::default().with_sync(SyncPolicy::Buffered),
     )
     .map_err(SinkError::wrap)?;
