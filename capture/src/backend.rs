@@ -94,6 +94,8 @@ struct DisplayState {
     /// a flush that leaves the picture as it was reuses it instead of hashing the whole
     /// scanout again (what the store's dedup would find anyway).
     last_frame: HashMap<u32, (u64, Payload)>,
+    /// Repacked UPDATE pixels (when the device's stride has padding), reused between updates.
+    packed: Vec<u8>,
 }
 
 /// The recording virtio-gpu backend (wrap it in `Arc<RwLock<_>>` for the daemon).
@@ -532,6 +534,18 @@ impl Host<'_> {
 
     fn record_socket(&self, direction: Direction, request: u32, flags: u32, payload: &[u8]) {
         let (head, data) = GpuSocketMessage::split_wire_payload(direction, request, payload);
+        self.record_socket_parts(direction, request, flags, head, data);
+    }
+
+    /// Records a message already split as [`GpuSocketMessage::split_wire_payload`] splits it.
+    fn record_socket_parts(
+        &self,
+        direction: Direction,
+        request: u32,
+        flags: u32,
+        head: &[u8],
+        data: Option<&[u8]>,
+    ) -> Option<Payload> {
         let r = self
             .recorder
             .store(head)
@@ -540,6 +554,7 @@ impl Host<'_> {
                 Ok((payload, data))
             })
             .and_then(|(payload, data)| {
+                let stored = data.clone();
                 self.recorder
                     .append_output(RecordBody::GpuSocket(GpuSocketMessage {
                         direction,
@@ -549,10 +564,30 @@ impl Host<'_> {
                         payload,
                         data,
                     }))
+                    .map(|_| stored)
             });
-        if let Err(e) = r {
-            self.error("recording a gpu socket message", e);
+        match r {
+            Ok(data) => data,
+            Err(e) => {
+                self.error("recording a gpu socket message", e);
+                None
+            }
         }
+    }
+
+    /// Records and sends an UPDATE: `head` (scanout, x, y, width, height) and its pixels, kept
+    /// apart on the way to the socket (no joined copy). Returns the pixels' payload as stored.
+    fn send_update(&mut self, head: &[u8], pixels: &[u8]) -> Option<Payload> {
+        self.gpu.as_ref()?;
+        // What `split_wire_payload` makes of the joined message: no data part when empty.
+        let data = (!pixels.is_empty()).then_some(pixels);
+        let stored =
+            self.record_socket_parts(Direction::BackendRequest, gpu_req::UPDATE, 0, head, data);
+        let gpu = self.gpu.as_mut()?;
+        if let Err(e) = gpu.socket.send_parts(gpu_req::UPDATE, head, pixels) {
+            self.gpu_failed("gpu socket", e);
+        }
+        stored
     }
 
     /// Sends a message on the GPU socket after recording it. Returns false (and records the
@@ -725,22 +760,44 @@ impl DeviceHost for Host<'_> {
                 ..
             } => {
                 // vgt-device hands over pixels already converted to x8r8g8b8 (what QEMU's
-                // UPDATE wants); only the stride may need repacking.
-                let packed = display::pack_update(
-                    x,
-                    y,
-                    width,
-                    height,
-                    display::FORMAT_B8G8R8X8,
-                    stride,
-                    &pixels,
-                );
-                let mut payload = display::u32_payload(&[scanout_id, x, y, width, height]);
-                payload.extend_from_slice(&packed.pixels);
-                self.send(gpu_req::UPDATE, &payload);
+                // UPDATE wants); only the stride may need repacking, into a buffer kept for
+                // the next update.
+                let row = width as usize * 4;
+                let tight = stride as usize == row && pixels.len() == row * height as usize;
+                let mut packed = std::mem::take(&mut self.display.packed);
+                let sent_pixels: &[u8] = if tight {
+                    &pixels
+                } else {
+                    display::pack_update_into(
+                        &mut packed,
+                        width,
+                        height,
+                        display::FORMAT_B8G8R8X8,
+                        stride,
+                        &pixels,
+                    );
+                    &packed
+                };
+                let head = display::u32_payload(&[scanout_id, x, y, width, height]);
+                let data = self.send_update(&head, sent_pixels);
                 if let Some(c) = change {
+                    // An update of the whole framebuffer leaves it holding exactly the UPDATE's
+                    // pixels: their payload is the Frame's (what storing the framebuffer would
+                    // return, without hashing it again).
+                    let fb = self.display.framebuffers.get(c.scanout_id);
+                    let same = fb.is_some_and(|fb| {
+                        (x, y, width, height) == (0, 0, fb.width, fb.height)
+                            && sent_pixels.len() == fb.pixels.len()
+                    });
+                    if let (true, Some(d), Some(fb)) = (same, data, fb) {
+                        debug_assert!(fb.pixels == sent_pixels, "whole-screen update differs");
+                        self.display
+                            .last_frame
+                            .insert(c.scanout_id, (fb.version, d));
+                    }
                     self.record_frame(c.scanout_id, c.rect);
                 }
+                self.display.packed = packed;
             }
             DisplayEvent::CursorUpdate {
                 scanout_id,
