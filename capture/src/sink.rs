@@ -3,6 +3,8 @@
 use std::fs::File;
 use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use vgt_format::file::{CaptureWriter, SyncPolicy, WriterOptions};
 
@@ -82,6 +84,8 @@ pub struct FileSink {
     crash_safe: bool,
     /// Output records appended since the last flush (crash-safe mode).
     outputs_pending: bool,
+    /// Buffered mode: the writer thread's flush switch (see [`ThreadedFile::flush_waits`]).
+    flush_waits: Option<Arc<AtomicBool>>,
 }
 
 impl FileSink {
@@ -118,7 +122,15 @@ impl RecordSink for FileSink {
     }
 
     fn flush(&mut self) -> Result<(), SinkError> {
-        self.flush_now()
+        // Buffered mode: the periodic flush hands the buffer to the writer thread and goes on
+        // (waiting for up to 32 MiB to be written would stall the queue worker).
+        let Some(waits) = self.flush_waits.clone() else {
+            return self.flush_now();
+        };
+        waits.store(false, Ordering::Relaxed);
+        let r = self.flush_now();
+        waits.store(true, Ordering::Relaxed);
+        r
     }
 
     fn finish(self: Box<Self>) -> Result<(), SinkError> {
@@ -133,9 +145,13 @@ impl RecordSink for FileSink {
 /// Creates the capture file at `path` (truncating an existing one).
 pub fn open_file(path: &Path, sync: SyncMode) -> Result<Box<dyn RecordSink>, SinkError> {
     let file = File::create(path).map_err(SinkError::wrap)?;
-    let out = match sync {
-        SyncMode::CrashSafe => FileOut::Direct(file),
-        SyncMode::Buffered => FileOut::Threaded(ThreadedFile::new(file).map_err(SinkError::wrap)?),
+    let (out, flush_waits) = match sync {
+        SyncMode::CrashSafe => (FileOut::Direct(file), None),
+        SyncMode::Buffered => {
+            let t = ThreadedFile::new(file).map_err(SinkError::wrap)?;
+            let waits = t.flush_waits();
+            (FileOut::Threaded(t), Some(waits))
+        }
     };
     let writer = CaptureWriter::new(
         out,
@@ -146,6 +162,7 @@ pub fn open_file(path: &Path, sync: SyncMode) -> Result<Box<dyn RecordSink>, Sin
         writer,
         crash_safe: sync == SyncMode::CrashSafe,
         outputs_pending: false,
+        flush_waits,
     };
     if sink.crash_safe {
         sink.flush_now()?;

@@ -5,13 +5,16 @@
 //!
 //! Order is kept (one thread, one queue); at most [`MAX_BUFFERS`] buffers exist, so a writer
 //! thread that falls behind slows the caller down instead of growing memory. `flush` waits until
-//! everything written before it reached the operating system and reports the first write error;
-//! a write error is otherwise reported by a later `write`. Dropping the file writes what is left
-//! and joins the thread.
+//! everything written before it reached the operating system and reports the first write error
+//! (unless switched to hand-over only, see [`ThreadedFile::flush_waits`]); a write error is
+//! otherwise reported by a later `write`. Dropping the file writes what is left and joins the
+//! thread.
 
 use std::fs::File;
 use std::io::{self, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 /// Size of one hand-over buffer.
@@ -19,10 +22,13 @@ pub const BUFFER_LEN: usize = 4 << 20;
 /// Most buffers in existence (in flight or being filled): 32 MiB.
 pub const MAX_BUFFERS: usize = 8;
 
+/// The first write error: its kind and text.
+type Failure = Option<(io::ErrorKind, String)>;
+
 enum Message {
     Data(Vec<u8>),
-    /// Answer once everything before this was written: the first error, if any.
-    Flush(SyncSender<Option<(io::ErrorKind, String)>>),
+    /// Answer once everything before this was written.
+    Flush(SyncSender<()>),
 }
 
 /// A [`File`] written by a thread of its own (see the module documentation).
@@ -31,7 +37,9 @@ pub struct ThreadedFile {
     to_writer: Option<SyncSender<Message>>,
     empties: Receiver<Vec<u8>>,
     buffers: usize,
-    failed: Option<(io::ErrorKind, String)>,
+    /// Set by the writer thread on its first failed write.
+    failed: Arc<Mutex<Failure>>,
+    flush_waits: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -40,22 +48,39 @@ impl ThreadedFile {
     pub fn new(file: File) -> io::Result<Self> {
         let (to_writer, inbox) = sync_channel::<Message>(MAX_BUFFERS + 1);
         let (give_back, empties) = channel::<Vec<u8>>();
+        let failed = Arc::new(Mutex::new(None));
+        let thread_failed = failed.clone();
         let thread = std::thread::Builder::new()
             .name("vgt-writer".into())
-            .spawn(move || write_loop(file, &inbox, &give_back))?;
+            .spawn(move || write_loop(file, &inbox, &give_back, &thread_failed))?;
         Ok(ThreadedFile {
             current: Vec::with_capacity(BUFFER_LEN),
             to_writer: Some(to_writer),
             empties,
             buffers: 1,
-            failed: None,
+            failed,
+            flush_waits: Arc::new(AtomicBool::new(true)),
             thread: Some(thread),
         })
     }
 
+    /// A switch for what `flush` does: wait until everything is written (true, the default),
+    /// or only hand the partly filled buffer to the writer thread (false; for periodic flushes
+    /// that bound what a crash loses without stalling the caller).
+    pub fn flush_waits(&self) -> Arc<AtomicBool> {
+        self.flush_waits.clone()
+    }
+
+    fn failure(&self) -> Failure {
+        self.failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     fn error(&self) -> io::Error {
-        match &self.failed {
-            Some((kind, msg)) => io::Error::new(*kind, format!("capture writer thread: {msg}")),
+        match self.failure() {
+            Some((kind, msg)) => io::Error::new(kind, format!("capture writer thread: {msg}")),
             None => io::Error::other("capture writer thread stopped"),
         }
     }
@@ -89,36 +114,34 @@ impl ThreadedFile {
     fn wait_written(&mut self) -> io::Result<()> {
         let (tx, rx) = sync_channel(1);
         let sent = self.to_writer.as_ref().map(|w| w.send(Message::Flush(tx)));
-        if !matches!(sent, Some(Ok(()))) {
+        if !matches!(sent, Some(Ok(()))) || rx.recv().is_err() || self.failure().is_some() {
             return Err(self.error());
         }
-        match rx.recv() {
-            Ok(None) => Ok(()),
-            Ok(Some(e)) => {
-                self.failed = Some(e);
-                Err(self.error())
-            }
-            Err(_) => Err(self.error()),
-        }
+        Ok(())
     }
 }
 
-fn write_loop(mut file: File, inbox: &Receiver<Message>, give_back: &Sender<Vec<u8>>) {
-    let mut failed: Option<(io::ErrorKind, String)> = None;
+fn write_loop(
+    mut file: File,
+    inbox: &Receiver<Message>,
+    give_back: &Sender<Vec<u8>>,
+    failed: &Mutex<Failure>,
+) {
+    let mut ok = true;
     for m in inbox {
         match m {
             Message::Data(mut buf) => {
-                if failed.is_none()
-                    && let Err(e) = file.write_all(&buf)
-                {
-                    failed = Some((e.kind(), e.to_string()));
+                if ok && let Err(e) = file.write_all(&buf) {
+                    ok = false;
+                    *failed.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some((e.kind(), e.to_string()));
                 }
                 buf.clear();
                 // The file may be gone already (dropped): nothing to give back to.
                 let _ = give_back.send(buf);
             }
             Message::Flush(reply) => {
-                let _ = reply.send(failed.clone());
+                let _ = reply.send(());
             }
         }
     }
@@ -126,7 +149,7 @@ fn write_loop(mut file: File, inbox: &Receiver<Message>, give_back: &Sender<Vec<
 
 impl Write for ThreadedFile {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if self.failed.is_some() {
+        if self.failure().is_some() {
             return Err(self.error());
         }
         let mut rest = buf;
@@ -143,11 +166,15 @@ impl Write for ThreadedFile {
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        if self.failed.is_some() {
+        if self.failure().is_some() {
             return Err(self.error());
         }
         self.hand_over()?;
-        self.wait_written()
+        if self.flush_waits.load(Ordering::Relaxed) {
+            self.wait_written()
+        } else {
+            Ok(())
+        }
     }
 }
 
@@ -167,7 +194,7 @@ impl std::fmt::Debug for ThreadedFile {
         f.debug_struct("ThreadedFile")
             .field("buffered", &self.current.len())
             .field("buffers", &self.buffers)
-            .field("failed", &self.failed)
+            .field("failed", &self.failure())
             .finish_non_exhaustive()
     }
 }
@@ -220,5 +247,20 @@ mod tests {
         let e = f.flush().unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::StorageFull, "{e}");
         assert!(f.write_all(b"x").is_err(), "later writes fail too");
+    }
+
+    #[test]
+    fn threaded_file_hand_over_flush_writes_without_waiting_and_later_flush_waits() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let mut f = ThreadedFile::new(File::create(&path).unwrap()).unwrap();
+        let waits = f.flush_waits();
+        waits.store(false, Ordering::Relaxed);
+        f.write_all(b"abc").unwrap();
+        f.flush().unwrap();
+        waits.store(true, Ordering::Relaxed);
+        f.write_all(b"def").unwrap();
+        f.flush().unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"abcdef");
     }
 }
