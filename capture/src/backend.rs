@@ -534,23 +534,30 @@ impl Host<'_> {
 
     fn record_socket(&self, direction: Direction, request: u32, flags: u32, payload: &[u8]) {
         let (head, data) = GpuSocketMessage::split_wire_payload(direction, request, payload);
-        self.record_socket_parts(direction, request, flags, head, data);
+        self.record_socket_parts(direction, request, flags, head, data.map(Err));
     }
 
-    /// Records a message already split as [`GpuSocketMessage::split_wire_payload`] splits it.
+    /// Records a message already split as [`GpuSocketMessage::split_wire_payload`] splits it;
+    /// the data part is given as bytes to store (`Err`) or as its payload, already stored
+    /// (`Ok`).
     fn record_socket_parts(
         &self,
         direction: Direction,
         request: u32,
         flags: u32,
         head: &[u8],
-        data: Option<&[u8]>,
+        data: Option<Result<Payload, &[u8]>>,
     ) -> Option<Payload> {
         let r = self
             .recorder
             .store(head)
             .and_then(|payload| {
-                let data = data.map(|d| self.recorder.store(d)).transpose()?;
+                let data = match data {
+                    None => None,
+                    // Already stored.
+                    Some(Ok(known)) => Some(known),
+                    Some(Err(bytes)) => Some(self.recorder.store(bytes)?),
+                };
                 Ok((payload, data))
             })
             .and_then(|(payload, data)| {
@@ -576,13 +583,24 @@ impl Host<'_> {
     }
 
     /// Records and sends an UPDATE: `head` (scanout, x, y, width, height) and its pixels, kept
-    /// apart on the way to the socket (no joined copy). Returns the pixels' payload as stored.
-    fn send_update(&mut self, head: &[u8], pixels: &[u8]) -> Option<Payload> {
+    /// apart on the way to the socket (no joined copy). `known`: the pixels' payload when it is
+    /// already stored. Returns the pixels' payload as recorded.
+    fn send_update(
+        &mut self,
+        head: &[u8],
+        pixels: &[u8],
+        known: Option<Payload>,
+    ) -> Option<Payload> {
         self.gpu.as_ref()?;
         // What `split_wire_payload` makes of the joined message: no data part when empty.
         let data = (!pixels.is_empty()).then_some(pixels);
-        let stored =
-            self.record_socket_parts(Direction::BackendRequest, gpu_req::UPDATE, 0, head, data);
+        let stored = self.record_socket_parts(
+            Direction::BackendRequest,
+            gpu_req::UPDATE,
+            0,
+            head,
+            data.map(|d| known.ok_or(d)),
+        );
         let gpu = self.gpu.as_mut()?;
         if let Err(e) = gpu.socket.send_parts(gpu_req::UPDATE, head, pixels) {
             self.gpu_failed("gpu socket", e);
@@ -778,23 +796,36 @@ impl DeviceHost for Host<'_> {
                     );
                     &packed
                 };
-                let head = display::u32_payload(&[scanout_id, x, y, width, height]);
-                let data = self.send_update(&head, sent_pixels);
-                if let Some(c) = change {
-                    // An update of the whole framebuffer leaves it holding exactly the UPDATE's
-                    // pixels: their payload is the Frame's (what storing the framebuffer would
-                    // return, without hashing it again).
-                    let fb = self.display.framebuffers.get(c.scanout_id);
-                    let same = fb.is_some_and(|fb| {
+                // An update of the whole framebuffer leaves it holding exactly the UPDATE's
+                // pixels (`apply` above copied them in): the UPDATE's data payload and the
+                // Frame's are then one blob, and when the framebuffer is unchanged since the
+                // last Frame, that Frame's payload is the blob (what `store` would return,
+                // without hashing 8 MiB again).
+                let whole = self
+                    .display
+                    .framebuffers
+                    .get(scanout_id)
+                    .filter(|fb| {
                         (x, y, width, height) == (0, 0, fb.width, fb.height)
                             && sent_pixels.len() == fb.pixels.len()
-                    });
-                    if let (true, Some(d), Some(fb)) = (same, data, fb) {
+                    })
+                    .map(|fb| {
                         debug_assert!(fb.pixels == sent_pixels, "whole-screen update differs");
-                        self.display
-                            .last_frame
-                            .insert(c.scanout_id, (fb.version, d));
-                    }
+                        fb.version
+                    });
+                let known = whole.and_then(|version| {
+                    self.display
+                        .last_frame
+                        .get(&scanout_id)
+                        .filter(|(v, _)| *v == version)
+                        .map(|(_, p)| p.clone())
+                });
+                let head = display::u32_payload(&[scanout_id, x, y, width, height]);
+                let data = self.send_update(&head, sent_pixels, known);
+                if let (Some(version), Some(d)) = (whole, data) {
+                    self.display.last_frame.insert(scanout_id, (version, d));
+                }
+                if let Some(c) = change {
                     self.record_frame(c.scanout_id, c.rect);
                 }
                 self.display.packed = packed;
