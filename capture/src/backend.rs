@@ -707,6 +707,77 @@ impl Host<'_> {
         }
     }
 
+    /// Sends and records a display UPDATE and the Frame it makes.
+    fn update(&mut self, event: DisplayEvent) {
+        let DisplayEvent::Update {
+            scanout_id,
+            x,
+            y,
+            width,
+            height,
+            stride,
+            ref pixels,
+            ..
+        } = event
+        else {
+            return;
+        };
+        let head = display::u32_payload(&[scanout_id, x, y, width, height]);
+        // vgt-device hands over pixels already converted to x8r8g8b8 (what QEMU's UPDATE
+        // wants); only the stride may need repacking.
+        let row = width as usize * 4;
+        let tight = stride as usize == row && pixels.len() == row * height as usize;
+        let whole = tight
+            && (x, y) == (0, 0)
+            && self.display.framebuffers.get(scanout_id).is_some_and(|fb| {
+                (fb.width, fb.height) == (width, height) && fb.pixels.len() == pixels.len()
+            });
+        if whole {
+            // The update becomes the framebuffer (no copy), and is sent from there. Its data
+            // payload is the Frame's; when the picture is unchanged since the last Frame, that
+            // Frame's payload is the blob (what `store` would return, without hashing 8 MiB).
+            let change = self.display.framebuffers.apply_owned(event);
+            let fbs = std::mem::take(&mut self.display.framebuffers);
+            if let Some(fb) = fbs.get(scanout_id) {
+                let known = self
+                    .display
+                    .last_frame
+                    .get(&scanout_id)
+                    .filter(|(v, _)| *v == fb.version)
+                    .map(|(_, p)| p.clone());
+                if let Some(d) = self.send_update(&head, &fb.pixels, known) {
+                    self.display.last_frame.insert(scanout_id, (fb.version, d));
+                }
+            }
+            self.display.framebuffers = fbs;
+            if let Some(c) = change {
+                self.record_frame(c.scanout_id, c.rect);
+            }
+            return;
+        }
+        let change = self.display.framebuffers.apply(&event);
+        let mut packed = std::mem::take(&mut self.display.packed);
+        let sent: &[u8] = if tight {
+            pixels
+        } else {
+            // Into a buffer kept for the next update.
+            display::pack_update_into(
+                &mut packed,
+                width,
+                height,
+                display::FORMAT_B8G8R8X8,
+                stride,
+                pixels,
+            );
+            &packed
+        };
+        self.send_update(&head, sent, None);
+        self.display.packed = packed;
+        if let Some(c) = change {
+            self.record_frame(c.scanout_id, c.rect);
+        }
+    }
+
     fn record_cursor(
         &mut self,
         action: CursorAction,
@@ -755,7 +826,10 @@ impl DeviceHost for Host<'_> {
     }
 
     fn display(&mut self, event: DisplayEvent) {
-        let change = self.display.framebuffers.apply(&event);
+        if !matches!(event, DisplayEvent::Update { .. }) {
+            // Scanout changes; cursor events leave the framebuffers alone.
+            self.display.framebuffers.apply(&event);
+        }
         match event {
             DisplayEvent::Scanout {
                 scanout_id,
@@ -767,69 +841,7 @@ impl DeviceHost for Host<'_> {
                     &display::u32_payload(&[scanout_id, width, height]),
                 );
             }
-            DisplayEvent::Update {
-                scanout_id,
-                x,
-                y,
-                width,
-                height,
-                stride,
-                pixels,
-                ..
-            } => {
-                // vgt-device hands over pixels already converted to x8r8g8b8 (what QEMU's
-                // UPDATE wants); only the stride may need repacking, into a buffer kept for
-                // the next update.
-                let row = width as usize * 4;
-                let tight = stride as usize == row && pixels.len() == row * height as usize;
-                let mut packed = std::mem::take(&mut self.display.packed);
-                let sent_pixels: &[u8] = if tight {
-                    &pixels
-                } else {
-                    display::pack_update_into(
-                        &mut packed,
-                        width,
-                        height,
-                        display::FORMAT_B8G8R8X8,
-                        stride,
-                        &pixels,
-                    );
-                    &packed
-                };
-                // An update of the whole framebuffer leaves it holding exactly the UPDATE's
-                // pixels (`apply` above copied them in): the UPDATE's data payload and the
-                // Frame's are then one blob, and when the framebuffer is unchanged since the
-                // last Frame, that Frame's payload is the blob (what `store` would return,
-                // without hashing 8 MiB again).
-                let whole = self
-                    .display
-                    .framebuffers
-                    .get(scanout_id)
-                    .filter(|fb| {
-                        (x, y, width, height) == (0, 0, fb.width, fb.height)
-                            && sent_pixels.len() == fb.pixels.len()
-                    })
-                    .map(|fb| {
-                        debug_assert!(fb.pixels == sent_pixels, "whole-screen update differs");
-                        fb.version
-                    });
-                let known = whole.and_then(|version| {
-                    self.display
-                        .last_frame
-                        .get(&scanout_id)
-                        .filter(|(v, _)| *v == version)
-                        .map(|(_, p)| p.clone())
-                });
-                let head = display::u32_payload(&[scanout_id, x, y, width, height]);
-                let data = self.send_update(&head, sent_pixels, known);
-                if let (Some(version), Some(d)) = (whole, data) {
-                    self.display.last_frame.insert(scanout_id, (version, d));
-                }
-                if let Some(c) = change {
-                    self.record_frame(c.scanout_id, c.rect);
-                }
-                self.display.packed = packed;
-            }
+            DisplayEvent::Update { .. } => self.update(event),
             DisplayEvent::CursorUpdate {
                 scanout_id,
                 x,
