@@ -20,9 +20,10 @@ use crate::sink::NullSink;
 /// When a record reaches the operating system.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SyncMode {
-    /// Every record is written before the device runs the command it describes.
+    /// Every command record (with the records before it) is written before the device runs
+    /// the command; the records of what the device did are written before the guest is told.
     CrashSafe,
-    /// Records are buffered in memory and written in batches.
+    /// Records are buffered in memory and written in batches by a writer thread.
     Buffered,
 }
 
