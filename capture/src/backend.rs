@@ -209,8 +209,8 @@ impl CaptureBackend {
             self.poll_fences(&atomic.memory(), vrings, &mut signal);
         }
         // Crash-safe mode keeps output records (responses, frames, display messages) in the
-        // buffer until the next command's record; they reach the OS before the guest learns
-        // of its used buffers.
+        // buffer until the next command's record; this hands the rest to the OS before the
+        // used-queue interrupt (one write per queue pass instead of one per record).
         if let Err(e) = self.recorder.sync_outputs()
             && !self.recorder.is_finished()
         {
