@@ -28,9 +28,14 @@ pub trait RecordSink: Send {
     fn sync_outputs(&mut self) -> Result<(), SinkError> {
         Ok(())
     }
-    /// Hands buffered bytes to the operating system (periodically, in buffered mode).
+    /// Hands buffered bytes to the operating system: they have reached it when this returns.
     fn flush(&mut self) -> Result<(), SinkError> {
         Ok(())
+    }
+    /// Starts handing buffered bytes to the operating system without waiting for them (the
+    /// periodic flush of buffered mode, which bounds what a crash loses). Default: `flush`.
+    fn hand_over(&mut self) -> Result<(), SinkError> {
+        self.flush()
     }
     /// Writes the index and closes the file.
     fn finish(self: Box<Self>) -> Result<(), SinkError>;
@@ -230,7 +235,15 @@ impl Recorder {
         s
     }
 
-    /// Flushes the sink's buffer.
+    /// Starts writing the sink's buffer without waiting for it ([`RecordSink::hand_over`]).
+    pub fn hand_over(&self) -> Result<(), RecordError> {
+        let mut inner = self.lock();
+        let sink = inner.sink.as_mut().ok_or(RecordError::Finished)?;
+        sink.hand_over()?;
+        Ok(())
+    }
+
+    /// Flushes the sink's buffer: its bytes have reached the operating system on return.
     pub fn flush(&self) -> Result<(), RecordError> {
         let mut inner = self.lock();
         let sink = inner.sink.as_mut().ok_or(RecordError::Finished)?;

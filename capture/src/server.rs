@@ -232,7 +232,7 @@ fn serve(
             bar.tick();
             if opts.sync == SyncMode::Buffered {
                 // Bound what a crash can lose to about a second of records.
-                if let Err(e) = recorder.flush() {
+                if let Err(e) = recorder.hand_over() {
                     eprintln!("vgt-capture: error: flushing {}: {e}", path.display());
                 }
             }

@@ -122,8 +122,12 @@ impl RecordSink for FileSink {
     }
 
     fn flush(&mut self) -> Result<(), SinkError> {
-        // Buffered mode: the periodic flush hands the buffer to the writer thread and goes on
-        // (waiting for up to 32 MiB to be written would stall the queue worker).
+        self.flush_now()
+    }
+
+    fn hand_over(&mut self) -> Result<(), SinkError> {
+        // Buffered mode: hand the buffer to the writer thread and go on (waiting for up to
+        // 32 MiB to be written would stall the queue worker).
         let Some(waits) = self.flush_waits.clone() else {
             return self.flush_now();
         };
@@ -226,5 +230,38 @@ mod tests {
             messages,
             ["input", "output 1", "output 2", "next input", "output 3"]
         );
+    }
+
+    #[test]
+    fn buffered_flush_returns_with_every_byte_in_the_file_also_with_blobs_in_flight() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.vgt");
+        let mut sink = open_file(&path, SyncMode::Buffered).unwrap();
+        // 12 MiB of incompressible bytes: whole buffers go to the writer thread.
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let blob: Vec<u8> = (0..12 << 20)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        for round in 0..3 {
+            sink.store(&blob[round..]).unwrap();
+            sink.append(&lifecycle("after a blob")).unwrap();
+            sink.flush().unwrap();
+            assert_eq!(on_disk(&path), sink.bytes_written(), "round {round}");
+            // Small records with nothing in flight: written on this thread.
+            sink.append(&lifecycle("small")).unwrap();
+            sink.flush().unwrap();
+            assert_eq!(on_disk(&path), sink.bytes_written(), "round {round}, small");
+        }
+        sink.append(&lifecycle("handed over")).unwrap();
+        sink.hand_over().unwrap();
+        sink.finish().unwrap();
+        let reader = vgt_format::file::CaptureReader::open(&path).unwrap();
+        assert!(reader.health().is_clean(), "{:?}", reader.health());
+        assert_eq!(reader.len(), 7);
     }
 }

@@ -4,15 +4,17 @@
 //! cost of recording new full-screen frames on the queue worker).
 //!
 //! Order is kept (one thread, one queue); at most [`MAX_BUFFERS`] buffers exist, so a writer
-//! thread that falls behind slows the caller down instead of growing memory. `flush` waits until
-//! everything written before it reached the operating system and reports the first write error
-//! (unless switched to hand-over only, see [`ThreadedFile::flush_waits`]); a write error is
-//! otherwise reported by a later `write`. Dropping the file writes what is left and joins the
-//! thread.
+//! thread that falls behind slows the caller down instead of growing memory. `flush` returns once
+//! everything written before it reached the operating system, as `File`'s does, and reports the
+//! first write error: when no buffer is in flight it does the write(2) itself (no thread hop, so
+//! a flush after every small record costs what it costs on a plain file), otherwise it hands the
+//! rest over and waits. [`ThreadedFile::flush_waits`] switches it to hand-over only, for
+//! periodic flushes. A write error is otherwise reported by a later `write`. Dropping the file
+//! writes what is left and joins the thread.
 
 use std::fs::File;
 use std::io::{self, Write};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -33,7 +35,10 @@ enum Message {
 
 /// A [`File`] written by a thread of its own (see the module documentation).
 pub struct ThreadedFile {
+    file: Arc<File>,
     current: Vec<u8>,
+    /// Buffers handed to the writer thread and not yet written.
+    in_flight: Arc<AtomicUsize>,
     to_writer: Option<SyncSender<Message>>,
     empties: Receiver<Vec<u8>>,
     buffers: usize,
@@ -50,11 +55,24 @@ impl ThreadedFile {
         let (give_back, empties) = channel::<Vec<u8>>();
         let failed = Arc::new(Mutex::new(None));
         let thread_failed = failed.clone();
+        let file = Arc::new(file);
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let (thread_file, thread_in_flight) = (file.clone(), in_flight.clone());
         let thread = std::thread::Builder::new()
             .name("vgt-writer".into())
-            .spawn(move || write_loop(file, &inbox, &give_back, &thread_failed))?;
+            .spawn(move || {
+                write_loop(
+                    &thread_file,
+                    &inbox,
+                    &give_back,
+                    &thread_failed,
+                    &thread_in_flight,
+                );
+            })?;
         Ok(ThreadedFile {
+            file,
             current: Vec::with_capacity(BUFFER_LEN),
+            in_flight,
             to_writer: Some(to_writer),
             empties,
             buffers: 1,
@@ -76,6 +94,17 @@ impl ThreadedFile {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// Writes the current buffer on the caller's thread; only while nothing is in flight.
+    fn write_here(&mut self) -> io::Result<()> {
+        let r = (&*self.file).write_all(&self.current);
+        self.current.clear();
+        r.map_err(|e| {
+            *self.failed.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some((e.kind(), e.to_string()));
+            self.error()
+        })
     }
 
     fn error(&self) -> io::Error {
@@ -100,6 +129,7 @@ impl ThreadedFile {
             Err(_) => self.empties.recv().map_err(|_| self.error())?,
         };
         let full = std::mem::replace(&mut self.current, next);
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
         let sent = self
             .to_writer
             .as_ref()
@@ -122,20 +152,25 @@ impl ThreadedFile {
 }
 
 fn write_loop(
-    mut file: File,
+    file: &File,
     inbox: &Receiver<Message>,
     give_back: &Sender<Vec<u8>>,
     failed: &Mutex<Failure>,
+    in_flight: &AtomicUsize,
 ) {
-    let mut ok = true;
+    let mut writer = file;
     for m in inbox {
         match m {
             Message::Data(mut buf) => {
-                if ok && let Err(e) = file.write_all(&buf) {
-                    ok = false;
-                    *failed.lock().unwrap_or_else(|p| p.into_inner()) =
-                        Some((e.kind(), e.to_string()));
+                let mut failed = failed.lock().unwrap_or_else(|p| p.into_inner());
+                if failed.is_none()
+                    && let Err(e) = writer.write_all(&buf)
+                {
+                    *failed = Some((e.kind(), e.to_string()));
                 }
+                drop(failed);
+                // Written (or dropped after an error): the caller may write directly again.
+                in_flight.fetch_sub(1, Ordering::AcqRel);
                 buf.clear();
                 // The file may be gone already (dropped): nothing to give back to.
                 let _ = give_back.send(buf);
@@ -169,12 +204,15 @@ impl Write for ThreadedFile {
         if self.failure().is_some() {
             return Err(self.error());
         }
-        self.hand_over()?;
-        if self.flush_waits.load(Ordering::Relaxed) {
-            self.wait_written()
-        } else {
-            Ok(())
+        if !self.flush_waits.load(Ordering::Relaxed) {
+            return self.hand_over();
         }
+        if self.in_flight.load(Ordering::Acquire) == 0 {
+            // The writer thread is idle: everything before is written; write the rest here.
+            return self.write_here();
+        }
+        self.hand_over()?;
+        self.wait_written()
     }
 }
 
