@@ -5,7 +5,10 @@
 //! - full-frame 1920x1080 TRANSFER_TO_HOST_2D + RESOURCE_FLUSH: frames per second ratio.
 //!
 //! `cargo bench -p vgt-capture --bench proxy` (env VGT_BENCH_SYNC=buffered to run the proxy with
-//! `--sync buffered`; VGT_BENCH_ROUNDS to change the command count).
+//! `--sync buffered`; VGT_BENCH_ROUNDS to change the command count). Run standalone
+//! (`target/release/deps/proxy-<hash> --bench` from the repository root), it finds vgt-capture
+//! at its build path, else at `target/release/vgt-capture`; `VGT_CAPTURE_BIN` and
+//! `VGT_BENCH_BACKEND` name other binaries (e.g. on a machine without QEMU installed).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 #[path = "../tests/common/mod.rs"]
@@ -20,6 +23,25 @@ use common::{Buf, DisplayAnswers, TestFrontend, gpu};
 use vm_memory::{Bytes, GuestAddress};
 
 const C_BACKEND: &str = "/usr/lib/qemu/vhost-user-gpu";
+
+/// The C backend to measure against (`VGT_BENCH_BACKEND` overrides the installed path).
+fn c_backend() -> String {
+    std::env::var("VGT_BENCH_BACKEND").unwrap_or_else(|_| C_BACKEND.to_owned())
+}
+
+/// The vgt-capture binary: `VGT_CAPTURE_BIN`, else the one cargo built, else
+/// `target/release/vgt-capture` under the current directory.
+fn capture_bin() -> std::path::PathBuf {
+    if let Some(p) = std::env::var_os("VGT_CAPTURE_BIN") {
+        return p.into();
+    }
+    let built = Path::new(env!("CARGO_BIN_EXE_vgt-capture"));
+    if built.exists() {
+        built.to_owned()
+    } else {
+        Path::new("target/release/vgt-capture").to_owned()
+    }
+}
 
 /// Waits for the next used entry like a guest does: sleep on the call eventfd (the
 /// interrupt), then read the used ring. (Spinning would take one of this machine's two cores
@@ -188,18 +210,18 @@ fn measure(proxy: bool, dir: &Path, rounds: usize, frames: usize) -> (Small, f64
     let sock = dir.join(if proxy { "proxy.sock" } else { "direct.sock" });
     let mut child = if proxy {
         let sync = std::env::var("VGT_BENCH_SYNC").unwrap_or_else(|_| "crash-safe".to_owned());
-        Command::new(env!("CARGO_BIN_EXE_vgt-capture"))
+        Command::new(capture_bin())
             .args(["proxy", "--quiet", "--sync", &sync, "--socket"])
             .arg(&sock)
             .arg("--backend-cmd")
-            .arg(format!("{C_BACKEND} --socket-path %s"))
+            .arg(format!("{} --socket-path %s", c_backend()))
             .arg("-o")
             .arg(dir.join("bench.vgt"))
             .stdin(Stdio::null())
             .spawn()
             .unwrap()
     } else {
-        Command::new(C_BACKEND)
+        Command::new(c_backend())
             .arg("--socket-path")
             .arg(&sock)
             .stdin(Stdio::null())
@@ -221,8 +243,8 @@ fn measure(proxy: bool, dir: &Path, rounds: usize, frames: usize) -> (Small, f64
 }
 
 fn main() {
-    if !Path::new(C_BACKEND).exists() {
-        eprintln!("proxy bench: skipped, {C_BACKEND} is not installed");
+    if !Path::new(&c_backend()).exists() {
+        eprintln!("proxy bench: skipped, {} is not installed", c_backend());
         return;
     }
     let rounds: usize = std::env::var("VGT_BENCH_ROUNDS")

@@ -241,6 +241,81 @@ fn proxy_c_backend_commands_pass_and_pair_with_their_responses() {
     assert!(gpu_requests.contains(&7) && gpu_requests.contains(&8));
 }
 
+/// A transfer and a flush published back to back (the proxy usually takes them in one
+/// batch): the transfer's MemoryRead records come after its Command and before the flush's
+/// Command, where replay looks for them.
+#[test]
+fn proxy_transfer_batched_with_a_flush_keeps_its_memory_reads_before_the_next_command() {
+    if !have_backend() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (mut proxy, sock, out) = spawn_proxy(dir.path());
+    let mut fe = TestFrontend::connect(&sock, DisplayAnswers::default());
+    let (_, _, r) = fe.command(
+        0,
+        &[Buf::Out(gpu::create_2d(3, 2, 64, 64)), Buf::In(24)],
+        false,
+    );
+    assert_eq!(gpu::resp_type(&r), 0x1100);
+    let pixels: Vec<u8> = (0..64 * 64 * 4).map(|i| (i * 13 % 241) as u8).collect();
+    let backing = fe.put(&pixels);
+    let (_, _, r) = fe.command(
+        0,
+        &[
+            Buf::Out(gpu::attach_backing(3, 1)),
+            Buf::Out(gpu::mem_entries(&[(backing, pixels.len() as u32)])),
+            Buf::In(24),
+        ],
+        false,
+    );
+    assert_eq!(gpu::resp_type(&r), 0x1100);
+    for _ in 0..20 {
+        fe.push(
+            0,
+            &[
+                Buf::Out(gpu::transfer_2d(3, [0, 0, 64, 64], 0, None)),
+                Buf::In(24),
+            ],
+            false,
+        );
+        fe.push(
+            0,
+            &[Buf::Out(gpu::flush(3, [0, 0, 64, 64])), Buf::In(24)],
+            false,
+        );
+        fe.wait_used(0);
+        fe.wait_used(0);
+    }
+    drop(fe);
+    let status = wait_exit(&mut proxy, 20);
+    assert!(status.success(), "proxy exit {status:?}");
+    let (reader, records) = common::read_capture(&out);
+    let mut current: Option<(u64, u32)> = None;
+    let mut transfers = 0;
+    for (id, r) in records.iter().enumerate() {
+        match &r.body {
+            RecordBody::Command(c) if c.queue == 0 => {
+                let req = reader.read_payload(&c.request).unwrap().to_vec();
+                let ty = u32::from_le_bytes(req[0..4].try_into().unwrap());
+                current = Some((id as u64, ty));
+                transfers += usize::from(ty == 0x105);
+            }
+            RecordBody::MemoryRead(m) => {
+                assert_eq!(
+                    current,
+                    Some((m.command, 0x105)),
+                    "memory read of #{} follows another command",
+                    m.command
+                );
+                assert_eq!(reader.read_payload(&m.data).unwrap().to_vec(), pixels);
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(transfers, 20);
+}
+
 #[test]
 fn proxy_backend_killed_with_a_command_in_flight_names_it_and_finishes_the_file() {
     if !have_backend() {
@@ -466,10 +541,20 @@ fn proxy_to_an_already_listening_backend_socket_records_the_session() {
     let mut fe = TestFrontend::connect(&sock, DisplayAnswers::default());
     let done = workload(&mut fe);
     assert_eq!(gpu::resp_type(&done[1].1), 0x1100);
+    let seen_features = fe.features;
     drop(fe);
     assert!(wait_exit(&mut proxy, 20).success());
     let _ = wait_exit(&mut backend, 20);
     let (_, records) = common::read_capture(&out);
+    // SessionStart holds the backend's own offer: what QEMU saw plus what the proxy removed.
+    let Some(RecordBody::SessionStart(s)) = records.first().map(|r| &r.body) else {
+        panic!("no SessionStart first");
+    };
+    assert_ne!(s.features_offered, 0);
+    assert_eq!(
+        s.features_offered & !vgt_capture::proxy::STRIPPED_FEATURES,
+        seen_features
+    );
     let commands = records
         .iter()
         .filter(|r| matches!(r.body, RecordBody::Command(_)))
@@ -482,4 +567,95 @@ fn proxy_to_an_already_listening_backend_socket_records_the_session() {
     // The handshake is recorded as QEMU saw it, and the removed protocol features are named.
     assert!(records.iter().any(|r| matches!(&r.body,
         RecordBody::Lifecycle(l) if l.kind == LifecycleKind::Connect && l.message.contains("HOST_NOTIFIER"))));
+}
+
+#[test]
+fn proxy_add_mem_reg_front_end_is_interposed_like_set_mem_table() {
+    if !have_backend() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // What the backend says directly.
+    let (mut direct, dsock) = spawn_direct(dir.path());
+    let fe = TestFrontend::connect_mem_slots(&dsock, DisplayAnswers::default());
+    let direct_slots = fe.max_mem_slots.unwrap();
+    drop(fe);
+    let _ = wait_exit(&mut direct, 20);
+
+    let (mut proxy, sock, out) = spawn_proxy(dir.path());
+    let mut fe = TestFrontend::connect_mem_slots(&sock, DisplayAnswers::default());
+    assert_eq!(
+        fe.max_mem_slots,
+        Some(direct_slots - 1),
+        "one slot for the shadow rings"
+    );
+    let done = workload(&mut fe);
+    assert_eq!(gpu::resp_type(&done[0].1), 0x1101);
+    for (_, r) in &done[1..6] {
+        assert_eq!(gpu::resp_type(r), 0x1100);
+    }
+    // The memory goes away again (QEMU does this on memory hot-unplug).
+    let region =
+        vm_memory::GuestMemoryBackend::find_region(&fe.mem, vm_memory::GuestAddress(0)).unwrap();
+    let info = vhost::VhostUserMemoryRegionInfo::from_guest_region(region).unwrap();
+    vhost::vhost_user::VhostUserFrontend::remove_mem_region(&mut fe.frontend, &info).unwrap();
+    drop(fe);
+    let status = wait_exit(&mut proxy, 20);
+    assert!(status.success(), "proxy exit {status:?}");
+
+    let (reader, records) = common::read_capture(&out);
+    let bytes = |p: &vgt_format::record::Payload| reader.read_payload(p).unwrap().to_vec();
+    let mut commands = BTreeMap::new();
+    let mut responses = BTreeMap::new();
+    let mut read_bytes = Vec::new();
+    let mut vhost_requests = Vec::new();
+    let mut notes = Vec::new();
+    for (id, r) in records.iter().enumerate() {
+        match &r.body {
+            RecordBody::Command(c) if c.queue == 0 => {
+                commands.insert(id as u64, bytes(&c.request));
+            }
+            RecordBody::Response(r) => {
+                responses.insert(r.command, bytes(&r.bytes));
+            }
+            RecordBody::MemoryRead(m) => read_bytes.extend(bytes(&m.data)),
+            RecordBody::VhostUser(v) => vhost_requests.push((v.direction as u8, v.request)),
+            RecordBody::Lifecycle(l) => notes.push((l.kind, l.message.clone())),
+            _ => {}
+        }
+    }
+    // Commands and responses come from the shadow rings, which the backend only has through
+    // the proxy's own ADD_MEM_REG; the transfer source is read through the proxy's mapping of
+    // QEMU's ADD_MEM_REG region.
+    assert_eq!(commands.len(), done.len());
+    for ((id, req), (sent, got)) in commands.iter().zip(&done) {
+        assert_eq!(req, sent);
+        assert_eq!(responses.get(id), Some(got));
+    }
+    let pixels: Vec<u8> = (0..64 * 32 * 4).map(|i| (i * 7 % 251) as u8).collect();
+    assert_eq!(read_bytes, pixels);
+    // Each message recorded as QEMU sent it (direction 0) and the replies (1).
+    for want in [(0, 36), (1, 36), (0, 37), (0, 38)] {
+        assert!(vhost_requests.contains(&want), "{want:?} missing");
+    }
+    assert!(
+        !vhost_requests.contains(&(0, 5)),
+        "SET_MEM_TABLE was not used"
+    );
+    assert!(
+        notes
+            .iter()
+            .any(|(k, m)| *k == LifecycleKind::Connect && m.contains("shadow-ring region")),
+        "{notes:?}"
+    );
+    let errors: Vec<_> = notes
+        .iter()
+        .filter(|(k, _)| *k == LifecycleKind::Error)
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}");
+    // The protocol feature was not removed.
+    assert!(
+        !notes.iter().any(|(_, m)| m.contains("CONFIGURE_MEM_SLOTS")),
+        "{notes:?}"
+    );
 }

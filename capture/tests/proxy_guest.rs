@@ -224,6 +224,7 @@ fn proxy_real_guest_c_backend_behaves_as_direct_and_records_what_builtin_records
         assert_eq!(a, b, "{w}: driver log differs between direct and proxied");
         // Every command paired; the same command sequence as built-in mode.
         let p = check_capture(&proxied.join(w).join("gpu.sock.vgt"));
+        check_memory_messages(&proxied.join(w).join("gpu.sock.vgt"));
         let bdir = if w == "modes" { &builtin2 } else { &builtin };
         let m = check_capture(&bdir.join(w).join("gpu.sock.vgt"));
         let pc = normalise(p.get(&0).map_or(&[][..], |v| v));
@@ -498,5 +499,45 @@ fn proxy_real_guest_vhost_device_gpu_behaves_as_direct() {
                 .is_some_and(|s| s.contains(&CommandType::GET_EDID)
                     || s.contains(&CommandType::GET_DISPLAY_INFO))
         );
+        check_memory_messages(&pdir.join("proxy.vgt"));
+    }
+}
+
+/// When the backend offers CONFIGURE_MEM_SLOTS, QEMU gives memory with ADD_MEM_REG through the
+/// proxy (which passes the bit on and adds the shadow region itself), not SET_MEM_TABLE; the
+/// SessionStart holds the backend's offered features.
+fn check_memory_messages(path: &Path) {
+    let (reader, records) = common::read_capture(path);
+    let mut offered_slots = false;
+    let mut requests = BTreeSet::new();
+    let mut shadow_added = false;
+    for r in &records {
+        match &r.body {
+            RecordBody::SessionStart(s) => {
+                assert_ne!(s.features_offered, 0, "SessionStart.features_offered");
+            }
+            RecordBody::VhostUser(v) if v.direction as u8 == 1 && v.request == 15 => {
+                let b = reader.read_payload(&v.payload).unwrap();
+                let f = u64::from_le_bytes(b[..8].try_into().unwrap());
+                offered_slots = f & (1 << 15) != 0;
+            }
+            RecordBody::VhostUser(v) if v.direction as u8 == 0 => {
+                requests.insert(v.request);
+            }
+            RecordBody::Lifecycle(l) if l.message.contains("shadow-ring region") => {
+                shadow_added = true;
+            }
+            _ => {}
+        }
+    }
+    eprintln!(
+        "{}: CONFIGURE_MEM_SLOTS offered to QEMU: {offered_slots}; ADD_MEM_REG used: {}; SET_MEM_TABLE used: {}",
+        path.display(),
+        requests.contains(&37),
+        requests.contains(&5)
+    );
+    if offered_slots && requests.contains(&37) {
+        assert!(shadow_added, "no shadow region added with ADD_MEM_REG");
+        assert!(!requests.contains(&5));
     }
 }

@@ -4,12 +4,17 @@
 //! keep a per-scanout picture that becomes a Frame record after each update, and the cursor
 //! messages become Cursor records — the same records built-in mode writes.
 
+use std::collections::HashMap;
 use std::os::unix::net::UnixStream;
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
-use vgt_format::record::{Cursor, CursorAction, Direction, Frame, GpuSocketMessage, RecordBody};
+use vgt_format::record::{
+    Cursor, CursorAction, Direction, Frame, GpuSocketMessage, LifecycleKind, RecordBody,
+};
 
 use super::Shared;
+use super::dmabuf::{DmabufScanout, ScanoutInfo};
 use vgt_device::DisplayEvent;
 use vgt_device::display::{FRAME_FORMAT, Framebuffers};
 
@@ -25,8 +30,14 @@ const MAX_QUEUED_MESSAGES: usize = 32;
 
 /// DMABUF_SCANOUT.
 const DMABUF_SCANOUT: u32 = 9;
+/// DMABUF_UPDATE.
+const DMABUF_UPDATE: u32 = 10;
 /// DMABUF_SCANOUT2.
 const DMABUF_SCANOUT2: u32 = 12;
+
+/// Pixels read from a dmabuf for one DMABUF_UPDATE: the clipped rectangle and its packed
+/// B8G8R8X8 pixels.
+type DmabufPixels = ([u32; 4], Vec<u8>);
 
 fn u32_at(p: &[u8], i: usize) -> u32 {
     p.get(4 * i..4 * i + 4)
@@ -60,6 +71,39 @@ fn record_message(shared: &Shared, direction: Direction, msg: &RawMessage) {
     }
 }
 
+/// Longest the reply relay holds QEMU's DMABUF_UPDATE answer for the proxy's pixel copy (a
+/// safety net: the copy of even a 16384x16384 rectangle takes far less).
+const READ_HOLD_LIMIT: Duration = Duration::from_secs(2);
+
+/// Counts dmabuf reads in progress; the reply relay waits until none is.
+#[derive(Debug, Default)]
+struct ReadGate {
+    busy: Mutex<u32>,
+    idle: Condvar,
+}
+
+impl ReadGate {
+    fn begin(&self) {
+        *self.busy.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+    }
+
+    fn end(&self) {
+        let mut b = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        *b = b.saturating_sub(1);
+        if *b == 0 {
+            self.idle.notify_all();
+        }
+    }
+
+    fn wait_idle(&self, limit: Duration) {
+        let b = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = self
+            .idle
+            .wait_timeout_while(b, limit, |b| *b > 0)
+            .map_err(|p| p.into_inner());
+    }
+}
+
 /// Starts relaying between QEMU's display socket and the backend's.
 pub fn start(shared: &Arc<Shared>, qemu: UnixStream, backend: UnixStream) {
     let (Ok(q2), Ok(b2)) = (qemu.try_clone(), backend.try_clone()) else {
@@ -72,6 +116,8 @@ pub fn start(shared: &Arc<Shared>, qemu: UnixStream, backend: UnixStream) {
     // vhost-user reply, and a backend blocked on a full display socket could not send that
     // reply. At most MAX_QUEUED_MESSAGES wait.
     let (tx, rx) = std::sync::mpsc::sync_channel::<RawMessage>(MAX_QUEUED_MESSAGES);
+    let fwd_gate = Arc::new(ReadGate::default());
+    let rep_gate = fwd_gate.clone();
     let s1 = shared.clone();
     shared.spawn("vgt-proxy-gpu-req", move || {
         while let Ok(Some(m)) = relay::read_message_limit(&backend, MAX_GPU_PAYLOAD) {
@@ -84,20 +130,42 @@ pub fn start(shared: &Arc<Shared>, qemu: UnixStream, backend: UnixStream) {
     // compressing a frame overlaps the backend's next work instead of delaying QEMU.
     shared.spawn("vgt-proxy-gpu-fwd", move || {
         let mut fbs = Framebuffers::new();
+        let mut dmabufs: HashMap<u32, DmabufScanout> = HashMap::new();
         let mut forwarding = true;
-        while let Ok(m) = rx.recv() {
+        while let Ok(mut m) = rx.recv() {
+            // The backend waits for QEMU's reply to DMABUF_UPDATE before it touches the buffer
+            // again. QEMU gets the message at once (its display work overlaps the proxy's
+            // copy of the damaged rectangle), and the reply relay holds QEMU's answer until
+            // that copy is done, so the pixels read are the ones QEMU was told about.
+            let reads = m.request() == DMABUF_UPDATE
+                && m.payload.len() >= 20
+                && dmabufs.contains_key(&u32_at(&m.payload, 0));
+            if reads {
+                fwd_gate.begin();
+            }
             if forwarding && relay::write_message(&qemu, &m).is_err() {
                 forwarding = false;
                 let _ = qemu.shutdown(std::net::Shutdown::Write);
             }
+            let pixels = reads
+                .then(|| read_dmabuf_update(&dmabufs, &m.payload))
+                .flatten();
+            if reads {
+                fwd_gate.end();
+            }
             record_message(&s1, Direction::BackendRequest, &m);
-            observe(&s1, &mut fbs, &m);
+            observe(&s1, &mut fbs, &mut dmabufs, &mut m, pixels);
         }
+        // Mappings and descriptors are released here (drop), or on disable/replace above.
+        drop(dmabufs);
         let _ = qemu.shutdown(std::net::Shutdown::Write);
     });
     let s2 = shared.clone();
     shared.spawn("vgt-proxy-gpu-rep", move || {
         while let Ok(Some(m)) = relay::read_message_limit(&q2, MAX_GPU_PAYLOAD) {
+            if m.request() == DMABUF_UPDATE {
+                rep_gate.wait_idle(READ_HOLD_LIMIT);
+            }
             record_message(&s2, Direction::BackendReply, &m);
             if relay::write_message(&b2, &m).is_err() {
                 break;
@@ -107,8 +175,123 @@ pub fn start(shared: &Arc<Shared>, qemu: UnixStream, backend: UnixStream) {
     });
 }
 
+/// The damaged rectangle of a DMABUF_UPDATE read from the scanout's mapped buffer.
+fn read_dmabuf_update(dmabufs: &HashMap<u32, DmabufScanout>, p: &[u8]) -> Option<DmabufPixels> {
+    if p.len() < 20 {
+        return None;
+    }
+    let d = dmabufs.get(&u32_at(p, 0))?;
+    d.read([u32_at(p, 1), u32_at(p, 2), u32_at(p, 3), u32_at(p, 4)])
+}
+
+/// Applies an update to the scanout's picture and records the Frame (the same composition
+/// as built-in mode and replay).
+#[allow(clippy::too_many_arguments)]
+fn record_frame(
+    shared: &Shared,
+    fbs: &mut Framebuffers,
+    command: u64,
+    scanout_id: u32,
+    resource_id: u32,
+    rect: [u32; 4],
+    pixels: Vec<u8>,
+) {
+    let [x, y, w, h] = rect;
+    let Some(change) = fbs.apply_owned(DisplayEvent::Update {
+        scanout_id,
+        resource_id,
+        x,
+        y,
+        width: w,
+        height: h,
+        format: FRAME_FORMAT,
+        stride: w.saturating_mul(4),
+        pixels,
+    }) else {
+        return;
+    };
+    let Some(fb) = fbs.get(change.scanout_id) else {
+        return;
+    };
+    let r = shared.recorder.store(&fb.pixels).and_then(|pixels| {
+        shared.recorder.append(RecordBody::Frame(Frame {
+            command,
+            scanout_id,
+            resource_id: fb.resource_id,
+            format: FRAME_FORMAT.0,
+            width: fb.width,
+            height: fb.height,
+            stride: fb.stride(),
+            rect: change.rect,
+            pixels,
+        }))
+    });
+    if let Err(e) = r {
+        eprintln!("vgt-capture proxy: recording a frame: {e}");
+    }
+}
+
+/// DMABUF_SCANOUT / DMABUF_SCANOUT2: keeps the proxy's descriptor (QEMU already got its own),
+/// maps the buffer when it can, and records the visible picture as a Frame; or records why the
+/// pixels cannot be read. A disable (or a replacing scanout) releases the previous one.
+fn observe_dmabuf_scanout(
+    shared: &Shared,
+    fbs: &mut Framebuffers,
+    dmabufs: &mut HashMap<u32, DmabufScanout>,
+    m: &mut RawMessage,
+    command: u64,
+    resource_id: u32,
+) {
+    let Some(info) = ScanoutInfo::parse(&m.payload, m.request() == DMABUF_SCANOUT2) else {
+        return;
+    };
+    let id = info.scanout_id;
+    dmabufs.remove(&id);
+    let fd = m.fds.pop();
+    let (Some(fd), false) = (fd, info.is_disable()) else {
+        fbs.apply(&DisplayEvent::Scanout {
+            scanout_id: id,
+            width: 0,
+            height: 0,
+        });
+        return;
+    };
+    let d = DmabufScanout::new(info, fd);
+    fbs.apply(&DisplayEvent::Scanout {
+        scanout_id: id,
+        width: info.rect[2],
+        height: info.rect[3],
+    });
+    if let Some(why) = d.unreadable() {
+        let msg = format!(
+            "dmabuf scanout {id} ({}x{} of a {}x{} buffer, stride {}, fourcc {:#010x}, modifier {}): pixels not recorded: {why}",
+            info.rect[2],
+            info.rect[3],
+            info.fd_width,
+            info.fd_height,
+            info.fd_stride,
+            info.fd_drm_fourcc,
+            info.modifier
+                .map_or_else(|| "none".to_owned(), |m| format!("{m:#x}")),
+        );
+        eprintln!("vgt-capture proxy: {msg}");
+        let _ = shared
+            .recorder
+            .lifecycle(LifecycleKind::Error, None, None, msg);
+    } else if let Some((rect, pixels)) = d.read([0, 0, info.rect[2], info.rect[3]]) {
+        record_frame(shared, fbs, command, id, resource_id, rect, pixels);
+    }
+    dmabufs.insert(id, d);
+}
+
 /// Frame and Cursor records for a backend request.
-fn observe(shared: &Shared, fbs: &mut Framebuffers, m: &RawMessage) {
+fn observe(
+    shared: &Shared,
+    fbs: &mut Framebuffers,
+    dmabufs: &mut HashMap<u32, DmabufScanout>,
+    m: &mut RawMessage,
+    dmabuf_pixels: Option<DmabufPixels>,
+) {
     let p = &m.payload;
     let (control_cmd, cursor_cmd, resources) = {
         let st = shared.lock();
@@ -120,6 +303,7 @@ fn observe(shared: &Shared, fbs: &mut Framebuffers, m: &RawMessage) {
     };
     match m.request() {
         gpu_req::SCANOUT if p.len() >= 12 => {
+            dmabufs.remove(&u32_at(p, 0));
             // The same composition as built-in mode (and as replay verifies against).
             fbs.apply(&DisplayEvent::Scanout {
                 scanout_id: u32_at(p, 0),
@@ -144,38 +328,9 @@ fn observe(shared: &Shared, fbs: &mut Framebuffers, m: &RawMessage) {
             let Some(pixels) = need.checked_add(20).and_then(|end| p.get(20..end)) else {
                 return;
             };
-            let Some(change) = fbs.apply_owned(DisplayEvent::Update {
-                scanout_id: id,
-                resource_id: resources.get(&id).copied().unwrap_or(0),
-                x,
-                y,
-                width: w,
-                height: h,
-                format: FRAME_FORMAT,
-                stride: w.saturating_mul(4),
-                pixels: pixels.to_vec(),
-            }) else {
-                return;
-            };
-            let Some(fb) = fbs.get(change.scanout_id) else {
-                return;
-            };
-            let r = shared.recorder.store(&fb.pixels).and_then(|pixels| {
-                shared.recorder.append(RecordBody::Frame(Frame {
-                    command: control_cmd,
-                    scanout_id: id,
-                    resource_id: fb.resource_id,
-                    format: FRAME_FORMAT.0,
-                    width: fb.width,
-                    height: fb.height,
-                    stride: fb.stride(),
-                    rect: change.rect,
-                    pixels,
-                }))
-            });
-            if let Err(e) = r {
-                eprintln!("vgt-capture proxy: recording a frame: {e}");
-            }
+            let resource = resources.get(&id).copied().unwrap_or(0);
+            let pixels = pixels.to_vec();
+            record_frame(shared, fbs, control_cmd, id, resource, [x, y, w, h], pixels);
         }
         gpu_req::CURSOR_POS | gpu_req::CURSOR_POS_HIDE if p.len() >= 12 => {
             let action = if m.request() == gpu_req::CURSOR_POS {
@@ -212,9 +367,16 @@ fn observe(shared: &Shared, fbs: &mut Framebuffers, m: &RawMessage) {
             }));
         }
         DMABUF_SCANOUT | DMABUF_SCANOUT2 => {
-            // Recorded with its metadata (and fd count) by record_message; the buffer itself is
-            // not mapped.
-            let _ = (DMABUF_SCANOUT, DMABUF_SCANOUT2);
+            // Its metadata (and fd count) is in the GpuSocket record already.
+            let resource = resources.get(&u32_at(p, 0)).copied().unwrap_or(0);
+            observe_dmabuf_scanout(shared, fbs, dmabufs, m, control_cmd, resource);
+        }
+        DMABUF_UPDATE => {
+            if let Some((rect, pixels)) = dmabuf_pixels {
+                let id = u32_at(p, 0);
+                let resource = resources.get(&id).copied().unwrap_or(0);
+                record_frame(shared, fbs, control_cmd, id, resource, rect, pixels);
+            }
         }
         _ => {}
     }

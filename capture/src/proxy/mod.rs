@@ -11,7 +11,10 @@
 //! - [`rings`]: guest memory, shadow rings, command/response recording.
 //! - [`gpu`]: the vhost-user-gpu display socket relay (GpuSocket, Frame and Cursor records).
 
+pub mod barrier;
+pub mod dmabuf;
 pub mod gpu;
+pub mod memslots;
 pub mod rings;
 
 use std::fs::File;
@@ -88,6 +91,7 @@ mod req {
     pub const GET_PROTOCOL_FEATURES: u32 = 15;
     pub const SET_BACKEND_REQ_FD: u32 = 21;
     pub const GPU_SET_SOCKET: u32 = 33;
+    pub const GET_MAX_MEM_SLOTS: u32 = 36;
     pub const ADD_MEM_REG: u32 = 37;
     pub const REM_MEM_REG: u32 = 38;
 }
@@ -114,11 +118,6 @@ pub const STRIPPED_PROTOCOL_FEATURES: &[(u32, &str, &str)] = &[
         14,
         "INBAND_NOTIFICATIONS",
         "in-band kicks and calls are not interposed",
-    ),
-    (
-        15,
-        "CONFIGURE_MEM_SLOTS",
-        "ADD/REM_MEM_REG are not interposed (SET_MEM_TABLE is)",
     ),
     (17, "XEN_MMAP", "Xen mappings are not supported"),
     (
@@ -164,6 +163,9 @@ pub struct Shared {
     pub threads: Mutex<Vec<JoinHandle<()>>>,
     /// The sockets those threads read (shut down at the end so that they return).
     pub sockets: Mutex<Vec<UnixStream>>,
+    /// The backend's memory table holds the shadow region (SET_MEM_TABLE rewritten, or the
+    /// proxy's own ADD_MEM_REG sent): only then are rings moved to it.
+    pub shadow_mapped: AtomicBool,
 }
 
 impl Shared {
@@ -219,8 +221,9 @@ fn set_payload(msg: &mut RawMessage, payload: Vec<u8>) {
 }
 
 /// Rewrites one front-end request before it goes to the backend. Called after it was recorded
-/// as QEMU sent it.
-fn rewrite_request(shared: &Arc<Shared>, msg: &mut RawMessage) {
+/// as QEMU sent it. A message the proxy itself must send first (the shadow region's
+/// ADD_MEM_REG) lands in `before`.
+fn rewrite_request(shared: &Arc<Shared>, msg: &mut RawMessage, before: &mut Option<RawMessage>) {
     let request = msg.request();
     match request {
         req::SET_FEATURES => {
@@ -237,6 +240,15 @@ fn rewrite_request(shared: &Arc<Shared>, msg: &mut RawMessage) {
         }
         req::SET_VRING_ADDR if msg.payload.len() >= 40 => {
             let q = payload_u32(&msg.payload, 0) as usize;
+            if !shared.shadow_mapped.load(Ordering::SeqCst) {
+                let _ = shared.recorder.lifecycle(
+                    LifecycleKind::Error,
+                    u16::try_from(q).ok(),
+                    None,
+                    format!("queue {q}: the backend has no shadow region; not interposed"),
+                );
+                return;
+            }
             let desc = payload_u64(&msg.payload, 8);
             let used = payload_u64(&msg.payload, 16);
             let avail = payload_u64(&msg.payload, 24);
@@ -351,19 +363,98 @@ fn rewrite_request(shared: &Arc<Shared>, msg: &mut RawMessage) {
                 }
             }
         }
-        req::ADD_MEM_REG | req::REM_MEM_REG => {
-            let _ = shared.recorder.lifecycle(
-                LifecycleKind::Error,
-                None,
-                None,
-                "ADD/REM_MEM_REG forwarded but not interposed (CONFIGURE_MEM_SLOTS was not offered)",
-            );
+        req::ADD_MEM_REG => add_mem_reg(shared, msg, before),
+        req::REM_MEM_REG => {
+            let r = memslots::parse_region(&msg.payload)
+                .ok_or_else(|| format!("{}-byte payload", msg.payload.len()))
+                .and_then(|r| shared.lock().remove_region(r));
+            if let Err(e) = r {
+                let _ = shared.recorder.lifecycle(
+                    LifecycleKind::Error,
+                    None,
+                    None,
+                    format!("REM_MEM_REG forwarded; the proxy's view is unchanged: {e}"),
+                );
+            }
         }
         _ => {}
     }
 }
 
+/// ADD_MEM_REG: the proxy maps the region too; before QEMU's first region the backend gets
+/// the shadow region from the proxy's own ADD_MEM_REG (sent without NEED_REPLY, so no reply
+/// comes back that QEMU would not expect). QEMU's message goes on unchanged.
+fn add_mem_reg(shared: &Arc<Shared>, msg: &RawMessage, before: &mut Option<RawMessage>) {
+    let Some(region) = memslots::parse_region(&msg.payload) else {
+        let _ = shared.recorder.lifecycle(
+            LifecycleKind::Error,
+            None,
+            None,
+            format!(
+                "ADD_MEM_REG with a {}-byte payload forwarded unchanged",
+                msg.payload.len()
+            ),
+        );
+        return;
+    };
+    let mut st = shared.lock();
+    let r = match msg.fds.first() {
+        Some(fd) if msg.fds.len() == 1 => st.add_region(region, fd),
+        _ => Err(format!("{} descriptors, 1 expected", msg.fds.len())),
+    };
+    if let Err(e) = r {
+        drop(st);
+        let _ = shared.recorder.lifecycle(
+            LifecycleKind::Error,
+            None,
+            None,
+            format!("ADD_MEM_REG forwarded; the proxy cannot read this region: {e}"),
+        );
+        return;
+    }
+    if shared.shadow_mapped.load(Ordering::SeqCst) {
+        return;
+    }
+    let shadow = st.shadow_region();
+    let fd = st.shadow_file.try_clone();
+    drop(st);
+    let fd = match fd {
+        Ok(f) => OwnedFd::from(f),
+        Err(e) => {
+            let _ = shared.recorder.lifecycle(
+                LifecycleKind::Error,
+                None,
+                None,
+                format!("dup of the shadow memfd: {e}; queues not interposed"),
+            );
+            return;
+        }
+    };
+    let mut header = [0u8; relay::HEADER_LEN];
+    header[0..4].copy_from_slice(&req::ADD_MEM_REG.to_le_bytes());
+    header[4..8].copy_from_slice(&1u32.to_le_bytes());
+    let mut own = RawMessage {
+        header,
+        payload: Vec::new(),
+        fds: vec![fd],
+    };
+    set_payload(&mut own, memslots::region_payload(&shadow));
+    *before = Some(own);
+    shared.shadow_mapped.store(true, Ordering::SeqCst);
+    let _ = shared.recorder.lifecycle(
+        LifecycleKind::Connect,
+        None,
+        None,
+        format!(
+            "proxy added the shadow-ring region to the backend (ADD_MEM_REG: guest-physical {:#x}, {:#x} bytes, front-end address {:#x})",
+            shadow.gpa, shadow.size, shadow.uaddr
+        ),
+    );
+}
+
 fn rewrite_mem_table(shared: &Arc<Shared>, msg: &mut RawMessage) {
+    // The table replaces the backend's whole view, the shadow region included.
+    shared.shadow_mapped.store(false, Ordering::SeqCst);
     let n = payload_u32(&msg.payload, 0) as usize;
     if msg.payload.len() < 8 + 32 * n || msg.fds.len() != n || n >= 8 {
         let _ = shared.recorder.lifecycle(
@@ -424,6 +515,7 @@ fn rewrite_mem_table(shared: &Arc<Shared>, msg: &mut RawMessage) {
     }
     set_payload(msg, p);
     msg.fds.push(fd);
+    shared.shadow_mapped.store(true, Ordering::SeqCst);
 }
 
 /// Rewrites one backend reply before QEMU sees it (it is recorded as QEMU sees it).
@@ -464,6 +556,20 @@ fn rewrite_reply(shared: &Arc<Shared>, msg: &mut RawMessage) {
                 );
                 set_payload(msg, (offered & !removed).to_le_bytes().to_vec());
             }
+        }
+        req::GET_MAX_MEM_SLOTS if msg.payload.len() == 8 => {
+            // The shadow region takes one of the backend's slots.
+            let slots = payload_u64(&msg.payload, 0);
+            let _ = shared.recorder.lifecycle(
+                LifecycleKind::Connect,
+                None,
+                None,
+                format!(
+                    "proxy reported {} memory slots for the backend's {slots}: the shadow-ring region uses one",
+                    slots.saturating_sub(1)
+                ),
+            );
+            set_payload(msg, slots.saturating_sub(1).to_le_bytes().to_vec());
         }
         req::GET_VRING_BASE => {
             // The backend stopped the ring: whatever it completed reaches the guest first.
@@ -509,8 +615,114 @@ fn start_backend_channel(shared: &Arc<Shared>, qemu: UnixStream, backend: UnixSt
 
 const TOKEN_WAKE: u64 = u64::MAX;
 
-/// The queue worker: waits for guest kicks and backend calls and moves chains.
+/// How long the queue worker keeps polling the rings after its last progress while commands
+/// are in flight, before it sleeps on the eventfds again (`VGT_PROXY_POLL_US` overrides it; 0
+/// turns polling off).
+pub const DEFAULT_POLL: Duration = Duration::from_micros(50);
+
+fn env_micros(name: &str, default: Duration) -> Duration {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .map_or(default, Duration::from_micros)
+}
+
+/// Moves the guest's new chains of queue `q` to the shadow ring and kicks the backend if it
+/// asked for it. Returns true when chains moved.
+fn take_and_kick(st: &mut ProxyState, q: usize) -> bool {
+    let Some(old) = st.queues.get(q).map(|x| x.shadow_avail) else {
+        return false;
+    };
+    if !st.take_avail(q) {
+        return false;
+    }
+    if st.needs_kick(q, old) {
+        let _ = st.queues[q].kick_back.write(1);
+    }
+    true
+}
+
+/// Moves whatever queue `q` has: new guest chains to the shadow ring (then kicks the backend),
+/// the transfers' guest memory into the capture, new completions to the guest (then interrupts
+/// QEMU). Returns true when anything moved.
+fn step(st: &mut ProxyState, q: usize) -> bool {
+    let mut moved = false;
+    // take_avail stops after a transfer: record its memory, then take the rest.
+    while take_and_kick(st, q) {
+        st.record_reads();
+        moved = true;
+    }
+    st.record_reads();
+    if st.take_used(q) {
+        if st.needs_interrupt(q)
+            && let Some(f) = &st.queues[q].call_front
+        {
+            rings::signal_eventfd(f);
+        }
+        moved = true;
+    }
+    moved
+}
+
+/// Busy-polls the rings while commands are in flight, for at most `window` after the last
+/// progress, so that a completion (or the guest's next chain) is taken without a thread
+/// wake-up; meanwhile the backend's completion interrupts are off (it need not make a system
+/// call per completion). With nothing in flight it polls only for `idle` after the last
+/// progress (0 by default: it sleeps at once). Yields the CPU between looks so that the backend
+/// and the guest keep running on a machine with few cores.
+fn busy_poll(shared: &Shared, window: Duration, idle: Duration) {
+    let mut last_progress = Instant::now();
+    let mut st = shared.lock();
+    st.set_backend_calls(false);
+    loop {
+        let mut moved = false;
+        for q in 0..rings::MAX_QUEUES {
+            if st.has_work(q) {
+                moved |= step(&mut st, q);
+            }
+        }
+        let busy = !st.in_flight.is_empty();
+        if moved {
+            drop(st);
+            last_progress = Instant::now();
+            st = shared.lock();
+            continue;
+        }
+        let elapsed = last_progress.elapsed();
+        let done = if busy {
+            elapsed >= window
+        } else {
+            elapsed >= idle
+        };
+        if done || shared.stopping.load(Ordering::Relaxed) {
+            // Calls back on, then one more look: a completion may have come just before.
+            st.set_backend_calls(true);
+            if (0..rings::MAX_QUEUES).any(|q| st.has_work(q))
+                && !shared.stopping.load(Ordering::Relaxed)
+            {
+                st.set_backend_calls(false);
+                last_progress = Instant::now();
+                continue;
+            }
+            return;
+        }
+        drop(st);
+        std::thread::yield_now();
+        st = shared.lock();
+    }
+}
+
+/// The queue worker: waits for guest kicks and backend calls and moves chains. The thread
+/// woken by a kick kicks the backend itself, and the one woken by a call interrupts QEMU itself
+/// (both are this thread); while commands are in flight it polls the rings for a short while
+/// before sleeping again.
 fn worker(shared: Arc<Shared>) {
+    // Crash-safe: this thread flushes at its barriers instead of after every record.
+    barrier::defer_flushes_on_this_thread();
+    let window = env_micros("VGT_PROXY_POLL_US", DEFAULT_POLL);
+    // Polling with nothing in flight (waiting for the guest's next chain): off unless
+    // VGT_PROXY_POLL_IDLE_US asks for it.
+    let idle = env_micros("VGT_PROXY_POLL_IDLE_US", Duration::ZERO).min(window);
     let Ok(epoll) = Epoll::new() else {
         let _ = shared
             .recorder
@@ -540,9 +752,10 @@ fn worker(shared: Arc<Shared>) {
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(_) => break,
         };
+        let mut moved = false;
+        let mut st = shared.lock();
         for ev in &events[..n] {
             let token = ev.data();
-            let mut st = shared.lock();
             if token == TOKEN_WAKE {
                 let _ = shared.worker_wake.read();
                 for (q, reg) in kick_registered.iter_mut().enumerate() {
@@ -572,39 +785,80 @@ fn worker(shared: Arc<Shared>) {
                 }
                 // A (re)started queue may already hold work.
                 for q in 0..rings::MAX_QUEUES {
-                    if st.take_avail(q) {
-                        let _ = st.queues[q].kick_back.write(1);
+                    while take_and_kick(&mut st, q) {
+                        st.record_reads();
+                        moved = true;
                     }
                 }
-                st.record_reads();
                 continue;
             }
             let q = (token / 2) as usize;
             if q >= rings::MAX_QUEUES {
                 continue;
             }
+            // Clear the eventfd, then take everything the queue holds (both directions: a
+            // batch of kicks and calls is served in one pass).
             if token % 2 == 0 {
                 if let Some(f) = &st.queues[q].kick_front {
                     rings::drain_eventfd(f);
                 }
-                if st.take_avail(q) {
-                    let _ = st.queues[q].kick_back.write(1);
-                }
-                st.record_reads();
             } else {
                 let _ = st.queues[q].call_back.read();
-                if st.take_used(q)
-                    && let Some(f) = &st.queues[q].call_front
-                {
-                    rings::signal_eventfd(f);
-                }
             }
+            moved |= step(&mut st, q);
+        }
+        drop(st);
+        if moved && !window.is_zero() {
+            busy_poll(&shared, window, idle);
         }
     }
 }
 
-/// Writes the session start record.
-fn session_start(recorder: &Recorder, renderer: String) -> anyhow::Result<()> {
+/// How long the proxy waits for the backend's answer to its own GET_FEATURES.
+const FEATURES_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Asks the backend for its virtio features (GET_FEATURES, which any vhost-user back-end
+/// answers before SET_OWNER) so that SessionStart can hold what the device offers. This is
+/// the one message the proxy sends on its own; it is not recorded as a VhostUser record
+/// (QEMU did not send it) and QEMU's own GET_FEATURES follows as usual.
+fn query_features(back: &UnixStream) -> Result<u64, String> {
+    back.set_read_timeout(Some(FEATURES_TIMEOUT))
+        .map_err(|e| format!("socket timeout: {e}"))?;
+    let mut header = [0u8; relay::HEADER_LEN];
+    header[0..4].copy_from_slice(&req::GET_FEATURES.to_le_bytes());
+    header[4..8].copy_from_slice(&1u32.to_le_bytes());
+    let ask = RawMessage {
+        header,
+        payload: Vec::new(),
+        fds: Vec::new(),
+    };
+    let answer = relay::write_message(back, &ask)
+        .map_err(|e| format!("sending: {e}"))
+        .and_then(|()| relay::read_message(back).map_err(|e| format!("reading the reply: {e}")));
+    let _ = back.set_read_timeout(None);
+    match answer? {
+        None => Err("the backend closed the connection".to_owned()),
+        Some(m) if m.request() != req::GET_FEATURES || m.flags() & 0x4 == 0 => Err(format!(
+            "the backend answered request {} with flags {:#x}",
+            m.request(),
+            m.flags()
+        )),
+        Some(m) => m
+            .payload
+            .get(0..8)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_le_bytes)
+            .ok_or_else(|| format!("{}-byte reply, 8 expected", m.payload.len())),
+    }
+}
+
+/// Writes the session start record; `features_offered` is the backend's own GET_FEATURES
+/// answer (before the proxy removes anything).
+fn session_start(
+    recorder: &Recorder,
+    renderer: String,
+    features_offered: u64,
+) -> anyhow::Result<()> {
     let wall = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
@@ -615,7 +869,7 @@ fn session_start(recorder: &Recorder, renderer: String) -> anyhow::Result<()> {
         tool_version: env!("CARGO_PKG_VERSION").to_owned(),
         mode: CaptureMode::Proxy,
         renderer,
-        features_offered: 0,
+        features_offered,
         features_acked: 0,
         protocol_features: 0,
         num_queues: 2,
@@ -792,6 +1046,8 @@ fn run_inner(
             return Err(e);
         }
     };
+    // Before QEMU can connect, so that nothing interleaves with QEMU's messages.
+    let offered = query_features(&back);
     let listener = bind(&opts.socket)?;
     if !opts.quiet {
         eprintln!(
@@ -832,17 +1088,36 @@ fn run_inner(
     };
     drop(listener);
     let _ = std::fs::remove_file(&opts.socket);
-    let sink = crate::sink::open_file(&opts.output, opts.sync)
+    // Crash-safe: a buffered file whose records the barrier sink flushes (per record on the
+    // relay threads, per batch at the queue worker's barriers).
+    let crash_safe = opts.sync == SyncMode::CrashSafe;
+    let sink = crate::sink::open_file(&opts.output, SyncMode::Buffered)
+        .and_then(|s| {
+            if crash_safe {
+                Ok(Box::new(barrier::BarrierSink::new(s)?) as Box<dyn crate::recorder::RecordSink>)
+            } else {
+                Ok(s)
+            }
+        })
         .with_context(|| format!("cannot create capture file {}", opts.output.display()))?;
     let recorder = Arc::new(Recorder::new(sink));
-    session_start(&recorder, renderer)?;
+    session_start(&recorder, renderer, *offered.as_ref().unwrap_or(&0))?;
+    if let Err(why) = &offered {
+        recorder.lifecycle(
+            LifecycleKind::Error,
+            None,
+            None,
+            format!("SessionStart.features_offered is 0: the proxy's GET_FEATURES to the backend failed: {why}"),
+        )?;
+    }
     recorder.lifecycle(
         LifecycleKind::Connect,
         None,
         None,
         "front-end connected (proxy mode)",
     )?;
-    let state = ProxyState::new(recorder.clone()).context("shadow rings")?;
+    let mut state = ProxyState::new(recorder.clone()).context("shadow rings")?;
+    state.flush_at_barriers = crash_safe;
     let shared = Arc::new(Shared {
         recorder: recorder.clone(),
         state: Mutex::new(state),
@@ -854,6 +1129,7 @@ fn run_inner(
         child,
         threads: Mutex::new(Vec::new()),
         sockets: Mutex::new(Vec::new()),
+        shadow_mapped: AtomicBool::new(false),
     });
     let outcome = serve(&shared, front, back, sig_read);
     // Stop the helpers and finish the file.
@@ -926,7 +1202,13 @@ fn serve(
                     Ok(Some(mut msg)) => {
                         relay::record(&s.recorder, Direction::FrontToBack, &msg);
                         relay::lifecycle_of(&s.recorder, &msg);
-                        rewrite_request(&s, &mut msg);
+                        let mut before = None;
+                        rewrite_request(&s, &mut msg, &mut before);
+                        if let Some(own) = before
+                            && let Err(e) = relay::write_message(&b1, &own)
+                        {
+                            break format!("forwarding to the backend failed: {e}");
+                        }
                         if let Err(e) = relay::write_message(&b1, &msg) {
                             break format!("forwarding to the backend failed: {e}");
                         }

@@ -42,6 +42,12 @@ pub const SHADOW_UADDR: u64 = 0x4000_0000_0000;
 
 /// virtio feature bit RING_EVENT_IDX.
 pub const F_EVENT_IDX: u64 = 1 << 29;
+/// virtio feature bit NOTIFY_ON_EMPTY.
+pub const F_NOTIFY_ON_EMPTY: u64 = 1 << 24;
+/// Used ring flag: the device does not need kicks.
+const VRING_USED_F_NO_NOTIFY: u16 = 1;
+/// Available ring flag: the driver does not need interrupts.
+const VRING_AVAIL_F_NO_INTERRUPT: u16 = 1;
 /// `virtio_gpu_ctrl_hdr.flags`: fenced.
 const FLAG_FENCE: u32 = 1;
 /// `virtio_gpu_ctrl_hdr.flags`: per-context ring index.
@@ -105,6 +111,8 @@ pub struct Queue {
     pub guest_used: u16,
     /// A corrupt available index was reported.
     pub reported: bool,
+    /// Guest used index at the last interrupt, when one was sent since the ring (re)started.
+    signalled_used: Option<u16>,
 }
 
 impl Queue {
@@ -123,6 +131,7 @@ impl Queue {
             last_used: 0,
             guest_used: 0,
             reported: false,
+            signalled_used: None,
         })
     }
 }
@@ -169,6 +178,14 @@ pub struct ProxyState {
     pub closed: bool,
     /// Transfers whose guest memory is still to be recorded: (command, resource, runs).
     pending_reads: Vec<PendingRead>,
+    /// Crash-safe sync: hand the records to the operating system at each barrier (before the
+    /// backend can see a new chain, before the guest can see a used entry). The queue worker
+    /// defers per-record flushes (see `barrier.rs`), so this is one write per batch.
+    pub flush_at_barriers: bool,
+    /// The backend's completion interrupts are off (the worker is polling).
+    calls_off: bool,
+    /// Buffer for the guest memory of transfers (reused).
+    scratch: Vec<u8>,
 }
 
 /// Creates an anonymous shared-memory file of `size` bytes.
@@ -235,7 +252,41 @@ impl ProxyState {
             resources: HashMap::new(),
             closed: false,
             pending_reads: Vec::new(),
+            flush_at_barriers: false,
+            calls_off: false,
+            scratch: Vec::new(),
         })
+    }
+
+    /// In crash-safe mode, hands every record so far to the operating system.
+    fn barrier(&self) {
+        if self.flush_at_barriers
+            && let Err(e) = self.recorder.flush()
+        {
+            eprintln!("vgt-capture proxy: writing the capture file: {e}");
+        }
+    }
+
+    /// Whether queue `q` has new guest chains or new backend completions (reads the indices
+    /// only; the busy-polling worker calls this between wake-ups).
+    pub fn has_work(&self, q: usize) -> bool {
+        let Some(queue) = self.queues.get(q) else {
+            return false;
+        };
+        let (Some((_, ga, _)), Some(guest)) = (queue.guest, self.guest.as_ref()) else {
+            return false;
+        };
+        let (_, _, su) = self.shadow_rings(q);
+        let avail = queue.running
+            && !self.closed
+            && guest
+                .load::<u16>(GuestAddress(ga + 2), Ordering::Acquire)
+                .is_ok_and(|i| i != queue.last_avail);
+        avail
+            || self
+                .shadow
+                .load::<u16>(GuestAddress(su + 2), Ordering::Acquire)
+                .is_ok_and(|i| i != queue.last_used)
     }
 
     fn error(&self, queue: Option<u16>, command: Option<RecordId>, message: String) {
@@ -341,6 +392,7 @@ impl ProxyState {
         queue.last_avail = base;
         queue.shadow_avail = base;
         queue.reported = false;
+        queue.signalled_used = None;
         let q16 = q as u16;
         self.in_flight.retain(|(qq, _), _| *qq != q16);
         let (_, avail, _) = self.shadow_rings(q);
@@ -398,11 +450,135 @@ impl ProxyState {
         queue.guest = Some((d, a, u));
         queue.last_used = used_idx;
         queue.guest_used = used_idx;
+        queue.signalled_used = None;
         Some(self.shadow_ring_uaddrs(q))
     }
 
+    /// Whether the backend asked to be kicked for the shadow entries published since `old` (the
+    /// shadow available index before `take_avail`): with EVENT_IDX when its `avail_event` lies
+    /// in that range, else unless it set NO_NOTIFY in the shadow used ring. A backend busy
+    /// taking entries does not need the kick (it looks at the index again before sleeping), so
+    /// a batch costs it one wake-up instead of one per chain.
+    pub fn needs_kick(&self, q: usize, old: u16) -> bool {
+        let Some(queue) = self.queues.get(q) else {
+            return false;
+        };
+        let new = queue.shadow_avail;
+        if new == old {
+            return false;
+        }
+        let size = queue.size;
+        if new.wrapping_sub(old) > size {
+            return true;
+        }
+        let (_, _, su) = self.shadow_rings(q);
+        // The published index must be visible before the backend's request is read.
+        fence(Ordering::SeqCst);
+        if self.acked & F_EVENT_IDX != 0 {
+            let Ok(event) = self.shadow.load::<u16>(
+                GuestAddress(su + 4 + 8 * u64::from(size)),
+                Ordering::Acquire,
+            ) else {
+                return true;
+            };
+            // vring_need_event: event + 1 in (old, new].
+            new.wrapping_sub(event).wrapping_sub(1) < new.wrapping_sub(old)
+        } else {
+            self.shadow
+                .load::<u16>(GuestAddress(su), Ordering::Acquire)
+                .map_or(true, |flags| flags & VRING_USED_F_NO_NOTIFY == 0)
+        }
+    }
+
+    /// Whether the guest asked to be interrupted for the used entries moved since the last
+    /// interrupt, with the device's rules (as libvhost-user and the virtio spec have them):
+    /// always when NOTIFY_ON_EMPTY was negotiated and the queue has nothing left (no chain in
+    /// flight, nothing new in the available ring); else with EVENT_IDX when the guest's
+    /// `used_event` lies in the range moved since the last interrupt; else unless the guest set
+    /// NO_INTERRUPT. Call after `take_used` moved entries; a true answer counts as sent.
+    pub fn needs_interrupt(&mut self, q: usize) -> bool {
+        let Some(queue) = self.queues.get(q) else {
+            return false;
+        };
+        let (Some((_, ga, _)), Some(guest)) = (queue.guest, self.guest.as_ref()) else {
+            return true;
+        };
+        let (size, new, old, last_avail) = (
+            queue.size,
+            queue.guest_used,
+            queue.signalled_used,
+            queue.last_avail,
+        );
+        // The published used index must be visible before the guest's request is read.
+        fence(Ordering::SeqCst);
+        let q16 = q as u16;
+        let empty = self.acked & F_NOTIFY_ON_EMPTY != 0
+            && guest
+                .load::<u16>(GuestAddress(ga + 2), Ordering::Acquire)
+                .is_ok_and(|i| i == last_avail)
+            && !self.in_flight.keys().any(|(qq, _)| *qq == q16);
+        let wanted = empty
+            || if self.acked & F_EVENT_IDX != 0 {
+                match (
+                    old,
+                    guest.load::<u16>(
+                        GuestAddress(ga + 4 + 2 * u64::from(size)),
+                        Ordering::Acquire,
+                    ),
+                ) {
+                    (Some(old), Ok(event)) => {
+                        new.wrapping_sub(event).wrapping_sub(1) < new.wrapping_sub(old)
+                    }
+                    _ => true,
+                }
+            } else {
+                guest
+                    .load::<u16>(GuestAddress(ga), Ordering::Acquire)
+                    .map_or(true, |flags| flags & VRING_AVAIL_F_NO_INTERRUPT == 0)
+            };
+        if wanted || self.acked & F_EVENT_IDX != 0 {
+            self.queues[q].signalled_used = Some(new);
+        }
+        wanted
+    }
+
+    /// Turns the backend's completion interrupts off (while the worker polls the shadow used
+    /// rings) or back on. With EVENT_IDX `used_event` is put half the index space ahead (or at
+    /// the next entry); without it the shadow available ring's NO_INTERRUPT flag is set (or
+    /// cleared). After turning them on, the caller must look at the used rings again: the
+    /// backend may have completed an entry before it saw the change.
+    pub fn set_backend_calls(&mut self, on: bool) {
+        self.calls_off = !on;
+        let event_idx = self.acked & F_EVENT_IDX != 0;
+        for q in 0..self.queues.len() {
+            let queue = &self.queues[q];
+            if queue.guest.is_none() || queue.size == 0 {
+                continue;
+            }
+            let (_, sa, _) = self.shadow_rings(q);
+            let _ = if event_idx {
+                let event = if on {
+                    queue.last_used
+                } else {
+                    queue.last_used.wrapping_add(0x7fff)
+                };
+                self.shadow.store(
+                    event,
+                    GuestAddress(sa + 4 + 2 * u64::from(queue.size)),
+                    Ordering::Release,
+                )
+            } else {
+                let flags: u16 = if on { 0 } else { VRING_AVAIL_F_NO_INTERRUPT };
+                self.shadow
+                    .store(flags, GuestAddress(sa), Ordering::Release)
+            };
+        }
+        fence(Ordering::SeqCst);
+    }
+
     /// Moves every new guest chain of queue `q` to the shadow ring, recording each command.
-    /// Returns true when the backend should be kicked.
+    /// Returns true when chains moved (kick the backend when [`ProxyState::needs_kick`] says
+    /// so).
     pub fn take_avail(&mut self, q: usize) -> bool {
         let Some(queue) = self.queues.get(q).filter(|_| !self.closed) else {
             return false;
@@ -446,6 +622,11 @@ impl ProxyState {
                 );
             }
             let n = delta.min(size);
+            // A transfer ends the batch (within a sane index range): it is published and its
+            // guest memory recorded (record_reads, after the kick) before the next chain is
+            // taken, so that its MemoryRead records follow its Command and precede the next
+            // Command in the file (replay groups records by position).
+            let mut publish = avail_idx;
             for k in 0..n {
                 let slot = last.wrapping_add(k) % size;
                 let head: u16 = guest
@@ -455,20 +636,30 @@ impl ProxyState {
                     )
                     .unwrap_or(u16::MAX);
                 self.copy_chain(&guest, gd, sd, size, head);
+                let reads = self.pending_reads.len();
                 self.record_command(&guest, q as u16, gd, size, head);
                 let _ = self.shadow.store(
                     head,
                     GuestAddress(sa + 4 + 2 * u64::from(slot)),
                     Ordering::Relaxed,
                 );
+                if delta <= size && k + 1 < n && self.pending_reads.len() > reads {
+                    publish = last.wrapping_add(k + 1);
+                    break;
+                }
             }
+            // Crash-safe: the commands reach the file before the backend can see them.
+            self.barrier();
             let queue = &mut self.queues[q];
-            queue.last_avail = avail_idx;
-            queue.shadow_avail = avail_idx;
+            queue.last_avail = publish;
+            queue.shadow_avail = publish;
             let _ = self
                 .shadow
-                .store(avail_idx, GuestAddress(sa + 2), Ordering::Release);
+                .store(publish, GuestAddress(sa + 2), Ordering::Release);
             moved = true;
+            if publish != avail_idx {
+                break;
+            }
         }
         moved
     }
@@ -626,16 +817,22 @@ impl ProxyState {
             self.pending_reads.clear();
             return;
         };
+        // One buffer reused for every read (a fresh 8 MB allocation per 1080p frame costs
+        // its page faults each time).
+        let mut buf = std::mem::take(&mut self.scratch);
         for (record, resource_id, runs) in std::mem::take(&mut self.pending_reads) {
             for (addr, len) in runs {
                 let Ok(n) = usize::try_from(len) else {
                     continue;
                 };
-                let mut data = vec![0u8; n];
-                if guest.read_slice(&mut data, GuestAddress(addr)).is_err() {
+                if buf.len() < n {
+                    buf.resize(n, 0);
+                }
+                let data = &mut buf[..n];
+                if guest.read_slice(data, GuestAddress(addr)).is_err() {
                     continue;
                 }
-                let r = self.recorder.store(&data).and_then(|data| {
+                let r = self.recorder.store(data).and_then(|data| {
                     self.recorder.append(RecordBody::MemoryRead(MemoryRead {
                         command: record,
                         resource_id,
@@ -648,6 +845,7 @@ impl ProxyState {
                 }
             }
         }
+        self.scratch = buf;
     }
 
     /// Moves every new shadow used entry of queue `q` to the guest's used ring, recording each
@@ -690,8 +888,19 @@ impl ProxyState {
             }
             self.queues[q].last_used = last;
             self.queues[q].guest_used = gused;
+            // Crash-safe: the responses reach the file before the guest can see them.
+            self.barrier();
             let _ = guest.store(gused, GuestAddress(gu + 2), Ordering::Release);
             if !event_idx {
+                break;
+            }
+            if self.calls_off {
+                // Polling: keep the backend from calling (see set_backend_calls).
+                let _ = self.shadow.store(
+                    last.wrapping_add(0x7fff),
+                    GuestAddress(sa + 4 + 2 * u64::from(size)),
+                    Ordering::Release,
+                );
                 break;
             }
             // Ask the backend to call at its next used entry, then look again.
@@ -1060,6 +1269,150 @@ mod tests {
         publish_create(&st, 1);
         assert!(!st.take_avail(0));
         assert!(st.in_flight.is_empty());
+    }
+
+    /// The backend completes chain 0 as shadow used entry `n - 1` (used index becomes `n`).
+    fn backend_completes(st: &ProxyState, n: u16) {
+        let (_, _, su) = st.shadow_rings(0);
+        let slot = su + 4 + 8 * u64::from((n - 1) % 16);
+        st.shadow
+            .store(0u32, GuestAddress(slot), Ordering::Relaxed)
+            .unwrap();
+        st.shadow
+            .store(24u32, GuestAddress(slot + 4), Ordering::Relaxed)
+            .unwrap();
+        st.shadow
+            .store(n, GuestAddress(su + 2), Ordering::Release)
+            .unwrap();
+    }
+
+    /// The guest publishes chain 0 again as available entry `n - 1`.
+    fn guest_republishes(st: &ProxyState, n: u16) {
+        let g = guest(st);
+        g.store(
+            0u16,
+            GuestAddress(AVAIL + 4 + 2 * u64::from((n - 1) % 16)),
+            Ordering::Relaxed,
+        )
+        .unwrap();
+        g.store(n, GuestAddress(AVAIL + 2), Ordering::Release)
+            .unwrap();
+    }
+
+    #[test]
+    fn needs_kick_with_event_idx_only_when_the_backend_waits_at_the_new_entries() {
+        let (mut st, _) = setup();
+        st.acked = F_EVENT_IDX;
+        let (_, _, su) = st.shadow_rings(0);
+        let avail_event = su + 4 + 8 * 16;
+        publish_create(&st, 1);
+        assert!(st.take_avail(0));
+        // The backend waits for entry 0 (avail_event 0): kick.
+        st.shadow
+            .store(0u16, GuestAddress(avail_event), Ordering::Release)
+            .unwrap();
+        assert!(st.needs_kick(0, 0));
+        // A backend still busy before entry 0 (avail_event behind) looks again by itself.
+        st.shadow
+            .store(u16::MAX, GuestAddress(avail_event), Ordering::Release)
+            .unwrap();
+        assert!(!st.needs_kick(0, 0));
+        // Nothing published since `old`: no kick.
+        assert!(!st.needs_kick(0, 1));
+    }
+
+    #[test]
+    fn needs_kick_without_event_idx_respects_no_notify() {
+        let (mut st, _) = setup();
+        let (_, _, su) = st.shadow_rings(0);
+        publish_create(&st, 1);
+        assert!(st.take_avail(0));
+        assert!(st.needs_kick(0, 0));
+        st.shadow
+            .store(VRING_USED_F_NO_NOTIFY, GuestAddress(su), Ordering::Release)
+            .unwrap();
+        assert!(!st.needs_kick(0, 0));
+    }
+
+    #[test]
+    fn needs_interrupt_with_event_idx_follows_used_event_and_notify_on_empty() {
+        let (mut st, _) = setup();
+        st.acked = F_EVENT_IDX;
+        let used_event = GuestAddress(AVAIL + 4 + 2 * 16);
+        guest(&st)
+            .store(0u16, used_event, Ordering::Release)
+            .unwrap();
+        publish_create(&st, 1);
+        assert!(st.take_avail(0));
+        backend_completes(&st, 1);
+        assert!(st.take_used(0));
+        // First interrupt since the ring started: always.
+        assert!(st.needs_interrupt(0));
+        // Entry 1 completes; the guest asked for an interrupt after entry 0 only: none.
+        guest_republishes(&st, 2);
+        assert!(st.take_avail(0));
+        backend_completes(&st, 2);
+        assert!(st.take_used(0));
+        assert!(!st.needs_interrupt(0));
+        // Entry 2 completes with used_event 2: interrupt.
+        guest(&st)
+            .store(2u16, used_event, Ordering::Release)
+            .unwrap();
+        guest_republishes(&st, 3);
+        assert!(st.take_avail(0));
+        backend_completes(&st, 3);
+        assert!(st.take_used(0));
+        assert!(st.needs_interrupt(0));
+        // With NOTIFY_ON_EMPTY, an empty queue interrupts whatever used_event says.
+        st.acked |= F_NOTIFY_ON_EMPTY;
+        guest_republishes(&st, 4);
+        assert!(st.take_avail(0));
+        backend_completes(&st, 4);
+        assert!(st.take_used(0));
+        assert!(st.needs_interrupt(0));
+    }
+
+    #[test]
+    fn needs_interrupt_without_event_idx_respects_no_interrupt() {
+        let (mut st, _) = setup();
+        publish_create(&st, 1);
+        assert!(st.take_avail(0));
+        backend_completes(&st, 1);
+        assert!(st.take_used(0));
+        guest(&st)
+            .store(
+                VRING_AVAIL_F_NO_INTERRUPT,
+                GuestAddress(AVAIL),
+                Ordering::Release,
+            )
+            .unwrap();
+        assert!(!st.needs_interrupt(0));
+        guest(&st)
+            .store(0u16, GuestAddress(AVAIL), Ordering::Release)
+            .unwrap();
+        assert!(st.needs_interrupt(0));
+    }
+
+    #[test]
+    fn backend_calls_off_moves_used_event_away_and_on_brings_it_back() {
+        let (mut st, _) = setup();
+        st.acked = F_EVENT_IDX;
+        let (_, sa, _) = st.shadow_rings(0);
+        let used_event = GuestAddress(sa + 4 + 2 * 16);
+        st.set_backend_calls(false);
+        assert_eq!(
+            st.shadow
+                .load::<u16>(used_event, Ordering::Acquire)
+                .unwrap(),
+            0x7fff
+        );
+        st.set_backend_calls(true);
+        assert_eq!(
+            st.shadow
+                .load::<u16>(used_event, Ordering::Acquire)
+                .unwrap(),
+            0
+        );
     }
 
     #[test]

@@ -247,6 +247,8 @@ pub struct TestFrontend {
     /// Wait for used entries by yielding instead of sleeping 1 ms (benchmarks: a sleep would
     /// cap them at about 1000 commands/s).
     pub spin_wait: bool,
+    /// GET_MAX_MEM_SLOTS's answer when the memory went in with ADD_MEM_REG.
+    pub max_mem_slots: Option<u64>,
 }
 
 impl TestFrontend {
@@ -267,15 +269,47 @@ impl TestFrontend {
 
     /// The handshake over an already connected stream.
     pub fn handshake(stream: UnixStream, answers: DisplayAnswers) -> TestFrontend {
+        Self::handshake_with(stream, answers, false)
+    }
+
+    /// Like [`TestFrontend::connect`], giving the memory with GET_MAX_MEM_SLOTS + ADD_MEM_REG
+    /// (CONFIGURE_MEM_SLOTS, which the backend must offer) instead of SET_MEM_TABLE.
+    pub fn connect_mem_slots(path: &Path, answers: DisplayAnswers) -> TestFrontend {
+        let start = Instant::now();
+        let stream = loop {
+            match UnixStream::connect(path) {
+                Ok(s) => break s,
+                Err(e) => {
+                    assert!(start.elapsed() < Duration::from_secs(20), "connect: {e}");
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        };
+        Self::handshake_with(stream, answers, true)
+    }
+
+    /// The handshake; `mem_slots` gives the memory with ADD_MEM_REG.
+    pub fn handshake_with(
+        stream: UnixStream,
+        answers: DisplayAnswers,
+        mem_slots: bool,
+    ) -> TestFrontend {
         let raw = stream.try_clone().unwrap();
         let mut frontend = Frontend::from_stream(stream, 2);
         let mem = guest_memory();
         let features = frontend.get_features().unwrap();
         let offered = frontend.get_protocol_features().unwrap();
-        let protocol = offered
-            & (VhostUserProtocolFeatures::MQ
-                | VhostUserProtocolFeatures::CONFIG
-                | VhostUserProtocolFeatures::REPLY_ACK);
+        let mut wanted = VhostUserProtocolFeatures::MQ
+            | VhostUserProtocolFeatures::CONFIG
+            | VhostUserProtocolFeatures::REPLY_ACK;
+        if mem_slots {
+            assert!(
+                offered.contains(VhostUserProtocolFeatures::CONFIGURE_MEM_SLOTS),
+                "CONFIGURE_MEM_SLOTS not offered: {offered:?}"
+            );
+            wanted |= VhostUserProtocolFeatures::CONFIGURE_MEM_SLOTS;
+        }
+        let protocol = offered & wanted;
         frontend.set_protocol_features(protocol).unwrap();
         assert_eq!(frontend.get_queue_num().unwrap(), 2);
         frontend.set_owner().unwrap();
@@ -315,7 +349,13 @@ impl TestFrontend {
         frontend.set_features(features).unwrap();
         let region = mem.find_region(GuestAddress(0)).unwrap();
         let info = VhostUserMemoryRegionInfo::from_guest_region(region).unwrap();
-        frontend.set_mem_table(&[info]).unwrap();
+        let mut max_mem_slots = None;
+        if mem_slots {
+            max_mem_slots = Some(frontend.get_max_mem_slots().unwrap());
+            frontend.add_mem_region(&info).unwrap();
+        } else {
+            frontend.set_mem_table(&[info]).unwrap();
+        }
         let host_base = info.userspace_addr;
         for q in &queues {
             let i = usize::from(q.index);
@@ -354,6 +394,7 @@ impl TestFrontend {
             config,
             protocol,
             spin_wait: false,
+            max_mem_slots,
         }
     }
 
