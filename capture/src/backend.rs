@@ -94,6 +94,8 @@ struct DisplayState {
     /// a flush that leaves the picture as it was reuses it instead of hashing the whole
     /// scanout again (what the store's dedup would find anyway).
     last_frame: HashMap<u32, (u64, Payload)>,
+    /// Repacked UPDATE pixels (when the device's stride has padding), reused between updates.
+    packed: Vec<u8>,
 }
 
 /// The recording virtio-gpu backend (wrap it in `Arc<RwLock<_>>` for the daemon).
@@ -205,6 +207,14 @@ impl CaptureBackend {
         }
         if !self.crashed {
             self.poll_fences(&atomic.memory(), vrings, &mut signal);
+        }
+        // Crash-safe mode keeps output records (responses, frames, display messages) in the
+        // buffer until the next command's record; this hands the rest to the OS before the
+        // used-queue interrupt (one write per queue pass instead of one per record).
+        if let Err(e) = self.recorder.sync_outputs()
+            && !self.recorder.is_finished()
+        {
+            self.fail("writing output records", e);
         }
         for (i, needed) in signal.iter().enumerate() {
             if let Some(v) = vrings.get(i).filter(|_| *needed)
@@ -385,13 +395,15 @@ impl CaptureBackend {
             return;
         }
         if let Some(command) = command {
-            let _ = self.recorder.append(RecordBody::Response(ResponseRecord {
-                command,
-                queue,
-                head,
-                used_len: 0,
-                bytes: Payload::empty(),
-            }));
+            let _ = self
+                .recorder
+                .append_output(RecordBody::Response(ResponseRecord {
+                    command,
+                    queue,
+                    head,
+                    used_len: 0,
+                    bytes: Payload::empty(),
+                }));
         }
         if let Some(v) = vrings.get(usize::from(queue)) {
             match v.add_used(head, 0) {
@@ -415,13 +427,14 @@ impl CaptureBackend {
         let used_len = chain::scatter(mem, &p.chain, &c.response);
         let written = &c.response[..used_len as usize];
         let recorded = self.recorder.store(written).and_then(|bytes| {
-            self.recorder.append(RecordBody::Response(ResponseRecord {
-                command: c.token,
-                queue: p.queue,
-                head: p.head,
-                used_len,
-                bytes,
-            }))
+            self.recorder
+                .append_output(RecordBody::Response(ResponseRecord {
+                    command: c.token,
+                    queue: p.queue,
+                    head: p.head,
+                    used_len,
+                    bytes,
+                }))
         });
         if let Err(e) = recorded {
             self.fail("recording a response", e);
@@ -521,16 +534,36 @@ impl Host<'_> {
 
     fn record_socket(&self, direction: Direction, request: u32, flags: u32, payload: &[u8]) {
         let (head, data) = GpuSocketMessage::split_wire_payload(direction, request, payload);
+        self.record_socket_parts(direction, request, flags, head, data.map(Err));
+    }
+
+    /// Records a message already split as [`GpuSocketMessage::split_wire_payload`] splits it;
+    /// the data part is given as bytes to store (`Err`) or as its payload, already stored
+    /// (`Ok`).
+    fn record_socket_parts(
+        &self,
+        direction: Direction,
+        request: u32,
+        flags: u32,
+        head: &[u8],
+        data: Option<Result<Payload, &[u8]>>,
+    ) -> Option<Payload> {
         let r = self
             .recorder
             .store(head)
             .and_then(|payload| {
-                let data = data.map(|d| self.recorder.store(d)).transpose()?;
+                let data = match data {
+                    None => None,
+                    // Already stored.
+                    Some(Ok(known)) => Some(known),
+                    Some(Err(bytes)) => Some(self.recorder.store(bytes)?),
+                };
                 Ok((payload, data))
             })
             .and_then(|(payload, data)| {
+                let stored = data.clone();
                 self.recorder
-                    .append(RecordBody::GpuSocket(GpuSocketMessage {
+                    .append_output(RecordBody::GpuSocket(GpuSocketMessage {
                         direction,
                         request,
                         flags,
@@ -538,10 +571,41 @@ impl Host<'_> {
                         payload,
                         data,
                     }))
+                    .map(|_| stored)
             });
-        if let Err(e) = r {
-            self.error("recording a gpu socket message", e);
+        match r {
+            Ok(data) => data,
+            Err(e) => {
+                self.error("recording a gpu socket message", e);
+                None
+            }
         }
+    }
+
+    /// Records and sends an UPDATE: `head` (scanout, x, y, width, height) and its pixels, kept
+    /// apart on the way to the socket (no joined copy). `known`: the pixels' payload when it is
+    /// already stored. Returns the pixels' payload as recorded.
+    fn send_update(
+        &mut self,
+        head: &[u8],
+        pixels: &[u8],
+        known: Option<Payload>,
+    ) -> Option<Payload> {
+        self.gpu.as_ref()?;
+        // What `split_wire_payload` makes of the joined message: no data part when empty.
+        let data = (!pixels.is_empty()).then_some(pixels);
+        let stored = self.record_socket_parts(
+            Direction::BackendRequest,
+            gpu_req::UPDATE,
+            0,
+            head,
+            data.map(|d| known.ok_or(d)),
+        );
+        let gpu = self.gpu.as_mut()?;
+        if let Err(e) = gpu.socket.send_parts(gpu_req::UPDATE, head, pixels) {
+            self.gpu_failed("gpu socket", e);
+        }
+        stored
     }
 
     /// Sends a message on the GPU socket after recording it. Returns false (and records the
@@ -626,7 +690,7 @@ impl Host<'_> {
             }),
         };
         let r = stored.and_then(|pixels| {
-            self.recorder.append(RecordBody::Frame(Frame {
+            self.recorder.append_output(RecordBody::Frame(Frame {
                 command: self.command,
                 scanout_id,
                 resource_id: fb.resource_id,
@@ -640,6 +704,77 @@ impl Host<'_> {
         });
         if let Err(e) = r {
             self.error("recording a frame", e);
+        }
+    }
+
+    /// Sends and records a display UPDATE and the Frame it makes.
+    fn update(&mut self, event: DisplayEvent) {
+        let DisplayEvent::Update {
+            scanout_id,
+            x,
+            y,
+            width,
+            height,
+            stride,
+            ref pixels,
+            ..
+        } = event
+        else {
+            return;
+        };
+        let head = display::u32_payload(&[scanout_id, x, y, width, height]);
+        // vgt-device hands over pixels already converted to x8r8g8b8 (what QEMU's UPDATE
+        // wants); only the stride may need repacking.
+        let row = width as usize * 4;
+        let tight = stride as usize == row && pixels.len() == row * height as usize;
+        let whole = tight
+            && (x, y) == (0, 0)
+            && self.display.framebuffers.get(scanout_id).is_some_and(|fb| {
+                (fb.width, fb.height) == (width, height) && fb.pixels.len() == pixels.len()
+            });
+        if whole {
+            // The update becomes the framebuffer (no copy), and is sent from there. Its data
+            // payload is the Frame's; when the picture is unchanged since the last Frame, that
+            // Frame's payload is the blob (what `store` would return, without hashing 8 MiB).
+            let change = self.display.framebuffers.apply_owned(event);
+            let fbs = std::mem::take(&mut self.display.framebuffers);
+            if let Some(fb) = fbs.get(scanout_id) {
+                let known = self
+                    .display
+                    .last_frame
+                    .get(&scanout_id)
+                    .filter(|(v, _)| *v == fb.version)
+                    .map(|(_, p)| p.clone());
+                if let Some(d) = self.send_update(&head, &fb.pixels, known) {
+                    self.display.last_frame.insert(scanout_id, (fb.version, d));
+                }
+            }
+            self.display.framebuffers = fbs;
+            if let Some(c) = change {
+                self.record_frame(c.scanout_id, c.rect);
+            }
+            return;
+        }
+        let change = self.display.framebuffers.apply(&event);
+        let mut packed = std::mem::take(&mut self.display.packed);
+        let sent: &[u8] = if tight {
+            pixels
+        } else {
+            // Into a buffer kept for the next update.
+            display::pack_update_into(
+                &mut packed,
+                width,
+                height,
+                display::FORMAT_B8G8R8X8,
+                stride,
+                pixels,
+            );
+            &packed
+        };
+        self.send_update(&head, sent, None);
+        self.display.packed = packed;
+        if let Some(c) = change {
+            self.record_frame(c.scanout_id, c.rect);
         }
     }
 
@@ -658,7 +793,7 @@ impl Host<'_> {
                 None
             }
         };
-        let r = self.recorder.append(RecordBody::Cursor(Cursor {
+        let r = self.recorder.append_output(RecordBody::Cursor(Cursor {
             command: self.command,
             action,
             scanout_id: pos.0,
@@ -691,7 +826,10 @@ impl DeviceHost for Host<'_> {
     }
 
     fn display(&mut self, event: DisplayEvent) {
-        let change = self.display.framebuffers.apply(&event);
+        if !matches!(event, DisplayEvent::Update { .. }) {
+            // Scanout changes; cursor events leave the framebuffers alone.
+            self.display.framebuffers.apply(&event);
+        }
         match event {
             DisplayEvent::Scanout {
                 scanout_id,
@@ -703,34 +841,7 @@ impl DeviceHost for Host<'_> {
                     &display::u32_payload(&[scanout_id, width, height]),
                 );
             }
-            DisplayEvent::Update {
-                scanout_id,
-                x,
-                y,
-                width,
-                height,
-                stride,
-                pixels,
-                ..
-            } => {
-                // vgt-device hands over pixels already converted to x8r8g8b8 (what QEMU's
-                // UPDATE wants); only the stride may need repacking.
-                let packed = display::pack_update(
-                    x,
-                    y,
-                    width,
-                    height,
-                    display::FORMAT_B8G8R8X8,
-                    stride,
-                    &pixels,
-                );
-                let mut payload = display::u32_payload(&[scanout_id, x, y, width, height]);
-                payload.extend_from_slice(&packed.pixels);
-                self.send(gpu_req::UPDATE, &payload);
-                if let Some(c) = change {
-                    self.record_frame(c.scanout_id, c.rect);
-                }
-            }
+            DisplayEvent::Update { .. } => self.update(event),
             DisplayEvent::CursorUpdate {
                 scanout_id,
                 x,
@@ -817,7 +928,7 @@ impl DeviceHost for Host<'_> {
             .get(&fence.fence_id)
             .copied()
             .unwrap_or(u64::MAX);
-        let r = self.recorder.append(RecordBody::Fence(FenceSignal {
+        let r = self.recorder.append_output(RecordBody::Fence(FenceSignal {
             command,
             fence_id: fence.fence_id,
             ctx_id: fence.ctx_id,

@@ -77,8 +77,29 @@ pub fn pack_update(
     stride: u32,
     pixels: &[u8],
 ) -> PackedUpdate {
+    let mut out = Vec::new();
+    pack_update_into(&mut out, width, height, format, stride, pixels);
+    PackedUpdate {
+        x,
+        y,
+        width,
+        height,
+        pixels: out,
+    }
+}
+
+/// [`pack_update`]'s pixels, written into `out` (cleared first; its allocation is reused).
+pub fn pack_update_into(
+    out: &mut Vec<u8>,
+    width: u32,
+    height: u32,
+    format: u32,
+    stride: u32,
+    pixels: &[u8],
+) {
     let row = width as usize * 4;
-    let mut out = vec![0u8; row * height as usize];
+    out.clear();
+    out.resize(row * height as usize, 0);
     for (i, dst) in out
         .chunks_exact_mut(row.max(1))
         .enumerate()
@@ -88,13 +109,6 @@ pub fn pack_update(
         if let Some(src) = pixels.get(start..start + row) {
             to_bgrx(format, src, dst);
         }
-    }
-    PackedUpdate {
-        x,
-        y,
-        width,
-        height,
-        pixels: out,
     }
 }
 

@@ -90,25 +90,43 @@ impl GpuSocket {
 
     /// Sends one request (header flags 0, as QEMU's and the vhost crate's back-ends do).
     pub fn send(&mut self, request: u32, payload: &[u8]) -> io::Result<()> {
-        let size = u32::try_from(payload.len()).map_err(|_| {
+        self.send_parts(request, payload, &[])
+    }
+
+    /// Sends one request whose payload is `head` followed by `data`, without joining them
+    /// (an UPDATE's pixels go from the caller's buffer straight to the socket).
+    pub fn send_parts(&mut self, request: u32, head: &[u8], data: &[u8]) -> io::Result<()> {
+        let total = head.len() + data.len();
+        let size = u32::try_from(total).map_err(|_| {
             io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("gpu socket payload of {} bytes", payload.len()),
+                format!("gpu socket payload of {total} bytes"),
             )
         })?;
-        let mut msg = Vec::with_capacity(12 + payload.len());
-        msg.extend_from_slice(&request.to_le_bytes());
-        msg.extend_from_slice(&0u32.to_le_bytes());
-        msg.extend_from_slice(&size.to_le_bytes());
-        msg.extend_from_slice(payload);
+        let mut header = [0u8; 12];
+        header[..4].copy_from_slice(&request.to_le_bytes());
+        header[8..].copy_from_slice(&size.to_le_bytes());
+        let parts: [&[u8]; 3] = [&header, head, data];
+        let len = 12 + total;
         let deadline = Instant::now() + GPU_SOCKET_TIMEOUT;
         let mut done = 0;
-        while done < msg.len() {
-            match self.stream.write(&msg[done..]) {
+        while done < len {
+            // The parts from `done` on.
+            let mut skip = done;
+            let mut slices = Vec::with_capacity(3);
+            for p in parts {
+                if skip >= p.len() {
+                    skip -= p.len();
+                } else {
+                    slices.push(io::IoSlice::new(&p[skip..]));
+                    skip = 0;
+                }
+            }
+            match self.stream.write_vectored(&slices) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => done += n,
                 Err(e) if retry(&e, deadline) => {}
-                Err(e) => return Err(timed_out(e, "sending to", done, msg.len())),
+                Err(e) => return Err(timed_out(e, "sending to", done, len)),
             }
         }
         Ok(())
@@ -180,5 +198,28 @@ mod tests {
         let mut s = GpuSocket::new(a);
         let e = s.call(gpu_req::GET_EDID, &[0; 4]).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+    }
+
+    #[test]
+    fn send_parts_larger_than_the_socket_buffer_arrives_whole() {
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let head: Vec<u8> = (0..20).collect();
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let mut expected = vec![8, 0, 0, 0, 0, 0, 0, 0];
+        expected.extend_from_slice(&3_000_020u32.to_le_bytes());
+        expected.extend_from_slice(&head);
+        expected.extend_from_slice(&data);
+        let len = expected.len();
+        let t = std::thread::spawn(move || {
+            let mut got = vec![0u8; len];
+            // Small reads, so that the sender sees partial writes.
+            for c in got.chunks_mut(50_000) {
+                b.read_exact(c).unwrap();
+            }
+            got
+        });
+        let mut s = GpuSocket::new(a);
+        s.send_parts(gpu_req::UPDATE, &head, &data).unwrap();
+        assert!(t.join().unwrap() == expected);
     }
 }

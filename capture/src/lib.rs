@@ -41,6 +41,7 @@ pub mod relay;
 pub mod server;
 pub mod session;
 pub mod sink;
+pub mod writer_thread;
 
 /// Renderer description written in the session start record.
 pub const RENDERER: &str = "rutabaga_gfx 0.1.85 2d";

@@ -14,11 +14,28 @@ use vgt_format::record::{
 pub trait RecordSink: Send {
     /// Stores a byte string, returning the payload to put in a record (deduplicated by content).
     fn store(&mut self, bytes: &[u8]) -> Result<Payload, SinkError>;
-    /// Appends one record, returning its id.
+    /// Appends one record, returning its id. In crash-safe mode its bytes (and those of every
+    /// record before it) reach the operating system before this returns.
     fn append(&mut self, record: &Record) -> Result<RecordId, SinkError>;
-    /// Hands buffered bytes to the operating system (periodically, in buffered mode).
+    /// Appends a record of what the device did while executing a command that is already
+    /// recorded (a response, frame, display message, cursor, fence). Crash-safe sinks may keep
+    /// it buffered until the next [`RecordSink::append`] or [`RecordSink::sync_outputs`], so
+    /// that one command's records cost one write(2); file order is unchanged.
+    fn append_output(&mut self, record: &Record) -> Result<RecordId, SinkError> {
+        self.append(record)
+    }
+    /// Hands records kept back by [`RecordSink::append_output`] to the operating system.
+    fn sync_outputs(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
+    /// Hands buffered bytes to the operating system: they have reached it when this returns.
     fn flush(&mut self) -> Result<(), SinkError> {
         Ok(())
+    }
+    /// Starts handing buffered bytes to the operating system without waiting for them (the
+    /// periodic flush of buffered mode, which bounds what a crash loses). Default: `flush`.
+    fn hand_over(&mut self) -> Result<(), SinkError> {
+        self.flush()
     }
     /// Writes the index and closes the file.
     fn finish(self: Box<Self>) -> Result<(), SinkError>;
@@ -143,8 +160,30 @@ impl Recorder {
         Ok(payload)
     }
 
-    /// Appends a record body stamped with the current time.
+    /// Appends a record body stamped with the current time (in crash-safe mode written to the
+    /// operating system, with everything before it, before this returns).
     pub fn append(&self, body: RecordBody) -> Result<RecordId, RecordError> {
+        self.append_as(body, false)
+    }
+
+    /// Appends a record of what the device did while executing an already recorded command
+    /// (response, frame, display message, cursor, fence). In crash-safe mode it may stay in
+    /// the buffer until the next [`Recorder::append`] or [`Recorder::sync_outputs`]; the
+    /// built-in backend calls the latter before it tells the guest about used buffers.
+    pub fn append_output(&self, body: RecordBody) -> Result<RecordId, RecordError> {
+        self.append_as(body, true)
+    }
+
+    /// Hands the records kept back by [`Recorder::append_output`] to the operating system
+    /// (nothing to do in buffered mode, whose buffer is flushed periodically).
+    pub fn sync_outputs(&self) -> Result<(), RecordError> {
+        let mut inner = self.lock();
+        let sink = inner.sink.as_mut().ok_or(RecordError::Finished)?;
+        sink.sync_outputs()?;
+        Ok(())
+    }
+
+    fn append_as(&self, body: RecordBody, output: bool) -> Result<RecordId, RecordError> {
         let mut inner = self.lock();
         let ts_ns = self.now_ns();
         let sink = inner.sink.as_mut().ok_or(RecordError::Finished)?;
@@ -154,7 +193,12 @@ impl Recorder {
             RecordBody::Lifecycle(l) if l.kind == LifecycleKind::ValidationError => (0, 0, 1),
             _ => (0, 0, 0),
         };
-        let id = sink.append(&Record { ts_ns, body })?;
+        let record = Record { ts_ns, body };
+        let id = if output {
+            sink.append_output(&record)?
+        } else {
+            sink.append(&record)?
+        };
         let file_bytes = sink.bytes_written();
         let s = &mut inner.stats;
         s.records += 1;
@@ -191,7 +235,15 @@ impl Recorder {
         s
     }
 
-    /// Flushes the sink's buffer.
+    /// Starts writing the sink's buffer without waiting for it ([`RecordSink::hand_over`]).
+    pub fn hand_over(&self) -> Result<(), RecordError> {
+        let mut inner = self.lock();
+        let sink = inner.sink.as_mut().ok_or(RecordError::Finished)?;
+        sink.hand_over()?;
+        Ok(())
+    }
+
+    /// Flushes the sink's buffer: its bytes have reached the operating system on return.
     pub fn flush(&self) -> Result<(), RecordError> {
         let mut inner = self.lock();
         let sink = inner.sink.as_mut().ok_or(RecordError::Finished)?;

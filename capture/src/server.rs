@@ -20,9 +20,10 @@ use crate::sink::NullSink;
 /// When a record reaches the operating system.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SyncMode {
-    /// Every record is written before the device runs the command it describes.
+    /// Every command record (with the records before it) is written before the device runs
+    /// the command; the records of what the device did are written before the guest is told.
     CrashSafe,
-    /// Records are buffered in memory and written in batches.
+    /// Records are buffered in memory and written in batches by a writer thread.
     Buffered,
 }
 
@@ -233,7 +234,7 @@ fn serve(
             bar.tick();
             if opts.sync == SyncMode::Buffered {
                 // Bound what a crash can lose to about a second of records.
-                if let Err(e) = recorder.flush() {
+                if let Err(e) = recorder.hand_over() {
                     eprintln!("vgt-capture: error: flushing {}: {e}", path.display());
                 }
             }

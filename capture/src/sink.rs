@@ -1,7 +1,10 @@
 //! Record sinks: the capture file (vgt-format's writer) and a null sink for `--no-record`.
 
 use std::fs::File;
+use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use vgt_format::file::{CaptureWriter, Compression, SyncPolicy, WriterOptions};
 
@@ -9,6 +12,40 @@ use vgt_format::record::{Payload, Record, RecordId};
 
 use crate::recorder::{RecordSink, SinkError};
 use crate::server::SyncMode;
+use crate::writer_thread::ThreadedFile;
+
+/// Where the capture writer's bytes go: the file directly (crash-safe mode, whose writes must
+/// have reached the operating system when they return) or through the writer thread
+/// (buffered mode).
+pub enum FileOut {
+    /// write(2) on the caller's thread.
+    Direct(File),
+    /// write(2) on a writer thread.
+    Threaded(ThreadedFile),
+}
+
+impl Write for FileOut {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            FileOut::Direct(f) => f.write(buf),
+            FileOut::Threaded(f) => f.write(buf),
+        }
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        match self {
+            FileOut::Direct(f) => f.write_all(buf),
+            FileOut::Threaded(f) => f.write_all(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            FileOut::Direct(f) => f.flush(),
+            FileOut::Threaded(f) => f.flush(),
+        }
+    }
+}
 
 /// Discards everything (`--no-record`): the backend still serves the guest.
 #[derive(Debug, Default)]
@@ -37,8 +74,25 @@ impl RecordSink for NullSink {
 }
 
 /// The capture file, written through vgt-format's [`CaptureWriter`].
+///
+/// The writer itself always buffers; crash-safe mode is this sink's: every
+/// [`RecordSink::append`] flushes (so a command's record, and the blobs and output records
+/// before it, reach the operating system in one write(2) before the device runs the command),
+/// while [`RecordSink::append_output`] records wait for the next flush.
 pub struct FileSink {
-    writer: CaptureWriter<File>,
+    writer: CaptureWriter<FileOut>,
+    crash_safe: bool,
+    /// Output records appended since the last flush (crash-safe mode).
+    outputs_pending: bool,
+    /// Buffered mode: the writer thread's flush switch (see [`ThreadedFile::flush_waits`]).
+    flush_waits: Option<Arc<AtomicBool>>,
+}
+
+impl FileSink {
+    fn flush_now(&mut self) -> Result<(), SinkError> {
+        self.outputs_pending = false;
+        self.writer.flush().map_err(SinkError::wrap)
+    }
 }
 
 impl RecordSink for FileSink {
@@ -47,11 +101,40 @@ impl RecordSink for FileSink {
     }
 
     fn append(&mut self, record: &Record) -> Result<RecordId, SinkError> {
-        self.writer.append(record).map_err(SinkError::wrap)
+        let id = self.writer.append(record).map_err(SinkError::wrap)?;
+        if self.crash_safe {
+            self.flush_now()?;
+        }
+        Ok(id)
+    }
+
+    fn append_output(&mut self, record: &Record) -> Result<RecordId, SinkError> {
+        let id = self.writer.append(record).map_err(SinkError::wrap)?;
+        self.outputs_pending |= self.crash_safe;
+        Ok(id)
+    }
+
+    fn sync_outputs(&mut self) -> Result<(), SinkError> {
+        if self.outputs_pending {
+            self.flush_now()?;
+        }
+        Ok(())
     }
 
     fn flush(&mut self) -> Result<(), SinkError> {
-        self.writer.flush().map_err(SinkError::wrap)
+        self.flush_now()
+    }
+
+    fn hand_over(&mut self) -> Result<(), SinkError> {
+        // Buffered mode: hand the buffer to the writer thread and go on (waiting for up to
+        // 32 MiB to be written would stall the queue worker).
+        let Some(waits) = self.flush_waits.clone() else {
+            return self.flush_now();
+        };
+        waits.store(false, Ordering::Relaxed);
+        let r = self.flush_now();
+        waits.store(true, Ordering::Relaxed);
+        r
     }
 
     fn finish(self: Box<Self>) -> Result<(), SinkError> {
@@ -75,13 +158,122 @@ pub fn open_file_with(
     sync: SyncMode,
     compression: Compression,
 ) -> Result<Box<dyn RecordSink>, SinkError> {
-    let sync = match sync {
-        SyncMode::CrashSafe => SyncPolicy::CrashSafe,
-        SyncMode::Buffered => SyncPolicy::Buffered,
+    let file = File::create(path).map_err(SinkError::wrap)?;
+    let (out, flush_waits) = match sync {
+        SyncMode::CrashSafe => (FileOut::Direct(file), None),
+        SyncMode::Buffered => {
+            let t = ThreadedFile::new(file).map_err(SinkError::wrap)?;
+            let waits = t.flush_waits();
+            (FileOut::Threaded(t), Some(waits))
+        }
     };
-    let opts = WriterOptions::default()
-        .with_sync(sync)
-        .with_compression(compression);
-    let writer = CaptureWriter::create(path, opts).map_err(SinkError::wrap)?;
-    Ok(Box::new(FileSink { writer }))
+    let writer = CaptureWriter::new(
+        out,
+        WriterOptions::default()
+            .with_sync(SyncPolicy::Buffered)
+            .with_compression(compression),
+    )
+    .map_err(SinkError::wrap)?;
+    let mut sink = FileSink {
+        writer,
+        crash_safe: sync == SyncMode::CrashSafe,
+        outputs_pending: false,
+        flush_waits,
+    };
+    if sink.crash_safe {
+        sink.flush_now()?;
+    }
+    Ok(Box::new(sink))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use vgt_format::record::{Lifecycle, LifecycleKind, RecordBody};
+
+    fn lifecycle(message: &str) -> Record {
+        Record {
+            ts_ns: 1,
+            body: RecordBody::Lifecycle(Lifecycle {
+                kind: LifecycleKind::Error,
+                queue: None,
+                command: None,
+                message: message.to_owned(),
+            }),
+        }
+    }
+
+    fn on_disk(path: &Path) -> u64 {
+        std::fs::metadata(path).unwrap().len()
+    }
+
+    #[test]
+    fn crash_safe_append_reaches_the_os_and_outputs_wait_for_the_next_append() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.vgt");
+        let mut sink = open_file(&path, SyncMode::CrashSafe).unwrap();
+        let header = on_disk(&path);
+        assert!(header > 0, "the header is written at once");
+        sink.append(&lifecycle("input")).unwrap();
+        let after_input = on_disk(&path);
+        assert_eq!(after_input, sink.bytes_written());
+        sink.append_output(&lifecycle("output 1")).unwrap();
+        sink.append_output(&lifecycle("output 2")).unwrap();
+        assert_eq!(on_disk(&path), after_input, "outputs wait in the buffer");
+        sink.append(&lifecycle("next input")).unwrap();
+        assert_eq!(
+            on_disk(&path),
+            sink.bytes_written(),
+            "one write carries all"
+        );
+        sink.append_output(&lifecycle("output 3")).unwrap();
+        sink.sync_outputs().unwrap();
+        assert_eq!(on_disk(&path), sink.bytes_written());
+        sink.finish().unwrap();
+        let reader = vgt_format::file::CaptureReader::open(&path).unwrap();
+        let messages: Vec<String> = (0..reader.len())
+            .map(|i| match reader.record(i).unwrap().body {
+                RecordBody::Lifecycle(l) => l.message,
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            messages,
+            ["input", "output 1", "output 2", "next input", "output 3"]
+        );
+    }
+
+    #[test]
+    fn buffered_flush_returns_with_every_byte_in_the_file_also_with_blobs_in_flight() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.vgt");
+        let mut sink = open_file(&path, SyncMode::Buffered).unwrap();
+        // 12 MiB of incompressible bytes: whole buffers go to the writer thread.
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let blob: Vec<u8> = (0..12 << 20)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        for round in 0..3 {
+            sink.store(&blob[round..]).unwrap();
+            sink.append(&lifecycle("after a blob")).unwrap();
+            sink.flush().unwrap();
+            assert_eq!(on_disk(&path), sink.bytes_written(), "round {round}");
+            // Small records with nothing in flight: written on this thread.
+            sink.append(&lifecycle("small")).unwrap();
+            sink.flush().unwrap();
+            assert_eq!(on_disk(&path), sink.bytes_written(), "round {round}, small");
+        }
+        sink.append(&lifecycle("handed over")).unwrap();
+        sink.hand_over().unwrap();
+        sink.finish().unwrap();
+        let reader = vgt_format::file::CaptureReader::open(&path).unwrap();
+        assert!(reader.health().is_clean(), "{:?}", reader.health());
+        assert_eq!(reader.len(), 7);
+    }
 }

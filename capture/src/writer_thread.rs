@@ -1,0 +1,304 @@
+//! A file whose write(2) calls happen on a thread of their own: buffered captures copy each
+//! record's bytes into a reused 4 MiB buffer and go on, while the writer thread hands full
+//! buffers to the operating system (the kernel's copy into the page cache was the largest single
+//! cost of recording new full-screen frames on the queue worker).
+//!
+//! Order is kept (one thread, one queue); at most [`MAX_BUFFERS`] buffers exist, so a writer
+//! thread that falls behind slows the caller down instead of growing memory. `flush` returns once
+//! everything written before it reached the operating system, as `File`'s does, and reports the
+//! first write error: when no buffer is in flight it does the write(2) itself (no thread hop, so
+//! a flush after every small record costs what it costs on a plain file), otherwise it hands the
+//! rest over and waits. [`ThreadedFile::flush_waits`] switches it to hand-over only, for
+//! periodic flushes. A write error is otherwise reported by a later `write`. Dropping the file
+//! writes what is left and joins the thread.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+/// Size of one hand-over buffer.
+pub const BUFFER_LEN: usize = 4 << 20;
+/// Most buffers in existence (in flight or being filled): 32 MiB.
+pub const MAX_BUFFERS: usize = 8;
+
+/// The first write error: its kind and text.
+type Failure = Option<(io::ErrorKind, String)>;
+
+enum Message {
+    Data(Vec<u8>),
+    /// Answer once everything before this was written.
+    Flush(SyncSender<()>),
+}
+
+/// A [`File`] written by a thread of its own (see the module documentation).
+pub struct ThreadedFile {
+    file: Arc<File>,
+    current: Vec<u8>,
+    /// Buffers handed to the writer thread and not yet written.
+    in_flight: Arc<AtomicUsize>,
+    to_writer: Option<SyncSender<Message>>,
+    empties: Receiver<Vec<u8>>,
+    buffers: usize,
+    /// Set by the writer thread on its first failed write.
+    failed: Arc<Mutex<Failure>>,
+    flush_waits: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl ThreadedFile {
+    /// Starts the writer thread for `file`.
+    pub fn new(file: File) -> io::Result<Self> {
+        let (to_writer, inbox) = sync_channel::<Message>(MAX_BUFFERS + 1);
+        let (give_back, empties) = channel::<Vec<u8>>();
+        let failed = Arc::new(Mutex::new(None));
+        let thread_failed = failed.clone();
+        let file = Arc::new(file);
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let (thread_file, thread_in_flight) = (file.clone(), in_flight.clone());
+        let thread = std::thread::Builder::new()
+            .name("vgt-writer".into())
+            .spawn(move || {
+                write_loop(
+                    &thread_file,
+                    &inbox,
+                    &give_back,
+                    &thread_failed,
+                    &thread_in_flight,
+                );
+            })?;
+        Ok(ThreadedFile {
+            file,
+            current: Vec::with_capacity(BUFFER_LEN),
+            in_flight,
+            to_writer: Some(to_writer),
+            empties,
+            buffers: 1,
+            failed,
+            flush_waits: Arc::new(AtomicBool::new(true)),
+            thread: Some(thread),
+        })
+    }
+
+    /// A switch for what `flush` does: wait until everything is written (true, the default),
+    /// or only hand the partly filled buffer to the writer thread (false; for periodic flushes
+    /// that bound what a crash loses without stalling the caller).
+    pub fn flush_waits(&self) -> Arc<AtomicBool> {
+        self.flush_waits.clone()
+    }
+
+    fn failure(&self) -> Failure {
+        self.failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Writes the current buffer on the caller's thread; only while nothing is in flight.
+    fn write_here(&mut self) -> io::Result<()> {
+        let r = (&*self.file).write_all(&self.current);
+        self.current.clear();
+        r.map_err(|e| {
+            *self.failed.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some((e.kind(), e.to_string()));
+            self.error()
+        })
+    }
+
+    fn error(&self) -> io::Error {
+        match self.failure() {
+            Some((kind, msg)) => io::Error::new(kind, format!("capture writer thread: {msg}")),
+            None => io::Error::other("capture writer thread stopped"),
+        }
+    }
+
+    /// Sends the current buffer (when not empty) and takes an empty one.
+    fn hand_over(&mut self) -> io::Result<()> {
+        if self.current.is_empty() {
+            return Ok(());
+        }
+        let next = match self.empties.try_recv() {
+            Ok(b) => b,
+            Err(_) if self.buffers < MAX_BUFFERS => {
+                self.buffers += 1;
+                Vec::with_capacity(BUFFER_LEN)
+            }
+            // All buffers in flight: wait for the writer thread to return one.
+            Err(_) => self.empties.recv().map_err(|_| self.error())?,
+        };
+        let full = std::mem::replace(&mut self.current, next);
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        let sent = self
+            .to_writer
+            .as_ref()
+            .map(|tx| tx.send(Message::Data(full)));
+        match sent {
+            Some(Ok(())) => Ok(()),
+            _ => Err(self.error()),
+        }
+    }
+
+    /// Waits until everything handed over is written; the first write error, if any.
+    fn wait_written(&mut self) -> io::Result<()> {
+        let (tx, rx) = sync_channel(1);
+        let sent = self.to_writer.as_ref().map(|w| w.send(Message::Flush(tx)));
+        if !matches!(sent, Some(Ok(()))) || rx.recv().is_err() || self.failure().is_some() {
+            return Err(self.error());
+        }
+        Ok(())
+    }
+}
+
+fn write_loop(
+    file: &File,
+    inbox: &Receiver<Message>,
+    give_back: &Sender<Vec<u8>>,
+    failed: &Mutex<Failure>,
+    in_flight: &AtomicUsize,
+) {
+    let mut writer = file;
+    for m in inbox {
+        match m {
+            Message::Data(mut buf) => {
+                let mut failed = failed.lock().unwrap_or_else(|p| p.into_inner());
+                if failed.is_none()
+                    && let Err(e) = writer.write_all(&buf)
+                {
+                    *failed = Some((e.kind(), e.to_string()));
+                }
+                drop(failed);
+                // Written (or dropped after an error): the caller may write directly again.
+                in_flight.fetch_sub(1, Ordering::AcqRel);
+                buf.clear();
+                // The file may be gone already (dropped): nothing to give back to.
+                let _ = give_back.send(buf);
+            }
+            Message::Flush(reply) => {
+                let _ = reply.send(());
+            }
+        }
+    }
+}
+
+impl Write for ThreadedFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.failure().is_some() {
+            return Err(self.error());
+        }
+        let mut rest = buf;
+        while !rest.is_empty() {
+            let room = BUFFER_LEN.saturating_sub(self.current.len());
+            let (now, later) = rest.split_at(room.min(rest.len()));
+            self.current.extend_from_slice(now);
+            rest = later;
+            if self.current.len() >= BUFFER_LEN {
+                self.hand_over()?;
+            }
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if self.failure().is_some() {
+            return Err(self.error());
+        }
+        if !self.flush_waits.load(Ordering::Relaxed) {
+            return self.hand_over();
+        }
+        if self.in_flight.load(Ordering::Acquire) == 0 {
+            // The writer thread is idle: everything before is written; write the rest here.
+            return self.write_here();
+        }
+        self.hand_over()?;
+        self.wait_written()
+    }
+}
+
+impl Drop for ThreadedFile {
+    fn drop(&mut self) {
+        let _ = self.hand_over();
+        // Closing the queue ends the thread once it has written everything.
+        self.to_writer = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl std::fmt::Debug for ThreadedFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ThreadedFile")
+            .field("buffered", &self.current.len())
+            .field("buffers", &self.buffers)
+            .field("failed", &self.failure())
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn threaded_file_many_writes_arrive_in_order_after_flush() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let mut f = ThreadedFile::new(File::create(&path).unwrap()).unwrap();
+        let mut expected = Vec::new();
+        // Small and large writes, more than MAX_BUFFERS buffers in total.
+        for i in 0..200u32 {
+            let len = if i % 10 == 0 {
+                3 * BUFFER_LEN / 2
+            } else {
+                1000 + i as usize
+            };
+            let chunk: Vec<u8> = (0..len)
+                .map(|k| (k as u32 ^ i.wrapping_mul(7)) as u8)
+                .collect();
+            f.write_all(&chunk).unwrap();
+            expected.extend_from_slice(&chunk);
+        }
+        f.flush().unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), expected);
+        f.write_all(b"tail").unwrap();
+        drop(f);
+        expected.extend_from_slice(b"tail");
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            expected,
+            "drop writes the rest"
+        );
+    }
+
+    #[test]
+    fn threaded_file_write_error_is_reported_by_flush() {
+        // /dev/full fails every write with ENOSPC.
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let mut f = ThreadedFile::new(full).unwrap();
+        f.write_all(&[1u8; 100]).unwrap();
+        let e = f.flush().unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::StorageFull, "{e}");
+        assert!(f.write_all(b"x").is_err(), "later writes fail too");
+    }
+
+    #[test]
+    fn threaded_file_hand_over_flush_writes_without_waiting_and_later_flush_waits() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let mut f = ThreadedFile::new(File::create(&path).unwrap()).unwrap();
+        let waits = f.flush_waits();
+        waits.store(false, Ordering::Relaxed);
+        f.write_all(b"abc").unwrap();
+        f.flush().unwrap();
+        waits.store(true, Ordering::Relaxed);
+        f.write_all(b"def").unwrap();
+        f.flush().unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"abcdef");
+    }
+}
