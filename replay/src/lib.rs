@@ -19,6 +19,7 @@ pub mod engine;
 pub mod frames;
 pub mod memory;
 pub mod report;
+mod verify;
 
 pub use engine::{
     DEFAULT_SCANOUT_SIZE, Quiet, ReplayError, ReplayObserver, ReplayOptions, Replayer, Timing,

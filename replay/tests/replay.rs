@@ -912,3 +912,115 @@ fn blob_failing_its_content_hash_stops_replay_at_that_record() {
     assert_eq!(report.commands, command_of_read - 1);
     assert!(report.divergences.is_empty(), "{:#?}", report.divergences);
 }
+
+#[test]
+fn frame_divergence_late_in_a_long_replay_is_reported_at_its_frame_with_the_state_at_that_command()
+{
+    // Frames are verified on their own thread while later commands already run: the report
+    // must still be the one of a replay that stops right after the diverging command.
+    let bytes = linux_like(16, 8, 120).finish();
+    let recs = records(&bytes);
+    let code = |r: &vgt_format::record::Record| match &r.body {
+        RecordBody::Command(c) => match &c.request {
+            Payload::Inline(b) => b
+                .get(0..4)
+                .map(|b| u32::from_le_bytes(b.try_into().unwrap())),
+            Payload::Blob(_) => None,
+        },
+        _ => None,
+    };
+    let flushes: Vec<u64> = recs
+        .iter()
+        .filter(|(_, r)| code(r) == Some(CommandType::RESOURCE_FLUSH.0))
+        .map(|(id, _)| *id)
+        .collect();
+    let transfers: Vec<u64> = recs
+        .iter()
+        .filter_map(|(id, r)| match &r.body {
+            RecordBody::MemoryRead(m) if m.resource_id == 1 => Some(*id),
+            _ => None,
+        })
+        .collect();
+    // Transfer #100's first piece (two reads per transfer), and the response of flush #110.
+    let target = transfers[200];
+    let late_flush = flushes[110];
+    let late_response = recs
+        .iter()
+        .find_map(|(id, r)| match &r.body {
+            RecordBody::Response(resp) if resp.command == late_flush => Some(*id),
+            _ => None,
+        })
+        .unwrap();
+    let edited = rewrite(&bytes, |id, mut rec| {
+        match &mut rec.body {
+            RecordBody::MemoryRead(m) if id == target => bytes_mut(&mut m.data)[5] ^= 0x40,
+            RecordBody::Response(r) if id == late_response => bytes_mut(&mut r.bytes)[0] ^= 1,
+            _ => {}
+        }
+        Some(rec)
+    });
+    let flush = flushes[100];
+    let frame_record = recs
+        .iter()
+        .find_map(|(id, r)| match &r.body {
+            RecordBody::Frame(f) if f.command == flush => Some(*id),
+            _ => None,
+        })
+        .unwrap();
+    let report = replay(&edited);
+    assert_eq!(report.divergences.len(), 1, "{:#?}", report.divergences);
+    let d = &report.divergences[0];
+    assert_eq!((d.record, d.command), (frame_record, flush), "{d}");
+    assert_eq!(d.command_name, "RESOURCE_FLUSH");
+    assert!(matches!(d.kind, DivergenceKind::Frame { .. }), "{d}");
+    assert!(report.stopped_early);
+    // Nothing after the diverging command is counted.
+    let commands_to_flush = recs
+        .iter()
+        .filter(|(id, r)| *id <= flush && code(r).is_some())
+        .count() as u64;
+    assert_eq!(report.commands, commands_to_flush);
+    let frames_to_it = recs
+        .iter()
+        .filter(|(id, r)| *id <= frame_record && r.body.kind() == RecordKind::FRAME)
+        .count();
+    assert_eq!(report.frame_digests.len(), frames_to_it);
+    assert_eq!(report.frames, frames_to_it as u64);
+
+    // The same replay verifying each command's frames before running the next (as it does
+    // when writing PNGs) reports exactly the same.
+    let dir = tempfile::tempdir().unwrap();
+    let serial = replay_with(
+        &edited,
+        ReplayOptions {
+            frames_dir: Some(dir.path().to_owned()),
+            ..ReplayOptions::default()
+        },
+    );
+    assert_eq!(serial.divergences, report.divergences);
+    assert_eq!(serial.commands, report.commands);
+    assert_eq!(serial.responses, report.responses);
+    assert_eq!(serial.frames, report.frames);
+    assert_eq!(serial.frame_digests, report.frame_digests);
+    assert_eq!(serial.response_digests, report.response_digests);
+    assert_eq!(serial.last_record, report.last_record);
+    assert_eq!(serial.capture_span_ns, report.capture_span_ns);
+    assert_eq!(serial.frames_written, frames_to_it as u64);
+
+    // Going on, the response divergence ten frames later follows, in record order.
+    let all = replay_with(
+        &edited,
+        ReplayOptions {
+            keep_going: true,
+            ..ReplayOptions::default()
+        },
+    );
+    assert_eq!(all.divergences.len(), 2, "{:#?}", all.divergences);
+    assert_eq!(all.divergences[0], report.divergences[0]);
+    assert_eq!(all.divergences[1].record, late_response);
+    assert!(matches!(
+        all.divergences[1].kind,
+        DivergenceKind::Response { .. }
+    ));
+    assert_eq!(all.frames, count(&bytes, RecordKind::FRAME));
+}
