@@ -344,6 +344,7 @@ impl<'r> Replayer<'r> {
                 unverified: None,
                 batch: Vec::new(),
                 recycle: None,
+                retired: VecDeque::new(),
             };
             run.run()?;
             report.loops += 1;
@@ -693,13 +694,18 @@ struct CommandInfo {
 }
 
 /// Windows whose frames may still be with the verifier while the executing thread runs the
-/// next commands (their findings are filed in order once the verifier has answered).
+/// next commands (their findings are filed in order once the verifier has answered)...
 const PIPELINE_WINDOWS: usize = 16;
+/// ...of which at most this many sent frames to verify (each holds a picture: bounded memory,
+/// and a steady number of picture buffers for the allocator to reuse).
+const PIPELINE_JOBS: usize = 2;
 
 /// The executing thread's ends of the verifier's channels.
 struct FrameLink {
     jobs: Sender<FrameJob>,
     outcomes: Receiver<FrameOutcome>,
+    /// Pixel buffers the verifier no longer needs (see `Verifier::retired`).
+    retired: Receiver<Vec<u8>>,
 }
 
 /// What the device did for one command (the raw results, compared when the window is filed).
@@ -775,6 +781,8 @@ struct Run<'a> {
     batch: Vec<Divergence>,
     /// Hands payload buffers back to the reading thread.
     recycle: Option<SyncSender<Vec<u8>>>,
+    /// Picture buffers back from the verifier, waiting to be freed.
+    retired: VecDeque<Vec<u8>>,
 }
 
 impl Run<'_> {
@@ -792,7 +800,8 @@ impl Run<'_> {
         } else {
             None
         };
-        let verifier = Verifier::new(reader, reference, frames_dir);
+        let (retired_tx, retired) = std::sync::mpsc::channel::<Vec<u8>>();
+        let verifier = Verifier::new(reader, reference, frames_dir, retired_tx);
         let (jobs, job_rx) = std::sync::mpsc::channel::<FrameJob>();
         let (outcome_tx, outcomes) = std::sync::mpsc::channel::<FrameOutcome>();
         std::thread::scope(|scope| {
@@ -800,7 +809,15 @@ impl Run<'_> {
             scope.spawn(move || produce(reader, end, &tx, &Pool { rx: returned }, waiting_));
             scope.spawn(move || verifier.run(job_rx, outcome_tx));
             // Leaving early drops `rx` and `jobs`, which ends the other threads.
-            self.consume(rx, &waiting, FrameLink { jobs, outcomes })
+            self.consume(
+                rx,
+                &waiting,
+                FrameLink {
+                    jobs,
+                    outcomes,
+                    retired,
+                },
+            )
         })
     }
 
@@ -910,7 +927,9 @@ impl Run<'_> {
         link: &FrameLink,
         keep: usize,
     ) -> Result<(), ReplayError> {
-        while pending.len() > keep {
+        while pending.len() > keep
+            || (keep > 0 && pending.iter().filter(|d| d.job).count() > PIPELINE_JOBS)
+        {
             let Some(done) = pending.pop_front() else {
                 break;
             };
@@ -1065,6 +1084,17 @@ impl Run<'_> {
                     shown,
                 }
             });
+            // Picture buffers the verifier no longer needs are freed here, one for each update
+            // the device just allocated: allocations and frees alternate as when frames were
+            // composed on this thread, so the allocator reuses the same memory instead of
+            // growing and trimming its heap (and faulting the pages in again) as the verifier
+            // runs ahead or behind.
+            self.retired.extend(link.retired.try_iter());
+            for _ in 0..events.len() {
+                if self.retired.pop_front().is_none() {
+                    break;
+                }
+            }
             let ok = ran.as_ref().is_some_and(|r| r.result.is_ok());
             self.halted |= ran.as_ref().is_some_and(|r| r.result.is_err());
             // Where the original crashed, it showed nothing more: only the crash is compared.

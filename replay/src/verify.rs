@@ -76,6 +76,10 @@ pub(crate) struct Verifier<'r> {
     reference: Option<Vec<FrameDigest>>,
     frames_dir: Option<PathBuf>,
     png_failed: bool,
+    /// Pixel buffers no longer needed go back to the executing thread, which frees them just
+    /// before the device allocates the next frame's (so the allocator hands the same memory
+    /// out again instead of growing, shrinking and faulting in its heap).
+    retired: Sender<Vec<u8>>,
 }
 
 impl<'r> Verifier<'r> {
@@ -85,6 +89,7 @@ impl<'r> Verifier<'r> {
         reader: &'r CaptureReader,
         reference: Option<Vec<FrameDigest>>,
         frames_dir: Option<PathBuf>,
+        retired: Sender<Vec<u8>>,
     ) -> Self {
         Verifier {
             reader,
@@ -94,6 +99,7 @@ impl<'r> Verifier<'r> {
             reference,
             frames_dir,
             png_failed: false,
+            retired,
         }
     }
 
@@ -132,7 +138,12 @@ impl<'r> Verifier<'r> {
         let mut out = FrameOutcome::default();
         let mut produced = Vec::new();
         for event in events {
-            let Some(change) = self.fbs.apply_owned(event) else {
+            let (change, spare) = self.fbs.apply_owned_returning(event);
+            if let Some(spare) = spare {
+                // The executing thread is gone: the buffer is simply dropped here.
+                let _ = self.retired.send(spare);
+            }
+            let Some(change) = change else {
                 continue;
             };
             let index = produced.len();
