@@ -286,7 +286,7 @@ fn main() {
     let mut r = Vec::new();
     let mut o = Vec::new();
     // CPU time: direct's (one thread), replay's executing thread (this one) and the rest of
-    // replay's process time (its reading thread).
+    // replay's process time (its reading and verifying threads).
     let mut dc = Vec::new();
     let mut rx = Vec::new();
     let mut rr = Vec::new();
@@ -346,8 +346,9 @@ fn main() {
     );
     let (dc, rx, rr) = (median(&mut dc), median(&mut rx), median(&mut rr));
     println!(
-        "  CPU: direct {:.3} s; replay executing thread {:.3} s, reading thread {:.3} s; \
-         direct / max(replay threads) = {:.3} (the ratio with a free core for each thread)",
+        "  CPU: direct {:.3} s; replay executing thread {:.3} s, reading and verifying threads \
+         {:.3} s; direct / max(executing, others) = {:.3} (a lower bound of the ratio with a free \
+         core for each thread)",
         dc.as_secs_f64(),
         rx.as_secs_f64(),
         rr.as_secs_f64(),
