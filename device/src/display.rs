@@ -203,15 +203,28 @@ impl Framebuffers {
     /// framebuffer, tightly packed, becomes that framebuffer's pixel buffer instead of being
     /// copied into it (the buffer it replaces is dropped). The result is the same picture.
     pub fn apply_owned(&mut self, event: DisplayEvent) -> Option<FrameChange> {
-        self.apply_owned_returning(event).0
+        self.apply_owned_inner(event, true).0
     }
 
     /// [`Framebuffers::apply_owned`], also handing back the pixel buffer that a whole-frame
     /// update replaced (or the update's own buffer once its pixels were copied), so that the
-    /// caller decides where and when it is freed or reused.
+    /// caller decides where and when it is freed or reused. A whole-frame update moves the
+    /// framebuffer's version without comparing the pixels with the old ones (for a consumer
+    /// that hashes every new version anyway: the comparison would cost as much as the hash it
+    /// might save); the pictures are the same as [`Framebuffers::apply`]'s.
     pub fn apply_owned_returning(
         &mut self,
         event: DisplayEvent,
+    ) -> (Option<FrameChange>, Option<Vec<u8>>) {
+        self.apply_owned_inner(event, false)
+    }
+
+    /// `apply_owned` (`exact_version`: the version moves only when a pixel changes) and
+    /// `apply_owned_returning`.
+    fn apply_owned_inner(
+        &mut self,
+        event: DisplayEvent,
+        exact_version: bool,
     ) -> (Option<FrameChange>, Option<Vec<u8>>) {
         if let DisplayEvent::Update {
             scanout_id,
@@ -233,8 +246,9 @@ impl Framebuffers {
                         && pixels.len() == fb.pixels.len() =>
                 {
                     fb.resource_id = resource_id;
-                    // Same versioning as `patch`: the version moves only when a pixel changes.
-                    if fb.pixels != pixels {
+                    // Exact: the same versioning as `patch`, the version moves only when a
+                    // pixel changes.
+                    if !exact_version || fb.pixels != pixels {
                         self.version += 1;
                         fb.version = self.version;
                     }
@@ -370,6 +384,16 @@ mod tests {
         assert_eq!(change.map(|c| c.rect), Some([1, 0, 1, 1]));
         assert_eq!(old, Some(vec![2; 4]));
         assert_eq!(f.get(0).unwrap().pixels, [1, 1, 1, 1, 2, 2, 2, 2]);
+        // The same picture again as a whole frame: the version moves without a comparison
+        // (apply_owned keeps it).
+        let same = f.get(0).unwrap().pixels.clone();
+        let version = f.get(0).unwrap().version;
+        let mut exact = f.clone();
+        exact.apply_owned(update(0, 0, 2, 1, 8, same.clone()));
+        assert_eq!(exact.get(0).unwrap().version, version);
+        f.apply_owned_returning(update(0, 0, 2, 1, 8, same));
+        assert_ne!(f.get(0).unwrap().version, version);
+        assert_eq!(f.get(0).unwrap().pixels, exact.get(0).unwrap().pixels);
         let (change, old) = f.apply_owned_returning(DisplayEvent::CursorMove {
             scanout_id: 0,
             x: 0,
