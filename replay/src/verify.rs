@@ -10,6 +10,7 @@
 //! of a replay that verifies every frame before running the next command.
 
 use std::collections::BTreeMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, Sender};
 
@@ -106,7 +107,23 @@ impl<'r> Verifier<'r> {
     /// Answers jobs in order until the executing thread hangs up.
     pub fn run(mut self, jobs: Receiver<FrameJob>, outcomes: Sender<FrameOutcome>) {
         for job in jobs {
-            if outcomes.send(self.verify(job)).is_err() {
+            let command = job.command;
+            // Composing ran inside the device's crash guard when it was done on the executing
+            // thread: a panic here is still reported as a crash at that command.
+            let outcome = catch_unwind(AssertUnwindSafe(|| self.verify(job))).unwrap_or_else(|p| {
+                let message = if let Some(s) = p.downcast_ref::<&str>() {
+                    (*s).to_owned()
+                } else if let Some(s) = p.downcast_ref::<String>() {
+                    s.clone()
+                } else {
+                    "non-string panic payload".to_owned()
+                };
+                FrameOutcome {
+                    findings: vec![(command, command, DivergenceKind::Crash { message })],
+                    ..FrameOutcome::default()
+                }
+            });
+            if outcomes.send(outcome).is_err() {
                 return;
             }
         }
