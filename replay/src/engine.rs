@@ -92,7 +92,17 @@ pub struct ReplayOptions {
     pub loops: u32,
     /// Device configuration; None derives it from the capture ([`device_config_for`]).
     pub device_config: Option<DeviceConfig>,
+    /// Verify frames on a thread of their own while the next commands run (`Some(true)`), on
+    /// the executing thread (`Some(false)`), or decide from the cores available (`None`: a
+    /// thread of its own when there are at least [`VERIFY_THREAD_CORES`]). Reports are the
+    /// same either way.
+    pub verify_thread: Option<bool>,
 }
+
+/// With at least this many cores, frames are verified on a thread of their own by default
+/// (one core each for reading, executing and verifying; with fewer, a third busy thread only
+/// takes turns with the other two).
+pub const VERIFY_THREAD_CORES: usize = 3;
 
 /// Receives progress and findings while a replay runs (the CLI's progress bar and error
 /// lines). Every method has a default that does nothing.
@@ -700,12 +710,50 @@ const PIPELINE_WINDOWS: usize = 16;
 /// and a steady number of picture buffers for the allocator to reuse).
 const PIPELINE_JOBS: usize = 2;
 
-/// The executing thread's ends of the verifier's channels.
-struct FrameLink {
-    jobs: Sender<FrameJob>,
-    outcomes: Receiver<FrameOutcome>,
-    /// Pixel buffers the verifier no longer needs (see `Verifier::retired`).
-    retired: Receiver<Vec<u8>>,
+/// Where frames are verified.
+enum FrameLink<'r> {
+    /// On the verifying thread: the executing thread's ends of its channels.
+    Threaded {
+        jobs: Sender<FrameJob>,
+        outcomes: Receiver<FrameOutcome>,
+        /// Pixel buffers the verifier no longer needs (see `Verifier::retired`).
+        retired: Receiver<Vec<u8>>,
+    },
+    /// On the executing thread, as each command's frames are handed over.
+    Inline {
+        verifier: Box<Verifier<'r>>,
+        outcomes: VecDeque<FrameOutcome>,
+    },
+}
+
+impl FrameLink<'_> {
+    /// Hands a job over; false when the verifying thread is gone.
+    fn send(&mut self, job: FrameJob) -> bool {
+        match self {
+            FrameLink::Threaded { jobs, .. } => jobs.send(job).is_ok(),
+            FrameLink::Inline { verifier, outcomes } => {
+                outcomes.push_back(verifier.verify_guarded(job));
+                true
+            }
+        }
+    }
+
+    /// The outcome of the oldest job not yet answered (waits for the verifying thread; one that
+    /// is gone has nothing to say).
+    fn recv(&mut self) -> FrameOutcome {
+        match self {
+            FrameLink::Threaded { outcomes, .. } => outcomes.recv().unwrap_or_default(),
+            FrameLink::Inline { outcomes, .. } => outcomes.pop_front().unwrap_or_default(),
+        }
+    }
+
+    /// Picture buffers the verifying thread handed back so far.
+    fn retired(&self) -> Vec<Vec<u8>> {
+        match self {
+            FrameLink::Threaded { retired, .. } => retired.try_iter().collect(),
+            FrameLink::Inline { .. } => Vec::new(),
+        }
+    }
 }
 
 /// What the device did for one command (the raw results, compared when the window is filed).
@@ -800,24 +848,31 @@ impl Run<'_> {
         } else {
             None
         };
-        let (retired_tx, retired) = std::sync::mpsc::channel::<Vec<u8>>();
-        let verifier = Verifier::new(reader, reference, frames_dir, retired_tx);
-        let (jobs, job_rx) = std::sync::mpsc::channel::<FrameJob>();
-        let (outcome_tx, outcomes) = std::sync::mpsc::channel::<FrameOutcome>();
+        let threaded = self.opts.verify_thread.unwrap_or_else(|| {
+            std::thread::available_parallelism().is_ok_and(|n| n.get() >= VERIFY_THREAD_CORES)
+        });
         std::thread::scope(|scope| {
             let waiting_ = &waiting;
             scope.spawn(move || produce(reader, end, &tx, &Pool { rx: returned }, waiting_));
-            scope.spawn(move || verifier.run(job_rx, outcome_tx));
-            // Leaving early drops `rx` and `jobs`, which ends the other threads.
-            self.consume(
-                rx,
-                &waiting,
-                FrameLink {
+            let link = if threaded {
+                let (jobs, job_rx) = std::sync::mpsc::channel::<FrameJob>();
+                let (outcome_tx, outcomes) = std::sync::mpsc::channel::<FrameOutcome>();
+                let (retired_tx, retired) = std::sync::mpsc::channel::<Vec<u8>>();
+                let verifier = Verifier::new(reader, reference, frames_dir, Some(retired_tx));
+                scope.spawn(move || verifier.run(job_rx, outcome_tx));
+                FrameLink::Threaded {
                     jobs,
                     outcomes,
                     retired,
-                },
-            )
+                }
+            } else {
+                FrameLink::Inline {
+                    verifier: Box::new(Verifier::new(reader, reference, frames_dir, None)),
+                    outcomes: VecDeque::new(),
+                }
+            };
+            // Leaving early drops `rx` and the link, which ends the other threads.
+            self.consume(rx, &waiting, link)
         })
     }
 
@@ -825,7 +880,7 @@ impl Run<'_> {
         &mut self,
         rx: Receiver<Item>,
         waiting: &AtomicUsize,
-        link: FrameLink,
+        mut link: FrameLink<'_>,
     ) -> Result<(), ReplayError> {
         // Writing PNGs: no window runs ahead of its frames (a replay that stops writes no
         // frame of the commands after the stop).
@@ -848,7 +903,7 @@ impl Run<'_> {
                         if let Err((id, why)) = self.check_unhashed(&mut w) {
                             // As if the reading thread had found it: this window is not
                             // executed, and nothing after it is read.
-                            self.file(&mut pending, &link, 0)?;
+                            self.file(&mut pending, &mut link, 0)?;
                             if self.stop {
                                 break 'items;
                             }
@@ -875,20 +930,20 @@ impl Run<'_> {
                                 incomplete = Some(*id);
                             }
                         }
-                        let mut done = self.execute(w, &link);
+                        let mut done = self.execute(w, &mut link);
                         done.unfinished = unfinished;
                         done.incomplete = incomplete;
                         pending.push_back(done);
                         // After a device crash nothing more runs: file everything now.
                         let keep = if self.halted { 0 } else { depth };
-                        self.file(&mut pending, &link, keep)?;
+                        self.file(&mut pending, &mut link, keep)?;
                         if self.stop {
                             break 'items;
                         }
                     }
                 }
                 Item::Damaged(id, why) => {
-                    self.file(&mut pending, &link, 0)?;
+                    self.file(&mut pending, &mut link, 0)?;
                     if self.stop {
                         break 'items;
                     }
@@ -898,7 +953,7 @@ impl Run<'_> {
                     cut = true;
                 }
                 Item::End(last) => {
-                    self.file(&mut pending, &link, 0)?;
+                    self.file(&mut pending, &mut link, 0)?;
                     if self.stop {
                         break 'items;
                     }
@@ -907,7 +962,7 @@ impl Run<'_> {
             }
         }
         if !self.stop {
-            self.file(&mut pending, &link, 0)?;
+            self.file(&mut pending, &mut link, 0)?;
         }
         if let Some(start) = self.span_start {
             self.report.capture_span_ns += self.span_end.saturating_sub(start);
@@ -924,7 +979,7 @@ impl Run<'_> {
     fn file(
         &mut self,
         pending: &mut VecDeque<Done>,
-        link: &FrameLink,
+        link: &mut FrameLink<'_>,
         keep: usize,
     ) -> Result<(), ReplayError> {
         while pending.len() > keep
@@ -934,7 +989,7 @@ impl Run<'_> {
                 break;
             };
             // Waits for the verifier; a verifier that is gone has nothing to say.
-            let outcome = done.job.then(|| link.outcomes.recv().unwrap_or_default());
+            let outcome = done.job.then(|| link.recv());
             self.commit(done, outcome)?;
             if self.stop {
                 pending.clear();
@@ -1005,7 +1060,7 @@ impl Run<'_> {
     /// Runs a window's command on the device (guest memory, the device, its reset and memory
     /// table changes) and hands its display output to the verifier. Nothing is compared or
     /// reported here: [`Run::commit`] files the result once the frames are verified.
-    fn execute(&mut self, w: Window, link: &FrameLink) -> Done {
+    fn execute(&mut self, w: Window, link: &mut FrameLink<'_>) -> Done {
         let Window {
             command,
             reads,
@@ -1089,7 +1144,7 @@ impl Run<'_> {
             // composed on this thread, so the allocator reuses the same memory instead of
             // growing and trimming its heap (and faulting the pages in again) as the verifier
             // runs ahead or behind.
-            self.retired.extend(link.retired.try_iter());
+            self.retired.extend(link.retired());
             for _ in 0..events.len() {
                 if self.retired.pop_front().is_none() {
                     break;
@@ -1125,17 +1180,14 @@ impl Run<'_> {
             }
         }
         let job = (!events.is_empty() || reset || (compare && !frames.is_empty()))
-            && link
-                .jobs
-                .send(FrameJob {
-                    command: job_command,
-                    compare,
-                    write_png,
-                    expected: frames,
-                    events,
-                    reset,
-                })
-                .is_ok();
+            && link.send(FrameJob {
+                command: job_command,
+                compare,
+                write_png,
+                expected: frames,
+                events,
+                reset,
+            });
         Done {
             command: executed,
             responses,

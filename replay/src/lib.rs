@@ -23,7 +23,7 @@ mod verify;
 
 pub use engine::{
     DEFAULT_SCANOUT_SIZE, Quiet, ReplayError, ReplayObserver, ReplayOptions, Replayer, Timing,
-    device_config_for,
+    VERIFY_THREAD_CORES, device_config_for,
 };
 pub use memory::SparseMemory;
 pub use report::{Divergence, DivergenceKind, ReplayReport, Unsupported};

@@ -77,10 +77,11 @@ pub(crate) struct Verifier<'r> {
     reference: Option<Vec<FrameDigest>>,
     frames_dir: Option<PathBuf>,
     png_failed: bool,
-    /// Pixel buffers no longer needed go back to the executing thread, which frees them just
-    /// before the device allocates the next frame's (so the allocator hands the same memory
-    /// out again instead of growing, shrinking and faulting in its heap).
-    retired: Sender<Vec<u8>>,
+    /// Pixel buffers no longer needed go back to the executing thread, which frees them as
+    /// the device allocates the next frames' (so the allocator hands the same memory out again
+    /// instead of growing, shrinking and faulting in its heap). None: dropped here (verifying
+    /// on the executing thread).
+    retired: Option<Sender<Vec<u8>>>,
 }
 
 impl<'r> Verifier<'r> {
@@ -90,7 +91,7 @@ impl<'r> Verifier<'r> {
         reader: &'r CaptureReader,
         reference: Option<Vec<FrameDigest>>,
         frames_dir: Option<PathBuf>,
-        retired: Sender<Vec<u8>>,
+        retired: Option<Sender<Vec<u8>>>,
     ) -> Self {
         Verifier {
             reader,
@@ -107,26 +108,30 @@ impl<'r> Verifier<'r> {
     /// Answers jobs in order until the executing thread hangs up.
     pub fn run(mut self, jobs: Receiver<FrameJob>, outcomes: Sender<FrameOutcome>) {
         for job in jobs {
-            let command = job.command;
-            // Composing ran inside the device's crash guard when it was done on the executing
-            // thread: a panic here is still reported as a crash at that command.
-            let outcome = catch_unwind(AssertUnwindSafe(|| self.verify(job))).unwrap_or_else(|p| {
-                let message = if let Some(s) = p.downcast_ref::<&str>() {
-                    (*s).to_owned()
-                } else if let Some(s) = p.downcast_ref::<String>() {
-                    s.clone()
-                } else {
-                    "non-string panic payload".to_owned()
-                };
-                FrameOutcome {
-                    findings: vec![(command, command, DivergenceKind::Crash { message })],
-                    ..FrameOutcome::default()
-                }
-            });
-            if outcomes.send(outcome).is_err() {
+            if outcomes.send(self.verify_guarded(job)).is_err() {
                 return;
             }
         }
+    }
+
+    /// [`Verifier::verify`]; composing ran inside the device's crash guard when frames were
+    /// composed during the device's display callback: a panic here is still reported as a
+    /// crash at the job's command.
+    pub fn verify_guarded(&mut self, job: FrameJob) -> FrameOutcome {
+        let command = job.command;
+        catch_unwind(AssertUnwindSafe(|| self.verify(job))).unwrap_or_else(|p| {
+            let message = if let Some(s) = p.downcast_ref::<&str>() {
+                (*s).to_owned()
+            } else if let Some(s) = p.downcast_ref::<String>() {
+                s.clone()
+            } else {
+                "non-string panic payload".to_owned()
+            };
+            FrameOutcome {
+                findings: vec![(command, command, DivergenceKind::Crash { message })],
+                ..FrameOutcome::default()
+            }
+        })
     }
 
     /// The XXH3-128 of a scanout's current picture, computed once per picture.
@@ -156,9 +161,11 @@ impl<'r> Verifier<'r> {
         let mut produced = Vec::new();
         for event in events {
             let (change, spare) = self.fbs.apply_owned_returning(event);
-            if let Some(spare) = spare {
+            if let Some(spare) = spare
+                && let Some(retired) = &self.retired
+            {
                 // The executing thread is gone: the buffer is simply dropped here.
-                let _ = self.retired.send(spare);
+                let _ = retired.send(spare);
             }
             let Some(change) = change else {
                 continue;

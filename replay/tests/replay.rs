@@ -256,6 +256,20 @@ fn replaying_twice_gives_identical_frames_and_responses() {
     assert_eq!(looped.loops, 3);
     assert_eq!(looped.commands, 3 * a.commands);
     assert_eq!(looped.frame_digests, a.frame_digests);
+    // Frames verified on the executing thread and on their own thread: the same digests.
+    for verify_thread in [Some(false), Some(true)] {
+        let r = replay_with(
+            &bytes,
+            ReplayOptions {
+                loops: 2,
+                verify_thread,
+                ..ReplayOptions::default()
+            },
+        );
+        assert_clean(&r);
+        assert_eq!(r.frame_digests, a.frame_digests);
+        assert_eq!(r.response_digests, a.response_digests);
+    }
 }
 
 #[test]
@@ -967,7 +981,12 @@ fn frame_divergence_late_in_a_long_replay_is_reported_at_its_frame_with_the_stat
             _ => None,
         })
         .unwrap();
-    let report = replay(&edited);
+    // Verified on their own thread whatever the machine's cores.
+    let threaded = ReplayOptions {
+        verify_thread: Some(true),
+        ..ReplayOptions::default()
+    };
+    let report = replay_with(&edited, threaded.clone());
     assert_eq!(report.divergences.len(), 1, "{:#?}", report.divergences);
     let d = &report.divergences[0];
     assert_eq!((d.record, d.command), (frame_record, flush), "{d}");
@@ -987,24 +1006,34 @@ fn frame_divergence_late_in_a_long_replay_is_reported_at_its_frame_with_the_stat
     assert_eq!(report.frame_digests.len(), frames_to_it);
     assert_eq!(report.frames, frames_to_it as u64);
 
-    // The same replay verifying each command's frames before running the next (as it does
-    // when writing PNGs) reports exactly the same.
+    // The same replay verifying on the executing thread, and verifying each command's frames
+    // on the thread before running the next (as it does when writing PNGs), reports exactly
+    // the same.
     let dir = tempfile::tempdir().unwrap();
+    let inline = replay_with(
+        &edited,
+        ReplayOptions {
+            verify_thread: Some(false),
+            ..ReplayOptions::default()
+        },
+    );
     let serial = replay_with(
         &edited,
         ReplayOptions {
             frames_dir: Some(dir.path().to_owned()),
-            ..ReplayOptions::default()
+            ..threaded.clone()
         },
     );
-    assert_eq!(serial.divergences, report.divergences);
-    assert_eq!(serial.commands, report.commands);
-    assert_eq!(serial.responses, report.responses);
-    assert_eq!(serial.frames, report.frames);
-    assert_eq!(serial.frame_digests, report.frame_digests);
-    assert_eq!(serial.response_digests, report.response_digests);
-    assert_eq!(serial.last_record, report.last_record);
-    assert_eq!(serial.capture_span_ns, report.capture_span_ns);
+    for other in [&inline, &serial] {
+        assert_eq!(other.divergences, report.divergences);
+        assert_eq!(other.commands, report.commands);
+        assert_eq!(other.responses, report.responses);
+        assert_eq!(other.frames, report.frames);
+        assert_eq!(other.frame_digests, report.frame_digests);
+        assert_eq!(other.response_digests, report.response_digests);
+        assert_eq!(other.last_record, report.last_record);
+        assert_eq!(other.capture_span_ns, report.capture_span_ns);
+    }
     assert_eq!(serial.frames_written, frames_to_it as u64);
 
     // Going on, the response divergence ten frames later follows, in record order.
@@ -1012,7 +1041,7 @@ fn frame_divergence_late_in_a_long_replay_is_reported_at_its_frame_with_the_stat
         &edited,
         ReplayOptions {
             keep_going: true,
-            ..ReplayOptions::default()
+            ..threaded
         },
     );
     assert_eq!(all.divergences.len(), 2, "{:#?}", all.divergences);
