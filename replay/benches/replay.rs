@@ -176,9 +176,16 @@ fn direct(w: &Workload, framebuffers: bool) -> u64 {
 }
 
 fn replay(reader: &CaptureReader) -> vgt_replay::ReplayReport {
-    let report = Replayer::new(reader, ReplayOptions::default())
-        .run(&mut Quiet)
-        .unwrap();
+    // VGT_BENCH_VERIFY_THREAD=0/1 forces frames to be verified inline / on their own thread
+    // (default: replay decides from the cores available).
+    let verify_thread = std::env::var("VGT_BENCH_VERIFY_THREAD")
+        .ok()
+        .map(|v| v != "0");
+    let options = ReplayOptions {
+        verify_thread,
+        ..ReplayOptions::default()
+    };
+    let report = Replayer::new(reader, options).run(&mut Quiet).unwrap();
     assert!(report.is_identical(), "{:?}", report.divergences.first());
     report
 }
