@@ -1,7 +1,8 @@
-//! Frame verification on its own thread: composes the scanout framebuffers from the display
-//! events the device produced (with `vgt_device::display::Framebuffers`, the code capture
-//! uses), hashes every composed frame and compares it with the recorded Frame records, while
-//! the executing thread runs the next commands.
+//! Frame verification: composes the scanout framebuffers from the display events the device
+//! produced (with `vgt_device::display::Framebuffers`, the code capture uses), hashes every
+//! composed frame and compares it with the recorded Frame records; on a thread of its own
+//! while the executing thread runs the next commands (with enough cores), else on the executing
+//! thread as each command's frames are handed over.
 //!
 //! The executing thread sends one [`FrameJob`] per command window that showed something, in
 //! command order; the verifier answers each with a [`FrameOutcome`], in the same order. The
