@@ -203,6 +203,29 @@ impl Framebuffers {
     /// framebuffer, tightly packed, becomes that framebuffer's pixel buffer instead of being
     /// copied into it (the buffer it replaces is dropped). The result is the same picture.
     pub fn apply_owned(&mut self, event: DisplayEvent) -> Option<FrameChange> {
+        self.apply_owned_inner(event, true).0
+    }
+
+    /// [`Framebuffers::apply_owned`], also handing back the pixel buffer that a whole-frame
+    /// update replaced (or the update's own buffer once its pixels were copied), so that the
+    /// caller decides where and when it is freed or reused. A whole-frame update moves the
+    /// framebuffer's version without comparing the pixels with the old ones (for a consumer
+    /// that hashes every new version anyway: the comparison would cost as much as the hash it
+    /// might save); the pictures are the same as [`Framebuffers::apply`]'s.
+    pub fn apply_owned_returning(
+        &mut self,
+        event: DisplayEvent,
+    ) -> (Option<FrameChange>, Option<Vec<u8>>) {
+        self.apply_owned_inner(event, false)
+    }
+
+    /// `apply_owned` (`exact_version`: the version moves only when a pixel changes) and
+    /// `apply_owned_returning`.
+    fn apply_owned_inner(
+        &mut self,
+        event: DisplayEvent,
+        exact_version: bool,
+    ) -> (Option<FrameChange>, Option<Vec<u8>>) {
         if let DisplayEvent::Update {
             scanout_id,
             resource_id,
@@ -223,16 +246,20 @@ impl Framebuffers {
                         && pixels.len() == fb.pixels.len() =>
                 {
                     fb.resource_id = resource_id;
-                    // Same versioning as `patch`: the version moves only when a pixel changes.
-                    if fb.pixels != pixels {
+                    // Exact: the same versioning as `patch`, the version moves only when a
+                    // pixel changes.
+                    if !exact_version || fb.pixels != pixels {
                         self.version += 1;
                         fb.version = self.version;
                     }
-                    fb.pixels = pixels;
-                    return Some(FrameChange {
-                        scanout_id,
-                        rect: [0, 0, width, height],
-                    });
+                    let old = std::mem::replace(&mut fb.pixels, pixels);
+                    return (
+                        Some(FrameChange {
+                            scanout_id,
+                            rect: [0, 0, width, height],
+                        }),
+                        Some(old),
+                    );
                 }
                 _ => {
                     // Rebuild the event to take the copying path (moves, no pixel copy).
@@ -247,11 +274,19 @@ impl Framebuffers {
                         stride,
                         pixels,
                     };
-                    return self.apply(&event);
+                    let change = self.apply(&event);
+                    return match event {
+                        DisplayEvent::Update { pixels, .. } => (change, Some(pixels)),
+                        _ => (change, None),
+                    };
                 }
             }
         }
-        self.apply(&event)
+        let change = self.apply(&event);
+        match event {
+            DisplayEvent::Update { pixels, .. } => (change, Some(pixels)),
+            _ => (change, None),
+        }
     }
 
     /// The framebuffer of a scanout, when it shows something.
@@ -330,6 +365,41 @@ mod tests {
             assert_eq!(copied, owned);
         }
         assert_eq!(owned.get(0).unwrap().pixels, [1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn apply_owned_returning_hands_back_the_buffer_it_no_longer_needs() {
+        let mut f = Framebuffers::new();
+        f.apply(&DisplayEvent::Scanout {
+            scanout_id: 0,
+            width: 2,
+            height: 1,
+        });
+        // A whole-frame update replaces the black picture: that buffer comes back.
+        let (change, old) = f.apply_owned_returning(update(0, 0, 2, 1, 8, vec![1; 8]));
+        assert!(change.is_some());
+        assert_eq!(old, Some(vec![0; 8]));
+        // A partial update is copied: its own buffer comes back.
+        let (change, old) = f.apply_owned_returning(update(1, 0, 1, 1, 4, vec![2; 4]));
+        assert_eq!(change.map(|c| c.rect), Some([1, 0, 1, 1]));
+        assert_eq!(old, Some(vec![2; 4]));
+        assert_eq!(f.get(0).unwrap().pixels, [1, 1, 1, 1, 2, 2, 2, 2]);
+        // The same picture again as a whole frame: the version moves without a comparison
+        // (apply_owned keeps it).
+        let same = f.get(0).unwrap().pixels.clone();
+        let version = f.get(0).unwrap().version;
+        let mut exact = f.clone();
+        exact.apply_owned(update(0, 0, 2, 1, 8, same.clone()));
+        assert_eq!(exact.get(0).unwrap().version, version);
+        f.apply_owned_returning(update(0, 0, 2, 1, 8, same));
+        assert_ne!(f.get(0).unwrap().version, version);
+        assert_eq!(f.get(0).unwrap().pixels, exact.get(0).unwrap().pixels);
+        let (change, old) = f.apply_owned_returning(DisplayEvent::CursorMove {
+            scanout_id: 0,
+            x: 0,
+            y: 0,
+        });
+        assert_eq!((change, old), (None, None));
     }
 
     #[test]

@@ -176,9 +176,16 @@ fn direct(w: &Workload, framebuffers: bool) -> u64 {
 }
 
 fn replay(reader: &CaptureReader) -> vgt_replay::ReplayReport {
-    let report = Replayer::new(reader, ReplayOptions::default())
-        .run(&mut Quiet)
-        .unwrap();
+    // VGT_BENCH_VERIFY_THREAD=0/1 forces frames to be verified inline / on their own thread
+    // (default: replay decides from the cores available).
+    let verify_thread = std::env::var("VGT_BENCH_VERIFY_THREAD")
+        .ok()
+        .map(|v| v != "0");
+    let options = ReplayOptions {
+        verify_thread,
+        ..ReplayOptions::default()
+    };
+    let report = Replayer::new(reader, options).run(&mut Quiet).unwrap();
     assert!(report.is_identical(), "{:?}", report.divergences.first());
     report
 }
@@ -286,7 +293,7 @@ fn main() {
     let mut r = Vec::new();
     let mut o = Vec::new();
     // CPU time: direct's (one thread), replay's executing thread (this one) and the rest of
-    // replay's process time (its reading thread).
+    // replay's process time (its reading and verifying threads).
     let mut dc = Vec::new();
     let mut rx = Vec::new();
     let mut rr = Vec::new();
@@ -346,8 +353,9 @@ fn main() {
     );
     let (dc, rx, rr) = (median(&mut dc), median(&mut rx), median(&mut rr));
     println!(
-        "  CPU: direct {:.3} s; replay executing thread {:.3} s, reading thread {:.3} s; \
-         direct / max(replay threads) = {:.3} (the ratio with a free core for each thread)",
+        "  CPU: direct {:.3} s; replay executing thread {:.3} s, reading and verifying threads \
+         {:.3} s; direct / max(executing, others) = {:.3} (a lower bound of the ratio with a free \
+         core for each thread)",
         dc.as_secs_f64(),
         rx.as_secs_f64(),
         rr.as_secs_f64(),

@@ -12,13 +12,12 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender};
+use std::sync::mpsc::{Receiver, Sender, SyncSender};
 use std::time::{Duration, Instant};
 
-use vgt_device::display::{FRAME_FORMAT, Framebuffers};
 use vgt_device::{
-    DeviceConfig, DeviceHost, DisplayEvent, DisplayInfoFromHost, FenceInfo, HostDisplay,
-    Submission, ValidationError,
+    Completion, DeviceConfig, DeviceHost, DisplayEvent, DisplayInfoFromHost, FenceInfo,
+    HostDisplay, Submission, ValidationError,
 };
 use vgt_format::CaptureReader;
 use vgt_format::record::{
@@ -31,13 +30,13 @@ use vgt_format::wire::{
 };
 use xxhash_rust::xxh3::xxh3_128;
 
-use crate::frames::{self, PngError};
-use crate::memory::SparseMemory;
+use crate::frames::PngError;
+use crate::memory::{SparseMemory, UnrecordedRead};
 use crate::report::{
-    CursorSummary, Divergence, DivergenceKind, FenceSummary, FrameDigest, FrameShape,
-    PixelDifference, ReplayReport, ReproducedCrash, ResponseDigest, ResponseSummary, Unsupported,
-    command_name,
+    CursorSummary, Divergence, DivergenceKind, FenceSummary, ReplayReport, ReproducedCrash,
+    ResponseDigest, ResponseSummary, Unsupported, command_name,
 };
+use crate::verify::{FrameJob, FrameOutcome, Verifier, payload_hash};
 
 /// Scanout size assumed when the capture never says (vgt-capture's default `--size`).
 pub const DEFAULT_SCANOUT_SIZE: (u32, u32) = (1024, 768);
@@ -93,7 +92,17 @@ pub struct ReplayOptions {
     pub loops: u32,
     /// Device configuration; None derives it from the capture ([`device_config_for`]).
     pub device_config: Option<DeviceConfig>,
+    /// Verify frames on a thread of their own while the next commands run (`Some(true)`), on
+    /// the executing thread (`Some(false)`), or decide from the cores available (`None`: a
+    /// thread of its own when there are at least [`VERIFY_THREAD_CORES`]). Reports are the
+    /// same either way.
+    pub verify_thread: Option<bool>,
 }
+
+/// With at least this many cores, frames are verified on a thread of their own by default
+/// (one core each for reading, executing and verifying; with fewer, a third busy thread only
+/// takes turns with the other two).
+pub const VERIFY_THREAD_CORES: usize = 3;
 
 /// Receives progress and findings while a replay runs (the CLI's progress bar and error
 /// lines). Every method has a default that does nothing.
@@ -327,17 +336,17 @@ impl<'r> Replayer<'r> {
                 loop_index,
                 device,
                 memory: SparseMemory::new(),
-                fbs: Framebuffers::new(),
                 expected: HashMap::new(),
                 actual: HashMap::new(),
                 commands: HashMap::new(),
                 unsupported_resources: HashMap::new(),
                 report: &mut report,
                 observer,
-                frame_index: 0,
                 response_index: 0,
                 stop: false,
                 crashed: false,
+                halted: false,
+                crash_recorded: false,
                 first_ts: None,
                 paced_from: Instant::now(),
                 span_start: None,
@@ -345,6 +354,7 @@ impl<'r> Replayer<'r> {
                 unverified: None,
                 batch: Vec::new(),
                 recycle: None,
+                retired: VecDeque::new(),
             };
             run.run()?;
             report.loops += 1;
@@ -693,13 +703,106 @@ struct CommandInfo {
     resource_id: Option<u32>,
 }
 
+/// Windows whose frames may still be with the verifier while the executing thread runs the
+/// next commands (their findings are filed in order once the verifier has answered)...
+const PIPELINE_WINDOWS: usize = 16;
+/// ...of which at most this many sent frames to verify (each holds a picture: bounded memory,
+/// and a steady number of picture buffers for the allocator to reuse).
+const PIPELINE_JOBS: usize = 2;
+
+/// Where frames are verified.
+enum FrameLink<'r> {
+    /// On the verifying thread: the executing thread's ends of its channels.
+    Threaded {
+        jobs: Sender<FrameJob>,
+        outcomes: Receiver<FrameOutcome>,
+        /// Pixel buffers the verifier no longer needs (see `Verifier::retired`).
+        retired: Receiver<Vec<u8>>,
+    },
+    /// On the executing thread, as each command's frames are handed over.
+    Inline {
+        verifier: Box<Verifier<'r>>,
+        outcomes: VecDeque<FrameOutcome>,
+    },
+}
+
+impl FrameLink<'_> {
+    /// Hands a job over; false when the verifying thread is gone.
+    fn send(&mut self, job: FrameJob) -> bool {
+        match self {
+            FrameLink::Threaded { jobs, .. } => jobs.send(job).is_ok(),
+            FrameLink::Inline { verifier, outcomes } => {
+                outcomes.push_back(verifier.verify_guarded(job));
+                true
+            }
+        }
+    }
+
+    /// The outcome of the oldest job not yet answered (waits for the verifying thread; one that
+    /// is gone has nothing to say).
+    fn recv(&mut self) -> FrameOutcome {
+        match self {
+            FrameLink::Threaded { outcomes, .. } => outcomes.recv().unwrap_or_default(),
+            FrameLink::Inline { outcomes, .. } => outcomes.pop_front().unwrap_or_default(),
+        }
+    }
+
+    /// Picture buffers the verifying thread handed back so far.
+    fn retired(&self) -> Vec<Vec<u8>> {
+        match self {
+            FrameLink::Threaded { retired, .. } => retired.try_iter().collect(),
+            FrameLink::Inline { .. } => Vec::new(),
+        }
+    }
+}
+
+/// What the device did for one command (the raw results, compared when the window is filed).
+struct Ran {
+    /// The completions, or the panic message when the device crashed.
+    result: Result<Vec<Completion>, String>,
+    misses: Vec<UnrecordedRead>,
+    unsupported: Option<String>,
+    signalled: Vec<FenceInfo>,
+    shown: Vec<CursorSummary>,
+}
+
+/// A window's command as executed.
+struct Executed {
+    id: RecordId,
+    ts: u64,
+    code: Option<u32>,
+    resource_id: Option<u32>,
+    verify: bool,
+    /// The crash the capture recorded for it.
+    crash: Option<String>,
+    /// None: the capturing transport rejected the chain, so no device ever saw it.
+    ran: Option<Ran>,
+}
+
+/// A window the device has executed, waiting to be filed: everything the comparison needs.
+struct Done {
+    command: Option<Executed>,
+    responses: Vec<(RecordId, RecordId, Vec<u8>)>,
+    fences: Vec<(RecordId, FenceSignal)>,
+    cursors: Vec<(RecordId, CursorSummary)>,
+    reset: bool,
+    last_ts: u64,
+    /// A frame job was sent for it: an outcome comes back.
+    job: bool,
+    /// The capture's writer never finished (this is the last window).
+    unfinished: bool,
+    /// The capture ends inside this command's records.
+    incomplete: Option<RecordId>,
+    /// The capture recorded a crash in this window.
+    crash_recorded: bool,
+}
+
 struct Run<'a> {
     reader: &'a CaptureReader,
     opts: &'a ReplayOptions,
     loop_index: u32,
     device: vgt_device::Device,
     memory: SparseMemory,
-    fbs: Framebuffers,
     /// Recorded responses not yet matched, by command record.
     expected: HashMap<RecordId, (RecordId, Vec<u8>)>,
     /// Replayed completions not yet matched, by command record.
@@ -709,10 +812,13 @@ struct Run<'a> {
     unsupported_resources: HashMap<u32, RecordId>,
     report: &'a mut ReplayReport,
     observer: &'a mut dyn ReplayObserver,
-    frame_index: usize,
     response_index: usize,
     stop: bool,
     crashed: bool,
+    /// The device panicked: nothing more is executed.
+    halted: bool,
+    /// A window filed so far recorded a crash.
+    crash_recorded: bool,
     first_ts: Option<u64>,
     paced_from: Instant,
     span_start: Option<u64>,
@@ -723,6 +829,8 @@ struct Run<'a> {
     batch: Vec<Divergence>,
     /// Hands payload buffers back to the reading thread.
     recycle: Option<SyncSender<Vec<u8>>>,
+    /// Picture buffers back from the verifier, waiting to be freed.
+    retired: VecDeque<Vec<u8>>,
 }
 
 impl Run<'_> {
@@ -733,22 +841,60 @@ impl Run<'_> {
         let reader = self.reader;
         let end = self.opts.end;
         let waiting = AtomicUsize::new(0);
+        // Later loops compare their frame digests with the first loop's.
+        let reference = (self.loop_index > 0).then(|| self.report.frame_digests.clone());
+        let frames_dir = if self.loop_index == 0 {
+            self.opts.frames_dir.clone()
+        } else {
+            None
+        };
+        let threaded = self.opts.verify_thread.unwrap_or_else(|| {
+            std::thread::available_parallelism().is_ok_and(|n| n.get() >= VERIFY_THREAD_CORES)
+        });
         std::thread::scope(|scope| {
             let waiting_ = &waiting;
             scope.spawn(move || produce(reader, end, &tx, &Pool { rx: returned }, waiting_));
-            // Leaving early drops `rx`, which ends the reading thread at its next send.
-            self.consume(rx, &waiting)
+            let link = if threaded {
+                let (jobs, job_rx) = std::sync::mpsc::channel::<FrameJob>();
+                let (outcome_tx, outcomes) = std::sync::mpsc::channel::<FrameOutcome>();
+                let (retired_tx, retired) = std::sync::mpsc::channel::<Vec<u8>>();
+                let verifier = Verifier::new(reader, reference, frames_dir, Some(retired_tx));
+                scope.spawn(move || verifier.run(job_rx, outcome_tx));
+                FrameLink::Threaded {
+                    jobs,
+                    outcomes,
+                    retired,
+                }
+            } else {
+                FrameLink::Inline {
+                    verifier: Box::new(Verifier::new(reader, reference, frames_dir, None)),
+                    outcomes: VecDeque::new(),
+                }
+            };
+            // Leaving early drops `rx` and the link, which ends the other threads.
+            self.consume(rx, &waiting, link)
         })
     }
 
-    fn consume(&mut self, rx: Receiver<Item>, waiting: &AtomicUsize) -> Result<(), ReplayError> {
+    fn consume(
+        &mut self,
+        rx: Receiver<Item>,
+        waiting: &AtomicUsize,
+        mut link: FrameLink<'_>,
+    ) -> Result<(), ReplayError> {
+        // Writing PNGs: no window runs ahead of its frames (a replay that stops writes no
+        // frame of the commands after the stop).
+        let depth = if self.opts.frames_dir.is_some() && self.loop_index == 0 {
+            0
+        } else {
+            PIPELINE_WINDOWS
+        };
         // Without an index and without the End record the writer never finished: the capture
         // was cut (maybe at a chunk boundary, which leaves no incomplete chunk behind). A
         // capture opened by scanning on purpose still has its End record.
         let no_index = !self.reader.health().indexed;
         let mut cut = self.report.truncated_at.is_some();
-        // A recorded crash ends the capture too, but its command's records are complete.
-        let mut crashed = false;
+        let mut pending: VecDeque<Done> = VecDeque::new();
         'items: for item in rx {
             match item {
                 Item::Windows(batch) => {
@@ -757,6 +903,10 @@ impl Run<'_> {
                         if let Err((id, why)) = self.check_unhashed(&mut w) {
                             // As if the reading thread had found it: this window is not
                             // executed, and nothing after it is read.
+                            self.file(&mut pending, &mut link, 0)?;
+                            if self.stop {
+                                break 'items;
+                            }
                             if self.report.damaged.is_none() {
                                 self.report.damaged = Some((id, why));
                             }
@@ -764,11 +914,10 @@ impl Run<'_> {
                             cut = true;
                             break 'items;
                         }
-                        crashed |= w.crash.is_some();
-                        if w.last && no_index && !w.end && self.report.truncated_at.is_none() {
-                            self.report.unfinished = true;
-                            cut = true;
-                        }
+                        let unfinished =
+                            w.last && no_index && !w.end && self.report.truncated_at.is_none();
+                        cut |= unfinished;
+                        let mut incomplete = None;
                         if w.last
                             && cut
                             && let Some((id, ..)) = &w.command
@@ -778,29 +927,75 @@ impl Run<'_> {
                             // shows) unverified.
                             self.unverified = Some(*id);
                             if self.loop_index == 0 {
-                                self.report.incomplete_command = Some(*id);
+                                incomplete = Some(*id);
                             }
                         }
-                        self.flush(w)?;
+                        let mut done = self.execute(w, &mut link);
+                        done.unfinished = unfinished;
+                        done.incomplete = incomplete;
+                        pending.push_back(done);
+                        // After a device crash nothing more runs: file everything now.
+                        let keep = if self.halted { 0 } else { depth };
+                        self.file(&mut pending, &mut link, keep)?;
                         if self.stop {
                             break 'items;
                         }
                     }
                 }
                 Item::Damaged(id, why) => {
+                    self.file(&mut pending, &mut link, 0)?;
+                    if self.stop {
+                        break 'items;
+                    }
                     if self.report.damaged.is_none() {
                         self.report.damaged = Some((id, why));
                     }
                     cut = true;
                 }
-                Item::End(last) => self.report.last_record = last,
+                Item::End(last) => {
+                    self.file(&mut pending, &mut link, 0)?;
+                    if self.stop {
+                        break 'items;
+                    }
+                    self.report.last_record = last;
+                }
             }
+        }
+        if !self.stop {
+            self.file(&mut pending, &mut link, 0)?;
         }
         if let Some(start) = self.span_start {
             self.report.capture_span_ns += self.span_end.saturating_sub(start);
         }
-        self.finish(cut || crashed);
+        let incomplete = cut || self.crash_recorded;
+        self.finish(incomplete);
         self.emit();
+        Ok(())
+    }
+
+    /// Files executed windows in order, oldest first, until at most `keep` wait (always the
+    /// same number, so that how far execution runs ahead of the filing never depends on thread
+    /// timing). Stops at a stop, dropping the windows executed after it.
+    fn file(
+        &mut self,
+        pending: &mut VecDeque<Done>,
+        link: &mut FrameLink<'_>,
+        keep: usize,
+    ) -> Result<(), ReplayError> {
+        while pending.len() > keep
+            || (keep > 0 && pending.iter().filter(|d| d.job).count() > PIPELINE_JOBS)
+        {
+            let Some(done) = pending.pop_front() else {
+                break;
+            };
+            // Waits for the verifier; a verifier that is gone has nothing to say.
+            let outcome = done.job.then(|| link.recv());
+            self.commit(done, outcome)?;
+            if self.stop {
+                pending.clear();
+                break;
+            }
+        }
         Ok(())
     }
 
@@ -862,7 +1057,10 @@ impl Run<'_> {
         }
     }
 
-    fn flush(&mut self, w: Window) -> Result<(), ReplayError> {
+    /// Runs a window's command on the device (guest memory, the device, its reset and memory
+    /// table changes) and hands its display output to the verifier. Nothing is compared or
+    /// reported here: [`Run::commit`] files the result once the frames are verified.
+    fn execute(&mut self, w: Window, link: &mut FrameLink<'_>) -> Done {
         let Window {
             command,
             reads,
@@ -880,21 +1078,161 @@ impl Run<'_> {
             last: _,
             end: _,
         } = w;
+        let crash_recorded = crash.is_some();
+        let mut events = Vec::new();
+        let mut executed = None;
+        let mut job_command = 0;
+        let mut compare = false;
+        let mut write_png = false;
         if let Some((id, ts, cmd, request)) = command {
-            self.execute(
+            let verify = id >= self.opts.start && self.unverified != Some(id);
+            if verify {
+                self.pace(ts);
+            }
+            self.observer.progress(id);
+            for (addr, bytes) in reads {
+                if let Some(spare) = self.memory.write_owned(addr, bytes)
+                    && let Some(r) = &self.recycle
+                {
+                    // A full pool: the buffer is simply dropped.
+                    let _ = r.try_send(spare);
+                }
+            }
+            let code = request
+                .get(0..4)
+                .and_then(|b| b.try_into().ok())
+                .map(u32::from_le_bytes);
+            let resource_id = Request::decode(&request)
+                .ok()
+                .and_then(|r| r.command.resource_id());
+            let ran = (!malformed).then(|| {
+                let mut host = Host {
+                    replies: &mut replies,
+                    events: &mut events,
+                    fences: Vec::new(),
+                    cursors: Vec::new(),
+                    unsupported: None,
+                };
+                let submission = Submission {
+                    queue: cmd.queue,
+                    token: id,
+                    request: &request,
+                    writable_len: cmd.writable_len,
+                };
+                let device = &mut self.device;
+                let memory = &self.memory;
+                let result = catch_unwind(AssertUnwindSafe(|| {
+                    device.submit(submission, memory, &mut host)
+                }))
+                .map_err(|panic| panic_message(panic.as_ref()));
+                let Host {
+                    fences: signalled,
+                    cursors: shown,
+                    unsupported,
+                    ..
+                } = host;
+                Ran {
+                    result,
+                    misses: self.memory.take_misses(),
+                    unsupported,
+                    signalled,
+                    shown,
+                }
+            });
+            // Picture buffers the verifier no longer needs are freed here, one for each update
+            // the device just allocated: allocations and frees alternate as when frames were
+            // composed on this thread, so the allocator reuses the same memory instead of
+            // growing and trimming its heap (and faulting the pages in again) as the verifier
+            // runs ahead or behind.
+            self.retired.extend(link.retired());
+            for _ in 0..events.len() {
+                if self.retired.pop_front().is_none() {
+                    break;
+                }
+            }
+            let ok = ran.as_ref().is_some_and(|r| r.result.is_ok());
+            self.halted |= ran.as_ref().is_some_and(|r| r.result.is_err());
+            // Where the original crashed, it showed nothing more: only the crash is compared.
+            compare = verify && crash.is_none() && ok;
+            write_png = verify;
+            job_command = id;
+            executed = Some(Executed {
                 id,
                 ts,
-                &cmd,
-                &request,
-                reads,
-                &mut replies,
-                &frames,
-                &fences,
-                &cursors,
-                malformed,
+                code,
+                resource_id,
+                verify,
                 crash,
-            )?;
-            if id >= self.opts.start && self.unverified != Some(id) {
+                ran,
+            });
+        }
+        if reset {
+            self.device.reset();
+        }
+        for (req, bytes) in memory_ops {
+            match wire::decode_vhost_user_payload(req, false, &bytes) {
+                Ok(VhostUserPayload::MemoryTable(t)) => self.memory.set_regions(&t.regions),
+                Ok(VhostUserPayload::SingleRegion(r)) if req == VhostUserRequest::ADD_MEM_REG => {
+                    self.memory.add_region(&r.region)
+                }
+                Ok(VhostUserPayload::SingleRegion(r)) => self.memory.remove_region(&r.region),
+                _ => {}
+            }
+        }
+        let job = (!events.is_empty() || reset || (compare && !frames.is_empty()))
+            && link.send(FrameJob {
+                command: job_command,
+                compare,
+                write_png,
+                expected: frames,
+                events,
+                reset,
+            });
+        Done {
+            command: executed,
+            responses,
+            fences,
+            cursors,
+            reset,
+            last_ts,
+            job,
+            unfinished: false,
+            incomplete: None,
+            crash_recorded,
+        }
+    }
+
+    /// Files an executed window, with its frames' outcome: compares responses, frames, fences
+    /// and cursors and reports what differs, in the order a replay that verified each window
+    /// before running the next would.
+    fn commit(&mut self, done: Done, outcome: Option<FrameOutcome>) -> Result<(), ReplayError> {
+        let Done {
+            command,
+            responses,
+            fences,
+            cursors,
+            reset,
+            last_ts,
+            job: _,
+            unfinished,
+            incomplete,
+            crash_recorded,
+        } = done;
+        let mut outcome = outcome.unwrap_or_default();
+        if let Some(e) = outcome.png_error.take() {
+            return Err(e.into());
+        }
+        self.crash_recorded |= crash_recorded;
+        if unfinished {
+            self.report.unfinished = true;
+        }
+        if incomplete.is_some() {
+            self.report.incomplete_command = incomplete;
+        }
+        if let Some(ex) = command {
+            let (ts, verify) = (ex.ts, ex.verify);
+            self.file_command(ex, &fences, &cursors, outcome);
+            if verify {
                 self.span_start.get_or_insert(ts);
                 self.span_end = self.span_end.max(last_ts).max(ts);
             }
@@ -911,20 +1249,8 @@ impl Run<'_> {
             }
         }
         if reset {
-            self.device.reset();
-            self.fbs.clear();
             self.expected.clear();
             self.actual.clear();
-        }
-        for (req, bytes) in memory_ops {
-            match wire::decode_vhost_user_payload(req, false, &bytes) {
-                Ok(VhostUserPayload::MemoryTable(t)) => self.memory.set_regions(&t.regions),
-                Ok(VhostUserPayload::SingleRegion(r)) if req == VhostUserRequest::ADD_MEM_REG => {
-                    self.memory.add_region(&r.region)
-                }
-                Ok(VhostUserPayload::SingleRegion(r)) => self.memory.remove_region(&r.region),
-                _ => {}
-            }
         }
         self.emit();
         if !self.opts.keep_going && !self.report.divergences.is_empty() {
@@ -934,41 +1260,24 @@ impl Run<'_> {
         Ok(())
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn execute(
+    /// Files one executed command: counts, unrecorded reads, crashes, its completions, and
+    /// (when its outputs are compared) its frames, fences and cursors.
+    fn file_command(
         &mut self,
-        id: RecordId,
-        ts: u64,
-        cmd: &CommandRecord,
-        request: &[u8],
-        reads: Vec<(u64, Vec<u8>)>,
-        replies: &mut VecDeque<(u32, Vec<u8>)>,
-        frames: &[(RecordId, Frame)],
+        ex: Executed,
         fences: &[(RecordId, FenceSignal)],
         cursors: &[(RecordId, CursorSummary)],
-        malformed: bool,
-        crash: Option<String>,
-    ) -> Result<(), ReplayError> {
-        let verify = id >= self.opts.start && self.unverified != Some(id);
-        if verify {
-            self.pace(ts);
-        }
-        self.observer.progress(id);
-        for (addr, bytes) in reads {
-            if let Some(spare) = self.memory.write_owned(addr, bytes)
-                && let Some(r) = &self.recycle
-            {
-                // A full pool: the buffer is simply dropped.
-                let _ = r.try_send(spare);
-            }
-        }
-        let code = request
-            .get(0..4)
-            .and_then(|b| b.try_into().ok())
-            .map(u32::from_le_bytes);
-        let resource_id = Request::decode(request)
-            .ok()
-            .and_then(|r| r.command.resource_id());
+        outcome: FrameOutcome,
+    ) {
+        let Executed {
+            id,
+            ts: _,
+            code,
+            resource_id,
+            verify,
+            crash,
+            ran,
+        } = ex;
         self.commands.insert(
             id,
             CommandInfo {
@@ -979,57 +1288,23 @@ impl Run<'_> {
                 resource_id,
             },
         );
-        if malformed {
+        let Some(ran) = ran else {
             // The capturing transport refused the chain; no device ever saw it.
             self.report.transport_rejected.push(id);
             self.commands.remove(&id);
-            return Ok(());
-        }
+            return;
+        };
         self.report.commands += 1;
         if verify {
             self.report.verified_commands += 1;
         }
-        let frames_dir = if verify && self.loop_index == 0 {
-            self.opts.frames_dir.as_deref()
-        } else {
-            None
-        };
-        let mut host = Host {
-            reader: self.reader,
-            fbs: &mut self.fbs,
-            replies,
-            expected_frames: frames,
-            produced: Vec::new(),
-            fences: Vec::new(),
-            cursors: Vec::new(),
-            unsupported: None,
-            frames_dir,
-            command: id,
-            png_error: None,
-        };
-        let submission = Submission {
-            queue: cmd.queue,
-            token: id,
-            request,
-            writable_len: cmd.writable_len,
-        };
-        let device = &mut self.device;
-        let memory = &self.memory;
-        let result = catch_unwind(AssertUnwindSafe(|| {
-            device.submit(submission, memory, &mut host)
-        }));
-        let Host {
-            produced,
-            fences: signalled,
-            cursors: shown,
+        let Ran {
+            result,
+            misses,
             unsupported,
-            png_error,
-            ..
-        } = host;
-        if let Some(e) = png_error {
-            return Err(e.into());
-        }
-        let misses = self.memory.take_misses();
+            signalled,
+            shown,
+        } = ran;
         if let Some(info) = self.commands.get_mut(&id) {
             info.unsupported = unsupported.clone();
             info.unrecorded_read = !misses.is_empty();
@@ -1065,8 +1340,7 @@ impl Run<'_> {
                 }
                 c
             }
-            Err(panic) => {
-                let message = panic_message(panic.as_ref());
+            Err(message) => {
                 self.crashed = true;
                 self.stop = true;
                 match crash {
@@ -1080,7 +1354,7 @@ impl Run<'_> {
                     }
                     None => self.diverge(id, id, DivergenceKind::Crash { message }),
                 }
-                return Ok(());
+                return;
             }
         };
         for c in completions {
@@ -1092,11 +1366,15 @@ impl Run<'_> {
             }
         }
         if compare_outputs {
-            self.compare_frames(id, frames, produced);
+            self.report.frames += outcome.frames;
+            self.report.frame_digests.extend(outcome.digests);
+            for (rid, command, kind) in outcome.findings {
+                self.diverge(rid, command, kind);
+            }
+            self.report.frames_written += outcome.frames_written;
             self.compare_fences(id, fences, &signalled);
             self.compare_cursors(id, cursors, shown);
         }
-        Ok(())
     }
 
     fn compare_response(
@@ -1179,97 +1457,6 @@ impl Run<'_> {
                 command,
                 DivergenceKind::Nondeterministic {
                     what: format!("response #{i} (command {command})"),
-                },
-            );
-        }
-    }
-
-    fn compare_frames(
-        &mut self,
-        id: RecordId,
-        expected: &[(RecordId, Frame)],
-        produced: Vec<Produced>,
-    ) {
-        let n = expected.len().max(produced.len());
-        for i in 0..n {
-            match (expected.get(i), produced.get(i)) {
-                (Some((rid, f)), Some(p)) => {
-                    self.report.frames += 1;
-                    let digest = FrameDigest {
-                        record: *rid,
-                        scanout_id: p.shape.scanout_id,
-                        hash: p.hash,
-                    };
-                    self.check_digest_frame(*rid, id, digest);
-                    let want = FrameShape {
-                        scanout_id: f.scanout_id,
-                        width: f.width,
-                        height: f.height,
-                        rect: f.rect,
-                    };
-                    if want != p.shape {
-                        self.diverge(
-                            *rid,
-                            id,
-                            DivergenceKind::FrameShape {
-                                expected: want,
-                                found: p.shape,
-                            },
-                        );
-                    } else if p.expected_hash != Some(p.hash) {
-                        self.diverge(
-                            *rid,
-                            id,
-                            DivergenceKind::Frame {
-                                shape: p.shape,
-                                expected_hash: p.expected_hash.map_or_else(
-                                    || "(unreadable)".to_owned(),
-                                    |h| format!("{h:032x}"),
-                                ),
-                                found_hash: format!("{:032x}", p.hash),
-                                first_difference: p.first_difference,
-                            },
-                        );
-                    }
-                }
-                (Some((rid, f)), None) => self.diverge(
-                    *rid,
-                    id,
-                    DivergenceKind::MissingFrame {
-                        expected: FrameShape {
-                            scanout_id: f.scanout_id,
-                            width: f.width,
-                            height: f.height,
-                            rect: f.rect,
-                        },
-                    },
-                ),
-                (None, Some(p)) => {
-                    let digest = FrameDigest {
-                        record: id,
-                        scanout_id: p.shape.scanout_id,
-                        hash: p.hash,
-                    };
-                    self.check_digest_frame(id, id, digest);
-                    self.diverge(id, id, DivergenceKind::ExtraFrame { found: p.shape });
-                }
-                (None, None) => {}
-            }
-        }
-        self.report.frames_written += produced.iter().filter(|p| p.written).count() as u64;
-    }
-
-    fn check_digest_frame(&mut self, rid: RecordId, command: RecordId, digest: FrameDigest) {
-        let i = self.frame_index;
-        self.frame_index += 1;
-        if self.loop_index == 0 {
-            self.report.frame_digests.push(digest);
-        } else if self.report.frame_digests.get(i) != Some(&digest) {
-            self.diverge(
-                rid,
-                command,
-                DivergenceKind::Nondeterministic {
-                    what: format!("frame #{i} (record {rid})"),
                 },
             );
         }
@@ -1375,14 +1562,6 @@ impl Run<'_> {
     }
 }
 
-/// The XXH3-128 of a payload's bytes: from the blob reference, or computed for inline bytes.
-fn payload_hash(p: &Payload) -> u128 {
-    match p {
-        Payload::Blob(r) => r.hash.0,
-        Payload::Inline(b) => xxh3_128(b),
-    }
-}
-
 fn hex(h: u128) -> String {
     format!("{h:032x}")
 }
@@ -1403,28 +1582,14 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
-/// A frame replay produced.
-struct Produced {
-    shape: FrameShape,
-    hash: u128,
-    expected_hash: Option<u128>,
-    first_difference: Option<PixelDifference>,
-    written: bool,
-}
-
 /// The device's surroundings during one replayed command.
 struct Host<'a> {
-    reader: &'a CaptureReader,
-    fbs: &'a mut Framebuffers,
     replies: &'a mut VecDeque<(u32, Vec<u8>)>,
-    expected_frames: &'a [(RecordId, Frame)],
-    produced: Vec<Produced>,
+    /// Display events other than cursor changes, for the verifier.
+    events: &'a mut Vec<DisplayEvent>,
     fences: Vec<FenceInfo>,
     cursors: Vec<CursorSummary>,
     unsupported: Option<String>,
-    frames_dir: Option<&'a std::path::Path>,
-    command: RecordId,
-    png_error: Option<PngError>,
 }
 
 impl Host<'_> {
@@ -1475,67 +1640,7 @@ impl DeviceHost for Host<'_> {
             self.cursors.push(c);
             return;
         }
-        let Some(change) = self.fbs.apply_owned(event) else {
-            return;
-        };
-        let Some(fb) = self.fbs.get(change.scanout_id) else {
-            return;
-        };
-        let hash = xxh3_128(&fb.pixels);
-        let index = self.produced.len();
-        let expected = self.expected_frames.get(index);
-        let expected_hash = expected.map(|(_, f)| payload_hash(&f.pixels));
-        let mut first_difference = None;
-        if let Some((_, f)) = expected
-            && expected_hash != Some(hash)
-            && f.width == fb.width
-            && let Ok(want) = self.reader.read_payload(&f.pixels)
-        {
-            first_difference = want
-                .chunks(4)
-                .zip(fb.pixels.chunks(4))
-                .position(|(a, b)| a != b)
-                .and_then(|i| {
-                    let e = want.get(i * 4..i * 4 + 4)?;
-                    let g = fb.pixels.get(i * 4..i * 4 + 4)?;
-                    Some(PixelDifference {
-                        x: (i % fb.width.max(1) as usize) as u32,
-                        y: (i / fb.width.max(1) as usize) as u32,
-                        expected: e.try_into().ok()?,
-                        found: g.try_into().ok()?,
-                    })
-                });
-        }
-        let mut written = false;
-        if let Some(dir) = self.frames_dir
-            && self.png_error.is_none()
-        {
-            let record = expected.map_or(self.command, |(rid, _)| *rid);
-            let path = dir.join(frames::frame_file_name(record, change.scanout_id));
-            match frames::write_png(
-                &path,
-                FRAME_FORMAT,
-                fb.width,
-                fb.height,
-                fb.stride(),
-                &fb.pixels,
-            ) {
-                Ok(()) => written = true,
-                Err(e) => self.png_error = Some(e),
-            }
-        }
-        self.produced.push(Produced {
-            shape: FrameShape {
-                scanout_id: change.scanout_id,
-                width: fb.width,
-                height: fb.height,
-                rect: change.rect,
-            },
-            hash,
-            expected_hash,
-            first_difference,
-            written,
-        });
+        self.events.push(event);
     }
 
     fn display_info(&mut self) -> Option<DisplayInfoFromHost> {

@@ -19,10 +19,11 @@ pub mod engine;
 pub mod frames;
 pub mod memory;
 pub mod report;
+mod verify;
 
 pub use engine::{
     DEFAULT_SCANOUT_SIZE, Quiet, ReplayError, ReplayObserver, ReplayOptions, Replayer, Timing,
-    device_config_for,
+    VERIFY_THREAD_CORES, device_config_for,
 };
 pub use memory::SparseMemory;
 pub use report::{Divergence, DivergenceKind, ReplayReport, Unsupported};

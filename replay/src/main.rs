@@ -128,6 +128,7 @@ fn main() -> ExitCode {
         timing: cli.timing,
         loops: cli.loops,
         device_config: None,
+        verify_thread: None,
     };
     let bar = ProgressBar::with_draw_target(
         Some(reader.len()),

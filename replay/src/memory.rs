@@ -18,9 +18,9 @@ pub struct UnrecordedRead {
 
 /// Guest memory made of the bytes recorded so far.
 ///
-/// Extents never overlap and never touch (touching ones are merged), so a read the recorded
-/// bytes cover always lies inside one extent. Later records overwrite earlier bytes, as the
-/// guest overwrote its memory between commands.
+/// Extents never overlap; touching ones stay apart (a read across them is gathered), so a
+/// recorded read is kept as the buffer it was read into, never copied into a merged one. Later
+/// records overwrite earlier bytes, as the guest overwrote its memory between commands.
 #[derive(Debug, Default)]
 pub struct SparseMemory {
     extents: BTreeMap<u64, Vec<u8>>,
@@ -38,77 +38,87 @@ impl SparseMemory {
 
     /// Stores `data` at `addr`, replacing what was there.
     pub fn write(&mut self, addr: u64, data: &[u8]) {
-        if data.is_empty() {
+        if data.is_empty() || self.write_inside(addr, data) {
             return;
         }
+        let _ = self.write_owned(addr, data.to_vec());
+    }
+
+    /// Copies `data` into the one extent that holds all of `[addr, addr + len)`, when there is
+    /// one (a frame's transfer source, read again and again). Returns whether it did.
+    fn write_inside(&mut self, addr: u64, data: &[u8]) -> bool {
         let Some(end) = addr.checked_add(data.len() as u64) else {
-            // Cannot be a real guest range; a device never reads it back either.
-            return;
+            return false;
         };
-        // Fast path: the range lies inside one extent (a frame's transfer source, read again
-        // and again).
-        if let Some((&start, bytes)) = self.extents.range_mut(..=addr).next_back()
-            && start + bytes.len() as u64 >= end
-        {
-            let off = (addr - start) as usize;
-            bytes[off..off + data.len()].copy_from_slice(data);
-            return;
-        }
-        // Merge every extent that overlaps or touches [addr, end).
-        let mut new_start = addr;
-        let mut new_end = end;
-        let mut absorbed = Vec::new();
-        if let Some((&start, bytes)) = self.extents.range(..addr).next_back()
-            && start + bytes.len() as u64 >= addr
-        {
-            new_start = start;
-            absorbed.push(start);
-        }
-        for (&start, bytes) in self.extents.range(addr..=end) {
-            absorbed.push(start);
-            new_end = new_end.max(start + bytes.len() as u64);
-        }
-        let mut merged = vec![0u8; (new_end - new_start) as usize];
-        for start in absorbed {
-            if let Some(bytes) = self.extents.remove(&start) {
-                let off = (start - new_start) as usize;
-                merged[off..off + bytes.len()].copy_from_slice(&bytes);
+        match self.extents.range_mut(..=addr).next_back() {
+            Some((&start, bytes)) if start + bytes.len() as u64 >= end => {
+                let off = (addr - start) as usize;
+                bytes[off..off + data.len()].copy_from_slice(data);
+                true
             }
+            _ => false,
         }
-        let off = (addr - new_start) as usize;
-        merged[off..off + data.len()].copy_from_slice(data);
-        self.extents.insert(new_start, merged);
     }
 
     /// Stores `data` at `addr` like [`SparseMemory::write`], taking the buffer over instead of
-    /// copying it when it replaces one extent exactly or touches none (the common case of a
-    /// transfer source read again and again). Returns the buffer no longer needed (the extent
-    /// replaced, or `data` itself once copied), for the caller to reuse.
+    /// copying it unless the range lies inside a larger extent. Returns a buffer no longer
+    /// needed (an extent the write covered whole, or `data` itself once copied), for the
+    /// caller to reuse.
     pub fn write_owned(&mut self, addr: u64, data: Vec<u8>) -> Option<Vec<u8>> {
         let end = addr.checked_add(data.len() as u64)?;
-        let exact = self
-            .extents
-            .get(&addr)
-            .is_some_and(|b| b.len() == data.len());
-        let before_touches = self
-            .extents
-            .range(..addr)
-            .next_back()
-            .is_some_and(|(&s, b)| s + b.len() as u64 >= addr);
-        let after_touches = self
-            .extents
-            .range(addr..=end)
-            .any(|(&s, b)| s != addr || b.len() != data.len());
-        if !data.is_empty()
-            && (exact || !self.extents.contains_key(&addr))
-            && !before_touches
-            && !after_touches
-        {
-            self.extents.insert(addr, data)
-        } else {
-            self.write(addr, &data);
-            Some(data)
+        if data.is_empty() {
+            return Some(data);
         }
+        // The same range again: the new buffer replaces the old one.
+        if let Some(old) = self.extents.get_mut(&addr)
+            && old.len() == data.len()
+        {
+            return Some(std::mem::replace(old, data));
+        }
+        if self.write_inside(addr, &data) {
+            return Some(data);
+        }
+        let spare = self.carve(addr, end);
+        self.extents.insert(addr, data);
+        spare
+    }
+
+    /// Removes every byte of `[addr, end)` from the extents (cutting the ones that reach into
+    /// it), so that a write can take the range. Returns one extent that lay wholly inside.
+    fn carve(&mut self, addr: u64, end: u64) -> Option<Vec<u8>> {
+        let mut spare = None;
+        // One that starts before `addr` and reaches into the range: keep its head (and its
+        // tail past `end`, as an extent of its own).
+        if let Some((&start, bytes)) = self.extents.range_mut(..addr).next_back()
+            && start + bytes.len() as u64 > addr
+        {
+            let head = (addr - start) as usize;
+            if start + bytes.len() as u64 > end {
+                let tail = bytes[(end - start) as usize..].to_vec();
+                self.extents.insert(end, tail);
+            }
+            if let Some(bytes) = self.extents.get_mut(&start) {
+                bytes.truncate(head);
+            }
+        }
+        // Ones that start inside the range: dropped, or cut to what lies past `end`.
+        let inside: Vec<u64> = self.extents.range(addr..end).map(|(&s, _)| s).collect();
+        for start in inside {
+            let Some(mut bytes) = self.extents.remove(&start) else {
+                continue;
+            };
+            let len = bytes.len() as u64;
+            if start + len > end {
+                bytes.drain(..(end - start) as usize);
+                self.extents.insert(end, bytes);
+            } else if spare
+                .as_ref()
+                .is_none_or(|s: &Vec<u8>| s.capacity() < bytes.capacity())
+            {
+                spare = Some(bytes);
+            }
+        }
+        spare
     }
 
     /// Replaces the guest's memory regions (SET_MEM_TABLE).
@@ -152,12 +162,27 @@ impl GuestMemory for SparseMemory {
         if len == 0 {
             return Ok(());
         }
-        if let Some(end) = addr.checked_add(len)
-            && let Some((&start, bytes)) = self.extents.range(..=addr).next_back()
-            && start + bytes.len() as u64 >= end
+        // The extent holding `addr`, then the ones that touch it, until `buf` is full.
+        let mut done = 0usize;
+        if let Some((&start, bytes)) = self.extents.range(..=addr).next_back()
+            && start + bytes.len() as u64 > addr
         {
             let off = (addr - start) as usize;
-            buf.copy_from_slice(&bytes[off..off + buf.len()]);
+            let n = (bytes.len() - off).min(buf.len());
+            buf[..n].copy_from_slice(&bytes[off..off + n]);
+            done = n;
+            let mut next = start + bytes.len() as u64;
+            while done < buf.len() {
+                let Some(bytes) = self.extents.get(&next) else {
+                    break;
+                };
+                let n = bytes.len().min(buf.len() - done);
+                buf[done..done + n].copy_from_slice(&bytes[..n]);
+                done += n;
+                next += bytes.len() as u64;
+            }
+        }
+        if done == buf.len() {
             return Ok(());
         }
         self.misses.borrow_mut().push(UnrecordedRead { addr, len });
@@ -215,7 +240,7 @@ mod tests {
     }
 
     #[test]
-    fn touching_and_overlapping_writes_merge_and_later_bytes_win() {
+    fn touching_and_overlapping_writes_read_back_with_later_bytes_winning() {
         let mut m = SparseMemory::new();
         m.write(10, &[1, 1]);
         m.write(14, &[3, 3]);
@@ -225,8 +250,48 @@ mod tests {
         assert_eq!(read(&m, 9, 7), Some(vec![7, 7, 7, 2, 2, 3, 3]));
         m.write(11, &[8]);
         assert_eq!(read(&m, 9, 7), Some(vec![7, 7, 8, 2, 2, 3, 3]));
-        assert_eq!(m.extents.len(), 1);
-        assert_eq!(m.len(), 7);
+        // A write inside one extent cuts it in three.
+        m.write(0, &[5; 20]);
+        m.write(4, &[6; 2]);
+        assert_eq!(
+            read(&m, 2, 6),
+            Some(vec![5, 5, 6, 6, 5, 5]),
+            "{:?}",
+            m.extents
+        );
+        assert_eq!(m.len(), 20);
+        assert!(m.take_misses().is_empty());
+    }
+
+    #[test]
+    fn random_writes_read_back_like_flat_memory() {
+        // A flat model (None: never written) against the extents, over many overlapping
+        // writes, owned and copied, and reads that span several extents or a gap.
+        let mut model: Vec<Option<u8>> = vec![None; 256];
+        let mut m = SparseMemory::new();
+        let mut x = 12345u32;
+        let mut next = |n: u32| {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            (x >> 8) % n
+        };
+        for i in 0..2000u32 {
+            let addr = next(240) as usize;
+            let len = 1 + next(16) as usize;
+            let data: Vec<u8> = (0..len).map(|j| (i as usize + j) as u8).collect();
+            for (j, b) in data.iter().enumerate() {
+                model[addr + j] = Some(*b);
+            }
+            if i % 2 == 0 {
+                m.write(addr as u64, &data);
+            } else {
+                let _ = m.write_owned(addr as u64, data);
+            }
+            let (ra, rl) = (next(240) as usize, 1 + next(16) as usize);
+            let want: Option<Vec<u8>> = model[ra..ra + rl].iter().copied().collect();
+            assert_eq!(read(&m, ra as u64, rl), want, "write {i}: read {ra}+{rl}");
+            let held: u64 = model.iter().filter(|b| b.is_some()).count() as u64;
+            assert_eq!(m.len(), held);
+        }
     }
 
     #[test]

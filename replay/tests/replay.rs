@@ -256,6 +256,20 @@ fn replaying_twice_gives_identical_frames_and_responses() {
     assert_eq!(looped.loops, 3);
     assert_eq!(looped.commands, 3 * a.commands);
     assert_eq!(looped.frame_digests, a.frame_digests);
+    // Frames verified on the executing thread and on their own thread: the same digests.
+    for verify_thread in [Some(false), Some(true)] {
+        let r = replay_with(
+            &bytes,
+            ReplayOptions {
+                loops: 2,
+                verify_thread,
+                ..ReplayOptions::default()
+            },
+        );
+        assert_clean(&r);
+        assert_eq!(r.frame_digests, a.frame_digests);
+        assert_eq!(r.response_digests, a.response_digests);
+    }
 }
 
 #[test]
@@ -911,4 +925,131 @@ fn blob_failing_its_content_hash_stops_replay_at_that_record() {
         .count() as u64;
     assert_eq!(report.commands, command_of_read - 1);
     assert!(report.divergences.is_empty(), "{:#?}", report.divergences);
+}
+
+#[test]
+fn frame_divergence_late_in_a_long_replay_is_reported_at_its_frame_with_the_state_at_that_command()
+{
+    // Frames are verified on their own thread while later commands already run: the report
+    // must still be the one of a replay that stops right after the diverging command.
+    let bytes = linux_like(16, 8, 120).finish();
+    let recs = records(&bytes);
+    let code = |r: &vgt_format::record::Record| match &r.body {
+        RecordBody::Command(c) => match &c.request {
+            Payload::Inline(b) => b
+                .get(0..4)
+                .map(|b| u32::from_le_bytes(b.try_into().unwrap())),
+            Payload::Blob(_) => None,
+        },
+        _ => None,
+    };
+    let flushes: Vec<u64> = recs
+        .iter()
+        .filter(|(_, r)| code(r) == Some(CommandType::RESOURCE_FLUSH.0))
+        .map(|(id, _)| *id)
+        .collect();
+    let transfers: Vec<u64> = recs
+        .iter()
+        .filter_map(|(id, r)| match &r.body {
+            RecordBody::MemoryRead(m) if m.resource_id == 1 => Some(*id),
+            _ => None,
+        })
+        .collect();
+    // Transfer #100's first piece (two reads per transfer), and the response of flush #110.
+    let target = transfers[200];
+    let late_flush = flushes[110];
+    let late_response = recs
+        .iter()
+        .find_map(|(id, r)| match &r.body {
+            RecordBody::Response(resp) if resp.command == late_flush => Some(*id),
+            _ => None,
+        })
+        .unwrap();
+    let edited = rewrite(&bytes, |id, mut rec| {
+        match &mut rec.body {
+            RecordBody::MemoryRead(m) if id == target => bytes_mut(&mut m.data)[5] ^= 0x40,
+            RecordBody::Response(r) if id == late_response => bytes_mut(&mut r.bytes)[0] ^= 1,
+            _ => {}
+        }
+        Some(rec)
+    });
+    let flush = flushes[100];
+    let frame_record = recs
+        .iter()
+        .find_map(|(id, r)| match &r.body {
+            RecordBody::Frame(f) if f.command == flush => Some(*id),
+            _ => None,
+        })
+        .unwrap();
+    // Verified on their own thread whatever the machine's cores.
+    let threaded = ReplayOptions {
+        verify_thread: Some(true),
+        ..ReplayOptions::default()
+    };
+    let report = replay_with(&edited, threaded.clone());
+    assert_eq!(report.divergences.len(), 1, "{:#?}", report.divergences);
+    let d = &report.divergences[0];
+    assert_eq!((d.record, d.command), (frame_record, flush), "{d}");
+    assert_eq!(d.command_name, "RESOURCE_FLUSH");
+    assert!(matches!(d.kind, DivergenceKind::Frame { .. }), "{d}");
+    assert!(report.stopped_early);
+    // Nothing after the diverging command is counted.
+    let commands_to_flush = recs
+        .iter()
+        .filter(|(id, r)| *id <= flush && code(r).is_some())
+        .count() as u64;
+    assert_eq!(report.commands, commands_to_flush);
+    let frames_to_it = recs
+        .iter()
+        .filter(|(id, r)| *id <= frame_record && r.body.kind() == RecordKind::FRAME)
+        .count();
+    assert_eq!(report.frame_digests.len(), frames_to_it);
+    assert_eq!(report.frames, frames_to_it as u64);
+
+    // The same replay verifying on the executing thread, and verifying each command's frames
+    // on the thread before running the next (as it does when writing PNGs), reports exactly
+    // the same.
+    let dir = tempfile::tempdir().unwrap();
+    let inline = replay_with(
+        &edited,
+        ReplayOptions {
+            verify_thread: Some(false),
+            ..ReplayOptions::default()
+        },
+    );
+    let serial = replay_with(
+        &edited,
+        ReplayOptions {
+            frames_dir: Some(dir.path().to_owned()),
+            ..threaded.clone()
+        },
+    );
+    for other in [&inline, &serial] {
+        assert_eq!(other.divergences, report.divergences);
+        assert_eq!(other.commands, report.commands);
+        assert_eq!(other.responses, report.responses);
+        assert_eq!(other.frames, report.frames);
+        assert_eq!(other.frame_digests, report.frame_digests);
+        assert_eq!(other.response_digests, report.response_digests);
+        assert_eq!(other.last_record, report.last_record);
+        assert_eq!(other.capture_span_ns, report.capture_span_ns);
+    }
+    assert_eq!(serial.frames_written, frames_to_it as u64);
+
+    // Going on, the response divergence ten frames later follows, in record order.
+    let all = replay_with(
+        &edited,
+        ReplayOptions {
+            keep_going: true,
+            ..threaded
+        },
+    );
+    assert_eq!(all.divergences.len(), 2, "{:#?}", all.divergences);
+    assert_eq!(all.divergences[0], report.divergences[0]);
+    assert_eq!(all.divergences[1].record, late_response);
+    assert!(matches!(
+        all.divergences[1].kind,
+        DivergenceKind::Response { .. }
+    ));
+    assert_eq!(all.frames, count(&bytes, RecordKind::FRAME));
 }

@@ -1,0 +1,362 @@
+//! Frame verification: composes the scanout framebuffers from the display events the device
+//! produced (with `vgt_device::display::Framebuffers`, the code capture uses), hashes every
+//! composed frame and compares it with the recorded Frame records; on a thread of its own
+//! while the executing thread runs the next commands (with enough cores), else on the executing
+//! thread as each command's frames are handed over.
+//!
+//! The executing thread sends one [`FrameJob`] per command window that showed something, in
+//! command order; the verifier answers each with a [`FrameOutcome`], in the same order. The
+//! executing thread files an outcome's findings at the point where its command's frames are
+//! compared, so divergences come out in exactly the order (and with exactly the record numbers)
+//! of a replay that verifies every frame before running the next command.
+
+use std::collections::BTreeMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::PathBuf;
+use std::sync::mpsc::{Receiver, Sender};
+
+use vgt_device::DisplayEvent;
+use vgt_device::display::{FRAME_FORMAT, Framebuffers};
+use vgt_format::CaptureReader;
+use vgt_format::record::{Frame, RecordId};
+use xxhash_rust::xxh3::xxh3_128;
+
+use crate::frames::{self, PngError};
+use crate::report::{DivergenceKind, FrameDigest, FrameShape, PixelDifference};
+
+/// The display output of one command window, for the verifier.
+pub(crate) struct FrameJob {
+    /// The command record (the record of an extra frame's divergence).
+    pub command: RecordId,
+    /// Compare the frames with the recording (the command is verified, ran, and the original
+    /// did not crash on it); otherwise the events only keep the framebuffers up to date.
+    pub compare: bool,
+    /// Write each frame as a PNG (when the verifier has a frames directory).
+    pub write_png: bool,
+    /// The recorded Frame records of the window, in order.
+    pub expected: Vec<(RecordId, Frame)>,
+    /// The device's display events (cursor events excluded), in order.
+    pub events: Vec<DisplayEvent>,
+    /// A device reset follows the command: the framebuffers are dropped after the events.
+    pub reset: bool,
+}
+
+/// What the verifier found for one [`FrameJob`].
+#[derive(Default)]
+pub(crate) struct FrameOutcome {
+    /// Frames compared.
+    pub frames: u64,
+    /// The digest of every compared frame (first loop only).
+    pub digests: Vec<FrameDigest>,
+    /// Divergences: record, command record, what.
+    pub findings: Vec<(RecordId, RecordId, DivergenceKind)>,
+    /// Frames written as PNG among the compared ones.
+    pub frames_written: u64,
+    /// A PNG could not be written (the replay ends with this error).
+    pub png_error: Option<PngError>,
+}
+
+/// A frame replay produced.
+struct Produced {
+    shape: FrameShape,
+    hash: u128,
+    expected_hash: Option<u128>,
+    first_difference: Option<PixelDifference>,
+    written: bool,
+}
+
+/// The verifier's state for one loop of a replay.
+pub(crate) struct Verifier<'r> {
+    reader: &'r CaptureReader,
+    fbs: Framebuffers,
+    /// Per scanout: the framebuffer version last hashed and its hash (a frame whose pixels did
+    /// not change since is not hashed again).
+    hashes: BTreeMap<u32, (u64, u128)>,
+    /// Frames compared so far in this loop.
+    frame_index: usize,
+    /// The first loop's frame digests, for later loops (None in the first loop).
+    reference: Option<Vec<FrameDigest>>,
+    frames_dir: Option<PathBuf>,
+    png_failed: bool,
+    /// Pixel buffers no longer needed go back to the executing thread, which frees them as
+    /// the device allocates the next frames' (so the allocator hands the same memory out again
+    /// instead of growing, shrinking and faulting in its heap). None: dropped here (verifying
+    /// on the executing thread).
+    retired: Option<Sender<Vec<u8>>>,
+}
+
+impl<'r> Verifier<'r> {
+    /// A verifier with empty framebuffers. `reference`: the first loop's digests, when this
+    /// is a later loop; `frames_dir`: where PNGs go (first loop only).
+    pub fn new(
+        reader: &'r CaptureReader,
+        reference: Option<Vec<FrameDigest>>,
+        frames_dir: Option<PathBuf>,
+        retired: Option<Sender<Vec<u8>>>,
+    ) -> Self {
+        Verifier {
+            reader,
+            fbs: Framebuffers::new(),
+            hashes: BTreeMap::new(),
+            frame_index: 0,
+            reference,
+            frames_dir,
+            png_failed: false,
+            retired,
+        }
+    }
+
+    /// Answers jobs in order until the executing thread hangs up.
+    pub fn run(mut self, jobs: Receiver<FrameJob>, outcomes: Sender<FrameOutcome>) {
+        for job in jobs {
+            if outcomes.send(self.verify_guarded(job)).is_err() {
+                return;
+            }
+        }
+    }
+
+    /// [`Verifier::verify`]; composing ran inside the device's crash guard when frames were
+    /// composed during the device's display callback: a panic here is still reported as a
+    /// crash at the job's command.
+    pub fn verify_guarded(&mut self, job: FrameJob) -> FrameOutcome {
+        let command = job.command;
+        catch_unwind(AssertUnwindSafe(|| self.verify(job))).unwrap_or_else(|p| {
+            let message = if let Some(s) = p.downcast_ref::<&str>() {
+                (*s).to_owned()
+            } else if let Some(s) = p.downcast_ref::<String>() {
+                s.clone()
+            } else {
+                "non-string panic payload".to_owned()
+            };
+            FrameOutcome {
+                findings: vec![(command, command, DivergenceKind::Crash { message })],
+                ..FrameOutcome::default()
+            }
+        })
+    }
+
+    /// The XXH3-128 of a scanout's current picture, computed once per picture.
+    fn hash(&mut self, scanout_id: u32) -> Option<u128> {
+        let fb = self.fbs.get(scanout_id)?;
+        if let Some(&(version, hash)) = self.hashes.get(&scanout_id)
+            && version == fb.version
+        {
+            return Some(hash);
+        }
+        let hash = xxh3_128(&fb.pixels);
+        self.hashes.insert(scanout_id, (fb.version, hash));
+        Some(hash)
+    }
+
+    /// Applies a window's display events and compares the frames they show.
+    pub fn verify(&mut self, job: FrameJob) -> FrameOutcome {
+        let FrameJob {
+            command,
+            compare,
+            write_png,
+            expected,
+            events,
+            reset,
+        } = job;
+        let mut out = FrameOutcome::default();
+        let mut produced = Vec::new();
+        for event in events {
+            let (change, spare) = self.fbs.apply_owned_returning(event);
+            if let Some(spare) = spare
+                && let Some(retired) = &self.retired
+            {
+                // The executing thread is gone: the buffer is simply dropped here.
+                let _ = retired.send(spare);
+            }
+            let Some(change) = change else {
+                continue;
+            };
+            let index = produced.len();
+            let recorded = expected.get(index);
+            let (hash, expected_hash) = if compare {
+                let Some(hash) = self.hash(change.scanout_id) else {
+                    continue;
+                };
+                (hash, recorded.map(|(_, f)| payload_hash(&f.pixels)))
+            } else {
+                (0, None)
+            };
+            let Some(fb) = self.fbs.get(change.scanout_id) else {
+                continue;
+            };
+            let mut first_difference = None;
+            if compare
+                && let Some((_, f)) = recorded
+                && expected_hash != Some(hash)
+                && f.width == fb.width
+                && let Ok(want) = self.reader.read_payload(&f.pixels)
+            {
+                first_difference = want
+                    .chunks(4)
+                    .zip(fb.pixels.chunks(4))
+                    .position(|(a, b)| a != b)
+                    .and_then(|i| {
+                        let e = want.get(i * 4..i * 4 + 4)?;
+                        let g = fb.pixels.get(i * 4..i * 4 + 4)?;
+                        Some(PixelDifference {
+                            x: (i % fb.width.max(1) as usize) as u32,
+                            y: (i / fb.width.max(1) as usize) as u32,
+                            expected: e.try_into().ok()?,
+                            found: g.try_into().ok()?,
+                        })
+                    });
+            }
+            let mut written = false;
+            if write_png
+                && !self.png_failed
+                && let Some(dir) = &self.frames_dir
+            {
+                let record = recorded.map_or(command, |(rid, _)| *rid);
+                let path = dir.join(frames::frame_file_name(record, change.scanout_id));
+                match frames::write_png(
+                    &path,
+                    FRAME_FORMAT,
+                    fb.width,
+                    fb.height,
+                    fb.stride(),
+                    &fb.pixels,
+                ) {
+                    Ok(()) => written = true,
+                    Err(e) => {
+                        self.png_failed = true;
+                        out.png_error = Some(e);
+                    }
+                }
+            }
+            produced.push(Produced {
+                shape: FrameShape {
+                    scanout_id: change.scanout_id,
+                    width: fb.width,
+                    height: fb.height,
+                    rect: change.rect,
+                },
+                hash,
+                expected_hash,
+                first_difference,
+                written,
+            });
+        }
+        if reset {
+            self.fbs.clear();
+        }
+        if compare {
+            self.compare(command, &expected, &produced, &mut out);
+        }
+        out
+    }
+
+    /// Compares the frames a command showed with the recorded ones.
+    fn compare(
+        &mut self,
+        id: RecordId,
+        expected: &[(RecordId, Frame)],
+        produced: &[Produced],
+        out: &mut FrameOutcome,
+    ) {
+        let n = expected.len().max(produced.len());
+        for i in 0..n {
+            match (expected.get(i), produced.get(i)) {
+                (Some((rid, f)), Some(p)) => {
+                    out.frames += 1;
+                    let digest = FrameDigest {
+                        record: *rid,
+                        scanout_id: p.shape.scanout_id,
+                        hash: p.hash,
+                    };
+                    self.check_digest(*rid, id, digest, out);
+                    let want = FrameShape {
+                        scanout_id: f.scanout_id,
+                        width: f.width,
+                        height: f.height,
+                        rect: f.rect,
+                    };
+                    if want != p.shape {
+                        out.findings.push((
+                            *rid,
+                            id,
+                            DivergenceKind::FrameShape {
+                                expected: want,
+                                found: p.shape,
+                            },
+                        ));
+                    } else if p.expected_hash != Some(p.hash) {
+                        out.findings.push((
+                            *rid,
+                            id,
+                            DivergenceKind::Frame {
+                                shape: p.shape,
+                                expected_hash: p.expected_hash.map_or_else(
+                                    || "(unreadable)".to_owned(),
+                                    |h| format!("{h:032x}"),
+                                ),
+                                found_hash: format!("{:032x}", p.hash),
+                                first_difference: p.first_difference,
+                            },
+                        ));
+                    }
+                }
+                (Some((rid, f)), None) => out.findings.push((
+                    *rid,
+                    id,
+                    DivergenceKind::MissingFrame {
+                        expected: FrameShape {
+                            scanout_id: f.scanout_id,
+                            width: f.width,
+                            height: f.height,
+                            rect: f.rect,
+                        },
+                    },
+                )),
+                (None, Some(p)) => {
+                    let digest = FrameDigest {
+                        record: id,
+                        scanout_id: p.shape.scanout_id,
+                        hash: p.hash,
+                    };
+                    self.check_digest(id, id, digest, out);
+                    out.findings
+                        .push((id, id, DivergenceKind::ExtraFrame { found: p.shape }));
+                }
+                (None, None) => {}
+            }
+        }
+        out.frames_written += produced.iter().filter(|p| p.written).count() as u64;
+    }
+
+    /// Files the digest of frame number `frame_index` (first loop) or compares it with the
+    /// first loop's (later loops).
+    fn check_digest(
+        &mut self,
+        rid: RecordId,
+        command: RecordId,
+        digest: FrameDigest,
+        out: &mut FrameOutcome,
+    ) {
+        let i = self.frame_index;
+        self.frame_index += 1;
+        match &self.reference {
+            None => out.digests.push(digest),
+            Some(reference) if reference.get(i) != Some(&digest) => out.findings.push((
+                rid,
+                command,
+                DivergenceKind::Nondeterministic {
+                    what: format!("frame #{i} (record {rid})"),
+                },
+            )),
+            Some(_) => {}
+        }
+    }
+}
+
+/// The XXH3-128 of a payload's bytes: from the blob reference, or computed for inline bytes.
+pub(crate) fn payload_hash(p: &vgt_format::record::Payload) -> u128 {
+    match p {
+        vgt_format::record::Payload::Blob(r) => r.hash.0,
+        vgt_format::record::Payload::Inline(b) => xxh3_128(b),
+    }
+}
