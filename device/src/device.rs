@@ -163,7 +163,15 @@ pub struct Device {
     signalled: Vec<FenceInfo>,
     /// Host bytes held for resources (see `DeviceConfig::max_total_bytes`).
     used_bytes: u64,
+    /// Picture buffers handed back by the host ([`Device::recycle_pixels`]), reused for the
+    /// next UPDATE instead of a fresh zeroed allocation.
+    spare_pixels: Vec<Vec<u8>>,
 }
+
+/// At most this many recycled picture buffers are kept...
+const MAX_SPARE_BUFFERS: usize = 4;
+/// ...holding at most this many bytes together (four 4K pictures).
+const MAX_SPARE_BYTES: usize = 4 * 3840 * 2160 * 4;
 
 impl std::fmt::Debug for Device {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -300,7 +308,48 @@ impl Device {
             timelines: Timelines::default(),
             signalled: Vec::new(),
             used_bytes: 0,
+            spare_pixels: Vec::new(),
         })
+    }
+
+    /// Hands back the pixel buffer of a [`DisplayEvent::Update`] (or any picture buffer) the
+    /// host no longer needs: the device writes a later UPDATE's pixels into it instead of
+    /// allocating (and faulting in) a new one. Its content does not matter: every byte of a
+    /// reused buffer is overwritten. The device keeps a few (bounded count and bytes) and
+    /// drops the rest.
+    pub fn recycle_pixels(&mut self, buf: Vec<u8>) {
+        let held: usize = self.spare_pixels.iter().map(Vec::capacity).sum();
+        if buf.capacity() == 0
+            || self.spare_pixels.len() >= MAX_SPARE_BUFFERS
+            || held.saturating_add(buf.capacity()) > MAX_SPARE_BYTES
+        {
+            return;
+        }
+        self.spare_pixels.push(buf);
+    }
+
+    /// A buffer of exactly `len` bytes for pixels that are about to be overwritten in full:
+    /// a recycled one when one is big enough (its old bytes are left in place, not zeroed;
+    /// only growth is zero-filled), else a new zeroed one.
+    fn pixel_buffer(&mut self, len: usize) -> Vec<u8> {
+        // The smallest spare that fits, so that a big picture's buffer is not spent on a
+        // small damage rectangle when a smaller one would do.
+        let best = self
+            .spare_pixels
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.capacity() >= len)
+            .min_by_key(|(_, b)| b.capacity())
+            .map(|(i, _)| i);
+        match best {
+            Some(i) => {
+                let mut buf = self.spare_pixels.swap_remove(i);
+                // Truncates, or zero-fills only the bytes past the old length.
+                buf.resize(len, 0);
+                buf
+            }
+            None => vec![0; len],
+        }
     }
 
     /// The device's configuration.
@@ -1151,17 +1200,50 @@ impl Device {
                 command,
                 resource_id,
             })?;
+        let kind = res.kind;
         let row = rect.width as usize * 4;
-        let mut pixels = vec![0u8; row * rect.height as usize];
-        let format = match (source.blob, res.kind) {
+        // Every byte is overwritten below (the renderer's read fills the whole rectangle, the
+        // backing read every row), so a recycled buffer's stale bytes never show. A failed read
+        // gives the buffer back.
+        let mut pixels = self.pixel_buffer(row * rect.height as usize);
+        let result = self.fill_source_rect(source, rect, kind, command, mem, host, &mut pixels);
+        match result {
+            Ok(()) => Ok(pixels),
+            Err(e) => {
+                self.recycle_pixels(pixels);
+                Err(e)
+            }
+        }
+    }
+
+    /// Fills `pixels` (`rect.width * 4 * rect.height` bytes) with `rect` of what `source`
+    /// shows, converted to B, G, R, X, writing every byte.
+    #[allow(clippy::too_many_arguments)]
+    fn fill_source_rect(
+        &mut self,
+        source: &Source,
+        rect: &Rect,
+        kind: Kind,
+        command: CommandType,
+        mem: &dyn GuestMemory,
+        host: &mut dyn DeviceHost,
+        pixels: &mut [u8],
+    ) -> Result<(), ValidationError> {
+        let resource_id = source.resource_id;
+        let row = rect.width as usize * 4;
+        let format = match (source.blob, kind) {
             (None, Kind::TwoD { format, .. }) => {
                 self.renderer
-                    .transfer_read_2d(resource_id, *rect, &mut pixels)
+                    .transfer_read_2d(resource_id, *rect, pixels)
                     .map_err(|source| ValidationError::Renderer { command, source })?;
                 format
             }
             (Some(fb), Kind::GuestBlob { .. }) => {
-                let Some(backing) = res.backing.as_ref() else {
+                let Some(backing) = self
+                    .resources
+                    .get(&resource_id)
+                    .and_then(|r| r.backing.as_ref())
+                else {
                     return Err(ValidationError::NoBacking {
                         command,
                         resource_id,
@@ -1177,7 +1259,7 @@ impl Device {
                     dst_first: 0,
                     dst_stride: row,
                 };
-                backing.read_rows(plan, &mut pixels, resource_id, mem, host)?;
+                backing.read_rows(plan, pixels, resource_id, mem, host)?;
                 fb.format
             }
             _ => {
@@ -1188,8 +1270,8 @@ impl Device {
                 });
             }
         };
-        to_bgra_in_place(format, &mut pixels);
-        Ok(pixels)
+        to_bgra_in_place(format, pixels);
+        Ok(())
     }
 
     fn flush(

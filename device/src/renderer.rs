@@ -133,7 +133,9 @@ pub trait Renderer: Send {
     ) -> Result<(), RendererError>;
 
     /// Reads `rect` of a 2D resource into `dst`, tightly packed (`dst.len()` is
-    /// `rect.width * rect.height * 4`), in the resource's own byte order.
+    /// `rect.width * rect.height * 4`), in the resource's own byte order. On success every
+    /// byte of `dst` is written: the device passes recycled buffers that still hold an
+    /// earlier picture.
     fn transfer_read_2d(
         &mut self,
         resource_id: u32,
