@@ -107,9 +107,10 @@ enum Kind {
 struct Resource {
     kind: Kind,
     backing: Option<Backing>,
-    /// The device's copy of the backing (2D only, `backing.len()` bytes): transfers read the
-    /// guest bytes they use into it and hand it to the renderer.
-    shadow: Vec<u8>,
+    /// Host bytes the backing is accounted for (2D only, `backing.len()`; QEMU keeps a
+    /// shadow of that size). The device no longer allocates it: a transfer stages just the
+    /// rows it copies in the device's reused staging buffer.
+    shadow_len: u64,
 }
 
 impl Resource {
@@ -121,7 +122,7 @@ impl Resource {
             }
             Kind::GuestBlob { .. } => 0,
         };
-        pixels + self.shadow.len() as u64
+        pixels + self.shadow_len
     }
 }
 
@@ -166,6 +167,9 @@ pub struct Device {
     /// Picture buffers handed back by the host ([`Device::recycle_pixels`]), reused for the
     /// next UPDATE instead of a fresh zeroed allocation.
     spare_pixels: Vec<Vec<u8>>,
+    /// The rows of the current TRANSFER_TO_HOST_2D as read from the guest, lent to the
+    /// renderer; reused by every transfer (grows to the largest one).
+    staging: Vec<u8>,
 }
 
 /// At most this many recycled picture buffers are kept...
@@ -309,6 +313,7 @@ impl Device {
             signalled: Vec::new(),
             used_bytes: 0,
             spare_pixels: Vec::new(),
+            staging: Vec::new(),
         })
     }
 
@@ -593,8 +598,7 @@ impl Device {
                         resource_id: c.resource_id,
                     });
                 }
-                let freed = res.shadow.len() as u64;
-                res.shadow = Vec::new();
+                let freed = std::mem::take(&mut res.shadow_len);
                 self.used_bytes = self.used_bytes.saturating_sub(freed);
                 Ok(Response::ok_nodata(hdr))
             }
@@ -851,7 +855,7 @@ impl Device {
                     height,
                 },
                 backing: None,
-                shadow: Vec::new(),
+                shadow_len: 0,
             },
         );
         Ok(())
@@ -917,8 +921,7 @@ impl Device {
         self.check_budget(resource_id, shadow_len as u64)?;
         let res = self.resource_mut(command, resource_id)?;
         res.backing = Some(Backing::new(entries.to_vec()));
-        // Zeroed allocation: pages the guest never transfers are never touched.
-        res.shadow = vec![0; shadow_len];
+        res.shadow_len = shadow_len as u64;
         self.used_bytes += shadow_len as u64;
         Ok(())
     }
@@ -976,25 +979,32 @@ impl Device {
                 backing_len: backing.len(),
             });
         }
+        // The staging buffer holds backing bytes `offset .. end` (row r at `r * stride`);
+        // only the rows' bytes are read and copied, the gaps between them are never looked at
+        // (by the renderer either), so the reused buffer's old bytes there do not matter.
+        let span = end
+            .and_then(|e| e.checked_sub(offset))
+            .and_then(|n| usize::try_from(n).ok())
+            .ok_or(ValidationError::TransferOutsideBacking {
+                resource_id,
+                offset,
+                end,
+                backing_len: backing.len(),
+            })?;
         let plan = RowRead {
             first: offset,
             row_len,
             stride,
             rows: r.height,
-            // The shadow mirrors the backing byte for byte.
-            dst_first: usize::try_from(offset).map_err(|_| {
-                ValidationError::TransferOutsideBacking {
-                    resource_id,
-                    offset,
-                    end,
-                    backing_len: backing.len(),
-                }
-            })?,
+            dst_first: 0,
             dst_stride: width as usize * 4,
         };
-        backing.read_rows(plan, &mut res.shadow, resource_id, mem, host)?;
+        // Truncates, or zero-fills only the growth: no allocation once it is large enough.
+        self.staging.resize(span, 0);
+        backing.read_rows(plan, &mut self.staging, resource_id, mem, host)?;
+        // To the renderer, the staged bytes are a backing whose row 0 starts at offset 0.
         self.renderer
-            .transfer_write_2d(resource_id, r, &res.shadow, offset, width * 4)
+            .transfer_write_2d(resource_id, r, &self.staging, 0, width * 4)
             .map_err(|source| ValidationError::Renderer { command, source })
     }
 
@@ -1354,7 +1364,7 @@ impl Device {
             Resource {
                 kind: Kind::GuestBlob { size: c.size },
                 backing,
-                shadow: Vec::new(),
+                shadow_len: 0,
             },
         );
         Ok(())

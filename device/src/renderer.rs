@@ -314,7 +314,9 @@ impl Renderer for RutabagaRenderer {
             ),
         };
         if self.pad.len() < pad_len {
-            self.pad.resize(pad_len, 0);
+            // Rutabaga never reads the pad (every row it copies starts past it): a fresh zeroed
+            // allocation leaves its pages untouched.
+            self.pad = vec![0; pad_len];
         }
         let mut iovecs = Vec::with_capacity(2);
         if pad_len > 0 {

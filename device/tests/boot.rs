@@ -382,3 +382,40 @@ fn recycled_buffer_with_stale_bytes_yields_exactly_the_frame() {
     rig.dev.recycle_pixels(short);
     assert_eq!(flush(&mut rig, rect(0, 0, W, H)), full);
 }
+
+#[test]
+fn transfers_through_the_reused_staging_buffer_copy_only_their_rows() {
+    let mut rig = boot_rig();
+    create_and_attach(&mut rig);
+    transfer(&mut rig, rect(0, 0, W, H), 0);
+    rig.ok(Command::SetScanout(SetScanout {
+        r: rect(0, 0, W, H),
+        scanout_id: 0,
+        resource_id: 2,
+    }));
+    rig.host.take_events();
+    // The guest redraws everything; only a 6x3 rectangle at (5, 7) is transferred. The
+    // staging buffer still holds the first transfer's bytes: none of the new guest bytes
+    // outside the rectangle may reach the resource, and all of those inside must.
+    let before = expected_rect(&rig.mem, &BACKING, 0, STRIDE, rect(0, 0, W, H));
+    fill_backing(&mut rig.mem, &BACKING, 99);
+    let off = 7 * STRIDE + 5 * 4;
+    transfer(&mut rig, rect(5, 7, 6, 3), off);
+    let after = expected_rect(&rig.mem, &BACKING, 0, STRIDE, rect(0, 0, W, H));
+    rig.ok(Command::ResourceFlush(ResourceFlush {
+        r: rect(0, 0, W, H),
+        resource_id: 2,
+        padding: 0,
+    }));
+    let shown = update_pixels(rig.host.take_events());
+    let mut want = before;
+    for row in 7..10 {
+        let a = (row * W as usize + 5) * 4;
+        want[a..a + 24].copy_from_slice(&after[a..a + 24]);
+    }
+    assert_ne!(
+        want, after,
+        "the redraw changed pixels outside the rectangle"
+    );
+    assert_eq!(shown, want);
+}
