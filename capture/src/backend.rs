@@ -96,6 +96,9 @@ struct DisplayState {
     last_frame: HashMap<u32, (u64, Payload)>,
     /// Repacked UPDATE pixels (when the device's stride has padding), reused between updates.
     packed: Vec<u8>,
+    /// UPDATE pixel buffers done with during a command, handed back to the device after it
+    /// (`Device::recycle_pixels`) for its next updates.
+    spare: Vec<Vec<u8>>,
 }
 
 /// The recording virtio-gpu backend (wrap it in `Arc<RwLock<_>>` for the daemon).
@@ -320,6 +323,10 @@ impl CaptureBackend {
                 self.crashed = true;
                 self.signal.crashed();
             }
+        }
+        let device = self.device.get_mut().unwrap_or_else(|p| p.into_inner());
+        for spare in self.display.spare.drain(..) {
+            device.recycle_pixels(spare);
         }
     }
 
@@ -736,7 +743,8 @@ impl Host<'_> {
             // The update becomes the framebuffer (no copy), and is sent from there. Its data
             // payload is the Frame's; when the picture is unchanged since the last Frame, that
             // Frame's payload is the blob (what `store` would return, without hashing 8 MiB).
-            let change = self.display.framebuffers.apply_owned(event);
+            let (change, spare) = self.display.framebuffers.apply_owned_exact_returning(event);
+            self.display.spare.extend(spare);
             let fbs = std::mem::take(&mut self.display.framebuffers);
             if let Some(fb) = fbs.get(scanout_id) {
                 let known = self
@@ -775,6 +783,9 @@ impl Host<'_> {
         self.display.packed = packed;
         if let Some(c) = change {
             self.record_frame(c.scanout_id, c.rect);
+        }
+        if let DisplayEvent::Update { pixels, .. } = event {
+            self.display.spare.push(pixels);
         }
     }
 

@@ -107,9 +107,10 @@ enum Kind {
 struct Resource {
     kind: Kind,
     backing: Option<Backing>,
-    /// The device's copy of the backing (2D only, `backing.len()` bytes): transfers read the
-    /// guest bytes they use into it and hand it to the renderer.
-    shadow: Vec<u8>,
+    /// Host bytes the backing is accounted for (2D only, `backing.len()`; QEMU keeps a
+    /// shadow of that size). The device no longer allocates it: a transfer stages just the
+    /// rows it copies in the device's reused staging buffer.
+    shadow_len: u64,
 }
 
 impl Resource {
@@ -121,7 +122,7 @@ impl Resource {
             }
             Kind::GuestBlob { .. } => 0,
         };
-        pixels + self.shadow.len() as u64
+        pixels + self.shadow_len
     }
 }
 
@@ -163,7 +164,18 @@ pub struct Device {
     signalled: Vec<FenceInfo>,
     /// Host bytes held for resources (see `DeviceConfig::max_total_bytes`).
     used_bytes: u64,
+    /// Picture buffers handed back by the host ([`Device::recycle_pixels`]), reused for the
+    /// next UPDATE instead of a fresh zeroed allocation.
+    spare_pixels: Vec<Vec<u8>>,
+    /// The rows of the current TRANSFER_TO_HOST_2D as read from the guest, lent to the
+    /// renderer; reused by every transfer (grows to the largest one).
+    staging: Vec<u8>,
 }
+
+/// At most this many recycled picture buffers are kept...
+const MAX_SPARE_BUFFERS: usize = 4;
+/// ...holding at most this many bytes together (four 4K pictures).
+const MAX_SPARE_BYTES: usize = 4 * 3840 * 2160 * 4;
 
 impl std::fmt::Debug for Device {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -300,7 +312,49 @@ impl Device {
             timelines: Timelines::default(),
             signalled: Vec::new(),
             used_bytes: 0,
+            spare_pixels: Vec::new(),
+            staging: Vec::new(),
         })
+    }
+
+    /// Hands back the pixel buffer of a [`DisplayEvent::Update`] (or any picture buffer) the
+    /// host no longer needs: the device writes a later UPDATE's pixels into it instead of
+    /// allocating (and faulting in) a new one. Its content does not matter: every byte of a
+    /// reused buffer is overwritten. The device keeps a few (bounded count and bytes) and
+    /// drops the rest.
+    pub fn recycle_pixels(&mut self, buf: Vec<u8>) {
+        let held: usize = self.spare_pixels.iter().map(Vec::capacity).sum();
+        if buf.capacity() == 0
+            || self.spare_pixels.len() >= MAX_SPARE_BUFFERS
+            || held.saturating_add(buf.capacity()) > MAX_SPARE_BYTES
+        {
+            return;
+        }
+        self.spare_pixels.push(buf);
+    }
+
+    /// A buffer of exactly `len` bytes for pixels that are about to be overwritten in full:
+    /// a recycled one when one is big enough (its old bytes are left in place, not zeroed;
+    /// only growth is zero-filled), else a new zeroed one.
+    fn pixel_buffer(&mut self, len: usize) -> Vec<u8> {
+        // The smallest spare that fits, so that a big picture's buffer is not spent on a
+        // small damage rectangle when a smaller one would do.
+        let best = self
+            .spare_pixels
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.capacity() >= len)
+            .min_by_key(|(_, b)| b.capacity())
+            .map(|(i, _)| i);
+        match best {
+            Some(i) => {
+                let mut buf = self.spare_pixels.swap_remove(i);
+                // Truncates, or zero-fills only the bytes past the old length.
+                buf.resize(len, 0);
+                buf
+            }
+            None => vec![0; len],
+        }
     }
 
     /// The device's configuration.
@@ -544,8 +598,7 @@ impl Device {
                         resource_id: c.resource_id,
                     });
                 }
-                let freed = res.shadow.len() as u64;
-                res.shadow = Vec::new();
+                let freed = std::mem::take(&mut res.shadow_len);
                 self.used_bytes = self.used_bytes.saturating_sub(freed);
                 Ok(Response::ok_nodata(hdr))
             }
@@ -802,7 +855,7 @@ impl Device {
                     height,
                 },
                 backing: None,
-                shadow: Vec::new(),
+                shadow_len: 0,
             },
         );
         Ok(())
@@ -868,8 +921,7 @@ impl Device {
         self.check_budget(resource_id, shadow_len as u64)?;
         let res = self.resource_mut(command, resource_id)?;
         res.backing = Some(Backing::new(entries.to_vec()));
-        // Zeroed allocation: pages the guest never transfers are never touched.
-        res.shadow = vec![0; shadow_len];
+        res.shadow_len = shadow_len as u64;
         self.used_bytes += shadow_len as u64;
         Ok(())
     }
@@ -927,25 +979,32 @@ impl Device {
                 backing_len: backing.len(),
             });
         }
+        // The staging buffer holds backing bytes `offset .. end` (row r at `r * stride`);
+        // only the rows' bytes are read and copied, the gaps between them are never looked at
+        // (by the renderer either), so the reused buffer's old bytes there do not matter.
+        let span = end
+            .and_then(|e| e.checked_sub(offset))
+            .and_then(|n| usize::try_from(n).ok())
+            .ok_or(ValidationError::TransferOutsideBacking {
+                resource_id,
+                offset,
+                end,
+                backing_len: backing.len(),
+            })?;
         let plan = RowRead {
             first: offset,
             row_len,
             stride,
             rows: r.height,
-            // The shadow mirrors the backing byte for byte.
-            dst_first: usize::try_from(offset).map_err(|_| {
-                ValidationError::TransferOutsideBacking {
-                    resource_id,
-                    offset,
-                    end,
-                    backing_len: backing.len(),
-                }
-            })?,
+            dst_first: 0,
             dst_stride: width as usize * 4,
         };
-        backing.read_rows(plan, &mut res.shadow, resource_id, mem, host)?;
+        // Truncates, or zero-fills only the growth: no allocation once it is large enough.
+        self.staging.resize(span, 0);
+        backing.read_rows(plan, &mut self.staging, resource_id, mem, host)?;
+        // To the renderer, the staged bytes are a backing whose row 0 starts at offset 0.
         self.renderer
-            .transfer_write_2d(resource_id, r, &res.shadow, offset, width * 4)
+            .transfer_write_2d(resource_id, r, &self.staging, 0, width * 4)
             .map_err(|source| ValidationError::Renderer { command, source })
     }
 
@@ -1151,17 +1210,50 @@ impl Device {
                 command,
                 resource_id,
             })?;
+        let kind = res.kind;
         let row = rect.width as usize * 4;
-        let mut pixels = vec![0u8; row * rect.height as usize];
-        let format = match (source.blob, res.kind) {
+        // Every byte is overwritten below (the renderer's read fills the whole rectangle, the
+        // backing read every row), so a recycled buffer's stale bytes never show. A failed read
+        // gives the buffer back.
+        let mut pixels = self.pixel_buffer(row * rect.height as usize);
+        let result = self.fill_source_rect(source, rect, kind, command, mem, host, &mut pixels);
+        match result {
+            Ok(()) => Ok(pixels),
+            Err(e) => {
+                self.recycle_pixels(pixels);
+                Err(e)
+            }
+        }
+    }
+
+    /// Fills `pixels` (`rect.width * 4 * rect.height` bytes) with `rect` of what `source`
+    /// shows, converted to B, G, R, X, writing every byte.
+    #[allow(clippy::too_many_arguments)]
+    fn fill_source_rect(
+        &mut self,
+        source: &Source,
+        rect: &Rect,
+        kind: Kind,
+        command: CommandType,
+        mem: &dyn GuestMemory,
+        host: &mut dyn DeviceHost,
+        pixels: &mut [u8],
+    ) -> Result<(), ValidationError> {
+        let resource_id = source.resource_id;
+        let row = rect.width as usize * 4;
+        let format = match (source.blob, kind) {
             (None, Kind::TwoD { format, .. }) => {
                 self.renderer
-                    .transfer_read_2d(resource_id, *rect, &mut pixels)
+                    .transfer_read_2d(resource_id, *rect, pixels)
                     .map_err(|source| ValidationError::Renderer { command, source })?;
                 format
             }
             (Some(fb), Kind::GuestBlob { .. }) => {
-                let Some(backing) = res.backing.as_ref() else {
+                let Some(backing) = self
+                    .resources
+                    .get(&resource_id)
+                    .and_then(|r| r.backing.as_ref())
+                else {
                     return Err(ValidationError::NoBacking {
                         command,
                         resource_id,
@@ -1177,7 +1269,7 @@ impl Device {
                     dst_first: 0,
                     dst_stride: row,
                 };
-                backing.read_rows(plan, &mut pixels, resource_id, mem, host)?;
+                backing.read_rows(plan, pixels, resource_id, mem, host)?;
                 fb.format
             }
             _ => {
@@ -1188,8 +1280,8 @@ impl Device {
                 });
             }
         };
-        to_bgra_in_place(format, &mut pixels);
-        Ok(pixels)
+        to_bgra_in_place(format, pixels);
+        Ok(())
     }
 
     fn flush(
@@ -1272,7 +1364,7 @@ impl Device {
             Resource {
                 kind: Kind::GuestBlob { size: c.size },
                 backing,
-                shadow: Vec::new(),
+                shadow_len: 0,
             },
         );
         Ok(())

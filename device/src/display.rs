@@ -219,6 +219,17 @@ impl Framebuffers {
         self.apply_owned_inner(event, false)
     }
 
+    /// [`Framebuffers::apply_owned`] (exact versions: the version moves only when a pixel
+    /// changes), also handing back the pixel buffer it no longer needs, as
+    /// [`Framebuffers::apply_owned_returning`] does, for the caller to reuse (e.g. through
+    /// `Device::recycle_pixels`).
+    pub fn apply_owned_exact_returning(
+        &mut self,
+        event: DisplayEvent,
+    ) -> (Option<FrameChange>, Option<Vec<u8>>) {
+        self.apply_owned_inner(event, true)
+    }
+
     /// `apply_owned` (`exact_version`: the version moves only when a pixel changes) and
     /// `apply_owned_returning`.
     fn apply_owned_inner(
@@ -358,11 +369,15 @@ mod tests {
         ];
         let mut copied = Framebuffers::new();
         let mut owned = Framebuffers::new();
+        let mut exact = Framebuffers::new();
         for e in events {
             let a = copied.apply(&e);
+            let (c, _) = exact.apply_owned_exact_returning(e.clone());
             let b = owned.apply_owned(e);
             assert_eq!(a, b);
+            assert_eq!(a, c);
             assert_eq!(copied, owned);
+            assert_eq!(copied, exact);
         }
         assert_eq!(owned.get(0).unwrap().pixels, [1, 2, 3, 4]);
     }

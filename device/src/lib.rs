@@ -7,10 +7,12 @@
 //!
 //! Guest memory access is the device's alone: a transfer reads exactly the backing bytes the
 //! renderer will copy (row by row, mapped through the scatter list, contiguous runs coalesced)
-//! into a per-resource shadow of the backing, reports them, and only then lets the renderer
-//! copy from the shadow. Replay can therefore rebuild guest memory from recorded reads alone.
-//! The shadow is lent to the renderer for the duration of one call (rutabaga sees it as a
-//! single iovec attached and detached inside that call), so no raw pointer outlives a borrow.
+//! into a staging buffer (reused by every transfer), reports them, and only then lets the
+//! renderer copy from it. Replay can therefore rebuild guest memory from recorded reads alone.
+//! The staging buffer is lent to the renderer for the duration of one call (rutabaga sees it as
+//! an iovec attached and detached inside that call), so no raw pointer outlives a borrow.
+//! Picture buffers of display updates can be handed back ([`Device::recycle_pixels`]) and are
+//! then reused for later updates (every byte overwritten).
 //! Guest blobs are displayed straight from guest memory (reads reported the same way);
 //! rutabaga's 2D blob read path only handles x = y = 0 and ignores the plane offset.
 //!

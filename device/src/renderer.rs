@@ -133,7 +133,9 @@ pub trait Renderer: Send {
     ) -> Result<(), RendererError>;
 
     /// Reads `rect` of a 2D resource into `dst`, tightly packed (`dst.len()` is
-    /// `rect.width * rect.height * 4`), in the resource's own byte order.
+    /// `rect.width * rect.height * 4`), in the resource's own byte order. On success every
+    /// byte of `dst` is written: the device passes recycled buffers that still hold an
+    /// earlier picture.
     fn transfer_read_2d(
         &mut self,
         resource_id: u32,
@@ -312,7 +314,9 @@ impl Renderer for RutabagaRenderer {
             ),
         };
         if self.pad.len() < pad_len {
-            self.pad.resize(pad_len, 0);
+            // Rutabaga never reads the pad (every row it copies starts past it): a fresh zeroed
+            // allocation leaves its pages untouched.
+            self.pad = vec![0; pad_len];
         }
         let mut iovecs = Vec::with_capacity(2);
         if pad_len > 0 {

@@ -312,3 +312,110 @@ fn reset_drops_resources_and_scanouts() {
     );
     create_and_attach(&mut rig);
 }
+
+/// The pixel buffer of the single Update in `events`.
+fn update_pixels(events: Vec<DisplayEvent>) -> Vec<u8> {
+    events
+        .into_iter()
+        .find_map(|e| match e {
+            DisplayEvent::Update { pixels, .. } => Some(pixels),
+            _ => None,
+        })
+        .expect("an update")
+}
+
+#[test]
+fn recycled_buffer_with_stale_bytes_yields_exactly_the_frame() {
+    let mut rig = boot_rig();
+    create_and_attach(&mut rig);
+    transfer(&mut rig, rect(0, 0, W, H), 0);
+    rig.ok(Command::SetScanout(SetScanout {
+        r: rect(0, 0, W, H),
+        scanout_id: 0,
+        resource_id: 2,
+    }));
+    let full = expected_rect(&rig.mem, &BACKING, 0, STRIDE, rect(0, 0, W, H));
+    let first = update_pixels(rig.host.take_events());
+    assert_eq!(first, full);
+
+    // Hand back a buffer full of garbage, longer than any picture: a full flush must come
+    // out of that very buffer (no new allocation) and show none of the garbage.
+    let mut stale = first;
+    stale.clear();
+    stale.resize((W * H * 4) as usize + 999, 0xAA);
+    let ptr = stale.as_ptr();
+    rig.dev.recycle_pixels(stale);
+    let flush = |rig: &mut Rig, r| {
+        rig.ok(Command::ResourceFlush(ResourceFlush {
+            r,
+            resource_id: 2,
+            padding: 0,
+        }));
+        update_pixels(rig.host.take_events())
+    };
+    let again = flush(&mut rig, rect(0, 0, W, H));
+    assert_eq!(again.as_ptr(), ptr, "the recycled buffer is reused");
+    assert_eq!(again, full);
+
+    // A smaller damage rectangle into the same stale buffer (now longer than needed, refilled
+    // with garbage): only the rectangle's bytes, truncated to its size.
+    let mut stale = again;
+    stale.fill(0x55);
+    rig.dev.recycle_pixels(stale);
+    let part = flush(&mut rig, rect(3, 4, 7, 5));
+    assert_eq!(part.as_ptr(), ptr);
+    assert_eq!(
+        part,
+        expected_rect(
+            &rig.mem,
+            &BACKING,
+            4 * STRIDE + 12,
+            STRIDE,
+            rect(0, 0, 7, 5)
+        )
+    );
+
+    // A buffer shorter than the picture (but with room) grows: stale head, zero-filled tail,
+    // all overwritten.
+    let mut short = Vec::with_capacity((W * H * 4) as usize);
+    short.resize(16, 0xEE);
+    rig.dev.recycle_pixels(short);
+    assert_eq!(flush(&mut rig, rect(0, 0, W, H)), full);
+}
+
+#[test]
+fn transfers_through_the_reused_staging_buffer_copy_only_their_rows() {
+    let mut rig = boot_rig();
+    create_and_attach(&mut rig);
+    transfer(&mut rig, rect(0, 0, W, H), 0);
+    rig.ok(Command::SetScanout(SetScanout {
+        r: rect(0, 0, W, H),
+        scanout_id: 0,
+        resource_id: 2,
+    }));
+    rig.host.take_events();
+    // The guest redraws everything; only a 6x3 rectangle at (5, 7) is transferred. The
+    // staging buffer still holds the first transfer's bytes: none of the new guest bytes
+    // outside the rectangle may reach the resource, and all of those inside must.
+    let before = expected_rect(&rig.mem, &BACKING, 0, STRIDE, rect(0, 0, W, H));
+    fill_backing(&mut rig.mem, &BACKING, 99);
+    let off = 7 * STRIDE + 5 * 4;
+    transfer(&mut rig, rect(5, 7, 6, 3), off);
+    let after = expected_rect(&rig.mem, &BACKING, 0, STRIDE, rect(0, 0, W, H));
+    rig.ok(Command::ResourceFlush(ResourceFlush {
+        r: rect(0, 0, W, H),
+        resource_id: 2,
+        padding: 0,
+    }));
+    let shown = update_pixels(rig.host.take_events());
+    let mut want = before;
+    for row in 7..10 {
+        let a = (row * W as usize + 5) * 4;
+        want[a..a + 24].copy_from_slice(&after[a..a + 24]);
+    }
+    assert_ne!(
+        want, after,
+        "the redraw changed pixels outside the rectangle"
+    );
+    assert_eq!(shown, want);
+}

@@ -522,3 +522,39 @@ fn device_is_send() {
     fn assert_send<T: Send>() {}
     assert_send::<Device>();
 }
+
+#[test]
+fn guest_blob_flush_into_recycled_buffer_shows_no_stale_bytes() {
+    const LIST: [(u64, u32); 2] = [(0x4_2000, 333), (0x1_0100, 400)];
+    let mut rig = rig_with(vec![(16, 8)]);
+    fill_backing(&mut rig.mem, &LIST, 9);
+    rig.ok(Command::ResourceCreateBlob(ResourceCreateBlob {
+        resource_id: 9,
+        blob_mem: BlobMem::GUEST,
+        blob_flags: BlobFlags(BlobFlags::USE_SHAREABLE),
+        nr_entries: 2,
+        blob_id: 0,
+        size: 700,
+        entries: entries(&LIST),
+    }));
+    rig.ok(Command::SetScanoutBlob(SetScanoutBlob {
+        r: rect(0, 0, 16, 8),
+        scanout_id: 0,
+        resource_id: 9,
+        width: 16,
+        height: 8,
+        format: Format::B8G8R8X8_UNORM,
+        padding: 0,
+        strides: [80, 0, 0, 0],
+        offsets: [40, 0, 0, 0],
+    }));
+    rig.host.take_events();
+    rig.dev.recycle_pixels(vec![0xAB; 16 * 8 * 4]);
+    rig.ok(Command::ResourceFlush(ResourceFlush {
+        r: rect(0, 0, 16, 8),
+        resource_id: 9,
+        padding: 0,
+    }));
+    let want = expected_rect(&rig.mem, &LIST, 40, 80, rect(0, 0, 16, 8));
+    assert_eq!(only_update(&rig.host.take_events()), (0, 0, 0, 16, 8, want));
+}

@@ -354,7 +354,6 @@ impl<'r> Replayer<'r> {
                 unverified: None,
                 batch: Vec::new(),
                 recycle: None,
-                retired: VecDeque::new(),
             };
             run.run()?;
             report.loops += 1;
@@ -723,6 +722,8 @@ enum FrameLink<'r> {
     Inline {
         verifier: Box<Verifier<'r>>,
         outcomes: VecDeque<FrameOutcome>,
+        /// Pixel buffers the verifier no longer needs.
+        retired: Receiver<Vec<u8>>,
     },
 }
 
@@ -731,7 +732,9 @@ impl FrameLink<'_> {
     fn send(&mut self, job: FrameJob) -> bool {
         match self {
             FrameLink::Threaded { jobs, .. } => jobs.send(job).is_ok(),
-            FrameLink::Inline { verifier, outcomes } => {
+            FrameLink::Inline {
+                verifier, outcomes, ..
+            } => {
                 outcomes.push_back(verifier.verify_guarded(job));
                 true
             }
@@ -747,11 +750,12 @@ impl FrameLink<'_> {
         }
     }
 
-    /// Picture buffers the verifying thread handed back so far.
-    fn retired(&self) -> Vec<Vec<u8>> {
+    /// Picture buffers the verifier handed back so far.
+    fn retired(&self) -> std::sync::mpsc::TryIter<'_, Vec<u8>> {
         match self {
-            FrameLink::Threaded { retired, .. } => retired.try_iter().collect(),
-            FrameLink::Inline { .. } => Vec::new(),
+            FrameLink::Threaded { retired, .. } | FrameLink::Inline { retired, .. } => {
+                retired.try_iter()
+            }
         }
     }
 }
@@ -829,8 +833,6 @@ struct Run<'a> {
     batch: Vec<Divergence>,
     /// Hands payload buffers back to the reading thread.
     recycle: Option<SyncSender<Vec<u8>>>,
-    /// Picture buffers back from the verifier, waiting to be freed.
-    retired: VecDeque<Vec<u8>>,
 }
 
 impl Run<'_> {
@@ -866,9 +868,16 @@ impl Run<'_> {
                     retired,
                 }
             } else {
+                let (retired_tx, retired) = std::sync::mpsc::channel::<Vec<u8>>();
                 FrameLink::Inline {
-                    verifier: Box::new(Verifier::new(reader, reference, frames_dir, None)),
+                    verifier: Box::new(Verifier::new(
+                        reader,
+                        reference,
+                        frames_dir,
+                        Some(retired_tx),
+                    )),
                     outcomes: VecDeque::new(),
+                    retired,
                 }
             };
             // Leaving early drops `rx` and the link, which ends the other threads.
@@ -1105,6 +1114,12 @@ impl Run<'_> {
             let resource_id = Request::decode(&request)
                 .ok()
                 .and_then(|r| r.command.resource_id());
+            // Picture buffers the verifier no longer needs go back to the device, which writes
+            // the next updates into them instead of allocating and faulting in fresh ones (it
+            // keeps a few and drops the rest).
+            for spare in link.retired() {
+                self.device.recycle_pixels(spare);
+            }
             let ran = (!malformed).then(|| {
                 let mut host = Host {
                     replies: &mut replies,
@@ -1139,17 +1154,6 @@ impl Run<'_> {
                     shown,
                 }
             });
-            // Picture buffers the verifier no longer needs are freed here, one for each update
-            // the device just allocated: allocations and frees alternate as when frames were
-            // composed on this thread, so the allocator reuses the same memory instead of
-            // growing and trimming its heap (and faulting the pages in again) as the verifier
-            // runs ahead or behind.
-            self.retired.extend(link.retired());
-            for _ in 0..events.len() {
-                if self.retired.pop_front().is_none() {
-                    break;
-                }
-            }
             let ok = ran.as_ref().is_some_and(|r| r.result.is_ok());
             self.halted |= ran.as_ref().is_some_and(|r| r.result.is_err());
             // Where the original crashed, it showed nothing more: only the crash is compared.

@@ -78,10 +78,9 @@ pub(crate) struct Verifier<'r> {
     reference: Option<Vec<FrameDigest>>,
     frames_dir: Option<PathBuf>,
     png_failed: bool,
-    /// Pixel buffers no longer needed go back to the executing thread, which frees them as
-    /// the device allocates the next frames' (so the allocator hands the same memory out again
-    /// instead of growing, shrinking and faulting in its heap). None: dropped here (verifying
-    /// on the executing thread).
+    /// Pixel buffers no longer needed go back to the executing thread, which hands them to
+    /// the device for the next frames' pixels (no fresh allocation, no page faults). None:
+    /// dropped here.
     retired: Option<Sender<Vec<u8>>>,
 }
 
