@@ -10,6 +10,7 @@
 //!   frames, lifecycle events …).
 //! - [`file`](mod@file): the append-only, checksummed, crash-tolerant container that stores records, with
 //!   content-addressed compressed payloads and an index for random access.
+//! - [`hash`]: [`hash::content_hash`], the XXH3-128 content hash stored for blobs and frames.
 //! - [`state`]: folds records into the device state (resources, contexts, scanouts, fences) at
 //!   any record, and [`state::StateIndex`] checkpoints it for fast random access.
 //! - [`summary`]: a fixed-size integer summary of each record, for tools that index and filter
@@ -17,6 +18,7 @@
 #![forbid(unsafe_code)]
 
 pub mod file;
+pub mod hash;
 pub mod record;
 pub mod state;
 pub mod summary;

@@ -175,7 +175,7 @@ fn blob_damage(file: Vec<u8>) -> (CorruptionKind, String) {
 #[test]
 fn zstd_blob_that_decodes_to_more_than_raw_len_is_blob_decode_damage() {
     let raw = frame_pixels(64, 64, 1);
-    let hash = xxhash_rust::xxh3::xxh3_128(&raw);
+    let hash = vgt_format::hash::content_hash(&raw);
     // A frame without a content size, so only decoding finds out it is too long.
     let mut c = zstd::bulk::Compressor::new(3).unwrap();
     c.set_parameter(zstd::zstd_safe::CParameter::ContentSizeFlag(false))
@@ -193,7 +193,7 @@ fn zstd_blob_that_decodes_to_more_than_raw_len_is_blob_decode_damage() {
 #[test]
 fn zstd_blob_that_decodes_to_less_than_raw_len_is_damage() {
     let raw = frame_pixels(64, 64, 1);
-    let hash = xxhash_rust::xxh3::xxh3_128(&raw);
+    let hash = vgt_format::hash::content_hash(&raw);
     let mut c = zstd::bulk::Compressor::new(3).unwrap();
     c.set_parameter(zstd::zstd_safe::CParameter::ContentSizeFlag(false))
         .unwrap();
@@ -213,7 +213,7 @@ fn zstd_blob_that_decodes_to_less_than_raw_len_is_damage() {
 #[test]
 fn zstd_frame_size_that_disagrees_with_raw_len_is_damage_before_decoding() {
     let raw = frame_pixels(64, 64, 1);
-    let hash = xxhash_rust::xxh3::xxh3_128(&raw);
+    let hash = vgt_format::hash::content_hash(&raw);
     let data = zstd::bulk::compress(&raw, 3).unwrap();
     let claimed = raw.len() as u64 * 2;
     let (kind, detail) = blob_damage(one_blob_file(2, claimed, hash, &data));
@@ -322,7 +322,7 @@ proptest::proptest! {
         len_delta in -3i64..=3,
     ) {
         let raw = frame_pixels(48, 40, seed);
-        let hash = xxhash_rust::xxh3::xxh3_128(&raw);
+        let hash = vgt_format::hash::content_hash(&raw);
         let mut data = zstd::bulk::compress(&raw, 3).unwrap();
         for (at, x) in &flips {
             let i = at % data.len();

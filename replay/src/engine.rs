@@ -20,6 +20,7 @@ use vgt_device::{
     HostDisplay, Submission, ValidationError,
 };
 use vgt_format::CaptureReader;
+use vgt_format::hash::content_hash;
 use vgt_format::record::{
     BlobRef, CommandRecord, CursorAction, Direction, FenceSignal, Frame, LifecycleKind, Payload,
     Record, RecordBody, RecordId,
@@ -28,7 +29,6 @@ use vgt_format::wire::{
     self, CommandType, FLAG_INFO_RING_IDX, GpuSocketRequest, Request, Response, ResponseBody,
     VhostUserPayload, VhostUserRequest,
 };
-use xxhash_rust::xxh3::xxh3_128;
 
 use crate::frames::PngError;
 use crate::memory::{SparseMemory, UnrecordedRead};
@@ -1016,7 +1016,7 @@ impl Run<'_> {
             let Some((_, bytes)) = w.reads.get_mut(i) else {
                 continue;
             };
-            if xxh3_128(bytes) == r.hash.0 {
+            if content_hash(bytes) == r.hash.0 {
                 continue;
             }
             match self.reader.read_payload(&Payload::Blob(r)) {
@@ -1397,7 +1397,7 @@ impl Run<'_> {
         self.report.responses += 1;
         let digest = ResponseDigest {
             command,
-            hash: xxh3_128(found),
+            hash: content_hash(found),
             len: u32::try_from(found.len()).unwrap_or(u32::MAX),
         };
         self.check_digest_response(rid, command, digest);
@@ -1622,7 +1622,7 @@ impl DeviceHost for Host<'_> {
                 y: *y,
                 hot: (*hot_x, *hot_y),
                 resource_id: *resource_id,
-                image_hash: Some(hex(xxh3_128(&image[..]))),
+                image_hash: Some(hex(content_hash(&image[..]))),
             }),
             DisplayEvent::CursorMove { scanout_id, x, y }
             | DisplayEvent::CursorHide { scanout_id, x, y } => Some(CursorSummary {

@@ -18,8 +18,8 @@ use std::sync::mpsc::{Receiver, Sender};
 use vgt_device::DisplayEvent;
 use vgt_device::display::{FRAME_FORMAT, Framebuffers};
 use vgt_format::CaptureReader;
+use vgt_format::hash::content_hash;
 use vgt_format::record::{Frame, RecordId};
-use xxhash_rust::xxh3::xxh3_128;
 
 use crate::frames::{self, PngError};
 use crate::report::{DivergenceKind, FrameDigest, FrameShape, PixelDifference};
@@ -142,7 +142,7 @@ impl<'r> Verifier<'r> {
         {
             return Some(hash);
         }
-        let hash = xxh3_128(&fb.pixels);
+        let hash = content_hash(&fb.pixels);
         self.hashes.insert(scanout_id, (fb.version, hash));
         Some(hash)
     }
@@ -356,6 +356,6 @@ impl<'r> Verifier<'r> {
 pub(crate) fn payload_hash(p: &vgt_format::record::Payload) -> u128 {
     match p {
         vgt_format::record::Payload::Blob(r) => r.hash.0,
-        vgt_format::record::Payload::Inline(b) => xxh3_128(b),
+        vgt_format::record::Payload::Inline(b) => content_hash(b),
     }
 }

@@ -324,7 +324,7 @@ pub(crate) fn decode_blob(offset: u64, body: &[u8]) -> Result<Vec<u8>> {
             ),
         ));
     }
-    let found = xxhash_rust::xxh3::xxh3_128(&raw);
+    let found = crate::hash::content_hash(&raw);
     if found != h.hash {
         return Err(corrupt(
             CorruptionKind::BlobHash,

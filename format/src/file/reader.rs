@@ -428,7 +428,7 @@ impl CaptureReader {
     /// reference's) and the decompression are checked, the XXH3-128 of the bytes is not.
     ///
     /// Only for a caller that verifies the same content hash itself, before it uses the bytes:
-    /// it must check `xxh3_128(out) == hash` for the reference's hash (for example on another
+    /// it must check [`content_hash(out)`](crate::hash::content_hash) `== hash` for the reference's hash (for example on another
     /// thread, to spread the work) and, when they differ, call
     /// [`CaptureReader::read_payload`] for the precise error. Inline payloads carry no hash
     /// and are simply copied.
@@ -522,7 +522,7 @@ impl CaptureReader {
             }
             _ => return Err(damaged()),
         }
-        if hash && xxhash_rust::xxh3::xxh3_128(out) != r.hash.0 {
+        if hash && crate::hash::content_hash(out) != r.hash.0 {
             return Err(damaged());
         }
         Ok(())
@@ -543,7 +543,7 @@ impl CaptureReader {
             )));
         }
         let raw = decode_blob(r.offset, &body)?;
-        let hash = xxhash_rust::xxh3::xxh3_128(&raw);
+        let hash = crate::hash::content_hash(&raw);
         if hash != r.hash.0 || raw.len() as u64 != r.len {
             return Err(corrupt(format!(
                 "blob holds {} bytes hashing to {hash:032x}; the reference expects {} bytes hashing to {}",

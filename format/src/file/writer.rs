@@ -251,7 +251,7 @@ impl<W: Write> CaptureWriter<W> {
         self.check()?;
         let len = bytes.len() as u64;
         self.stats.raw_payload_bytes += len;
-        let hash = xxhash_rust::xxh3::xxh3_128(bytes);
+        let hash = crate::hash::content_hash(bytes);
         if let Some(&(offset, raw_len)) = self.blobs.get(&hash)
             && raw_len == len
         {

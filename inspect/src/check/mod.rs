@@ -461,7 +461,7 @@ impl Checker {
             RecordBody::MemoryRead(m) => {
                 let hash = match &m.data {
                     Payload::Blob(b) => b.hash.0,
-                    Payload::Inline(b) => xxhash_rust::xxh3::xxh3_128(b),
+                    Payload::Inline(b) => vgt_format::hash::content_hash(b),
                 };
                 // Per command: a transfer whose every read equals the previous read at the same
                 // place uploaded nothing new. (Single unchanged pages of a partly damaged
