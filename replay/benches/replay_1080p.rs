@@ -200,13 +200,23 @@ impl GuestMemory for FlatRam {
     }
 }
 
-struct NoHost;
-impl DeviceHost for NoHost {}
+/// Keeps each update's pixel buffer so that direct execution hands it back to the device
+/// (`Device::recycle_pixels`), as replay does: the baseline gets the same buffer reuse.
+struct NoHost(Vec<Vec<u8>>);
+impl DeviceHost for NoHost {
+    fn display(&mut self, event: DisplayEvent) {
+        if let DisplayEvent::Update { pixels, .. } = event {
+            self.0.push(pixels);
+        }
+    }
+}
 
-struct FbHost(Framebuffers);
+/// Composes the frames the way replay does (owned updates, replaced buffers handed back).
+struct FbHost(Framebuffers, Vec<Vec<u8>>);
 impl DeviceHost for FbHost {
     fn display(&mut self, event: DisplayEvent) {
-        self.0.apply(&event);
+        let (_, spare) = self.0.apply_owned_exact_returning(event);
+        self.1.extend(spare);
     }
 }
 
@@ -216,11 +226,14 @@ fn direct(commands: &[Decoded], framebuffers: bool) -> u64 {
         base: RAM_BASE,
         bytes: vec![0; 0x20_0000 + fb_bytes()],
     };
-    let mut no = NoHost;
-    let mut fb = FbHost(Framebuffers::new());
-    let host: &mut dyn DeviceHost = if framebuffers { &mut fb } else { &mut no };
+    let mut no = NoHost(Vec::new());
+    let mut fb = FbHost(Framebuffers::new(), Vec::new());
     let mut done = 0;
     for (i, (queue, request, writable_len, writes)) in commands.iter().enumerate() {
+        for spare in no.0.drain(..).chain(fb.1.drain(..)) {
+            device.recycle_pixels(spare);
+        }
+        let host: &mut dyn DeviceHost = if framebuffers { &mut fb } else { &mut no };
         for (addr, bytes) in writes {
             let off = (addr - RAM_BASE) as usize;
             ram.bytes[off..off + bytes.len()].copy_from_slice(bytes);
