@@ -18,6 +18,10 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "shared/mod.rs"]
+mod shared;
+
+use shared::{FbHost, FlatRam, NoHost, replay};
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -25,11 +29,10 @@ use std::time::{Duration, Instant};
 use common::*;
 use criterion::{Criterion, Throughput};
 use vgt_device::display::Framebuffers;
-use vgt_device::{Device, DeviceConfig, DeviceHost, DisplayEvent, GuestMemory, Submission};
+use vgt_device::{Device, DeviceConfig, DeviceHost, Submission};
 use vgt_format::CaptureReader;
 use vgt_format::record::RecordBody;
 use vgt_format::wire::Format;
-use vgt_replay::{Quiet, ReplayOptions, Replayer};
 
 /// A pre-decoded command: queue, request bytes, writable length, guest bytes it reads.
 type Decoded = (u16, Vec<u8>, u32, Vec<(u64, Vec<u8>)>);
@@ -116,45 +119,6 @@ fn build() -> Workload {
     }
 }
 
-struct FlatRam {
-    base: u64,
-    bytes: Vec<u8>,
-}
-
-impl GuestMemory for FlatRam {
-    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), vgt_device::MemoryError> {
-        let off = addr
-            .checked_sub(self.base)
-            .filter(|o| o + buf.len() as u64 <= self.bytes.len() as u64)
-            .ok_or(vgt_device::MemoryError::OutOfRange {
-                addr,
-                len: buf.len() as u64,
-            })? as usize;
-        buf.copy_from_slice(&self.bytes[off..off + buf.len()]);
-        Ok(())
-    }
-}
-
-/// Keeps each update's pixel buffer so that direct execution hands it back to the device
-/// (`Device::recycle_pixels`), as replay does: the baseline gets the same buffer reuse.
-struct NoHost(Vec<Vec<u8>>);
-impl DeviceHost for NoHost {
-    fn display(&mut self, event: DisplayEvent) {
-        if let DisplayEvent::Update { pixels, .. } = event {
-            self.0.push(pixels);
-        }
-    }
-}
-
-/// Composes the frames the way replay does (owned updates, replaced buffers handed back).
-struct FbHost(Framebuffers, Vec<Vec<u8>>);
-impl DeviceHost for FbHost {
-    fn display(&mut self, event: DisplayEvent) {
-        let (_, spare) = self.0.apply_owned_exact_returning(event);
-        self.1.extend(spare);
-    }
-}
-
 fn direct(w: &Workload, framebuffers: bool) -> u64 {
     let mut device = Device::new(w.config.clone()).unwrap();
     let mut ram = FlatRam {
@@ -186,21 +150,6 @@ fn direct(w: &Workload, framebuffers: bool) -> u64 {
         done += c.len() as u64;
     }
     done
-}
-
-fn replay(reader: &CaptureReader) -> vgt_replay::ReplayReport {
-    // VGT_BENCH_VERIFY_THREAD=0/1 forces frames to be verified inline / on their own thread
-    // (default: replay decides from the cores available).
-    let verify_thread = std::env::var("VGT_BENCH_VERIFY_THREAD")
-        .ok()
-        .map(|v| v != "0");
-    let options = ReplayOptions {
-        verify_thread,
-        ..ReplayOptions::default()
-    };
-    let report = Replayer::new(reader, options).run(&mut Quiet).unwrap();
-    assert!(report.is_identical(), "{:?}", report.divergences.first());
-    report
 }
 
 /// What replay's reading thread does alone: decode every record and read (decompress, verify)

@@ -18,15 +18,18 @@
 //! (`../samples`) or, for a bench binary run elsewhere, in `./samples`.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+#[path = "shared/mod.rs"]
+mod shared;
+
 use std::hint::black_box;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput};
-use vgt_device::{Device, DeviceHost, DisplayEvent, Submission};
+use vgt_device::{Device, Submission};
 use vgt_format::CaptureReader;
 use vgt_format::record::RecordBody;
-use vgt_replay::{Quiet, ReplayOptions, Replayer, SparseMemory, device_config_for};
+use vgt_replay::{SparseMemory, device_config_for};
 
 const SAMPLES: [&str; 4] = ["boot", "fb", "modes", "cursor"];
 
@@ -86,21 +89,10 @@ fn load(name: &'static str) -> Sample {
     }
 }
 
-/// Hands each update's pixel buffer back to the device (`Device::recycle_pixels`), as replay
-/// does, and does nothing else.
-struct Recycle(Vec<Vec<u8>>);
-impl DeviceHost for Recycle {
-    fn display(&mut self, event: DisplayEvent) {
-        if let DisplayEvent::Update { pixels, .. } = event {
-            self.0.push(pixels);
-        }
-    }
-}
-
 fn direct(s: &Sample, reader: &CaptureReader) -> u64 {
     let mut device = Device::new(device_config_for(reader)).unwrap();
     let mut memory = SparseMemory::new();
-    let mut host = Recycle(Vec::new());
+    let mut host = shared::NoHost(Vec::new());
     let mut done = 0;
     for (i, (queue, request, writable_len, reads)) in s.commands.iter().enumerate() {
         for spare in host.0.drain(..) {
@@ -124,14 +116,6 @@ fn direct(s: &Sample, reader: &CaptureReader) -> u64 {
     done
 }
 
-fn replay(reader: &CaptureReader) -> vgt_replay::ReplayReport {
-    let report = Replayer::new(reader, ReplayOptions::default())
-        .run(&mut Quiet)
-        .unwrap();
-    assert!(report.is_identical(), "{:?}", report.divergences.first());
-    report
-}
-
 fn time(f: impl FnOnce()) -> Duration {
     let t = Instant::now();
     f();
@@ -153,7 +137,7 @@ fn main() {
         let mut g = c.benchmark_group(format!("sample_{}", s.name));
         g.throughput(Throughput::Elements(s.commands.len() as u64));
         g.bench_function("direct", |b| b.iter(|| black_box(direct(s, reader))));
-        g.bench_function("replay", |b| b.iter(|| black_box(replay(reader))));
+        g.bench_function("replay", |b| b.iter(|| black_box(shared::replay(reader))));
         g.finish();
     }
     c.final_summary();
@@ -168,7 +152,7 @@ fn main() {
             d.push(time(|| {
                 black_box(direct(s, reader));
             }));
-            r.push(time(|| span_ns = replay(reader).capture_span_ns));
+            r.push(time(|| span_ns = shared::replay(reader).capture_span_ns));
         }
         d.sort();
         r.sort();
