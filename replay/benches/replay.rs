@@ -21,21 +21,20 @@ mod common;
 #[path = "shared/mod.rs"]
 mod shared;
 
-use shared::{FbHost, FlatRam, NoHost, replay};
+use shared::replay;
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use common::*;
 use criterion::{Criterion, Throughput};
-use vgt_device::display::Framebuffers;
-use vgt_device::{Device, DeviceConfig, DeviceHost, Submission};
+use vgt_device::DeviceConfig;
 use vgt_format::CaptureReader;
 use vgt_format::record::RecordBody;
 use vgt_format::wire::Format;
 
 /// A pre-decoded command: queue, request bytes, writable length, guest bytes it reads.
-type Decoded = (u16, Vec<u8>, u32, Vec<(u64, Vec<u8>)>);
+type Decoded = shared::Decoded<Vec<u8>>;
 
 struct Workload {
     capture: Vec<u8>,
@@ -120,36 +119,8 @@ fn build() -> Workload {
 }
 
 fn direct(w: &Workload, framebuffers: bool) -> u64 {
-    let mut device = Device::new(w.config.clone()).unwrap();
-    let mut ram = FlatRam {
-        base: RAM_BASE,
-        bytes: vec![0; 0x20_0000 + (size().0 * size().1 * 4) as usize],
-    };
-    let mut no = NoHost(Vec::new());
-    let mut fb = FbHost(Framebuffers::new(), Vec::new());
-    let mut done = 0;
-    for (i, (queue, request, writable_len, writes)) in w.commands.iter().enumerate() {
-        for spare in no.0.drain(..).chain(fb.1.drain(..)) {
-            device.recycle_pixels(spare);
-        }
-        let host: &mut dyn DeviceHost = if framebuffers { &mut fb } else { &mut no };
-        for (addr, bytes) in writes {
-            let off = (addr - RAM_BASE) as usize;
-            ram.bytes[off..off + bytes.len()].copy_from_slice(bytes);
-        }
-        let c = device.submit(
-            Submission {
-                queue: *queue,
-                token: i as u64,
-                request,
-                writable_len: *writable_len,
-            },
-            &ram,
-            host,
-        );
-        done += c.len() as u64;
-    }
-    done
+    let ram = 0x20_0000 + (size().0 * size().1 * 4) as usize;
+    shared::direct(w.config.clone(), ram, &w.commands, framebuffers)
 }
 
 /// What replay's reading thread does alone: decode every record and read (decompress, verify)

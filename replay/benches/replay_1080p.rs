@@ -30,7 +30,7 @@ mod common;
 #[path = "shared/mod.rs"]
 mod shared;
 
-use shared::{FbHost, FlatRam, NoHost, replay};
+use shared::replay;
 
 use std::collections::HashMap;
 use std::hint::black_box;
@@ -39,8 +39,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use vgt_device::display::Framebuffers;
-use vgt_device::{Device, DeviceConfig, DeviceHost, Submission};
+use vgt_device::DeviceConfig;
 use vgt_format::CaptureReader;
 use vgt_format::record::{Payload, RecordBody};
 use vgt_format::wire::Format;
@@ -53,7 +52,7 @@ const FULL_EVERY: u32 = 60;
 const VERSION: u32 = 1;
 
 /// A pre-decoded command: queue, request bytes, writable length, guest bytes it reads.
-type Decoded = (u16, Vec<u8>, u32, Vec<(u64, Arc<[u8]>)>);
+type Decoded = shared::Decoded<Arc<[u8]>>;
 
 fn env_u32(name: &str, default: u32) -> u32 {
     std::env::var(name)
@@ -185,36 +184,7 @@ fn decode(reader: &CaptureReader) -> Vec<Decoded> {
 }
 
 fn direct(commands: &[Decoded], framebuffers: bool) -> u64 {
-    let mut device = Device::new(config()).unwrap();
-    let mut ram = FlatRam {
-        base: RAM_BASE,
-        bytes: vec![0; 0x20_0000 + fb_bytes()],
-    };
-    let mut no = NoHost(Vec::new());
-    let mut fb = FbHost(Framebuffers::new(), Vec::new());
-    let mut done = 0;
-    for (i, (queue, request, writable_len, writes)) in commands.iter().enumerate() {
-        for spare in no.0.drain(..).chain(fb.1.drain(..)) {
-            device.recycle_pixels(spare);
-        }
-        let host: &mut dyn DeviceHost = if framebuffers { &mut fb } else { &mut no };
-        for (addr, bytes) in writes {
-            let off = (addr - RAM_BASE) as usize;
-            ram.bytes[off..off + bytes.len()].copy_from_slice(bytes);
-        }
-        let c = device.submit(
-            Submission {
-                queue: *queue,
-                token: i as u64,
-                request,
-                writable_len: *writable_len,
-            },
-            &ram,
-            host,
-        );
-        done += c.len() as u64;
-    }
-    done
+    shared::direct(config(), 0x20_0000 + fb_bytes(), commands, framebuffers)
 }
 
 /// CPU time of the whole process so far (every thread, finished ones included; 10 ms ticks).

@@ -18,6 +18,8 @@
 //! (`../samples`) or, for a bench binary run elsewhere, in `./samples`.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+#[path = "../tests/common/mod.rs"]
+mod common;
 #[path = "shared/mod.rs"]
 mod shared;
 

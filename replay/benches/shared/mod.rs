@@ -1,31 +1,18 @@
-//! What the replay benches share: flat guest RAM for direct execution, the hosts that direct
-//! execution runs with (buffers handed back to the device as replay does), and a checked replay.
+//! What the replay benches share: direct execution of pre-decoded commands over flat guest RAM
+//! (`common::GuestRam`), with update buffers handed back to the device as replay does, and a
+//! checked replay. Benches that use it also include `../tests/common/mod.rs` as `common`.
 #![allow(dead_code)]
 
 use vgt_device::display::Framebuffers;
-use vgt_device::{DeviceHost, DisplayEvent, GuestMemory};
+use vgt_device::{Device, DeviceConfig, DeviceHost, DisplayEvent, Submission};
 use vgt_format::CaptureReader;
 use vgt_replay::{Quiet, ReplayOptions, Replayer};
 
-/// Guest RAM as one flat buffer starting at `base`.
-pub struct FlatRam {
-    pub base: u64,
-    pub bytes: Vec<u8>,
-}
+use crate::common::{GuestRam, RAM_BASE};
 
-impl GuestMemory for FlatRam {
-    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), vgt_device::MemoryError> {
-        let off = addr
-            .checked_sub(self.base)
-            .filter(|o| o + buf.len() as u64 <= self.bytes.len() as u64)
-            .ok_or(vgt_device::MemoryError::OutOfRange {
-                addr,
-                len: buf.len() as u64,
-            })? as usize;
-        buf.copy_from_slice(&self.bytes[off..off + buf.len()]);
-        Ok(())
-    }
-}
+/// One pre-decoded command: queue, request bytes, response room, and the guest writes to
+/// replay into RAM before it (address, bytes).
+pub type Decoded<B> = (u16, Vec<u8>, u32, Vec<(u64, B)>);
 
 /// Keeps each update's pixel buffer so that direct execution hands it back to the device
 /// (`Device::recycle_pixels`), as replay does: the baseline gets the same buffer reuse.
@@ -60,4 +47,45 @@ pub fn replay(reader: &CaptureReader) -> vgt_replay::ReplayReport {
     let report = Replayer::new(reader, options).run(&mut Quiet).unwrap();
     assert!(report.is_identical(), "{:?}", report.divergences.first());
     report
+}
+
+/// Submits `commands` to a fresh device over flat RAM of `ram_len` bytes at `RAM_BASE`, each
+/// command's guest writes copied in first; with `framebuffers`, a host that composes the
+/// scanouts. Returns the completions seen.
+pub fn direct<B: AsRef<[u8]>>(
+    config: DeviceConfig,
+    ram_len: usize,
+    commands: &[Decoded<B>],
+    framebuffers: bool,
+) -> u64 {
+    let mut device = Device::new(config).unwrap();
+    let mut ram = GuestRam {
+        bytes: vec![0; ram_len],
+    };
+    let mut no = NoHost(Vec::new());
+    let mut fb = FbHost(Framebuffers::new(), Vec::new());
+    let mut done = 0;
+    for (i, (queue, request, writable_len, writes)) in commands.iter().enumerate() {
+        for spare in no.0.drain(..).chain(fb.1.drain(..)) {
+            device.recycle_pixels(spare);
+        }
+        let host: &mut dyn DeviceHost = if framebuffers { &mut fb } else { &mut no };
+        for (addr, bytes) in writes {
+            let bytes = bytes.as_ref();
+            let off = (addr - RAM_BASE) as usize;
+            ram.bytes[off..off + bytes.len()].copy_from_slice(bytes);
+        }
+        let c = device.submit(
+            Submission {
+                queue: *queue,
+                token: i as u64,
+                request,
+                writable_len: *writable_len,
+            },
+            &ram,
+            host,
+        );
+        done += c.len() as u64;
+    }
+    done
 }
