@@ -21,7 +21,7 @@ mod common;
 #[path = "shared/mod.rs"]
 mod shared;
 
-use shared::replay;
+use shared::{measure, replay};
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -144,38 +144,6 @@ fn time(f: impl FnOnce()) -> Duration {
     let t = Instant::now();
     f();
     t.elapsed()
-}
-
-/// CPU time of the whole process so far (every thread, finished ones included; 10 ms ticks).
-fn process_cpu() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the command name (which ends with the last ')'): utime is the 12th, stime
-    // the 13th.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<u64> = rest
-        .split_whitespace()
-        .map(|x| x.parse().unwrap_or(0))
-        .collect();
-    let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
-    Duration::from_millis(ticks * 10)
-}
-
-/// CPU time of the calling thread so far (nanoseconds from schedstat).
-fn thread_cpu() -> Duration {
-    let s = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap_or_default();
-    Duration::from_nanos(
-        s.split_whitespace()
-            .next()
-            .and_then(|x| x.parse().ok())
-            .unwrap_or(0),
-    )
-}
-
-/// Wall time, process CPU and calling-thread CPU of `f`.
-fn measure(f: impl FnOnce()) -> (Duration, Duration, Duration) {
-    let (p, t) = (process_cpu(), thread_cpu());
-    let wall = time(f);
-    (wall, process_cpu() - p, thread_cpu() - t)
 }
 
 fn main() {

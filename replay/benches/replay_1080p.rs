@@ -30,7 +30,7 @@ mod common;
 #[path = "shared/mod.rs"]
 mod shared;
 
-use shared::replay;
+use shared::{measure, minor_faults, replay};
 
 use std::collections::HashMap;
 use std::hint::black_box;
@@ -185,48 +185,6 @@ fn decode(reader: &CaptureReader) -> Vec<Decoded> {
 
 fn direct(commands: &[Decoded], framebuffers: bool) -> u64 {
     shared::direct(config(), 0x20_0000 + fb_bytes(), commands, framebuffers)
-}
-
-/// CPU time of the whole process so far (every thread, finished ones included; 10 ms ticks).
-fn process_cpu() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<u64> = rest
-        .split_whitespace()
-        .map(|x| x.parse().unwrap_or(0))
-        .collect();
-    let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
-    Duration::from_millis(ticks * 10)
-}
-
-/// Minor page faults of the process so far.
-fn minor_faults() -> u64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    rest.split_whitespace()
-        .nth(7)
-        .and_then(|x| x.parse().ok())
-        .unwrap_or(0)
-}
-
-/// CPU time of the calling thread so far (nanoseconds from schedstat).
-fn thread_cpu() -> Duration {
-    let s = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap_or_default();
-    Duration::from_nanos(
-        s.split_whitespace()
-            .next()
-            .and_then(|x| x.parse().ok())
-            .unwrap_or(0),
-    )
-}
-
-/// Wall time, process CPU and calling-thread CPU of `f`.
-fn measure(f: impl FnOnce()) -> (Duration, Duration, Duration) {
-    let (p, t) = (process_cpu(), thread_cpu());
-    let start = Instant::now();
-    f();
-    let wall = start.elapsed();
-    (wall, process_cpu() - p, thread_cpu() - t)
 }
 
 fn median(v: &mut [Duration]) -> Duration {

@@ -3,6 +3,8 @@
 //! checked replay. Benches that use it also include `../tests/common/mod.rs` as `common`.
 #![allow(dead_code)]
 
+use std::time::{Duration, Instant};
+
 use vgt_device::display::Framebuffers;
 use vgt_device::{Device, DeviceConfig, DeviceHost, DisplayEvent, Submission};
 use vgt_format::CaptureReader;
@@ -88,4 +90,48 @@ pub fn direct<B: AsRef<[u8]>>(
         done += c.len() as u64;
     }
     done
+}
+
+/// CPU time of the whole process so far (every thread, finished ones included; 10 ms ticks).
+pub fn process_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which ends with the last ')'): utime is the 12th, stime
+    // the 13th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
+    Duration::from_millis(ticks * 10)
+}
+
+/// CPU time of the calling thread so far (nanoseconds from schedstat).
+pub fn thread_cpu() -> Duration {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap_or_default();
+    Duration::from_nanos(
+        s.split_whitespace()
+            .next()
+            .and_then(|x| x.parse().ok())
+            .unwrap_or(0),
+    )
+}
+
+/// Wall time, process CPU and calling-thread CPU of `f`.
+pub fn measure(f: impl FnOnce()) -> (Duration, Duration, Duration) {
+    let (p, t) = (process_cpu(), thread_cpu());
+    let start = Instant::now();
+    f();
+    let wall = start.elapsed();
+    (wall, process_cpu() - p, thread_cpu() - t)
+}
+
+/// Minor page faults of the process so far.
+pub fn minor_faults() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    rest.split_whitespace()
+        .nth(7)
+        .and_then(|x| x.parse().ok())
+        .unwrap_or(0)
 }
