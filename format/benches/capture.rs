@@ -189,6 +189,50 @@ fn bench_store(c: &mut Criterion) {
     });
     g.finish();
 
+    // An incompressible frame (video, noise): stored raw, what lz4 would have thrown away.
+    let mut noise = vec![0u8; frame.len()];
+    Rng(5).fill(&mut noise);
+    let mut g = c.benchmark_group("store_framebuffer_noise");
+    g.throughput(Throughput::Bytes(noise.len() as u64));
+    g.sample_size(20);
+    g.bench_function("capture_writer", |b| {
+        b.iter_custom(|iters| {
+            let path = tmp().path().join("store_noise.vgt");
+            let mut w = CaptureWriter::create(&path, WriterOptions::default()).unwrap();
+            let mut f = noise.clone();
+            let mut total = Duration::ZERO;
+            for i in 0..iters {
+                // A different frame each time (no dedup).
+                f[0..8].copy_from_slice(&i.to_le_bytes());
+                let t = Instant::now();
+                black_box(w.store(black_box(&f)).unwrap());
+                total += t.elapsed();
+            }
+            w.flush().unwrap();
+            drop(w);
+            std::fs::remove_file(&path).unwrap();
+            total
+        })
+    });
+    g.bench_function("baseline_memcpy", |b| {
+        let mut dst = vec![0u8; noise.len()];
+        b.iter(|| {
+            dst.copy_from_slice(black_box(&noise));
+            black_box(&dst);
+        })
+    });
+    g.finish();
+    let mut sizes = Vec::new();
+    for (name, f) in [("desktop", &frame), ("noise", &noise)] {
+        let mut w = CaptureWriter::new(std::io::sink(), WriterOptions::default()).unwrap();
+        w.store(f).unwrap();
+        sizes.push((
+            format!("store() lz4, {name} frame stored"),
+            w.stats().stored_bytes as usize,
+        ));
+    }
+    STORE_SIZES.set(sizes).ok();
+
     let mut g = c.benchmark_group("store_dedup_hit");
     g.throughput(Throughput::Bytes(frame.len() as u64));
     g.bench_function("capture_writer", |b| {
@@ -478,6 +522,7 @@ fn bench_store_codecs(c: &mut Criterion) {
 }
 
 static SIZES: OnceLock<Vec<(String, usize)>> = OnceLock::new();
+static STORE_SIZES: OnceLock<Vec<(String, usize)>> = OnceLock::new();
 static CODEC_SIZES: OnceLock<Vec<(String, usize)>> = OnceLock::new();
 static ENC_SIZES: OnceLock<Vec<(String, usize)>> = OnceLock::new();
 
@@ -501,7 +546,7 @@ fn mean_ns(group: &str, bench: &str) -> Option<f64> {
 fn print_summary(started: std::time::SystemTime) {
     // (group, subject, baseline, unit per iteration: "records" / bytes, target)
     let frame_bytes = (FB_W * FB_H * 4) as f64;
-    let rows: [(&str, &str, &str, f64, &str, &str); 11] = [
+    let rows: [(&str, &str, &str, f64, &str, &str); 12] = [
         (
             "append_small",
             "capture_writer",
@@ -512,6 +557,14 @@ fn print_summary(started: std::time::SystemTime) {
         ),
         (
             "store_framebuffer",
+            "capture_writer",
+            "baseline_memcpy",
+            frame_bytes,
+            "bytes",
+            ">= 1 GB/s",
+        ),
+        (
+            "store_framebuffer_noise",
             "capture_writer",
             "baseline_memcpy",
             frame_bytes,
@@ -637,11 +690,12 @@ fn print_summary(started: std::time::SystemTime) {
     for (what, n) in SIZES
         .get()
         .into_iter()
+        .chain(STORE_SIZES.get())
         .chain(ENC_SIZES.get())
         .chain(CODEC_SIZES.get())
         .flatten()
     {
-        println!("size: {what:32} {n:>10} bytes");
+        println!("size: {what:34} {n:>10} bytes");
     }
 }
 

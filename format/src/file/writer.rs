@@ -32,7 +32,9 @@ pub enum SyncPolicy {
 }
 
 /// How a [`CaptureWriter`] stores blob data. Whatever the codec, a blob whose compressed form
-/// saves less than 1/8 of its bytes is stored as it is.
+/// saves less than 1/8 of its bytes is stored as it is; so is a blob of 2 MiB or more when none
+/// of 16 probes of 32 KiB spread over it saves 1/32, without compressing the whole of it (noise,
+/// already compressed data: the whole pass would be thrown away).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Compression {
     /// Blobs stored as they are.
@@ -107,6 +109,45 @@ impl std::str::FromStr for Compression {
             }),
         }
     }
+}
+
+/// Blobs at least this long are probed before they are compressed: shorter ones cost little to
+/// compress whole, and the probes would be a large part of them (a quarter at this length).
+pub(crate) const PROBE_MIN_LEN: usize = 2 << 20;
+/// Bytes in one probe: repetition within 32 KiB (rows of noise up to 8192 pixels wide) shows in
+/// a probe; lz4 matches up to 64 KiB back and zstd further, which probes do not see.
+pub(crate) const PROBE_LEN: usize = 32 << 10;
+/// Probes per blob, spread from its first byte to its last: 15 gaps, so any stretch of a blob
+/// longer than 1/15 of it plus [`PROBE_LEN`] (under 1/12 of a probed blob) holds a whole probe,
+/// and a blob that saves 1/8 because of one compressible stretch is found.
+pub(crate) const PROBES: usize = 16;
+/// A probe "compresses" when it saves at least 1/`PROBE_SAVING` of its bytes: far below the 1/8
+/// a whole blob must save, because a probe has less history to match against than the whole
+/// blob (it underestimates), and a wrong "compresses" costs only time while a wrong "does not"
+/// costs file size.
+pub(crate) const PROBE_SAVING: usize = 32;
+
+/// Offsets of the [`PROBES`] probes in a blob of `len` (>= [`PROBE_LEN`]) bytes: evenly spread,
+/// the first at the start and the last ending at the end.
+pub(crate) fn probe_offsets(len: usize) -> impl Iterator<Item = usize> {
+    let last = len.saturating_sub(PROBE_LEN) as u64;
+    (0..PROBES as u64).map(move |i| (last * i / (PROBES as u64 - 1)) as usize)
+}
+
+/// The incompressibility test: true when `bytes` is at least [`PROBE_MIN_LEN`] long and
+/// `compresses` says no for every one of its probes (it stops at the first yes). A blob that
+/// compresses anywhere a probe looks is compressed whole, so the test only ever skips the
+/// compression of data that is incompressible at [`PROBES`] places spread over all of it.
+pub(crate) fn looks_incompressible(
+    bytes: &[u8],
+    mut compresses: impl FnMut(&[u8]) -> bool,
+) -> bool {
+    bytes.len() >= PROBE_MIN_LEN
+        && probe_offsets(bytes.len()).all(|at| {
+            bytes
+                .get(at..at + PROBE_LEN)
+                .is_some_and(|probe| !compresses(probe))
+        })
 }
 
 /// How a [`CaptureWriter`] writes.
@@ -307,9 +348,13 @@ impl<W: Write> CaptureWriter<W> {
     }
 
     /// Compresses into `self.compressed` when that saves at least 1/8; returns the codec and
-    /// the stored length.
+    /// the stored length. A long blob whose probes ([`looks_incompressible`]) do not compress
+    /// is stored raw without compressing the whole of it.
     fn compress(&mut self, bytes: &[u8]) -> (u8, usize) {
         let keep = bytes.len() - bytes.len() / 8;
+        if self.opts.compression != Compression::None && self.probes_fail(bytes) {
+            return (CODEC_STORED, bytes.len());
+        }
         match self.opts.compression {
             Compression::None => (CODEC_STORED, bytes.len()),
             Compression::Lz4 => {
@@ -335,6 +380,39 @@ impl<W: Write> CaptureWriter<W> {
                     // Too small a buffer means it would not save 1/8; store it raw.
                     _ => (CODEC_STORED, bytes.len()),
                 }
+            }
+        }
+    }
+
+    /// True when `bytes` is long enough to probe and no probe, compressed with this writer's
+    /// codec, saves [`PROBE_SAVING`].
+    fn probes_fail(&mut self, bytes: &[u8]) -> bool {
+        let limit = PROBE_LEN - PROBE_LEN / PROBE_SAVING;
+        match self.opts.compression {
+            Compression::None => false,
+            Compression::Lz4 => {
+                let max = get_maximum_output_size(PROBE_LEN);
+                if self.compressed.len() < max {
+                    self.compressed.resize(max, 0);
+                }
+                let (out, table) = (&mut self.compressed, &mut self.table);
+                looks_incompressible(bytes, |probe| {
+                    compress_into_with_table(probe, out, table).is_ok_and(|n| n <= limit)
+                })
+            }
+            Compression::Zstd(_) => {
+                let Some(cctx) = self.zstd.as_mut() else {
+                    return false;
+                };
+                if self.compressed.len() < limit {
+                    self.compressed.resize(limit, 0);
+                }
+                let out = &mut self.compressed[..limit];
+                // A buffer too small for the result means the probe saved less than the limit.
+                looks_incompressible(bytes, |probe| {
+                    cctx.compress_to_buffer(probe, &mut *out)
+                        .is_ok_and(|n| n <= limit)
+                })
             }
         }
     }
@@ -505,5 +583,46 @@ impl<W: Write> std::fmt::Debug for CaptureWriter<W> {
             .field("opts", &self.opts)
             .field("stats", &self.stats())
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probes_of_an_incompressible_blob_are_spread_from_its_first_byte_to_its_last() {
+        let blob: Vec<u8> = (0..PROBE_MIN_LEN + 12345)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let mut seen = Vec::new();
+        assert!(looks_incompressible(&blob, |p| {
+            seen.push((p.as_ptr() as usize - blob.as_ptr() as usize, p.len()));
+            false
+        }));
+        assert_eq!(seen.len(), PROBES);
+        assert_eq!(seen.first(), Some(&(0, PROBE_LEN)));
+        assert_eq!(seen.last(), Some(&(blob.len() - PROBE_LEN, PROBE_LEN)));
+        let gaps: Vec<usize> = seen.windows(2).map(|w| w[1].0 - w[0].0).collect();
+        let (min, max) = (gaps.iter().min().unwrap(), gaps.iter().max().unwrap());
+        assert!(max - min <= 1, "evenly spread: {gaps:?}");
+    }
+
+    #[test]
+    fn probing_stops_at_the_first_probe_that_compresses() {
+        let blob = vec![0u8; PROBE_MIN_LEN];
+        let mut calls = 0;
+        assert!(!looks_incompressible(&blob, |_| {
+            calls += 1;
+            calls == 3
+        }));
+        assert_eq!(calls, 3);
+    }
+
+    #[test]
+    fn blob_shorter_than_the_probing_length_is_never_probed() {
+        let blob = vec![0u8; PROBE_MIN_LEN - 1];
+        assert!(!looks_incompressible(&blob, |_| panic!("probed")));
     }
 }
