@@ -11,6 +11,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender, SyncSender};
 use std::time::{Duration, Instant};
@@ -97,6 +98,30 @@ pub struct ReplayOptions {
     /// thread of its own when there are at least [`VERIFY_THREAD_CORES`]). Reports are the
     /// same either way.
     pub verify_thread: Option<bool>,
+    /// Threads that decode (decompress and verify) large recorded guest-memory blobs while
+    /// the reading thread goes on and the device executes earlier commands: `Some(0)` decodes
+    /// everything on the reading thread, `None` decides from the cores available
+    /// ([`decode_threads_for`]). Reports are the same either way.
+    pub decode_threads: Option<usize>,
+}
+
+/// Blobs of recorded guest memory at least this long are decoded on the decoding threads (a
+/// smaller one costs less to decode than to hand over).
+pub const DECODE_APART_MIN: u64 = 64 << 10;
+
+/// At most this many decoding threads are started.
+pub const MAX_DECODE_THREADS: usize = 4;
+
+/// The decoding threads used when [`ReplayOptions::decode_threads`] is `None`: one per core
+/// (the reading thread only parses records once they decode elsewhere, and the executing
+/// thread waits for them in a capture whose recorded memory costs more to decode than to
+/// execute), at most [`MAX_DECODE_THREADS`], none on a single core.
+pub fn decode_threads_for(cores: usize) -> usize {
+    if cores < 2 {
+        0
+    } else {
+        cores.min(MAX_DECODE_THREADS)
+    }
 }
 
 /// With at least this many cores, frames are verified on a thread of their own by default
@@ -377,6 +402,11 @@ struct Window {
     /// Blob reads whose content hash the reading thread left to the executing thread: index
     /// in `reads`, memory-read record, blob reference.
     unhashed: Vec<(usize, RecordId, BlobRef)>,
+    /// Blob reads being decoded on a decoding thread: index in `reads` (an empty vector until
+    /// then), memory-read record, where the bytes (or the reader's error) will come from.
+    decoding: Vec<(usize, RecordId, Receiver<Decoded>)>,
+    /// The raw length of the blobs in `decoding`.
+    decoding_bytes: usize,
     replies: VecDeque<(u32, Vec<u8>)>,
     responses: Vec<(RecordId, RecordId, Vec<u8>)>,
     frames: Vec<(RecordId, Frame)>,
@@ -402,6 +432,39 @@ enum Item {
     Damaged(RecordId, String),
     /// Reading ended; the last record read.
     End(Option<RecordId>),
+}
+
+/// A blob decoded by a decoding thread: its bytes, or the reader's error for it.
+type Decoded = Result<Vec<u8>, vgt_format::file::Error>;
+
+/// One blob for a decoding thread: the payload, a buffer to decode into, where to send it.
+struct DecodeJob {
+    payload: Payload,
+    buf: Vec<u8>,
+    done: SyncSender<Decoded>,
+}
+
+/// The decoding threads' side: they take jobs in turn from one queue, so blobs are decoded
+/// about in file order, several at once.
+fn decode(reader: &CaptureReader, jobs: &Mutex<Receiver<DecodeJob>>) {
+    loop {
+        let job = {
+            let queue = jobs.lock().unwrap_or_else(|p| p.into_inner());
+            queue.recv()
+        };
+        let Ok(DecodeJob {
+            payload,
+            mut buf,
+            done,
+        }) = job
+        else {
+            return;
+        };
+        // The same checks as on the reading thread (CRC, header, decompression, content hash).
+        let decoded = reader.read_payload_into(&payload, &mut buf).map(|()| buf);
+        // A window that is no longer wanted (replay stopped) drops its receiver.
+        let _ = done.send(decoded);
+    }
 }
 
 /// Payload buffers waiting to be reused by the reading thread.
@@ -463,6 +526,7 @@ fn produce(
     tx: &SyncSender<Item>,
     pool: &Pool,
     waiting: &AtomicUsize,
+    decoders: Option<Sender<DecodeJob>>,
 ) {
     let mut window = Window::default();
     let mut uploads = Uploads::default();
@@ -487,10 +551,17 @@ fn produce(
         // Few batches waiting: the executing thread is about to wait for this one, so it
         // checks the content hashes of this window's blobs itself.
         let defer = waiting.load(Ordering::Relaxed) < DEFER_BELOW;
-        match push(reader, pool, defer, &mut uploads, &mut window, id, record) {
+        let to = Reading {
+            reader,
+            pool,
+            defer_hash: defer,
+            decoders: decoders.as_ref(),
+        };
+        match push(&to, &mut uploads, &mut window, id, record) {
             Ok(None) => {}
             Ok(Some(done)) => {
-                batch_bytes += done.reads.iter().map(|(_, b)| b.len()).sum::<usize>();
+                batch_bytes +=
+                    done.reads.iter().map(|(_, b)| b.len()).sum::<usize>() + done.decoding_bytes;
                 batch.push(done);
                 if (batch_bytes >= BATCH_BYTES || batch.len() >= BATCH_WINDOWS)
                     && !send_windows(tx, waiting, std::mem::take(&mut batch))
@@ -569,18 +640,26 @@ impl Uploads {
     }
 }
 
+/// How the reading thread reads a window's payloads.
+struct Reading<'a> {
+    reader: &'a CaptureReader,
+    pool: &'a Pool,
+    /// Leave blob content hashes to the executing thread.
+    defer_hash: bool,
+    /// The decoding threads' queue, when there are any.
+    decoders: Option<&'a Sender<DecodeJob>>,
+}
+
 /// Adds a record to the current window; returns the finished window when a new command
 /// starts one.
-#[allow(clippy::too_many_arguments)]
 fn push(
-    reader: &CaptureReader,
-    pool: &Pool,
-    defer_hash: bool,
+    to: &Reading<'_>,
     uploads: &mut Uploads,
     w: &mut Window,
     id: RecordId,
     record: Record,
 ) -> Result<Option<Window>, vgt_format::file::Error> {
+    let (reader, pool, defer_hash) = (to.reader, to.pool, to.defer_hash);
     let ts = record.ts_ns;
     let out = match record.body {
         RecordBody::Command(c) => {
@@ -601,13 +680,35 @@ fn push(
                 Payload::Inline(_) => None,
             };
             if !uploads.unchanged(m.addr, len, hash) {
-                let bytes = match &m.data {
+                let mut data = m.data;
+                if let (Payload::Blob(_), Some(decoders)) = (&data, to.decoders)
+                    && len >= DECODE_APART_MIN
+                {
+                    let (done, decoded) = std::sync::mpsc::sync_channel(1);
+                    let job = DecodeJob {
+                        payload: data,
+                        buf: pool.get(),
+                        done,
+                    };
+                    match decoders.send(job) {
+                        Ok(()) => {
+                            w.decoding.push((w.reads.len(), id, decoded));
+                            w.decoding_bytes += len as usize;
+                            w.reads.push((m.addr, Vec::new()));
+                            w.last_ts = w.last_ts.max(ts);
+                            return Ok(None);
+                        }
+                        // No decoding thread left (one panicked): decode it here.
+                        Err(std::sync::mpsc::SendError(job)) => data = job.payload,
+                    }
+                }
+                let bytes = match &data {
                     Payload::Blob(r) if defer_hash => {
-                        let bytes = pool.take_unhashed(reader, &m.data)?;
+                        let bytes = pool.take_unhashed(reader, &data)?;
                         w.unhashed.push((w.reads.len(), id, *r));
                         bytes
                     }
-                    _ => pool.take(reader, m.data)?,
+                    _ => pool.take(reader, data)?,
                 };
                 w.reads.push((m.addr, bytes));
             }
@@ -853,9 +954,24 @@ impl Run<'_> {
         let threaded = self.opts.verify_thread.unwrap_or_else(|| {
             std::thread::available_parallelism().is_ok_and(|n| n.get() >= VERIFY_THREAD_CORES)
         });
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let decode_threads = self
+            .opts
+            .decode_threads
+            .unwrap_or_else(|| decode_threads_for(cores))
+            .min(MAX_DECODE_THREADS);
+        let (jobs, job_queue) = std::sync::mpsc::channel::<DecodeJob>();
+        let job_queue = Mutex::new(job_queue);
         std::thread::scope(|scope| {
             let waiting_ = &waiting;
-            scope.spawn(move || produce(reader, end, &tx, &Pool { rx: returned }, waiting_));
+            let decoders = (decode_threads > 0).then_some(jobs);
+            for _ in 0..decode_threads {
+                let queue = &job_queue;
+                scope.spawn(move || decode(reader, queue));
+            }
+            scope.spawn(move || {
+                produce(reader, end, &tx, &Pool { rx: returned }, waiting_, decoders);
+            });
             let link = if threaded {
                 let (jobs, job_rx) = std::sync::mpsc::channel::<FrameJob>();
                 let (outcome_tx, outcomes) = std::sync::mpsc::channel::<FrameOutcome>();
@@ -909,7 +1025,7 @@ impl Run<'_> {
                 Item::Windows(batch) => {
                     waiting.fetch_sub(1, Ordering::Relaxed);
                     for mut w in batch {
-                        if let Err((id, why)) = self.check_unhashed(&mut w) {
+                        if let Err((id, why)) = self.resolve_reads(&mut w) {
                             // As if the reading thread had found it: this window is not
                             // executed, and nothing after it is read.
                             self.file(&mut pending, &mut link, 0)?;
@@ -1008,10 +1124,22 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// Checks the content hashes the reading thread left to this thread (the same XXH3-128
-    /// check `CaptureReader::read_payload_into` makes). A mismatch is damage: the memory-read
-    /// record and the reader's own error for that blob.
-    fn check_unhashed(&self, w: &mut Window) -> Result<(), (RecordId, String)> {
+    /// Completes a window's reads: takes the blobs the decoding threads decoded (waiting for
+    /// them), then checks the content hashes the reading thread left to this thread (the same
+    /// XXH3-128 check `CaptureReader::read_payload_into` makes). A blob that does not decode or
+    /// whose hash does not match is damage: the memory-read record and the reader's own error
+    /// for that blob, exactly as if the reading thread had read it.
+    fn resolve_reads(&self, w: &mut Window) -> Result<(), (RecordId, String)> {
+        for (i, id, decoded) in std::mem::take(&mut w.decoding) {
+            let bytes = match decoded.recv() {
+                Ok(Ok(bytes)) => bytes,
+                Ok(Err(e)) => return Err((id, e.to_string())),
+                Err(_) => return Err((id, "a decoding thread stopped".to_owned())),
+            };
+            if let Some((_, slot)) = w.reads.get_mut(i) {
+                *slot = bytes;
+            }
+        }
         for (i, id, r) in std::mem::take(&mut w.unhashed) {
             let Some((_, bytes)) = w.reads.get_mut(i) else {
                 continue;
@@ -1074,6 +1202,8 @@ impl Run<'_> {
             command,
             reads,
             unhashed: _,
+            decoding: _,
+            decoding_bytes: _,
             mut replies,
             responses,
             frames,

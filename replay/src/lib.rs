@@ -22,8 +22,8 @@ pub mod report;
 mod verify;
 
 pub use engine::{
-    DEFAULT_SCANOUT_SIZE, Quiet, ReplayError, ReplayObserver, ReplayOptions, Replayer, Timing,
-    VERIFY_THREAD_CORES, device_config_for,
+    DECODE_APART_MIN, DEFAULT_SCANOUT_SIZE, MAX_DECODE_THREADS, Quiet, ReplayError, ReplayObserver,
+    ReplayOptions, Replayer, Timing, VERIFY_THREAD_CORES, decode_threads_for, device_config_for,
 };
 pub use memory::SparseMemory;
 pub use report::{Divergence, DivergenceKind, ReplayReport, Unsupported};

@@ -129,6 +129,7 @@ fn main() -> ExitCode {
         loops: cli.loops,
         device_config: None,
         verify_thread: None,
+        decode_threads: None,
     };
     let bar = ProgressBar::with_draw_target(
         Some(reader.len()),

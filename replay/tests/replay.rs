@@ -881,7 +881,21 @@ fn capture_opened_by_scanning_with_its_end_record_is_complete() {
 /// record with the reader's own error, having executed only the commands before it.
 #[test]
 fn blob_failing_its_content_hash_stops_replay_at_that_record() {
-    let bytes = linux_like(64, 48, 6).finish();
+    // Small blobs are decoded on the reading thread (or hashed on the executing one).
+    check_damaged_blob(64, 48, &[None, Some(0)]);
+}
+
+#[test]
+fn large_blob_failing_its_content_hash_stops_replay_at_that_record_on_decoding_threads() {
+    // Halves of a 320x200 frame (128,000 bytes) go to the decoding threads: the damage is found
+    // there and reported exactly as when the reading thread decodes them.
+    check_damaged_blob(320, 200, &[Some(0), Some(1), Some(3), None]);
+}
+
+/// Damages the first use of the third blob memory read of a `w`x`h` capture and checks that
+/// replay stops at that record with the reader's own error, with each decoding-thread count.
+fn check_damaged_blob(w: u32, h: u32, decode_threads: &[Option<usize>]) {
+    let bytes = linux_like(w, h, 6).finish();
     let recs = records(&bytes);
     // The third memory read that carries a blob (its first use in the file).
     let (rid, payload) = recs
@@ -915,16 +929,75 @@ fn blob_failing_its_content_hash_stops_replay_at_that_record() {
     let reader = CaptureReader::from_bytes(damaged.clone()).unwrap();
     let want = reader.read_payload(&payload).unwrap_err().to_string();
     assert!(want.contains("hash"), "{want}");
-    let report = replay(&damaged);
-    assert_eq!(report.damaged, Some((rid, want)));
-    assert_eq!(report.last_record, Some(rid));
     // Every command before the damaged read's command ran; that one did not.
     let command_of_read = recs
         .iter()
         .filter(|(id, r)| *id < rid && r.body.kind() == RecordKind::COMMAND)
         .count() as u64;
-    assert_eq!(report.commands, command_of_read - 1);
-    assert!(report.divergences.is_empty(), "{:#?}", report.divergences);
+    for &threads in decode_threads {
+        let report = replay_with(
+            &damaged,
+            ReplayOptions {
+                decode_threads: threads,
+                ..ReplayOptions::default()
+            },
+        );
+        assert_eq!(report.damaged, Some((rid, want.clone())), "{threads:?}");
+        assert_eq!(report.last_record, Some(rid), "{threads:?}");
+        assert_eq!(report.commands, command_of_read - 1, "{threads:?}");
+        assert!(report.divergences.is_empty(), "{:#?}", report.divergences);
+    }
+}
+
+#[test]
+fn decoding_threads_give_the_same_report_as_decoding_on_the_reading_thread() {
+    // 320x200: every transfer's two pieces are large enough for the decoding threads; a byte
+    // changed in a late transfer must diverge at the same frame whoever decoded it.
+    let bytes = linux_like(320, 200, 30).finish();
+    let recs = records(&bytes);
+    let reads: Vec<u64> = recs
+        .iter()
+        .filter_map(|(id, r)| match &r.body {
+            RecordBody::MemoryRead(m) if m.data.len() >= vgt_replay::DECODE_APART_MIN => Some(*id),
+            _ => None,
+        })
+        .collect();
+    assert!(reads.len() > 40, "{} large reads", reads.len());
+    let target = reads[41];
+    let edited = rewrite(&bytes, |id, mut rec| {
+        if let RecordBody::MemoryRead(m) = &mut rec.body
+            && id == target
+        {
+            bytes_mut(&mut m.data)[9] ^= 0x20;
+        }
+        Some(rec)
+    });
+    let run = |b: &[u8], threads: Option<usize>| {
+        replay_with(
+            b,
+            ReplayOptions {
+                decode_threads: threads,
+                keep_going: true,
+                loops: 2,
+                ..ReplayOptions::default()
+            },
+        )
+    };
+    let clean = run(&bytes, Some(0));
+    assert_clean(&clean);
+    let inline = run(&edited, Some(0));
+    assert!(!inline.divergences.is_empty());
+    for threads in [Some(1), Some(2), Some(4), None] {
+        let r = run(&bytes, threads);
+        assert_clean(&r);
+        assert_eq!(r.frame_digests, clean.frame_digests, "{threads:?}");
+        assert_eq!(r.response_digests, clean.response_digests, "{threads:?}");
+        let e = run(&edited, threads);
+        assert_eq!(e.divergences, inline.divergences, "{threads:?}");
+        assert_eq!(e.frame_digests, inline.frame_digests, "{threads:?}");
+        assert_eq!(e.commands, inline.commands, "{threads:?}");
+        assert_eq!(e.last_record, inline.last_record, "{threads:?}");
+    }
 }
 
 #[test]

@@ -37,13 +37,18 @@ impl DeviceHost for FbHost {
 }
 
 /// Replays `reader` and asserts it is identical. `VGT_BENCH_VERIFY_THREAD=0/1` forces frames to
-/// be verified inline / on their own thread (default: replay decides from the cores available).
+/// be verified inline / on their own thread, `VGT_BENCH_DECODE_THREADS=N` sets the blob decoding
+/// threads (0: on the reading thread) (default: replay decides both from the cores available).
 pub fn replay(reader: &CaptureReader) -> vgt_replay::ReplayReport {
     let verify_thread = std::env::var("VGT_BENCH_VERIFY_THREAD")
         .ok()
         .map(|v| v != "0");
+    let decode_threads = std::env::var("VGT_BENCH_DECODE_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok());
     let options = ReplayOptions {
         verify_thread,
+        decode_threads,
         ..ReplayOptions::default()
     };
     let report = Replayer::new(reader, options).run(&mut Quiet).unwrap();
