@@ -292,6 +292,127 @@ fn proxy_c_backend_commands_pass_and_pair_with_their_responses() {
     assert!(gpu_requests.contains(&7) && gpu_requests.contains(&8));
 }
 
+/// A whole-scanout UPDATE and then a partial one through the proxy: QEMU's side gets exactly
+/// the backend's message (header and pixels), and the Frames are the composed pictures; the
+/// whole-scanout Frame shares its payload with the UPDATE's pixels (stored once, hashed once).
+#[test]
+fn proxy_whole_and_partial_updates_reach_qemu_intact_and_compose_the_frames() {
+    if !have_backend() {
+        return;
+    }
+    let (w, h) = (64u32, 32u32);
+    let dir = tempfile::tempdir().unwrap();
+    let (mut proxy, sock, out) = spawn_proxy(dir.path());
+    let mut fe = TestFrontend::connect(&sock, DisplayAnswers::default());
+    let mut pixels: Vec<u8> = (0..w * h * 4).map(|i| (i * 11 % 239) as u8).collect();
+    let backing = fe.put(&pixels);
+    let ok = |fe: &mut TestFrontend, bufs: &[Buf]| {
+        let (_, _, r) = fe.command(0, bufs, false);
+        assert_eq!(gpu::resp_type(&r), 0x1100);
+    };
+    ok(
+        &mut fe,
+        &[Buf::Out(gpu::create_2d(5, 2, w, h)), Buf::In(24)],
+    );
+    ok(
+        &mut fe,
+        &[
+            Buf::Out(gpu::attach_backing(5, 1)),
+            Buf::Out(gpu::mem_entries(&[(backing, pixels.len() as u32)])),
+            Buf::In(24),
+        ],
+    );
+    ok(
+        &mut fe,
+        &[Buf::Out(gpu::set_scanout(0, 5, [0, 0, w, h])), Buf::In(24)],
+    );
+    let full = [0, 0, w, h];
+    ok(
+        &mut fe,
+        &[Buf::Out(gpu::transfer_2d(5, full, 0, None)), Buf::In(24)],
+    );
+    ok(&mut fe, &[Buf::Out(gpu::flush(5, full)), Buf::In(24)]);
+    let first = pixels.clone();
+    // An 8x4 rectangle at (16, 8) changes.
+    let part = [16, 8, 8, 4];
+    for y in 8..12u32 {
+        for x in 16..24u32 {
+            let at = ((y * w + x) * 4) as usize;
+            pixels[at..at + 4].copy_from_slice(&[1, 2, 3, 0]);
+        }
+    }
+    fe.mem.write_slice(&pixels, GuestAddress(backing)).unwrap();
+    let offset = u64::from((8 * w + 16) * 4);
+    ok(
+        &mut fe,
+        &[
+            Buf::Out(gpu::transfer_2d(5, part, offset, None)),
+            Buf::In(24),
+        ],
+    );
+    ok(&mut fe, &[Buf::Out(gpu::flush(5, part)), Buf::In(24)]);
+    let updates: Vec<Vec<u8>> = {
+        let start = Instant::now();
+        loop {
+            let u: Vec<Vec<u8>> = fe
+                .display_messages()
+                .into_iter()
+                .filter(|m| m.request == 8)
+                .map(|m| m.payload)
+                .collect();
+            if u.len() >= 2 || start.elapsed() > Duration::from_secs(5) {
+                break u;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    drop(fe);
+    let status = wait_exit(&mut proxy, 20);
+    assert!(status.success(), "proxy exit {status:?}");
+    // QEMU's side: the UPDATE header (scanout, x, y, w, h) and the rectangle's pixels.
+    let head = |r: [u32; 4]| -> Vec<u8> {
+        [0, r[0], r[1], r[2], r[3]]
+            .iter()
+            .flat_map(|v: &u32| v.to_le_bytes())
+            .collect()
+    };
+    assert_eq!(updates.len(), 2);
+    assert_eq!(updates[0], [head(full), first.clone()].concat());
+    let rect: Vec<u8> = (8..12u32)
+        .flat_map(|y| {
+            let at = ((y * w + 16) * 4) as usize;
+            pixels[at..at + 32].to_vec()
+        })
+        .collect();
+    assert_eq!(updates[1], [head(part), rect].concat());
+    // The capture: the same messages, and Frames of the whole picture after each.
+    let (reader, records) = common::read_capture(&out);
+    let bytes = |p: &vgt_format::record::Payload| reader.read_payload(p).unwrap().to_vec();
+    let mut socket_updates = Vec::new();
+    let mut frames = Vec::new();
+    for r in &records {
+        match &r.body {
+            RecordBody::GpuSocket(g) if g.request == 8 => socket_updates.push(g.clone()),
+            RecordBody::Frame(f) => frames.push(f.clone()),
+            _ => {}
+        }
+    }
+    assert_eq!(socket_updates.len(), 2);
+    for (g, sent) in socket_updates.iter().zip(&updates) {
+        assert_eq!(
+            &g.wire_payload(|p| reader.read_payload(p).map(|b| b.to_vec()))
+                .unwrap(),
+            sent
+        );
+    }
+    assert_eq!(frames.len(), 2);
+    assert_eq!(bytes(&frames[0].pixels), first);
+    assert_eq!(frames[0].rect, full);
+    assert_eq!(Some(&frames[0].pixels), socket_updates[0].data.as_ref());
+    assert_eq!(bytes(&frames[1].pixels), pixels);
+    assert_eq!(frames[1].rect, part);
+}
+
 /// Idle polling (docs/PROXY.md, "Queue worker"), with a 100 ms window so that the timing does
 /// not depend on the machine's load: right after a completion the worker is still looking at
 /// the available ring, so a chain published without a kick is served; once the window passed
