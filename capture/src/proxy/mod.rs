@@ -648,14 +648,20 @@ fn take_and_kick(st: &mut ProxyState, q: usize) -> bool {
 /// the transfers' guest memory into the capture, new completions to the guest (then interrupts
 /// QEMU). Returns true when anything moved.
 fn step(st: &mut ProxyState, q: usize) -> bool {
-    let mut moved = false;
+    // The backend's completions are recorded first and published after the guest's new chains
+    // were taken: the barrier before the chains are published (take_avail's) then also covers
+    // the responses, so a pass with work in both directions costs one write, not two.
+    let staged = st.stage_used(q);
+    let mut moved = staged;
     // take_avail stops after a transfer: record its memory, then take the rest.
     while take_and_kick(st, q) {
         st.record_reads();
         moved = true;
     }
     st.record_reads();
-    if st.take_used(q) {
+    // Publishes the staged entries too (its barrier has nothing left to write when
+    // take_avail's covered them).
+    if st.take_used(q) || staged {
         if st.needs_interrupt(q)
             && let Some(f) = &st.queues[q].call_front
         {

@@ -861,8 +861,22 @@ impl ProxyState {
     }
 
     /// Moves every new shadow used entry of queue `q` to the guest's used ring, recording each
-    /// response first. Returns true when the guest should be interrupted.
+    /// response first. Returns true when entries moved (ask [`ProxyState::needs_interrupt`]
+    /// whether to interrupt the guest).
     pub fn take_used(&mut self, q: usize) -> bool {
+        self.take_used_inner(q, false)
+    }
+
+    /// The first half of [`ProxyState::take_used`]: records the responses of the new shadow
+    /// used entries and writes the entries into the guest's used ring, but leaves the guest's
+    /// used index (what makes them visible) for the next `take_used`, which publishes them
+    /// after its barrier. The queue worker takes the guest's new chains in between, so that one
+    /// barrier (one write in crash-safe mode) covers the responses and the commands.
+    pub fn stage_used(&mut self, q: usize) -> bool {
+        self.take_used_inner(q, true)
+    }
+
+    fn take_used_inner(&mut self, q: usize, stage: bool) -> bool {
         self.record_reads();
         let Some(queue) = self.queues.get(q) else {
             return false;
@@ -900,6 +914,9 @@ impl ProxyState {
             }
             self.queues[q].last_used = last;
             self.queues[q].guest_used = gused;
+            if stage {
+                break;
+            }
             // Crash-safe: the responses reach the file before the guest can see them.
             self.barrier();
             let _ = guest.store(gused, GuestAddress(gu + 2), Ordering::Release);
@@ -1232,6 +1249,37 @@ mod tests {
         assert_eq!(resp_rec.bytes, Payload::Inline(resp));
         assert!(st.in_flight.is_empty());
         assert_eq!(st.last_completed.as_ref().map(|l| l.0), Some(cmd));
+    }
+
+    #[test]
+    fn staged_response_is_recorded_but_reaches_the_guest_only_at_the_next_take_used() {
+        let (mut st, sink) = setup();
+        publish_create(&st, 1);
+        assert!(st.take_avail(0));
+        backend_completes(&st, 1);
+        guest_republishes(&st, 2);
+        assert!(st.stage_used(0));
+        let used_idx = |st: &ProxyState| {
+            guest(st)
+                .load::<u16>(GuestAddress(USED + 2), Ordering::Acquire)
+                .unwrap()
+        };
+        // Recorded, entry written, index not yet published.
+        assert!(
+            bodies(&sink)
+                .iter()
+                .any(|r| matches!(r, RecordBody::Response(_)))
+        );
+        assert_eq!(used_idx(&st), 0);
+        // The next chain is taken (its barrier covers the response), then published.
+        assert!(st.take_avail(0));
+        assert_eq!(used_idx(&st), 0);
+        assert!(!st.take_used(0));
+        assert_eq!(used_idx(&st), 1);
+        assert_eq!(
+            guest(&st).read_obj::<u32>(GuestAddress(USED + 8)).unwrap(),
+            24
+        );
     }
 
     #[test]
