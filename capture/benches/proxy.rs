@@ -4,8 +4,17 @@
 //! - small commands in batches of 32: throughput ratio proxy / direct;
 //! - full-frame 1920x1080 TRANSFER_TO_HOST_2D + RESOURCE_FLUSH: frames per second ratio.
 //!
+//! - small commands paced like a 200 Hz guest (one every 5 ms): the proxy's CPU time per command,
+//!   which shows what polling costs a guest that is not issuing bursts.
+//!
+//! Besides the rates, it prints the proxy process's CPU time (user + system, all its threads)
+//! per command or frame of each phase, from /proc/<pid>/stat.
+//!
 //! `cargo bench -p vgt-capture --bench proxy` (env VGT_BENCH_SYNC=buffered to run the proxy with
-//! `--sync buffered`; VGT_BENCH_ROUNDS to change the command count). Run standalone
+//! `--sync buffered`; VGT_BENCH_ROUNDS to change the command count; VGT_BENCH_RUNS to change
+//! the number of interleaved direct/proxy runs, 2 by default; VGT_BENCH_FRAMES the number of
+//! 1080p frames, 200 by default; VGT_BENCH_SIDE=proxy or direct to
+//! run one side alone, e.g. under `perf record -p`; the proxy's pid is printed). Run standalone
 //! (`target/release/deps/proxy-<hash> --bench` from the repository root), it finds vgt-capture
 //! at its build path, else at `target/release/vgt-capture`; `VGT_CAPTURE_BIN` and
 //! `VGT_BENCH_BACKEND` name other binaries (e.g. on a machine without QEMU installed).
@@ -93,13 +102,33 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i]
 }
 
+/// CPU time of process `pid` (all its threads), in microseconds, from the nanosecond
+/// run-time counters in /proc/<pid>/task/*/schedstat (stat's clock ticks are 10 ms); 0 for the
+/// direct side (the backend is not the subject) or when /proc cannot be read.
+fn cpu_us(pid: Option<u32>) -> f64 {
+    let Some(pid) = pid else {
+        return 0.0;
+    };
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0.0;
+    };
+    let ns: u64 = tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    ns as f64 / 1e3
+}
+
 struct Small {
     p50_us: f64,
     p99_us: f64,
     per_sec: f64,
+    /// Proxy CPU per command: one at a time, in batches.
+    cpu_single_us: f64,
+    cpu_batch_us: f64,
 }
 
-fn small_commands(fe: &mut TestFrontend, rounds: usize) -> Small {
+fn small_commands(fe: &mut TestFrontend, rounds: usize, pid: Option<u32>) -> Small {
     let slots = Slots {
         req: (0..32).map(|_| fe.alloc(64)).collect(),
         resp: (0..32).map(|_| fe.alloc(24)).collect(),
@@ -114,7 +143,11 @@ fn small_commands(fe: &mut TestFrontend, rounds: usize) -> Small {
     let flush = gpu::flush(99, [0, 0, 1, 1]);
     // Warm-up, then one at a time.
     let mut lat = Vec::with_capacity(rounds);
+    let mut cpu0 = 0.0;
     for i in 0..rounds + 100 {
+        if i == 100 {
+            cpu0 = cpu_us(pid);
+        }
         let t = Instant::now();
         push_fixed(fe, 0, slots.req[0], &flush, slots.resp[0]);
         spin_used(fe, 0);
@@ -122,9 +155,11 @@ fn small_commands(fe: &mut TestFrontend, rounds: usize) -> Small {
             lat.push(t.elapsed().as_secs_f64() * 1e6);
         }
     }
+    let cpu_single_us = (cpu_us(pid) - cpu0) / rounds as f64;
     lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
     // Batches of 32.
     let batches = rounds / 32;
+    let cpu0 = cpu_us(pid);
     let t = Instant::now();
     for _ in 0..batches {
         for s in 0..32u16 {
@@ -141,14 +176,32 @@ fn small_commands(fe: &mut TestFrontend, rounds: usize) -> Small {
         }
     }
     let per_sec = (batches * 32) as f64 / t.elapsed().as_secs_f64();
+    let cpu_batch_us = (cpu_us(pid) - cpu0) / (batches * 32) as f64;
     Small {
         p50_us: percentile(&lat, 0.5),
         p99_us: percentile(&lat, 0.99),
         per_sec,
+        cpu_single_us,
+        cpu_batch_us,
     }
 }
 
-fn full_frames(fe: &mut TestFrontend, frames: usize) -> f64 {
+/// A guest that is mostly idle: `n` small commands, one every 5 ms. Returns the proxy's CPU
+/// time per command (what its polling costs when no burst follows).
+fn paced_commands(fe: &mut TestFrontend, n: usize, pid: Option<u32>) -> f64 {
+    let req = fe.alloc(64);
+    let resp = fe.alloc(24);
+    let flush = gpu::flush(99, [0, 0, 1, 1]);
+    let cpu0 = cpu_us(pid);
+    for _ in 0..n {
+        push_fixed(fe, 0, req, &flush, resp);
+        spin_used(fe, 0);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    (cpu_us(pid) - cpu0) / n as f64
+}
+
+fn full_frames(fe: &mut TestFrontend, frames: usize, pid: Option<u32>) -> (f64, f64) {
     let (w, h) = (1920u32, 1080u32);
     let len = (w * h * 4) as usize;
     let backing = fe.alloc(len);
@@ -189,9 +242,11 @@ fn full_frames(fe: &mut TestFrontend, frames: usize) -> f64 {
         }
     };
     run(fe, 3);
+    let cpu0 = cpu_us(pid);
     let t = Instant::now();
     run(fe, frames);
-    frames as f64 / t.elapsed().as_secs_f64()
+    let fps = frames as f64 / t.elapsed().as_secs_f64();
+    (fps, (cpu_us(pid) - cpu0) / frames as f64)
 }
 
 fn wait_exit(c: &mut Child) {
@@ -206,7 +261,14 @@ fn wait_exit(c: &mut Child) {
     let _ = c.wait();
 }
 
-fn measure(proxy: bool, dir: &Path, rounds: usize, frames: usize) -> (Small, f64) {
+struct Measured {
+    small: Small,
+    paced_cpu_us: f64,
+    fps: f64,
+    frame_cpu_us: f64,
+}
+
+fn measure(proxy: bool, dir: &Path, rounds: usize, frames: usize) -> Measured {
     let sock = dir.join(if proxy { "proxy.sock" } else { "direct.sock" });
     let mut child = if proxy {
         let sync = std::env::var("VGT_BENCH_SYNC").unwrap_or_else(|_| "crash-safe".to_owned());
@@ -234,12 +296,33 @@ fn measure(proxy: bool, dir: &Path, rounds: usize, frames: usize) -> (Small, f64
         height: 1080,
         ..DisplayAnswers::default()
     };
+    let pid = proxy.then(|| child.id());
+    if let Some(pid) = pid {
+        eprintln!("proxy bench: vgt-capture proxy pid {pid}");
+    }
     let mut fe = TestFrontend::connect(&sock, answers);
-    let small = small_commands(&mut fe, rounds);
-    let fps = full_frames(&mut fe, frames);
+    let small = small_commands(&mut fe, rounds, pid);
+    let paced_cpu_us = paced_commands(&mut fe, 50, pid);
+    let (fps, frame_cpu_us) = if frames == 0 {
+        (0.0, 0.0)
+    } else {
+        full_frames(&mut fe, frames, pid)
+    };
     drop(fe);
     wait_exit(&mut child);
-    (small, fps)
+    Measured {
+        small,
+        paced_cpu_us,
+        fps,
+        frame_cpu_us,
+    }
+}
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn main() {
@@ -247,22 +330,41 @@ fn main() {
         eprintln!("proxy bench: skipped, {} is not installed", c_backend());
         return;
     }
-    let rounds: usize = std::env::var("VGT_BENCH_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(4000);
+    let rounds = env_usize("VGT_BENCH_ROUNDS", 4000);
+    let runs = env_usize("VGT_BENCH_RUNS", 2);
+    let side = std::env::var("VGT_BENCH_SIDE").unwrap_or_default();
     // Well beyond the display relay's 32-message queue, so that deferred recording is paid
-    // inside the measurement.
-    let frames = 200;
+    // inside the measurement (VGT_BENCH_FRAMES=0 skips the 1080p phase, e.g. to profile the
+    // small commands alone).
+    let frames = env_usize("VGT_BENCH_FRAMES", 200);
     let dir = tempfile::tempdir().unwrap();
+    if side == "proxy" || side == "direct" {
+        // One side alone (for a profiler): no ratios.
+        for i in 0..runs {
+            let m = measure(side == "proxy", dir.path(), rounds, frames);
+            println!(
+                "{side} run {i}: p50 {:.1} us p99 {:.1} us, {:.0} commands/s in batches, {:.1} frames/s; proxy CPU {:.1} us/command single, {:.1} batched, {:.1} paced, {:.0} us/frame",
+                m.small.p50_us,
+                m.small.p99_us,
+                m.small.per_sec,
+                m.fps,
+                m.small.cpu_single_us,
+                m.small.cpu_batch_us,
+                m.paced_cpu_us,
+                m.frame_cpu_us
+            );
+        }
+        return;
+    }
     // Interleave direct and proxied runs so that machine load affects both alike.
     let mut results = Vec::new();
-    for _ in 0..2 {
+    for _ in 0..runs {
         let d = measure(false, dir.path(), rounds, frames);
         let p = measure(true, dir.path(), rounds, frames);
         results.push((d, p));
     }
-    for (i, ((ds, dfps), (ps, pfps))) in results.iter().enumerate() {
+    for (i, (d, p)) in results.iter().enumerate() {
+        let (ds, ps) = (&d.small, &p.small);
         println!(
             "run {i}: small command latency direct p50 {:.1} us p99 {:.1} us, proxy p50 {:.1} us p99 {:.1} us, added p50 {:.1} us p99 {:.1} us",
             ds.p50_us,
@@ -279,8 +381,32 @@ fn main() {
             ps.per_sec / ds.per_sec
         );
         println!(
-            "run {i}: 1080p transfer+flush direct {dfps:.1} frames/s, proxy {pfps:.1} frames/s, ratio {:.3}",
-            pfps / dfps
+            "run {i}: 1080p transfer+flush direct {:.1} frames/s, proxy {:.1} frames/s, ratio {:.3}",
+            d.fps,
+            p.fps,
+            p.fps / d.fps
+        );
+        println!(
+            "run {i}: proxy CPU time {:.1} us/command one at a time, {:.1} us/command in batches, {:.1} us/command paced 5 ms apart, {:.0} us/1080p frame",
+            ps.cpu_single_us, ps.cpu_batch_us, p.paced_cpu_us, p.frame_cpu_us
+        );
+    }
+    if runs > 2 {
+        let med = |mut v: Vec<f64>| {
+            v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+            v[v.len() / 2]
+        };
+        let added = med(results
+            .iter()
+            .map(|(d, p)| p.small.p50_us - d.small.p50_us)
+            .collect());
+        let thr = med(results
+            .iter()
+            .map(|(d, p)| p.small.per_sec / d.small.per_sec)
+            .collect());
+        let fr = med(results.iter().map(|(d, p)| p.fps / d.fps).collect());
+        println!(
+            "median of {runs} runs: added p50 {added:.1} us, throughput ratio {thr:.3}, 1080p ratio {fr:.3}"
         );
     }
 }

@@ -92,6 +92,19 @@ pub fn read_message(sock: &UnixStream) -> io::Result<Option<RawMessage>> {
 /// Like [`read_message`] with a payload limit of `limit` bytes (the display socket carries
 /// whole frames).
 pub fn read_message_limit(sock: &UnixStream, limit: u32) -> io::Result<Option<RawMessage>> {
+    Ok(read_message_split(sock, limit, |_, _| usize::MAX, Vec::new())?.map(|(m, _)| m))
+}
+
+/// Like [`read_message_limit`], but only the first `head(request, size)` bytes of the payload
+/// land in the message's `payload`; the rest is read into `data` (its allocation reused, so
+/// that a relay of large messages need not allocate and fault in fresh pages for each). The
+/// wire bytes are the message's payload followed by the returned data.
+pub fn read_message_split(
+    sock: &UnixStream,
+    limit: u32,
+    head: impl FnOnce(u32, u32) -> usize,
+    mut data: Vec<u8>,
+) -> io::Result<Option<(RawMessage, Vec<u8>)>> {
     let mut header = [0u8; HEADER_LEN];
     let mut raw_fds: [RawFd; MAX_FDS] = [-1; MAX_FDS];
     let mut iov = [libc::iovec {
@@ -113,37 +126,55 @@ pub fn read_message_limit(sock: &UnixStream, limit: u32) -> io::Result<Option<Ra
     if n < HEADER_LEN {
         reader.read_exact(&mut header[n..])?;
     }
+    let request = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
     let size = u32::from_le_bytes([header[8], header[9], header[10], header[11]]);
     if size > limit {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
-            format!(
-                "vhost-user message {} announces a {size}-byte payload (limit {limit})",
-                u32::from_le_bytes([header[0], header[1], header[2], header[3]])
-            ),
+            format!("vhost-user message {request} announces a {size}-byte payload (limit {limit})"),
         ));
     }
-    let mut payload = vec![0u8; size as usize];
+    let size = size as usize;
+    let first = head(request, size as u32).min(size);
+    let mut payload = vec![0u8; first];
     reader.read_exact(&mut payload)?;
-    Ok(Some(RawMessage {
-        header,
-        payload,
-        fds,
-    }))
+    // Only the length changes: the bytes are overwritten by the read.
+    data.truncate(size - first);
+    data.resize(size - first, 0);
+    reader.read_exact(&mut data)?;
+    Ok(Some((
+        RawMessage {
+            header,
+            payload,
+            fds,
+        },
+        data,
+    )))
 }
 
 /// Writes one message with its descriptors.
 pub fn write_message(sock: &UnixStream, msg: &RawMessage) -> io::Result<()> {
+    write_message_parts(sock, msg, &[])
+}
+
+/// Writes one message whose payload is `msg.payload` followed by `data` (the header's size
+/// already counts both), without joining them into one buffer first.
+pub fn write_message_parts(sock: &UnixStream, msg: &RawMessage, data: &[u8]) -> io::Result<()> {
     let fds: Vec<RawFd> = msg.fds.iter().map(|f| f.as_raw_fd()).collect();
-    let mut all = Vec::with_capacity(HEADER_LEN + msg.payload.len());
-    all.extend_from_slice(&msg.header);
-    all.extend_from_slice(&msg.payload);
+    let parts: [&[u8]; 3] = [&msg.header, &msg.payload, data];
     let sent = sock
-        .send_with_fds(&[&all[..]], &fds)
+        .send_with_fds(&parts[..], &fds)
         .map_err(|e| io::Error::from_raw_os_error(e.errno()))?;
-    if sent < all.len() {
-        let mut w = sock;
-        w.write_all(&all[sent..])?;
+    // A short send (a large message on a full socket): the rest, part by part.
+    let mut skip = sent;
+    let mut w = sock;
+    for part in parts {
+        if skip >= part.len() {
+            skip -= part.len();
+            continue;
+        }
+        w.write_all(&part[skip..])?;
+        skip = 0;
     }
     Ok(())
 }

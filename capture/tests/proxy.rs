@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use common::{Buf, DisplayAnswers, Gate, TestFrontend, gpu};
 use vgt_format::record::{CaptureMode, LifecycleKind, RecordBody};
+use vm_memory::{Bytes, GuestAddress};
 
 const C_BACKEND: &str = "/usr/lib/qemu/vhost-user-gpu";
 
@@ -51,6 +52,56 @@ fn spawn_proxy(dir: &Path) -> (Child, PathBuf, PathBuf) {
         .spawn()
         .unwrap();
     (child, sock, out)
+}
+
+/// [`spawn_proxy`] with extra environment for the proxy.
+fn spawn_proxy_env(dir: &Path, env: &[(&str, &str)]) -> (Child, PathBuf, PathBuf) {
+    let sock = dir.join("vgpu.sock");
+    let out = dir.join("proxy.vgt");
+    let child = Command::new(env!("CARGO_BIN_EXE_vgt-capture"))
+        .args(["proxy", "--quiet", "--socket"])
+        .arg(&sock)
+        .arg("--backend-cmd")
+        .arg(format!("{C_BACKEND} --socket-path %s"))
+        .arg("-o")
+        .arg(&out)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    (child, sock, out)
+}
+
+/// CPU time of process `pid`, all its threads (nanoseconds, from /proc/PID/task/*/schedstat).
+fn cpu_ns(pid: u32) -> u64 {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Publishes a RESOURCE_FLUSH of resource 99 in guest memory without kicking: only a proxy
+/// that is polling the available ring can see it.
+fn publish_flush_without_kick(fe: &mut TestFrontend) {
+    let flush = gpu::flush(99, [0, 0, 1, 1]);
+    let req = fe.put(&flush);
+    let resp = fe.alloc(24);
+    let q = &mut fe.queues[0];
+    let size = q.size;
+    let (d0, d1) = (q.next_desc, (q.next_desc + 1) % size);
+    q.next_desc = (q.next_desc + 2) % size;
+    let table = q.desc;
+    fe.write_desc(table, d0, (req, flush.len() as u32, common::F_NEXT, d1));
+    fe.write_desc(table, d1, (resp, 24, common::F_WRITE, 0));
+    let q = &mut fe.queues[0];
+    let slot = q.avail + 4 + 2 * u64::from(q.avail_idx % q.size);
+    fe.mem.write_obj(d0, GuestAddress(slot)).unwrap();
+    let q = &mut fe.queues[0];
+    q.avail_idx = q.avail_idx.wrapping_add(1);
+    let (idx, at) = (q.avail_idx, q.avail + 2);
+    std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+    fe.mem.write_obj(idx, GuestAddress(at)).unwrap();
 }
 
 /// A C backend on its own (the direct connection to compare with).
@@ -239,6 +290,213 @@ fn proxy_c_backend_commands_pass_and_pair_with_their_responses() {
     assert_eq!((fences[0].command, fences[0].fence_id), (transfer_id, 7));
     assert!(frames >= 1);
     assert!(gpu_requests.contains(&7) && gpu_requests.contains(&8));
+}
+
+/// A whole-scanout UPDATE and then a partial one through the proxy: QEMU's side gets exactly
+/// the backend's message (header and pixels), and the Frames are the composed pictures; the
+/// whole-scanout Frame shares its payload with the UPDATE's pixels (stored once, hashed once).
+#[test]
+fn proxy_whole_and_partial_updates_reach_qemu_intact_and_compose_the_frames() {
+    if !have_backend() {
+        return;
+    }
+    let (w, h) = (64u32, 32u32);
+    let dir = tempfile::tempdir().unwrap();
+    let (mut proxy, sock, out) = spawn_proxy(dir.path());
+    let mut fe = TestFrontend::connect(&sock, DisplayAnswers::default());
+    let mut pixels: Vec<u8> = (0..w * h * 4).map(|i| (i * 11 % 239) as u8).collect();
+    let backing = fe.put(&pixels);
+    let ok = |fe: &mut TestFrontend, bufs: &[Buf]| {
+        let (_, _, r) = fe.command(0, bufs, false);
+        assert_eq!(gpu::resp_type(&r), 0x1100);
+    };
+    ok(
+        &mut fe,
+        &[Buf::Out(gpu::create_2d(5, 2, w, h)), Buf::In(24)],
+    );
+    ok(
+        &mut fe,
+        &[
+            Buf::Out(gpu::attach_backing(5, 1)),
+            Buf::Out(gpu::mem_entries(&[(backing, pixels.len() as u32)])),
+            Buf::In(24),
+        ],
+    );
+    ok(
+        &mut fe,
+        &[Buf::Out(gpu::set_scanout(0, 5, [0, 0, w, h])), Buf::In(24)],
+    );
+    let full = [0, 0, w, h];
+    ok(
+        &mut fe,
+        &[Buf::Out(gpu::transfer_2d(5, full, 0, None)), Buf::In(24)],
+    );
+    ok(&mut fe, &[Buf::Out(gpu::flush(5, full)), Buf::In(24)]);
+    let first = pixels.clone();
+    // An 8x4 rectangle at (16, 8) changes.
+    let part = [16, 8, 8, 4];
+    for y in 8..12u32 {
+        for x in 16..24u32 {
+            let at = ((y * w + x) * 4) as usize;
+            pixels[at..at + 4].copy_from_slice(&[1, 2, 3, 0]);
+        }
+    }
+    fe.mem.write_slice(&pixels, GuestAddress(backing)).unwrap();
+    let offset = u64::from((8 * w + 16) * 4);
+    ok(
+        &mut fe,
+        &[
+            Buf::Out(gpu::transfer_2d(5, part, offset, None)),
+            Buf::In(24),
+        ],
+    );
+    ok(&mut fe, &[Buf::Out(gpu::flush(5, part)), Buf::In(24)]);
+    let updates: Vec<Vec<u8>> = {
+        let start = Instant::now();
+        loop {
+            let u: Vec<Vec<u8>> = fe
+                .display_messages()
+                .into_iter()
+                .filter(|m| m.request == 8)
+                .map(|m| m.payload)
+                .collect();
+            if u.len() >= 2 || start.elapsed() > Duration::from_secs(5) {
+                break u;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    drop(fe);
+    let status = wait_exit(&mut proxy, 20);
+    assert!(status.success(), "proxy exit {status:?}");
+    // QEMU's side: the UPDATE header (scanout, x, y, w, h) and the rectangle's pixels.
+    let head = |r: [u32; 4]| -> Vec<u8> {
+        [0, r[0], r[1], r[2], r[3]]
+            .iter()
+            .flat_map(|v: &u32| v.to_le_bytes())
+            .collect()
+    };
+    assert_eq!(updates.len(), 2);
+    assert_eq!(updates[0], [head(full), first.clone()].concat());
+    let rect: Vec<u8> = (8..12u32)
+        .flat_map(|y| {
+            let at = ((y * w + 16) * 4) as usize;
+            pixels[at..at + 32].to_vec()
+        })
+        .collect();
+    assert_eq!(updates[1], [head(part), rect].concat());
+    // The capture: the same messages, and Frames of the whole picture after each.
+    let (reader, records) = common::read_capture(&out);
+    let bytes = |p: &vgt_format::record::Payload| reader.read_payload(p).unwrap().to_vec();
+    let mut socket_updates = Vec::new();
+    let mut frames = Vec::new();
+    for r in &records {
+        match &r.body {
+            RecordBody::GpuSocket(g) if g.request == 8 => socket_updates.push(g.clone()),
+            RecordBody::Frame(f) => frames.push(f.clone()),
+            _ => {}
+        }
+    }
+    assert_eq!(socket_updates.len(), 2);
+    for (g, sent) in socket_updates.iter().zip(&updates) {
+        assert_eq!(
+            &g.wire_payload(|p| reader.read_payload(p).map(|b| b.to_vec()))
+                .unwrap(),
+            sent
+        );
+    }
+    assert_eq!(frames.len(), 2);
+    assert_eq!(bytes(&frames[0].pixels), first);
+    assert_eq!(frames[0].rect, full);
+    assert_eq!(Some(&frames[0].pixels), socket_updates[0].data.as_ref());
+    assert_eq!(bytes(&frames[1].pixels), pixels);
+    assert_eq!(frames[1].rect, part);
+}
+
+/// Idle polling (docs/PROXY.md, "Queue worker"), with a 100 ms window so that the timing does
+/// not depend on the machine's load: right after a completion the worker is still looking at
+/// the available ring, so a chain published without a kick is served; once the window passed
+/// in vain it sleeps (a chain without a kick waits, and the proxy uses no CPU), and a guest
+/// that comes back later than the window does not re-arm it.
+#[test]
+fn proxy_idle_polling_serves_chains_without_a_kick_then_sleeps_using_no_cpu() {
+    if !have_backend() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let window = Duration::from_millis(100);
+    let (mut proxy, sock, out) = spawn_proxy_env(
+        dir.path(),
+        &[
+            ("VGT_PROXY_POLL_US", "100000"),
+            ("VGT_PROXY_POLL_IDLE_US", "100000"),
+        ],
+    );
+    let mut fe = TestFrontend::connect(&sock, DisplayAnswers::default());
+    let (_, _, r) = fe.command(
+        0,
+        &[Buf::Out(gpu::create_2d(99, 2, 64, 64)), Buf::In(24)],
+        false,
+    );
+    assert_eq!(gpu::resp_type(&r), 0x1100);
+    // A burst: the next command right after the completion, with its kick.
+    let (_, _, r) = fe.command(
+        0,
+        &[Buf::Out(gpu::flush(99, [0, 0, 1, 1])), Buf::In(24)],
+        false,
+    );
+    assert_eq!(gpu::resp_type(&r), 0x1100);
+    // Within the window: served although nobody kicked.
+    publish_flush_without_kick(&mut fe);
+    let t = Instant::now();
+    fe.wait_used(0);
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+
+    // The window passes in vain: the worker sleeps and uses no CPU.
+    std::thread::sleep(window * 2);
+    let pid = proxy.id();
+    let before = cpu_ns(pid);
+    std::thread::sleep(Duration::from_millis(300));
+    let idle_cpu = Duration::from_nanos(cpu_ns(pid) - before);
+    assert!(
+        idle_cpu < Duration::from_millis(10),
+        "idle proxy used {idle_cpu:?} of CPU in 300 ms"
+    );
+    publish_flush_without_kick(&mut fe);
+    assert!(
+        fe.no_used_within(0, Duration::from_millis(200)),
+        "served without a kick while asleep"
+    );
+    // The kick wakes it (more than the window after the last completion: not re-armed).
+    fe.queues[0].kick.write(1).unwrap();
+    fe.wait_used(0);
+    publish_flush_without_kick(&mut fe);
+    assert!(
+        fe.no_used_within(0, Duration::from_millis(50)),
+        "polled after a guest that came back late"
+    );
+    fe.queues[0].kick.write(1).unwrap();
+    fe.wait_used(0);
+    drop(fe);
+    let status = wait_exit(&mut proxy, 20);
+    assert!(status.success(), "proxy exit {status:?}");
+    // Every command recorded once, each with its response.
+    let (_, records) = common::read_capture(&out);
+    let commands: Vec<u64> = records
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| matches!(&r.body, RecordBody::Command(c) if c.queue == 0))
+        .map(|(i, _)| i as u64)
+        .collect();
+    let answered: BTreeSet<u64> = records
+        .iter()
+        .filter_map(|r| match &r.body {
+            RecordBody::Response(x) => Some(x.command),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(commands.len(), 5);
+    assert!(commands.iter().all(|c| answered.contains(c)));
 }
 
 /// A transfer and a flush published back to back (the proxy usually takes them in one

@@ -28,31 +28,43 @@ pub fn defer_flushes_on_this_thread() {
 /// A sink that flushes after every record except on deferring threads (see the module docs).
 pub struct BarrierSink {
     inner: Box<dyn RecordSink>,
+    /// Something was stored or appended since the last flush (a barrier with nothing new
+    /// costs no system call).
+    dirty: bool,
 }
 
 impl BarrierSink {
     /// Wraps `inner` (a buffered file sink) and flushes what it holds already (the header).
     pub fn new(mut inner: Box<dyn RecordSink>) -> Result<Self, SinkError> {
         inner.flush()?;
-        Ok(BarrierSink { inner })
+        Ok(BarrierSink {
+            inner,
+            dirty: false,
+        })
     }
 }
 
 impl RecordSink for BarrierSink {
     fn store(&mut self, bytes: &[u8]) -> Result<Payload, SinkError> {
+        self.dirty = true;
         self.inner.store(bytes)
     }
 
     fn append(&mut self, record: &Record) -> Result<RecordId, SinkError> {
+        self.dirty = true;
         let id = self.inner.append(record)?;
         if !DEFERRED.with(Cell::get) {
-            self.inner.flush()?;
+            self.flush()?;
         }
         Ok(id)
     }
 
     fn flush(&mut self) -> Result<(), SinkError> {
-        self.inner.flush()
+        if self.dirty {
+            self.inner.flush()?;
+            self.dirty = false;
+        }
+        Ok(())
     }
 
     fn finish(self: Box<Self>) -> Result<(), SinkError> {
@@ -61,5 +73,74 @@ impl RecordSink for BarrierSink {
 
     fn bytes_written(&self) -> u64 {
         self.inner.bytes_written()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use vgt_format::record::{Lifecycle, LifecycleKind, RecordBody};
+
+    /// Counts the flushes that reach it.
+    struct Counting(Arc<AtomicUsize>);
+
+    impl RecordSink for Counting {
+        fn store(&mut self, bytes: &[u8]) -> Result<Payload, SinkError> {
+            Ok(Payload::Inline(bytes.to_vec()))
+        }
+        fn append(&mut self, _record: &Record) -> Result<RecordId, SinkError> {
+            Ok(0)
+        }
+        fn flush(&mut self) -> Result<(), SinkError> {
+            self.0.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        }
+        fn finish(self: Box<Self>) -> Result<(), SinkError> {
+            Ok(())
+        }
+        fn bytes_written(&self) -> u64 {
+            0
+        }
+    }
+
+    fn record() -> Record {
+        Record {
+            ts_ns: 0,
+            body: RecordBody::Lifecycle(Lifecycle {
+                kind: LifecycleKind::Connect,
+                queue: None,
+                command: None,
+                message: String::new(),
+            }),
+        }
+    }
+
+    #[test]
+    fn barrier_with_nothing_new_does_not_flush_and_a_deferring_thread_flushes_once_per_batch() {
+        let flushes = Arc::new(AtomicUsize::new(0));
+        let n = flushes.clone();
+        std::thread::spawn(move || {
+            defer_flushes_on_this_thread();
+            let mut sink = BarrierSink::new(Box::new(Counting(n.clone()))).unwrap();
+            assert_eq!(n.load(Ordering::Relaxed), 1);
+            sink.append(&record()).unwrap();
+            sink.append(&record()).unwrap();
+            assert_eq!(n.load(Ordering::Relaxed), 1);
+            sink.flush().unwrap();
+            assert_eq!(n.load(Ordering::Relaxed), 2);
+            // A second barrier right after: nothing to write.
+            sink.flush().unwrap();
+            assert_eq!(n.load(Ordering::Relaxed), 2);
+        })
+        .join()
+        .unwrap();
+        // Any other thread: one flush per record.
+        let mut sink = BarrierSink::new(Box::new(Counting(flushes.clone()))).unwrap();
+        sink.append(&record()).unwrap();
+        sink.flush().unwrap();
+        assert_eq!(flushes.load(Ordering::Relaxed), 4);
     }
 }

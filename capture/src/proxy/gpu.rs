@@ -10,8 +10,9 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use vgt_format::record::{
-    Cursor, CursorAction, Direction, Frame, GpuSocketMessage, LifecycleKind, RecordBody,
+    Cursor, CursorAction, Direction, Frame, GpuSocketMessage, LifecycleKind, Payload, RecordBody,
 };
+use vgt_format::wire::gpu_socket::GpuUpdate;
 
 use super::Shared;
 use super::dmabuf::{DmabufScanout, ScanoutInfo};
@@ -45,8 +46,20 @@ fn u32_at(p: &[u8], i: usize) -> u32 {
         .map_or(0, u32::from_le_bytes)
 }
 
-fn record_message(shared: &Shared, direction: Direction, msg: &RawMessage) {
-    let (head, data) = GpuSocketMessage::split_wire_payload(direction, msg.request(), &msg.payload);
+/// Records one message as a GpuSocket record; `data` is the rest of its payload when the
+/// reader split it off (an UPDATE's pixels), and its stored payload is returned (a whole-frame
+/// Frame record shares it).
+fn record_message(
+    shared: &Shared,
+    direction: Direction,
+    msg: &RawMessage,
+    data: &[u8],
+) -> Option<Payload> {
+    let (head, data) = if data.is_empty() {
+        GpuSocketMessage::split_wire_payload(direction, msg.request(), &msg.payload)
+    } else {
+        (&msg.payload[..], Some(data))
+    };
     let r = shared
         .recorder
         .store(head)
@@ -63,11 +76,57 @@ fn record_message(shared: &Shared, direction: Direction, msg: &RawMessage) {
                     flags: msg.flags(),
                     fd_count: u8::try_from(msg.fds.len()).unwrap_or(u8::MAX),
                     payload,
-                    data,
+                    data: data.clone(),
                 }))
+                .map(|_| data)
         });
-    if let Err(e) = r {
-        eprintln!("vgt-capture proxy: recording a display message: {e}");
+    match r {
+        Ok(data) => data,
+        Err(e) => {
+            eprintln!("vgt-capture proxy: recording a display message: {e}");
+            None
+        }
+    }
+}
+
+/// Where the UPDATE header ends in a backend request's payload: the reader puts the pixels
+/// after it into a buffer of their own (the same split as
+/// [`GpuSocketMessage::split_wire_payload`]), so that they can become the framebuffer without a
+/// copy. Other messages are read whole.
+fn update_header_len(request: u32, size: u32) -> usize {
+    if request == gpu_req::UPDATE && size as usize > GpuUpdate::HEADER_SIZE {
+        GpuUpdate::HEADER_SIZE
+    } else {
+        usize::MAX
+    }
+}
+
+/// Pixel buffers done with (a replaced framebuffer, an update's copied pixels), handed back to
+/// the reading thread for the next UPDATE: an 8 MiB buffer allocated per frame costs its page
+/// faults every time.
+#[derive(Debug, Default)]
+struct PixelPool(Mutex<Vec<Vec<u8>>>);
+
+impl PixelPool {
+    /// Buffers kept at most.
+    const KEEP: usize = 4;
+
+    fn take(&self) -> Vec<u8> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop()
+            .unwrap_or_default()
+    }
+
+    fn give(&self, buf: Vec<u8>) {
+        if buf.capacity() < 1 << 16 {
+            return;
+        }
+        let mut pool = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if pool.len() < Self::KEEP {
+            pool.push(buf);
+        }
     }
 }
 
@@ -115,12 +174,19 @@ pub fn start(shared: &Arc<Shared>, qemu: UnixStream, backend: UnixStream) {
     // second thread: QEMU stops reading the display socket while its main loop waits for a
     // vhost-user reply, and a backend blocked on a full display socket could not send that
     // reply. At most MAX_QUEUED_MESSAGES wait.
-    let (tx, rx) = std::sync::mpsc::sync_channel::<RawMessage>(MAX_QUEUED_MESSAGES);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<(RawMessage, Vec<u8>)>(MAX_QUEUED_MESSAGES);
     let fwd_gate = Arc::new(ReadGate::default());
     let rep_gate = fwd_gate.clone();
+    let pool = Arc::new(PixelPool::default());
+    let reader_pool = pool.clone();
     let s1 = shared.clone();
     shared.spawn("vgt-proxy-gpu-req", move || {
-        while let Ok(Some(m)) = relay::read_message_limit(&backend, MAX_GPU_PAYLOAD) {
+        while let Ok(Some(m)) = relay::read_message_split(
+            &backend,
+            MAX_GPU_PAYLOAD,
+            update_header_len,
+            reader_pool.take(),
+        ) {
             if tx.send(m).is_err() {
                 break;
             }
@@ -132,7 +198,7 @@ pub fn start(shared: &Arc<Shared>, qemu: UnixStream, backend: UnixStream) {
         let mut fbs = Framebuffers::new();
         let mut dmabufs: HashMap<u32, DmabufScanout> = HashMap::new();
         let mut forwarding = true;
-        while let Ok(mut m) = rx.recv() {
+        while let Ok((mut m, data)) = rx.recv() {
             // The backend waits for QEMU's reply to DMABUF_UPDATE before it touches the buffer
             // again. QEMU gets the message at once (its display work overlaps the proxy's
             // copy of the damaged rectangle), and the reply relay holds QEMU's answer until
@@ -143,7 +209,7 @@ pub fn start(shared: &Arc<Shared>, qemu: UnixStream, backend: UnixStream) {
             if reads {
                 fwd_gate.begin();
             }
-            if forwarding && relay::write_message(&qemu, &m).is_err() {
+            if forwarding && relay::write_message_parts(&qemu, &m, &data).is_err() {
                 forwarding = false;
                 let _ = qemu.shutdown(std::net::Shutdown::Write);
             }
@@ -153,8 +219,9 @@ pub fn start(shared: &Arc<Shared>, qemu: UnixStream, backend: UnixStream) {
             if reads {
                 fwd_gate.end();
             }
-            record_message(&s1, Direction::BackendRequest, &m);
-            observe(&s1, &mut fbs, &mut dmabufs, &mut m, pixels);
+            let stored = record_message(&s1, Direction::BackendRequest, &m, &data);
+            let update = Update { data, stored };
+            observe(&s1, &mut fbs, &pool, &mut dmabufs, &mut m, update, pixels);
         }
         // Mappings and descriptors are released here (drop), or on disable/replace above.
         drop(dmabufs);
@@ -166,7 +233,7 @@ pub fn start(shared: &Arc<Shared>, qemu: UnixStream, backend: UnixStream) {
             if m.request() == DMABUF_UPDATE {
                 rep_gate.wait_idle(READ_HOLD_LIMIT);
             }
-            record_message(&s2, Direction::BackendReply, &m);
+            record_message(&s2, Direction::BackendReply, &m, &[]);
             if relay::write_message(&b2, &m).is_err() {
                 break;
             }
@@ -184,20 +251,35 @@ fn read_dmabuf_update(dmabufs: &HashMap<u32, DmabufScanout>, p: &[u8]) -> Option
     d.read([u32_at(p, 1), u32_at(p, 2), u32_at(p, 3), u32_at(p, 4)])
 }
 
+/// An UPDATE's pixels as the reader split them off, and their stored payload.
+struct Update {
+    data: Vec<u8>,
+    stored: Option<Payload>,
+}
+
 /// Applies an update to the scanout's picture and records the Frame (the same composition
-/// as built-in mode and replay).
+/// as built-in mode and replay). `known` is the payload already stored for exactly these
+/// pixels (the UPDATE's data): when the update covers the whole framebuffer, the pixels become
+/// the framebuffer and the Frame shares that payload instead of hashing the picture again.
 #[allow(clippy::too_many_arguments)]
 fn record_frame(
     shared: &Shared,
     fbs: &mut Framebuffers,
+    pool: &PixelPool,
     command: u64,
     scanout_id: u32,
     resource_id: u32,
     rect: [u32; 4],
     pixels: Vec<u8>,
+    known: Option<Payload>,
 ) {
     let [x, y, w, h] = rect;
-    let Some(change) = fbs.apply_owned(DisplayEvent::Update {
+    // The condition under which `apply_owned_returning` makes `pixels` the framebuffer.
+    let whole = (x, y) == (0, 0)
+        && fbs
+            .get(scanout_id)
+            .is_some_and(|fb| (fb.width, fb.height) == (w, h) && fb.pixels.len() == pixels.len());
+    let (change, spare) = fbs.apply_owned_returning(DisplayEvent::Update {
         scanout_id,
         resource_id,
         x,
@@ -207,13 +289,21 @@ fn record_frame(
         format: FRAME_FORMAT,
         stride: w.saturating_mul(4),
         pixels,
-    }) else {
+    });
+    if let Some(spare) = spare {
+        pool.give(spare);
+    }
+    let Some(change) = change else {
         return;
     };
     let Some(fb) = fbs.get(change.scanout_id) else {
         return;
     };
-    let r = shared.recorder.store(&fb.pixels).and_then(|pixels| {
+    let stored = match known.filter(|_| whole) {
+        Some(p) => Ok(p),
+        None => shared.recorder.store(&fb.pixels),
+    };
+    let r = stored.and_then(|pixels| {
         shared.recorder.append(RecordBody::Frame(Frame {
             command,
             scanout_id,
@@ -237,6 +327,7 @@ fn record_frame(
 fn observe_dmabuf_scanout(
     shared: &Shared,
     fbs: &mut Framebuffers,
+    pool: &PixelPool,
     dmabufs: &mut HashMap<u32, DmabufScanout>,
     m: &mut RawMessage,
     command: u64,
@@ -279,7 +370,17 @@ fn observe_dmabuf_scanout(
             .recorder
             .lifecycle(LifecycleKind::Error, None, None, msg);
     } else if let Some((rect, pixels)) = d.read([0, 0, info.rect[2], info.rect[3]]) {
-        record_frame(shared, fbs, command, id, resource_id, rect, pixels);
+        record_frame(
+            shared,
+            fbs,
+            pool,
+            command,
+            id,
+            resource_id,
+            rect,
+            pixels,
+            None,
+        );
     }
     dmabufs.insert(id, d);
 }
@@ -288,8 +389,10 @@ fn observe_dmabuf_scanout(
 fn observe(
     shared: &Shared,
     fbs: &mut Framebuffers,
+    pool: &PixelPool,
     dmabufs: &mut HashMap<u32, DmabufScanout>,
     m: &mut RawMessage,
+    update: Update,
     dmabuf_pixels: Option<DmabufPixels>,
 ) {
     let p = &m.payload;
@@ -319,18 +422,36 @@ fn observe(
                 u32_at(p, 3),
                 u32_at(p, 4),
             );
+            let Update {
+                data: mut pixels,
+                stored,
+            } = update;
             let Some(need) = (w as usize)
                 .checked_mul(h as usize)
                 .and_then(|n| n.checked_mul(4))
+                .filter(|&n| n <= pixels.len())
             else {
+                pool.give(pixels);
                 return;
             };
-            let Some(pixels) = need.checked_add(20).and_then(|end| p.get(20..end)) else {
-                return;
-            };
+            // Bytes past the rectangle (none from a well-behaved backend) are in the
+            // GpuSocket record; the Frame shares the payload only when there are none.
+            let known = stored.filter(|_| pixels.len() == need);
+            pixels.truncate(need);
             let resource = resources.get(&id).copied().unwrap_or(0);
-            let pixels = pixels.to_vec();
-            record_frame(shared, fbs, control_cmd, id, resource, [x, y, w, h], pixels);
+            let rect = [x, y, w, h];
+            record_frame(
+                shared,
+                fbs,
+                pool,
+                control_cmd,
+                id,
+                resource,
+                rect,
+                pixels,
+                known,
+            );
+            return;
         }
         gpu_req::CURSOR_POS | gpu_req::CURSOR_POS_HIDE if p.len() >= 12 => {
             let action = if m.request() == gpu_req::CURSOR_POS {
@@ -369,15 +490,26 @@ fn observe(
         DMABUF_SCANOUT | DMABUF_SCANOUT2 => {
             // Its metadata (and fd count) is in the GpuSocket record already.
             let resource = resources.get(&u32_at(p, 0)).copied().unwrap_or(0);
-            observe_dmabuf_scanout(shared, fbs, dmabufs, m, control_cmd, resource);
+            observe_dmabuf_scanout(shared, fbs, pool, dmabufs, m, control_cmd, resource);
         }
         DMABUF_UPDATE => {
             if let Some((rect, pixels)) = dmabuf_pixels {
                 let id = u32_at(p, 0);
                 let resource = resources.get(&id).copied().unwrap_or(0);
-                record_frame(shared, fbs, control_cmd, id, resource, rect, pixels);
+                record_frame(
+                    shared,
+                    fbs,
+                    pool,
+                    control_cmd,
+                    id,
+                    resource,
+                    rect,
+                    pixels,
+                    None,
+                );
             }
         }
         _ => {}
     }
+    pool.give(update.data);
 }

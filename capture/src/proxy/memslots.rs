@@ -72,7 +72,7 @@ impl ProxyState {
             None => GuestMemoryMmap::from_regions(vec![region]),
         }
         .map_err(|e| format!("cannot add the region at {:#x}: {e}", r.gpa))?;
-        self.guest = Some(guest);
+        self.guest = Some(Arc::new(guest));
         self.regions.push(r);
         Ok(())
     }
@@ -95,7 +95,8 @@ impl ProxyState {
             Some(g) if !self.regions.is_empty() => Some(
                 g.remove_region(GuestAddress(r.gpa), r.size)
                     .map_err(|e| format!("cannot remove the region at {:#x}: {e}", r.gpa))?
-                    .0,
+                    .0
+                    .into(),
             ),
             _ => None,
         };

@@ -648,14 +648,20 @@ fn take_and_kick(st: &mut ProxyState, q: usize) -> bool {
 /// the transfers' guest memory into the capture, new completions to the guest (then interrupts
 /// QEMU). Returns true when anything moved.
 fn step(st: &mut ProxyState, q: usize) -> bool {
-    let mut moved = false;
+    // The backend's completions are recorded first and published after the guest's new chains
+    // were taken: the barrier before the chains are published (take_avail's) then also covers
+    // the responses, so a pass with work in both directions costs one write, not two.
+    let staged = st.stage_used(q);
+    let mut moved = staged;
     // take_avail stops after a transfer: record its memory, then take the rest.
     while take_and_kick(st, q) {
         st.record_reads();
         moved = true;
     }
     st.record_reads();
-    if st.take_used(q) {
+    // Publishes the staged entries too (its barrier has nothing left to write when
+    // take_avail's covered them).
+    if st.take_used(q) || staged {
         if st.needs_interrupt(q)
             && let Some(f) = &st.queues[q].call_front
         {
@@ -666,13 +672,82 @@ fn step(st: &mut ProxyState, q: usize) -> bool {
     moved
 }
 
+/// How long the queue worker keeps looking for the guest's next chain after the last
+/// completion, when the guest has been submitting in bursts (`VGT_PROXY_POLL_IDLE_US`
+/// overrides it, at most the poll window; 0 turns it off). A guest that answers its
+/// completion with a new command within this time then costs no thread wake-up per command;
+/// see [`IdlePoll`] for when it is skipped.
+pub const DEFAULT_POLL_IDLE: Duration = Duration::from_micros(30);
+
+/// Adaptive polling for the guest's next chain with nothing in flight. The worker polls for
+/// `window` after the last completion only while it is *armed*: a poll that found nothing
+/// disarms it (the worker then sleeps at once after each completion), and a guest kick that
+/// comes within `window` of the last completion (one polling would have caught) arms it
+/// again. A guest issuing bursts is served without wake-ups; an idle guest, or one that
+/// submits a frame every 16 ms, pays at most one fruitless window per burst.
+#[derive(Debug, Clone)]
+pub struct IdlePoll {
+    window: Duration,
+    armed: bool,
+    /// When the worker last went to sleep with nothing in flight: the time of its last
+    /// progress.
+    since: Option<Instant>,
+}
+
+impl IdlePoll {
+    /// Idle polling for at most `window` (zero: never).
+    pub fn new(window: Duration) -> Self {
+        IdlePoll {
+            window,
+            armed: !window.is_zero(),
+            since: None,
+        }
+    }
+
+    /// How long to poll with nothing in flight now.
+    pub fn budget(&self) -> Duration {
+        if self.armed {
+            self.window
+        } else {
+            Duration::ZERO
+        }
+    }
+
+    /// Whether the next idle period will be polled.
+    pub fn armed(&self) -> bool {
+        self.armed
+    }
+
+    /// The worker goes to sleep with nothing in flight, `last_progress` being its last
+    /// completion; `missed` when it polled its whole budget in vain.
+    pub fn sleeping(&mut self, last_progress: Instant, missed: bool) {
+        if missed {
+            self.armed = false;
+        }
+        self.since = Some(last_progress);
+    }
+
+    /// A guest kick woke the sleeping worker at `now`.
+    pub fn kicked(&mut self, now: Instant) {
+        if let Some(since) = self.since.take() {
+            self.armed =
+                !self.window.is_zero() && now.saturating_duration_since(since) <= self.window;
+        }
+    }
+
+    /// The worker went to sleep with commands in flight (the next idle gap is unknown).
+    pub fn sleeping_busy(&mut self) {
+        self.since = None;
+    }
+}
+
 /// Busy-polls the rings while commands are in flight, for at most `window` after the last
 /// progress, so that a completion (or the guest's next chain) is taken without a thread
 /// wake-up; meanwhile the backend's completion interrupts are off (it need not make a system
-/// call per completion). With nothing in flight it polls only for `idle` after the last
-/// progress (0 by default: it sleeps at once). Yields the CPU between looks so that the backend
-/// and the guest keep running on a machine with few cores.
-fn busy_poll(shared: &Shared, window: Duration, idle: Duration) {
+/// call per completion). With nothing in flight it polls for the guest's next chain only as
+/// long as `idle` allows ([`IdlePoll`]). Yields the CPU between looks so that the backend and
+/// the guest keep running on a machine with few cores.
+fn busy_poll(shared: &Shared, window: Duration, idle: &mut IdlePoll) {
     let mut last_progress = Instant::now();
     let mut st = shared.lock();
     st.set_backend_calls(false);
@@ -691,11 +766,8 @@ fn busy_poll(shared: &Shared, window: Duration, idle: Duration) {
             continue;
         }
         let elapsed = last_progress.elapsed();
-        let done = if busy {
-            elapsed >= window
-        } else {
-            elapsed >= idle
-        };
+        let budget = if busy { window } else { idle.budget() };
+        let done = elapsed >= budget;
         if done || shared.stopping.load(Ordering::Relaxed) {
             // Calls back on, then one more look: a completion may have come just before.
             st.set_backend_calls(true);
@@ -705,6 +777,11 @@ fn busy_poll(shared: &Shared, window: Duration, idle: Duration) {
                 st.set_backend_calls(false);
                 last_progress = Instant::now();
                 continue;
+            }
+            if busy {
+                idle.sleeping_busy();
+            } else {
+                idle.sleeping(last_progress, !budget.is_zero());
             }
             return;
         }
@@ -717,14 +794,14 @@ fn busy_poll(shared: &Shared, window: Duration, idle: Duration) {
 /// The queue worker: waits for guest kicks and backend calls and moves chains. The thread
 /// woken by a kick kicks the backend itself, and the one woken by a call interrupts QEMU itself
 /// (both are this thread); while commands are in flight it polls the rings for a short while
-/// before sleeping again.
+/// before sleeping again, and after a burst's last completion it keeps looking for the guest's
+/// next chain for a short while ([`IdlePoll`]).
 fn worker(shared: Arc<Shared>) {
     // Crash-safe: this thread flushes at its barriers instead of after every record.
     barrier::defer_flushes_on_this_thread();
     let window = env_micros("VGT_PROXY_POLL_US", DEFAULT_POLL);
-    // Polling with nothing in flight (waiting for the guest's next chain): off unless
-    // VGT_PROXY_POLL_IDLE_US asks for it.
-    let idle = env_micros("VGT_PROXY_POLL_IDLE_US", Duration::ZERO).min(window);
+    let mut idle =
+        IdlePoll::new(env_micros("VGT_PROXY_POLL_IDLE_US", DEFAULT_POLL_IDLE).min(window));
     let Ok(epoll) = Epoll::new() else {
         let _ = shared
             .recorder
@@ -801,6 +878,7 @@ fn worker(shared: Arc<Shared>) {
             // Clear the eventfd, then take everything the queue holds (both directions: a
             // batch of kicks and calls is served in one pass).
             if token % 2 == 0 {
+                idle.kicked(Instant::now());
                 if let Some(f) = &st.queues[q].kick_front {
                     rings::drain_eventfd(f);
                 }
@@ -811,7 +889,7 @@ fn worker(shared: Arc<Shared>) {
         }
         drop(st);
         if moved && !window.is_zero() {
-            busy_poll(&shared, window, idle);
+            busy_poll(&shared, window, &mut idle);
         }
     }
 }
@@ -1398,5 +1476,51 @@ fn stop_helpers(shared: &Arc<Shared>) {
         if t.is_finished() {
             let _ = t.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const W: Duration = Duration::from_micros(30);
+
+    #[test]
+    fn idle_poll_starts_armed_and_a_fruitless_window_disarms_it() {
+        let mut idle = IdlePoll::new(W);
+        assert_eq!(idle.budget(), W);
+        let t = Instant::now();
+        idle.sleeping(t, true);
+        assert!(!idle.armed());
+        assert_eq!(idle.budget(), Duration::ZERO);
+    }
+
+    #[test]
+    fn idle_poll_kick_within_the_window_arms_it_and_a_late_kick_does_not() {
+        let mut idle = IdlePoll::new(W);
+        let t = Instant::now();
+        idle.sleeping(t, true);
+        // The guest's next chain came 10 us after the last completion: polling would have
+        // caught it.
+        idle.kicked(t + Duration::from_micros(10));
+        assert!(idle.armed());
+        // A miss, then a kick 16 ms later (a 60 fps guest): it stays off.
+        idle.sleeping(t, true);
+        idle.kicked(t + Duration::from_millis(16));
+        assert!(!idle.armed());
+        // A kick while commands were in flight says nothing about the idle gap.
+        idle.sleeping_busy();
+        idle.kicked(t + Duration::from_micros(1));
+        assert!(!idle.armed());
+    }
+
+    #[test]
+    fn idle_poll_zero_window_never_polls() {
+        let mut idle = IdlePoll::new(Duration::ZERO);
+        assert_eq!(idle.budget(), Duration::ZERO);
+        let t = Instant::now();
+        idle.sleeping(t, false);
+        idle.kicked(t);
+        assert_eq!(idle.budget(), Duration::ZERO);
     }
 }

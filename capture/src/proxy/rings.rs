@@ -3,6 +3,7 @@
 //! avail on a guest kick, shadow used → guest used on a backend call), recording each command
 //! when it is taken and each response before the guest can see it.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{Read, Write};
@@ -76,9 +77,9 @@ pub struct InFlight {
     /// Head index.
     pub head: u16,
     /// Command name (or code) for messages.
-    pub name: String,
-    /// The chain as walked (writable buffers hold the response).
-    pub chain: WalkedChain,
+    pub name: Cow<'static, str>,
+    /// The chain's writable buffers (address, length) in order: they hold the response.
+    pub writable: Vec<(u64, u32)>,
     /// Fence id when the request asked for one.
     pub fence: Option<u64>,
 }
@@ -149,8 +150,9 @@ type PendingRead = (RecordId, u32, Vec<(u64, u64)>);
 /// Everything the proxy knows about the device, behind one mutex.
 pub struct ProxyState {
     recorder: Arc<Recorder>,
-    /// Guest RAM as the proxy maps it.
-    pub guest: Option<GuestMemoryMmap>,
+    /// Guest RAM as the proxy maps it (shared, so that the hot paths hold it without copying
+    /// its region list).
+    pub guest: Option<Arc<GuestMemoryMmap>>,
     /// The memory table's regions.
     pub regions: Vec<Region>,
     /// The shadow memfd.
@@ -167,7 +169,7 @@ pub struct ProxyState {
     /// Commands in flight by (queue, head).
     pub in_flight: HashMap<(u16, u16), InFlight>,
     /// The last command answered (record id, name).
-    pub last_completed: Option<(RecordId, String)>,
+    pub last_completed: Option<(RecordId, Cow<'static, str>)>,
     /// Last command taken per queue (display records name it as their cause).
     pub last_command: [Option<RecordId>; 2],
     /// Resource shown per scanout (from SET_SCANOUT).
@@ -186,6 +188,8 @@ pub struct ProxyState {
     calls_off: bool,
     /// Buffer for the guest memory of transfers (reused).
     scratch: Vec<u8>,
+    /// Buffer for the response bytes being recorded (reused).
+    response: Vec<u8>,
 }
 
 /// Creates an anonymous shared-memory file of `size` bytes.
@@ -213,12 +217,13 @@ fn le64(b: &[u8], at: usize) -> u64 {
         .map_or(0, u64::from_le_bytes)
 }
 
-/// Name of a request for messages: the command name or its code.
-pub fn command_name(request: &[u8]) -> String {
+/// Name of a request for messages: the command name or its code (allocates only for an
+/// unknown code).
+pub fn command_name(request: &[u8]) -> Cow<'static, str> {
     let ty = le32(request, 0);
     CommandType(ty)
         .name()
-        .map_or_else(|| format!("{ty:#x}"), str::to_owned)
+        .map_or_else(|| Cow::Owned(format!("{ty:#x}")), Cow::Borrowed)
 }
 
 impl ProxyState {
@@ -255,6 +260,7 @@ impl ProxyState {
             flush_at_barriers: false,
             calls_off: false,
             scratch: Vec::new(),
+            response: Vec::new(),
         })
     }
 
@@ -346,7 +352,7 @@ impl ProxyState {
             )])
             .map_err(|e| format!("mapping the shadow rings: {e}"))?;
         }
-        self.guest = Some(guest);
+        self.guest = Some(Arc::new(guest));
         self.regions = regions;
         Ok(Region {
             gpa: self.shadow_gpa,
@@ -702,12 +708,18 @@ impl ProxyState {
             },
             Err((c, e)) => (c, Vec::new(), Some(e.to_string())),
         };
+        let writable_len = walked.writable_len();
+        let WalkedChain {
+            descriptors,
+            writable,
+            ..
+        } = walked;
         let recorded = self.recorder.store(&request).and_then(|payload| {
             self.recorder.append(RecordBody::Command(CommandRecord {
                 queue,
                 head,
-                descriptors: walked.descriptors.clone(),
-                writable_len: walked.writable_len(),
+                descriptors,
+                writable_len,
                 request: payload,
             }))
         });
@@ -739,11 +751,11 @@ impl ProxyState {
                 queue,
                 head,
                 name: if request.is_empty() {
-                    "malformed chain".to_owned()
+                    Cow::Borrowed("malformed chain")
                 } else {
                     command_name(&request)
                 },
-                chain: walked,
+                writable,
                 fence,
             },
         );
@@ -849,8 +861,22 @@ impl ProxyState {
     }
 
     /// Moves every new shadow used entry of queue `q` to the guest's used ring, recording each
-    /// response first. Returns true when the guest should be interrupted.
+    /// response first. Returns true when entries moved (ask [`ProxyState::needs_interrupt`]
+    /// whether to interrupt the guest).
     pub fn take_used(&mut self, q: usize) -> bool {
+        self.take_used_inner(q, false)
+    }
+
+    /// The first half of [`ProxyState::take_used`]: records the responses of the new shadow
+    /// used entries and writes the entries into the guest's used ring, but leaves the guest's
+    /// used index (what makes them visible) for the next `take_used`, which publishes them
+    /// after its barrier. The queue worker takes the guest's new chains in between, so that one
+    /// barrier (one write in crash-safe mode) covers the responses and the commands.
+    pub fn stage_used(&mut self, q: usize) -> bool {
+        self.take_used_inner(q, true)
+    }
+
+    fn take_used_inner(&mut self, q: usize, stage: bool) -> bool {
         self.record_reads();
         let Some(queue) = self.queues.get(q) else {
             return false;
@@ -888,6 +914,9 @@ impl ProxyState {
             }
             self.queues[q].last_used = last;
             self.queues[q].guest_used = gused;
+            if stage {
+                break;
+            }
             // Crash-safe: the responses reach the file before the guest can see them.
             self.barrier();
             let _ = guest.store(gused, GuestAddress(gu + 2), Ordering::Release);
@@ -938,19 +967,25 @@ impl ProxyState {
             );
             return;
         };
-        // The bytes the backend wrote: the first `len` bytes of the writable buffers.
-        let mut bytes = Vec::new();
+        // The bytes the backend wrote: the first `len` bytes of the writable buffers, read
+        // straight into one buffer kept for the next response.
+        let mut bytes = std::mem::take(&mut self.response);
+        bytes.clear();
         let mut left = len as usize;
-        for &(addr, l) in &p.chain.writable {
+        for &(addr, l) in &p.writable {
             if left == 0 {
                 break;
             }
             let n = (l as usize).min(left);
-            let mut b = vec![0u8; n];
-            if guest.read_slice(&mut b, GuestAddress(addr)).is_err() {
+            let at = bytes.len();
+            bytes.resize(at + n, 0);
+            if guest
+                .read_slice(&mut bytes[at..], GuestAddress(addr))
+                .is_err()
+            {
+                bytes.truncate(at);
                 break;
             }
-            bytes.extend_from_slice(&b);
             left -= n;
         }
         let r = self.recorder.store(&bytes).and_then(|payload| {
@@ -983,6 +1018,7 @@ impl ProxyState {
             }));
         }
         self.last_completed = Some((p.record, p.name));
+        self.response = bytes;
     }
 
     /// Commands in flight, oldest first.
@@ -1125,7 +1161,7 @@ mod tests {
         (st, sink)
     }
 
-    fn guest(st: &ProxyState) -> GuestMemoryMmap {
+    fn guest(st: &ProxyState) -> Arc<GuestMemoryMmap> {
         st.guest.clone().unwrap()
     }
 
@@ -1213,6 +1249,37 @@ mod tests {
         assert_eq!(resp_rec.bytes, Payload::Inline(resp));
         assert!(st.in_flight.is_empty());
         assert_eq!(st.last_completed.as_ref().map(|l| l.0), Some(cmd));
+    }
+
+    #[test]
+    fn staged_response_is_recorded_but_reaches_the_guest_only_at_the_next_take_used() {
+        let (mut st, sink) = setup();
+        publish_create(&st, 1);
+        assert!(st.take_avail(0));
+        backend_completes(&st, 1);
+        guest_republishes(&st, 2);
+        assert!(st.stage_used(0));
+        let used_idx = |st: &ProxyState| {
+            guest(st)
+                .load::<u16>(GuestAddress(USED + 2), Ordering::Acquire)
+                .unwrap()
+        };
+        // Recorded, entry written, index not yet published.
+        assert!(
+            bodies(&sink)
+                .iter()
+                .any(|r| matches!(r, RecordBody::Response(_)))
+        );
+        assert_eq!(used_idx(&st), 0);
+        // The next chain is taken (its barrier covers the response), then published.
+        assert!(st.take_avail(0));
+        assert_eq!(used_idx(&st), 0);
+        assert!(!st.take_used(0));
+        assert_eq!(used_idx(&st), 1);
+        assert_eq!(
+            guest(&st).read_obj::<u32>(GuestAddress(USED + 8)).unwrap(),
+            24
+        );
     }
 
     #[test]
