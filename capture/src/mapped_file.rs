@@ -4,7 +4,8 @@
 //!
 //! The file grows in windows ([`WINDOW`]): each window's blocks are reserved with fallocate(2)
 //! before it is mapped, so a full disk is an error from the reservation, never a SIGBUS on a
-//! store. Closing the file cuts it to the bytes written; a file left by a killed process ends in
+//! store. Large writes ([`PWRITE_MIN`], a big blob) go into the reserved space with pwrite(2)
+//! instead, which is cheaper than faulting their pages in; both reach the same page cache. Closing the file cuts it to the bytes written; a file left by a killed process ends in
 //! the zero bytes of its last window, which readers take for the end of an unfinished capture
 //! (docs/FORMAT.md, "zero padding"). Like write(2), this does not survive an OS crash or power
 //! loss (no msync/fsync).
@@ -15,10 +16,18 @@
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
 use std::ptr::NonNull;
 
 /// Bytes reserved and mapped at a time.
 pub const WINDOW: u64 = 16 << 20;
+
+/// Writes of at least this many bytes go to the reserved space with pwrite(2) instead of
+/// through the mapping: the first store into each page of fallocated space costs a page fault
+/// of about 5 µs (ext4 converts the page's unwritten block), several times what write(2)
+/// costs per page, while one system call is nothing next to the copy of a large blob. Small
+/// records, which share their pages, keep the mapping (docs/BENCHMARKS.md).
+pub const PWRITE_MIN: usize = 8 << 10;
 
 /// A file written through shared mappings of space reserved ahead; see the module docs.
 #[derive(Debug)]
@@ -84,7 +93,7 @@ impl MappedFile {
             reserved: 0,
             closed: false,
         };
-        match f.next_window() {
+        match f.map_window_at(0) {
             Ok(()) => Ok(Opened::Mapped(f)),
             Err(e) if unsupported(&e) => {
                 let file = f.take_file()?;
@@ -122,26 +131,34 @@ impl MappedFile {
         Ok(file)
     }
 
-    /// Unmaps the current window, reserves the next one and maps it.
-    fn next_window(&mut self) -> io::Result<()> {
-        self.unmap()?;
-        let offset = self.reserved;
-        let len = self.window_len;
+    /// Reserves whole windows with fallocate(2) until the file's first `end` bytes are.
+    fn reserve_to(&mut self, end: u64) -> io::Result<()> {
         let fd = self.file.as_raw_fd();
-        loop {
+        while self.reserved < end {
+            let (offset, len) = (self.reserved, self.window_len);
             // SAFETY: fallocate(2) on a descriptor this value owns; it touches no memory of ours.
             let r = unsafe { libc::fallocate(fd, 0, offset as libc::off_t, len as libc::off_t) };
-            if r == 0 {
-                break;
-            }
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
+            if r != 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
                 return Err(e);
             }
+            self.reserved = offset + len;
         }
-        self.reserved = offset + len;
+        Ok(())
+    }
+
+    /// Unmaps the current window and maps the reserved one that holds file offset `pos`.
+    fn map_window_at(&mut self, pos: u64) -> io::Result<()> {
+        self.unmap()?;
+        let len = self.window_len;
+        let offset = pos - pos % len;
+        self.reserve_to(offset + len)?;
+        let fd = self.file.as_raw_fd();
         // SAFETY: a new shared mapping chosen by the kernel (no address hint), of `len` bytes of
-        // our own file that fallocate just reserved, so every page of it has blocks behind it.
+        // our own file that fallocate reserved, so every page of it has blocks behind it.
         // It aliases no Rust object; only `write` stores into it, within `len`.
         let p = unsafe {
             libc::mmap(
@@ -169,7 +186,7 @@ impl MappedFile {
         let Some(m) = self.map.take() else {
             return Ok(());
         };
-        // SAFETY: `m` is a mapping made by `next_window` and unmapped only here (taken out of
+        // SAFETY: `m` is a mapping made by `map_window_at` and unmapped only here (taken out of
         // `self.map`), with its own address and length; no reference into it outlives `write`.
         let r = unsafe { libc::munmap(m.ptr.as_ptr().cast(), m.len) };
         if r != 0 {
@@ -187,12 +204,19 @@ impl Write for MappedFile {
         if self.closed {
             return Err(io::Error::other("the capture file is closed"));
         }
-        let full = self
+        if buf.len() >= PWRITE_MIN {
+            // Reserved first, so that a full disk is this error and the file stays as it was.
+            self.reserve_to(self.pos + buf.len() as u64)?;
+            let n = self.file.write_at(buf, self.pos)?;
+            self.pos += n as u64;
+            return Ok(n);
+        }
+        let outside = self
             .map
             .as_ref()
-            .is_none_or(|m| self.pos >= m.offset + m.len as u64);
-        if full {
-            self.next_window()?;
+            .is_none_or(|m| self.pos < m.offset || self.pos >= m.offset + m.len as u64);
+        if outside {
+            self.map_window_at(self.pos)?;
         }
         let Some(m) = &self.map else {
             return Err(io::Error::other("no window mapped"));
@@ -276,11 +300,12 @@ mod tests {
         let page = page_size();
         let mut f = mapped(&path, page);
         let mut want = Vec::new();
-        // Short writes, one that fills a window exactly, and one over three windows.
+        // Short writes through the mapping, one across a window's end, one over three windows
+        // (pwrite), and one into the window after it.
         for (n, seed) in [
             (100, 1),
-            (page as usize - 100, 2),
-            (7, 3),
+            (page as usize - 103, 2),
+            (10, 3),
             (3 * page as usize, 4),
             (1, 5),
         ] {
@@ -333,12 +358,20 @@ mod tests {
         };
         let mut w = CaptureWriter::new(out, opts).unwrap();
         for i in 0..40u64 {
-            // Incompressible enough to stay large: 9 KiB blobs on 4 KiB windows.
-            let blob: Vec<u8> = (0..9000u64)
-                .map(|j| ((j * 2654435761 + i * 97) >> 7) as u8)
+            // Incompressible (xorshift): each blob is stored as it is, a pwrite of its own.
+            let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ i;
+            let blob: Vec<u8> = (0..9000)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
                 .collect();
-            w.store(&blob).unwrap();
-            w.store(&blob).unwrap();
+            if i % 2 == 0 {
+                w.store(&blob).unwrap();
+                w.store(&blob).unwrap();
+            }
             w.append_body(
                 i,
                 RecordBody::Lifecycle(Lifecycle {
@@ -370,7 +403,7 @@ mod tests {
                 f.close().unwrap();
             }
             let (a, b) = (read_back(&plain), read_back(&map));
-            assert!(a.len() > 10 * page_size() as usize, "spans many windows");
+            assert!(a.len() > 40 * page_size() as usize, "spans many windows");
             assert!(
                 a == b,
                 "finished {finish}: {} vs {} bytes",

@@ -205,6 +205,28 @@ pub fn open_file_with(
     Ok(Box::new(sink))
 }
 
+/// Creates the capture file at `path` (truncating an existing one) with the crash-safe output
+/// (a shared mapping, or write(2) where the file cannot be mapped), flushed only when the
+/// caller asks: for the proxy's barrier sink, which flushes per record or per batch itself.
+pub fn open_file_flushed_by_caller(
+    path: &Path,
+    compression: Compression,
+) -> Result<Box<dyn RecordSink>, SinkError> {
+    let writer = CaptureWriter::new(
+        crash_safe_out(path)?,
+        WriterOptions::default()
+            .with_sync(SyncPolicy::Buffered)
+            .with_compression(compression),
+    )
+    .map_err(SinkError::wrap)?;
+    Ok(Box::new(FileSink {
+        writer,
+        crash_safe: false,
+        outputs_pending: false,
+        flush_waits: None,
+    }))
+}
+
 /// The crash-safe output for a new file at `path`: mapped, or written with write(2) where the
 /// file system cannot reserve or map it (said once per process on stderr).
 fn crash_safe_out(path: &Path) -> Result<FileOut, SinkError> {
