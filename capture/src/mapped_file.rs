@@ -55,7 +55,7 @@ struct Mapping {
 // it to another thread moves the only access to it.
 unsafe impl Send for MappedFile {}
 
-/// What [`MappedFile::new`] made of a file.
+/// What [`MappedFile::open`] made of a file.
 #[derive(Debug)]
 pub enum Opened {
     /// The file is mapped.
@@ -72,14 +72,17 @@ pub enum Opened {
 impl MappedFile {
     /// Takes an empty `file` opened for reading and writing and reserves and maps its first
     /// window, in [`WINDOW`]s.
-    pub fn new(file: File) -> io::Result<Opened> {
-        Self::with_window(file, WINDOW)
+    pub fn open(file: File) -> io::Result<Opened> {
+        Self::open_with_window(file, WINDOW)
     }
 
-    /// Like [`MappedFile::new`] with windows of `window_len` bytes, a multiple of the page
+    /// Like [`MappedFile::open`] with windows of `window_len` bytes, a multiple of the page
     /// size (tests use small windows to cross many).
-    pub fn with_window(file: File, window_len: u64) -> io::Result<Opened> {
-        if window_len == 0 || window_len % page_size() != 0 || window_len > isize::MAX as u64 {
+    pub fn open_with_window(file: File, window_len: u64) -> io::Result<Opened> {
+        if window_len == 0
+            || !window_len.is_multiple_of(page_size())
+            || window_len > isize::MAX as u64
+        {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!("window of {window_len} bytes is not a multiple of the page size"),
@@ -275,7 +278,7 @@ mod tests {
     }
 
     fn mapped(path: &std::path::Path, window: u64) -> MappedFile {
-        match MappedFile::with_window(open(path), window).unwrap() {
+        match MappedFile::open_with_window(open(path), window).unwrap() {
             Opened::Mapped(m) => m,
             Opened::Unsupported { reason, .. } => panic!("mapping unsupported here: {reason}"),
         }
@@ -420,7 +423,7 @@ mod tests {
             .write(true)
             .open("/dev/null")
             .unwrap();
-        match MappedFile::new(null).unwrap() {
+        match MappedFile::open(null).unwrap() {
             Opened::Unsupported { mut file, reason } => {
                 assert!(unsupported(&reason), "{reason}");
                 file.write_all(b"still writable").unwrap();
@@ -432,7 +435,7 @@ mod tests {
     #[test]
     fn window_not_a_multiple_of_the_page_size_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let e = MappedFile::with_window(open(&dir.path().join("m")), 1000).unwrap_err();
+        let e = MappedFile::open_with_window(open(&dir.path().join("m")), 1000).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
     }
 }

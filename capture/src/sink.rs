@@ -239,7 +239,7 @@ fn crash_safe_out(path: &Path) -> Result<FileOut, SinkError> {
         .truncate(true)
         .open(path)
         .map_err(SinkError::wrap)?;
-    match MappedFile::new(file).map_err(SinkError::wrap)? {
+    match MappedFile::open(file).map_err(SinkError::wrap)? {
         Opened::Mapped(f) => Ok(FileOut::Mapped(f)),
         Opened::Unsupported { file, reason } => {
             if !FALLBACK_SAID.swap(true, Ordering::Relaxed) {
@@ -258,6 +258,7 @@ fn crash_safe_out(path: &Path) -> Result<FileOut, SinkError> {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
     use vgt_format::record::{Lifecycle, LifecycleKind, RecordBody};
 
     fn lifecycle(message: &str) -> Record {
@@ -334,6 +335,77 @@ mod tests {
             messages,
             ["input", "output 1", "output 2", "next input", "output 3"]
         );
+    }
+
+    const FULL_DISK_TEST: &str = "sink::tests::crash_safe_full_disk_is_a_write_error_and_the_file_keeps_every_record_before_it";
+    const FULL_DISK_DIR: &str = "VGT_SINK_FULL_DISK_DIR";
+
+    #[test]
+    fn crash_safe_full_disk_is_a_write_error_and_the_file_keeps_every_record_before_it() {
+        let Some(dir) = std::env::var_os(FULL_DISK_DIR) else {
+            // The limit is process-wide: the test runs again, alone, in a child.
+            let dir = tempfile::tempdir().unwrap();
+            let out = std::process::Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", FULL_DISK_TEST, "--nocapture", "--test-threads=1"])
+                .env(FULL_DISK_DIR, dir.path())
+                .output()
+                .unwrap();
+            let said = String::from_utf8_lossy(&out.stdout);
+            assert!(out.status.success(), "{said}");
+            let ok: u64 = std::fs::read_to_string(dir.path().join("ok"))
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert!(ok > 0, "{said}");
+            let reader =
+                vgt_format::file::CaptureReader::open(dir.path().join("full.vgt")).unwrap();
+            let h = reader.health();
+            // Cut to the bytes written before the error: unfinished, nothing damaged (the blob
+            // whose data failed may have its header there, a cut as with write(2)).
+            assert!(
+                h.corrupt.is_empty() && !h.indexed && h.zero_tail == 0,
+                "{h:?}"
+            );
+            assert_eq!(reader.len(), ok);
+            return;
+        };
+        // In the child: RLIMIT_FSIZE plays a disk that is full at 20 MiB (fallocate past it
+        // fails with EFBIG as it fails with ENOSPC on a full disk).
+        // SAFETY: signal(2) sets this process's disposition of SIGXFSZ (to ignore: the failing
+        // call returns EFBIG instead of killing us); no handler code is installed.
+        unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
+        let limit = libc::rlimit {
+            rlim_cur: 20 << 20,
+            rlim_max: 20 << 20,
+        };
+        // SAFETY: setrlimit(2) reads the struct we pass for the duration of the call.
+        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_FSIZE, &limit) }, 0);
+        let dir = PathBuf::from(dir);
+        let mut sink = open_file(&dir.join("full.vgt"), SyncMode::CrashSafe).unwrap();
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let mut ok = 0u64;
+        let err = loop {
+            let blob: Vec<u8> = (0..1 << 20)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect();
+            let r = sink
+                .store(&blob)
+                .and_then(|_| sink.append(&lifecycle("after a blob")));
+            match r {
+                Ok(_) => ok += 1,
+                Err(e) => break e,
+            }
+            assert!(ok < 40, "no error past the limit");
+        };
+        println!("error: {err}");
+        assert!(err.to_string().contains("File too large"), "{err}");
+        assert!(sink.finish().is_err(), "the writer failed");
+        std::fs::write(dir.join("ok"), ok.to_string()).unwrap();
     }
 
     #[test]

@@ -905,11 +905,9 @@ impl CaptureReader {
                             continue;
                         }
                         None => {
+                            // The file ends inside the chunk: a cut. Zero bytes there are the
+                            // chunk's own (its reserved fields), not padding.
                             scan.truncated_at = Some(pos);
-                            let z = self.zeros_from(&mut zeros_from)?;
-                            if z > pos {
-                                scan.zero_tail = file_len - z;
-                            }
                             break;
                         }
                     }
