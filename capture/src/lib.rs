@@ -11,6 +11,8 @@
 //! - [`gpu_socket`]: the vhost-user-gpu display socket client (with timeouts).
 //! - [`proxy`]: proxy mode (between QEMU and an existing backend, shadow virtqueues).
 //! - [`recorder`]: the thread-safe record appender over a [`recorder::RecordSink`].
+//! - [`sink`]: the capture file sinks; [`mapped_file`]: crash-safe output through a shared
+//!   mapping; [`writer_thread`]: buffered mode's writer thread.
 
 //!
 //! # What is recorded, and how
@@ -35,6 +37,7 @@ pub mod backend;
 pub mod chain;
 pub mod display;
 pub mod gpu_socket;
+pub mod mapped_file;
 pub mod proxy;
 pub mod recorder;
 pub mod relay;

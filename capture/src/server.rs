@@ -20,8 +20,9 @@ use crate::sink::NullSink;
 /// When a record reaches the operating system.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SyncMode {
-    /// Every command record (with the records before it) is written before the device runs
-    /// the command; the records of what the device did are written before the guest is told.
+    /// Every command record (with the records before it) is in the file (copied into a shared
+    /// mapping of it, or written with write(2) where it cannot be mapped) before the device runs
+    /// the command; the records of what the device did are there before the guest is told.
     CrashSafe,
     /// Records are buffered in memory and written in batches by a writer thread.
     Buffered,

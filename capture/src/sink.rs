@@ -1,6 +1,6 @@
 //! Record sinks: the capture file (vgt-format's writer) and a null sink for `--no-record`.
 
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
@@ -10,23 +10,38 @@ use vgt_format::file::{CaptureWriter, Compression, SyncPolicy, WriterOptions};
 
 use vgt_format::record::{Payload, Record, RecordId};
 
+use crate::mapped_file::{MappedFile, Opened};
 use crate::recorder::{RecordSink, SinkError};
 use crate::server::SyncMode;
 use crate::writer_thread::ThreadedFile;
 
-/// Where the capture writer's bytes go: the file directly (crash-safe mode, whose writes must
-/// have reached the operating system when they return) or through the writer thread
-/// (buffered mode).
+/// Where the capture writer's bytes go: into a shared mapping of the file or to the file
+/// directly (crash-safe mode, whose writes must have reached the operating system when they
+/// return), or through the writer thread (buffered mode).
 pub enum FileOut {
-    /// write(2) on the caller's thread.
+    /// Stores into a shared mapping (crash-safe mode; see [`MappedFile`]).
+    Mapped(MappedFile),
+    /// write(2) on the caller's thread (crash-safe mode where the file cannot be mapped).
     Direct(File),
     /// write(2) on a writer thread.
     Threaded(ThreadedFile),
 }
 
+impl FileOut {
+    /// Completes the file once the writer is done with it: a mapped file is cut to the bytes
+    /// written (the others are complete when their last write returned).
+    fn close(self) -> std::io::Result<()> {
+        match self {
+            FileOut::Mapped(mut f) => f.close(),
+            FileOut::Direct(_) | FileOut::Threaded(_) => Ok(()),
+        }
+    }
+}
+
 impl Write for FileOut {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         match self {
+            FileOut::Mapped(f) => f.write(buf),
             FileOut::Direct(f) => f.write(buf),
             FileOut::Threaded(f) => f.write(buf),
         }
@@ -34,6 +49,7 @@ impl Write for FileOut {
 
     fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
         match self {
+            FileOut::Mapped(f) => f.write_all(buf),
             FileOut::Direct(f) => f.write_all(buf),
             FileOut::Threaded(f) => f.write_all(buf),
         }
@@ -41,6 +57,7 @@ impl Write for FileOut {
 
     fn flush(&mut self) -> std::io::Result<()> {
         match self {
+            FileOut::Mapped(f) => f.flush(),
             FileOut::Direct(f) => f.flush(),
             FileOut::Threaded(f) => f.flush(),
         }
@@ -77,8 +94,9 @@ impl RecordSink for NullSink {
 ///
 /// The writer itself always buffers; crash-safe mode is this sink's: every
 /// [`RecordSink::append`] flushes (so a command's record, and the blobs and output records
-/// before it, reach the operating system in one write(2) before the device runs the command),
-/// while [`RecordSink::append_output`] records wait for the next flush.
+/// before it, reach the operating system before the device runs the command: one copy into the
+/// mapped file, or one write(2) where the file cannot be mapped), while
+/// [`RecordSink::append_output`] records wait for the next flush.
 pub struct FileSink {
     writer: CaptureWriter<FileOut>,
     crash_safe: bool,
@@ -138,7 +156,8 @@ impl RecordSink for FileSink {
     }
 
     fn finish(self: Box<Self>) -> Result<(), SinkError> {
-        self.writer.finish().map(|_| ()).map_err(SinkError::wrap)
+        let (_, out) = self.writer.finish_into_inner().map_err(SinkError::wrap)?;
+        out.close().map_err(SinkError::wrap)
     }
 
     fn bytes_written(&self) -> u64 {
@@ -158,10 +177,10 @@ pub fn open_file_with(
     sync: SyncMode,
     compression: Compression,
 ) -> Result<Box<dyn RecordSink>, SinkError> {
-    let file = File::create(path).map_err(SinkError::wrap)?;
     let (out, flush_waits) = match sync {
-        SyncMode::CrashSafe => (FileOut::Direct(file), None),
+        SyncMode::CrashSafe => (crash_safe_out(path)?, None),
         SyncMode::Buffered => {
+            let file = File::create(path).map_err(SinkError::wrap)?;
             let t = ThreadedFile::new(file).map_err(SinkError::wrap)?;
             let waits = t.flush_waits();
             (FileOut::Threaded(t), Some(waits))
@@ -186,10 +205,60 @@ pub fn open_file_with(
     Ok(Box::new(sink))
 }
 
+/// Creates the capture file at `path` (truncating an existing one) with the crash-safe output
+/// (a shared mapping, or write(2) where the file cannot be mapped), flushed only when the
+/// caller asks: for the proxy's barrier sink, which flushes per record or per batch itself.
+pub fn open_file_flushed_by_caller(
+    path: &Path,
+    compression: Compression,
+) -> Result<Box<dyn RecordSink>, SinkError> {
+    let writer = CaptureWriter::new(
+        crash_safe_out(path)?,
+        WriterOptions::default()
+            .with_sync(SyncPolicy::Buffered)
+            .with_compression(compression),
+    )
+    .map_err(SinkError::wrap)?;
+    Ok(Box::new(FileSink {
+        writer,
+        crash_safe: false,
+        outputs_pending: false,
+        flush_waits: None,
+    }))
+}
+
+/// The crash-safe output for a new file at `path`: mapped, or written with write(2) where the
+/// file system cannot reserve or map it (said once per process on stderr).
+fn crash_safe_out(path: &Path) -> Result<FileOut, SinkError> {
+    static FALLBACK_SAID: AtomicBool = AtomicBool::new(false);
+    // Read access too: a shared writable mapping needs it.
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+        .map_err(SinkError::wrap)?;
+    match MappedFile::open(file).map_err(SinkError::wrap)? {
+        Opened::Mapped(f) => Ok(FileOut::Mapped(f)),
+        Opened::Unsupported { file, reason } => {
+            if !FALLBACK_SAID.swap(true, Ordering::Relaxed) {
+                eprintln!(
+                    "vgt-capture: {} cannot be mapped ({reason}); crash-safe mode writes \
+                     each command with write(2) instead (slower, same guarantee)",
+                    path.display()
+                );
+            }
+            Ok(FileOut::Direct(file))
+        }
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
     use vgt_format::record::{Lifecycle, LifecycleKind, RecordBody};
 
     fn lifecycle(message: &str) -> Record {
@@ -208,30 +277,54 @@ mod tests {
         std::fs::metadata(path).unwrap().len()
     }
 
+    /// The lifecycle messages a reader finds in the file as it is now, read with read(2).
+    fn messages_in_file(path: &Path) -> Vec<String> {
+        let reader = vgt_format::file::CaptureReader::from_bytes(std::fs::read(path).unwrap())
+            .expect("the file opens at any time");
+        assert!(reader.health().corrupt.is_empty(), "{:?}", reader.health());
+        reader
+            .iter()
+            .map(|r| match r.unwrap().1.body {
+                RecordBody::Lifecycle(l) => l.message,
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect()
+    }
+
     #[test]
     fn crash_safe_append_reaches_the_os_and_outputs_wait_for_the_next_append() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.vgt");
         let mut sink = open_file(&path, SyncMode::CrashSafe).unwrap();
-        let header = on_disk(&path);
-        assert!(header > 0, "the header is written at once");
+        assert!(sink.bytes_written() > 0, "the header is written at once");
+        assert!(messages_in_file(&path).is_empty());
+        // What another process reads right after append returns, before any flush or finish.
         sink.append(&lifecycle("input")).unwrap();
-        let after_input = on_disk(&path);
-        assert_eq!(after_input, sink.bytes_written());
+        assert_eq!(messages_in_file(&path), ["input"]);
         sink.append_output(&lifecycle("output 1")).unwrap();
         sink.append_output(&lifecycle("output 2")).unwrap();
-        assert_eq!(on_disk(&path), after_input, "outputs wait in the buffer");
+        assert_eq!(
+            messages_in_file(&path),
+            ["input"],
+            "outputs wait in the buffer"
+        );
         sink.append(&lifecycle("next input")).unwrap();
         assert_eq!(
-            on_disk(&path),
-            sink.bytes_written(),
-            "one write carries all"
+            messages_in_file(&path),
+            ["input", "output 1", "output 2", "next input"],
+            "one copy carries all"
         );
         sink.append_output(&lifecycle("output 3")).unwrap();
         sink.sync_outputs().unwrap();
-        assert_eq!(on_disk(&path), sink.bytes_written());
+        assert_eq!(messages_in_file(&path).len(), 5);
+        // The file holds reserved space until it is finished; the count is of record bytes.
+        let written = sink.bytes_written();
+        assert!(on_disk(&path) > written, "space is reserved ahead");
         sink.finish().unwrap();
         let reader = vgt_format::file::CaptureReader::open(&path).unwrap();
+        // Indexed: the footer is found at the very end, so the reserved space was cut off.
+        assert!(reader.health().is_clean() && reader.health().indexed);
+        assert!(on_disk(&path) > written, "index and footer follow");
         let messages: Vec<String> = (0..reader.len())
             .map(|i| match reader.record(i).unwrap().body {
                 RecordBody::Lifecycle(l) => l.message,
@@ -242,6 +335,89 @@ mod tests {
             messages,
             ["input", "output 1", "output 2", "next input", "output 3"]
         );
+    }
+
+    const FULL_DISK_TEST: &str = "sink::tests::crash_safe_full_disk_is_a_write_error_and_the_file_keeps_every_record_before_it";
+    const FULL_DISK_DIR: &str = "VGT_SINK_FULL_DISK_DIR";
+
+    #[test]
+    fn crash_safe_full_disk_is_a_write_error_and_the_file_keeps_every_record_before_it() {
+        let Some(dir) = std::env::var_os(FULL_DISK_DIR) else {
+            // The limit is process-wide: the test runs again, alone, in a child.
+            let dir = tempfile::tempdir().unwrap();
+            let out = std::process::Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", FULL_DISK_TEST, "--nocapture", "--test-threads=1"])
+                .env(FULL_DISK_DIR, dir.path())
+                .output()
+                .unwrap();
+            let said = String::from_utf8_lossy(&out.stdout);
+            assert!(out.status.success(), "{said}");
+            let ok: u64 = std::fs::read_to_string(dir.path().join("ok"))
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert!(ok > 0, "{said}");
+            let reader =
+                vgt_format::file::CaptureReader::open(dir.path().join("full.vgt")).unwrap();
+            let h = reader.health();
+            // Cut to the bytes written before the error: unfinished, nothing damaged (the blob
+            // whose data failed may have its header there, a cut as with write(2)).
+            assert!(
+                h.corrupt.is_empty() && !h.indexed && h.zero_tail == 0,
+                "{h:?}"
+            );
+            assert_eq!(reader.len(), ok);
+            return;
+        };
+        // In the child: RLIMIT_FSIZE plays a disk that is full at 20 MiB (fallocate past it
+        // fails with EFBIG as it fails with ENOSPC on a full disk).
+        // SAFETY: signal(2) sets this process's disposition of SIGXFSZ (to ignore: the failing
+        // call returns EFBIG instead of killing us); no handler code is installed.
+        unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
+        let limit = libc::rlimit {
+            rlim_cur: 20 << 20,
+            rlim_max: 20 << 20,
+        };
+        // SAFETY: setrlimit(2) reads the struct we pass for the duration of the call.
+        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_FSIZE, &limit) }, 0);
+        let dir = PathBuf::from(dir);
+        let mut sink = open_file(&dir.join("full.vgt"), SyncMode::CrashSafe).unwrap();
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let mut ok = 0u64;
+        let err = loop {
+            let blob: Vec<u8> = (0..1 << 20)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect();
+            let r = sink
+                .store(&blob)
+                .and_then(|_| sink.append(&lifecycle("after a blob")));
+            match r {
+                Ok(_) => ok += 1,
+                Err(e) => break e,
+            }
+            assert!(ok < 40, "no error past the limit");
+        };
+        println!("error: {err}");
+        assert!(err.to_string().contains("File too large"), "{err}");
+        assert!(sink.finish().is_err(), "the writer failed");
+        std::fs::write(dir.join("ok"), ok.to_string()).unwrap();
+    }
+
+    #[test]
+    fn crash_safe_file_that_cannot_be_mapped_is_written_with_write() {
+        // /dev/null has no blocks to reserve: the write(2) path takes it, and works.
+        let mut sink = open_file(Path::new("/dev/null"), SyncMode::CrashSafe).unwrap();
+        for _ in 0..3 {
+            sink.append(&lifecycle("input")).unwrap();
+        }
+        let written = sink.bytes_written();
+        assert!(written > 3 * 20, "{written}");
+        sink.finish().unwrap();
     }
 
     #[test]

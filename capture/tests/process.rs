@@ -139,18 +139,47 @@ fn sigkill_in_crash_safe_mode_loses_no_command() {
     let (mut child, sock, out) = spawn(dir.path(), &[]);
     let mut fe = TestFrontend::connect(&sock, DisplayAnswers::default());
     let sent = traffic(&mut fe, 8, 400);
+    // Read while it is being recorded: every answered command is there already.
+    let (live, reqs, _) = command_requests(&out);
+    assert!(live.health().is_clean(), "{:?}", live.health());
+    assert_eq!(reqs, sent, "the file is readable while recording");
+    // One more command in flight, not waited for: it may or may not be recorded.
+    let last = gpu::create_2d(499, 2, 8, 8);
+    fe.push(0, &[Buf::Out(last.clone()), Buf::In(24)], false);
     signal(&child, libc::SIGKILL);
     let _ = wait_exit(&mut child);
     drop(fe);
     let (reader, reqs, _) = command_requests(&out);
-    assert!(!reader.health().indexed, "no index after a kill");
-    assert_eq!(reqs, sent, "every answered command is in the file");
+    let h = reader.health();
+    assert!(!h.indexed, "no index after a kill");
+    // Unfinished, nothing else: the mapped file ends in the zeros of its reserved space.
+    assert!(h.corrupt.is_empty(), "{h:?}");
+    assert!(h.zero_tail > 0, "{h:?}");
+    // (A record being copied at the moment of the kill may be cut: `truncated_at`.)
+    assert_eq!(
+        &reqs[..sent.len()],
+        &sent[..],
+        "every answered command is in the file"
+    );
+    assert!(reqs.len() <= sent.len() + 1);
+    if reqs.len() > sent.len() {
+        assert_eq!(reqs[sent.len()], last);
+    }
 }
 
 #[test]
 fn keep_listening_writes_one_numbered_file_per_connection() {
+    keep_listening("buffered");
+}
+
+#[test]
+fn keep_listening_in_crash_safe_mode_finishes_each_mapped_file_to_its_length() {
+    keep_listening("crash-safe");
+}
+
+fn keep_listening(sync: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, sock, out) = spawn(dir.path(), &["--keep-listening", "--sync", "buffered"]);
+    let (mut child, sock, out) = spawn(dir.path(), &["--keep-listening", "--sync", sync]);
     let mut fe = TestFrontend::connect(&sock, DisplayAnswers::default());
     let first = traffic(&mut fe, 3, 500);
     drop(fe);
@@ -163,14 +192,15 @@ fn keep_listening_writes_one_numbered_file_per_connection() {
     assert!(status.success(), "{status:?}");
     drop(fe);
     let (r1, reqs1, rec1) = command_requests(&out);
-    assert!(r1.health().is_clean());
+    // Indexed: the footer is at the very end, so no reserved space was left behind.
+    assert!(r1.health().is_clean() && r1.health().indexed);
     assert_eq!(reqs1, first);
     assert_eq!(
         end_message(&rec1).as_deref(),
         Some("front-end disconnected")
     );
     let (r2, reqs2, rec2) = command_requests(&second_path);
-    assert!(r2.health().is_clean());
+    assert!(r2.health().is_clean() && r2.health().indexed);
     assert_eq!(reqs2, second);
     assert_eq!(end_message(&rec2).as_deref(), Some("stopped by signal"));
     assert!(matches!(rec2[0].body, RecordBody::SessionStart(_)));

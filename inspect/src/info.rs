@@ -206,6 +206,7 @@ pub fn run(path: &Path, json: bool, out: &mut dyn Write) -> Result<Outcome> {
             "distinct_blob_bytes": summary.distinct_blob_bytes,
             "storage_ratio": ratio(summary.payload_bytes, file_len),
             "truncated_at": verify.truncated_at.or(health.truncated_at),
+            "zero_tail_bytes": health.zero_tail,
             "corrupt": verify.corrupt,
         });
         writeln!(out, "{v}")?;
@@ -227,9 +228,15 @@ pub fn run(path: &Path, json: bool, out: &mut dyn Write) -> Result<Outcome> {
         header.version_major,
         header.version_minor,
         if health.indexed {
-            "indexed"
+            "indexed".to_owned()
+        } else if health.zero_tail > 0 {
+            format!(
+                "no index (file was not finished; records found by scanning; {} of \
+                 reserved zero bytes after them ignored)",
+                human_bytes(health.zero_tail)
+            )
         } else {
-            "no index (file was not finished; records found by scanning)"
+            "no index (file was not finished; records found by scanning)".to_owned()
         }
     )?;
     writeln!(

@@ -201,6 +201,35 @@ fn truncated_capture_dumps_up_to_the_cut_with_a_warning() {
 }
 
 #[test]
+fn capture_left_with_reserved_zeros_is_unfinished_and_healthy() {
+    // What a killed crash-safe vgt-capture leaves: whole records, then zeroed reserved space.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("killed.vgt");
+    let writer = CaptureWriter::create(&path, WriterOptions::default()).unwrap();
+    let mut b = CaptureBuilder::new(writer, 1).unwrap();
+    b.linux_boot(32, 16, 3).unwrap();
+    drop(b);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes.resize(bytes.len() + (2 << 20), 0);
+    std::fs::write(&path, &bytes).unwrap();
+    let o = inspect(&["info", path.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains(
+            "no index (file was not finished; records found by scanning; 2.0 MiB of reserved \
+             zero bytes after them ignored)"
+        ),
+        "{out}"
+    );
+    assert!(out.contains("health:      ok"), "{out}");
+    let o = inspect(&["info", "--json", path.to_str().unwrap()]);
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(v["zero_tail_bytes"], 2 << 20);
+    assert_eq!(v["truncated_at"], serde_json::Value::Null);
+}
+
+#[test]
 fn damaged_capture_reports_the_offset_and_fails() {
     let dir = tempfile::tempdir().unwrap();
     let path = boot_capture(dir.path(), 3);

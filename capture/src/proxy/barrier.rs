@@ -4,7 +4,9 @@
 //! can act on what it describes: a Command before the backend can see the chain, a Response
 //! before the guest can see the used entry. The queue worker moves chains in batches, so it
 //! needs one write per batch at those two points, not one per record. [`BarrierSink`] wraps the
-//! file sink (opened buffered) and hands every record to the operating system at once, as
+//! file sink (the mapped file of crash-safe mode, flushed only when asked:
+//! [`crate::sink::open_file_flushed_by_caller`], so a "write" is a copy into the page cache)
+//! and hands every record to the operating system at once, as
 //! crash-safe mode does, except on threads that called [`defer_flushes_on_this_thread`]: the
 //! queue worker, which flushes itself at each barrier (`ProxyState::barrier`). Every other
 //! thread (vhost-user relay, display socket, backend channel) keeps one write per record.
@@ -34,7 +36,7 @@ pub struct BarrierSink {
 }
 
 impl BarrierSink {
-    /// Wraps `inner` (a buffered file sink) and flushes what it holds already (the header).
+    /// Wraps `inner` (a file sink that flushes only when asked) and flushes what it holds already (the header).
     pub fn new(mut inner: Box<dyn RecordSink>) -> Result<Self, SinkError> {
         inner.flush()?;
         Ok(BarrierSink {

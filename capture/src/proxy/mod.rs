@@ -1168,18 +1168,19 @@ fn run_inner(
     };
     drop(listener);
     let _ = std::fs::remove_file(&opts.socket);
-    // Crash-safe: a buffered file whose records the barrier sink flushes (per record on the
-    // relay threads, per batch at the queue worker's barriers).
-    let crash_safe = opts.sync == SyncMode::CrashSafe;
-    let sink = crate::sink::open_file_with(&opts.output, SyncMode::Buffered, opts.compression)
-        .and_then(|s| {
-            if crash_safe {
+    // Crash-safe: the mapped file, flushed by the barrier sink (per record on the relay
+    // threads, per batch at the queue worker's barriers); each flush is a copy, no write(2).
+    let sink = match opts.sync {
+        SyncMode::CrashSafe => {
+            crate::sink::open_file_flushed_by_caller(&opts.output, opts.compression).and_then(|s| {
                 Ok(Box::new(barrier::BarrierSink::new(s)?) as Box<dyn crate::recorder::RecordSink>)
-            } else {
-                Ok(s)
-            }
-        })
-        .with_context(|| format!("cannot create capture file {}", opts.output.display()))?;
+            })
+        }
+        SyncMode::Buffered => {
+            crate::sink::open_file_with(&opts.output, SyncMode::Buffered, opts.compression)
+        }
+    }
+    .with_context(|| format!("cannot create capture file {}", opts.output.display()))?;
     let recorder = Arc::new(Recorder::new(sink));
     session_start(&recorder, renderer, *offered.as_ref().unwrap_or(&0))?;
     if let Err(why) = &offered {
@@ -1197,7 +1198,7 @@ fn run_inner(
         "front-end connected (proxy mode)",
     )?;
     let mut state = ProxyState::new(recorder.clone()).context("shadow rings")?;
-    state.flush_at_barriers = crash_safe;
+    state.flush_at_barriers = opts.sync == SyncMode::CrashSafe;
     let shared = Arc::new(Shared {
         recorder: recorder.clone(),
         state: Mutex::new(state),

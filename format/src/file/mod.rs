@@ -171,6 +171,9 @@ pub struct Health {
     pub recovered_records: u64,
     /// Length of the file in bytes.
     pub file_len: u64,
+    /// Zero bytes after the last complete chunk of an unfinished capture: space a crash-safe
+    /// writer reserved (and mapped) but had not filled when it stopped. Not damage; ignored.
+    pub zero_tail: u64,
 }
 
 impl Health {

@@ -121,6 +121,7 @@ impl CaptureReader {
                 }
                 let scan = reader.walk(start, false, |_, _| {})?;
                 reader.health.truncated_at = scan.truncated_at;
+                reader.health.zero_tail = scan.zero_tail;
                 for c in scan.corrupt {
                     if !reader.health.corrupt.iter().any(|x| x.offset == c.offset) {
                         reader.health.corrupt.push(c);
@@ -152,6 +153,12 @@ impl CaptureReader {
             return Err(not_a_capture(&b[..magic_n]));
         }
         if b[..8] != FILE_MAGIC {
+            if b.iter().all(|x| *x == 0) && self.zeros_from(&mut None)? == 0 {
+                // Space a crash-safe writer reserved before it could copy the header in.
+                self.health.truncated_at = Some(0);
+                self.health.zero_tail = file_len;
+                return Ok(None);
+            }
             // A damaged magic is still a capture when a valid chunk follows the header.
             if self.valid_chunk_at(FILE_HEADER_LEN as u64) {
                 self.health.corrupt.push(Corruption {
@@ -759,6 +766,8 @@ impl CaptureReader {
         // Start small: the read-ahead grows over runs of records.
         win.jumped();
         let mut pos = start;
+        // Where the file's all-zero suffix starts; found only when a chunk does not parse.
+        let mut zeros_from = None;
         while pos < file_len {
             let remaining = file_len - pos;
             let head_len = remaining.min(CHUNK_HEADER_LEN as u64);
@@ -786,6 +795,37 @@ impl CaptureReader {
                     }
                 }
                 break;
+            }
+            if ChunkHeader::parse(head).is_none() {
+                let z = self.zeros_from(&mut zeros_from)?;
+                if z <= pos {
+                    // Reserved space a crash-safe writer had not filled: the end of the data.
+                    scan.zero_tail = file_len - pos;
+                    break;
+                }
+                let copied = &head[..head.len().min((z - pos) as usize)];
+                let m = copied.len().min(FOOTER_MAGIC.len());
+                if copied[..m] == FOOTER_MAGIC[..m]
+                    && z <= pos + FOOTER_LEN as u64
+                    && remaining > FOOTER_LEN as u64
+                {
+                    // The footer, followed by reserved space the writer had not cut off yet
+                    // (finished, then stopped), or cut while it was being copied.
+                    let fb = win.get(src, &self.counters, pos, FOOTER_LEN as u64)?;
+                    if Footer::parse(fb).is_some() {
+                        scan.zero_tail = remaining - FOOTER_LEN as u64;
+                    } else if z < pos + FOOTER_LEN as u64 {
+                        scan.truncated_at = Some(pos);
+                        scan.zero_tail = file_len - z;
+                    } else {
+                        scan.corrupt.push(Corruption {
+                            offset: pos,
+                            kind: CorruptionKind::Footer,
+                            detail: "footer CRC does not match".into(),
+                        });
+                    }
+                    break;
+                }
             }
             if remaining < CHUNK_HEADER_LEN as u64 {
                 let sync = CHUNK_SYNC.to_le_bytes();
@@ -865,6 +905,8 @@ impl CaptureReader {
                             continue;
                         }
                         None => {
+                            // The file ends inside the chunk: a cut. Zero bytes there are the
+                            // chunk's own (its reserved fields), not padding.
                             scan.truncated_at = Some(pos);
                             break;
                         }
@@ -886,6 +928,13 @@ impl CaptureReader {
                     pos = next;
                 }
                 None => {
+                    let z = self.zeros_from(&mut zeros_from)?;
+                    if self.cut_before_zeros(pos, head, z) {
+                        // A chunk whose copy into reserved space stopped part-way: a cut.
+                        scan.truncated_at = Some(pos);
+                        scan.zero_tail = file_len - z;
+                        break;
+                    }
                     scan.corrupt.push(Corruption {
                         offset: pos,
                         kind,
@@ -896,6 +945,53 @@ impl CaptureReader {
             }
         }
         Ok(scan)
+    }
+
+    /// Where the file's all-zero suffix starts (the file length when its last byte is not
+    /// zero), computed once per walk into `cache`.
+    fn zeros_from(&self, cache: &mut Option<u64>) -> Result<u64> {
+        if let Some(z) = *cache {
+            return Ok(z);
+        }
+        let mut end = self.src.len();
+        let mut block = Vec::new();
+        let z = loop {
+            if end == 0 {
+                break 0;
+            }
+            let n = end.min(WINDOW);
+            block.resize(n as usize, 0);
+            self.src
+                .read_exact_at(&mut block, end - n, &self.counters)?;
+            if let Some(i) = block.iter().rposition(|b| *b != 0) {
+                break end - n + i as u64 + 1;
+            }
+            end -= n;
+        };
+        *cache = Some(z);
+        Ok(z)
+    }
+
+    /// True when the bytes at `pos` are the start of a chunk whose data stops at `zeros`, the
+    /// start of the zero suffix, inside the chunk's own extent, and zeros run on past it: what
+    /// a writer leaves that was stopped while copying a chunk into space it had reserved. A
+    /// damaged chunk that merely ends the file is not this (nothing follows it).
+    fn cut_before_zeros(&self, pos: u64, head: &[u8], zeros: u64) -> bool {
+        if zeros <= pos {
+            return false;
+        }
+        let sync = CHUNK_SYNC.to_le_bytes();
+        let data = &head[..head.len().min((zeros - pos) as usize)];
+        let s = data.len().min(sync.len());
+        if data[..s] != sync[..s] {
+            return false;
+        }
+        match ChunkHeader::parse(head) {
+            Some(h) => zeros < pos + h.total_len() && pos + h.total_len() < self.src.len(),
+            // The header itself stops in its sync marker (or its length is impossible and
+            // what was copied of it ends inside the 16 bytes).
+            None => zeros - pos < CHUNK_HEADER_LEN as u64,
+        }
     }
 
     /// True when what starts at `offset` looks like the next chunk, the footer, or a cut tail.
@@ -976,6 +1072,8 @@ struct Scan {
     frames: Vec<u64>,
     truncated_at: Option<u64>,
     corrupt: Vec<Corruption>,
+    /// Length of the all-zero tail that ended the walk (see [`Health::zero_tail`]).
+    zero_tail: u64,
 }
 
 impl Scan {

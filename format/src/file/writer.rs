@@ -503,7 +503,14 @@ impl<W: Write> CaptureWriter<W> {
     /// once this returns; on a file, call [`CaptureWriter::sync`] before it for durability of the
     /// records, or rely on the operating system for the index (a lost index is rebuilt by a
     /// scan).
-    pub fn finish(mut self) -> Result<WriterStats> {
+    pub fn finish(self) -> Result<WriterStats> {
+        self.finish_into_inner().map(|(stats, _)| stats)
+    }
+
+    /// Like [`CaptureWriter::finish`], and hands back the inner writer with every byte written
+    /// to it, for an output that must be closed explicitly to be complete (vgt-capture's
+    /// crash-safe mapped file cuts its reserved space there) and whose close can fail.
+    pub fn finish_into_inner(mut self) -> Result<(WriterStats, W)> {
         self.check()?;
         let end_of_data = self.pos;
         let offsets = std::mem::take(&mut self.offsets);
@@ -538,7 +545,13 @@ impl<W: Write> CaptureWriter<W> {
         };
         self.write(&footer.encode())?;
         self.flush()?;
-        Ok(self.stats())
+        let stats = self.stats();
+        let offset = self.pos;
+        let inner = self.out.into_inner().map_err(|e| Error::Io {
+            offset,
+            source: e.into_error(),
+        })?;
+        Ok((stats, inner))
     }
 
     fn write_chunk(&mut self, kind: u16, body: &[u8]) -> Result<()> {
