@@ -88,3 +88,18 @@ impl CaptureError {
         }
     }
 }
+
+/// `len` incompressible bytes (xorshift64, the low byte of each step), different for each
+/// `seed`: blobs that nothing deduplicates or compresses, for the sink and file tests.
+#[cfg(test)]
+pub(crate) fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ seed;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}

@@ -362,15 +362,7 @@ mod tests {
         let mut w = CaptureWriter::new(out, opts).unwrap();
         for i in 0..40u64 {
             // Incompressible (xorshift): each blob is stored as it is, a pwrite of its own.
-            let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ i;
-            let blob: Vec<u8> = (0..9000)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    x as u8
-                })
-                .collect();
+            let blob = crate::noise(9000, i);
             if i % 2 == 0 {
                 w.store(&blob).unwrap();
                 w.store(&blob).unwrap();

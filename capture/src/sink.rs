@@ -382,17 +382,9 @@ mod tests {
         assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_FSIZE, &limit) }, 0);
         let dir = PathBuf::from(dir);
         let mut sink = open_file(&dir.join("full.vgt"), SyncMode::CrashSafe).unwrap();
-        let mut x = 0x9E37_79B9_7F4A_7C15u64;
         let mut ok = 0u64;
         let err = loop {
-            let blob: Vec<u8> = (0..1 << 20)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    x as u8
-                })
-                .collect();
+            let blob = crate::noise(1 << 20, ok);
             let r = sink
                 .store(&blob)
                 .and_then(|_| sink.append(&lifecycle("after a blob")));
@@ -426,15 +418,7 @@ mod tests {
         let path = dir.path().join("b.vgt");
         let mut sink = open_file(&path, SyncMode::Buffered).unwrap();
         // 12 MiB of incompressible bytes: whole buffers go to the writer thread.
-        let mut x = 0x9E37_79B9_7F4A_7C15u64;
-        let blob: Vec<u8> = (0..12 << 20)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
+        let blob = crate::noise(12 << 20, 0);
         for round in 0..3 {
             sink.store(&blob[round..]).unwrap();
             sink.append(&lifecycle("after a blob")).unwrap();

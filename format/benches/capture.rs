@@ -156,16 +156,16 @@ fn bench_append(c: &mut Criterion) {
     g.finish();
 }
 
-fn bench_store(c: &mut Criterion) {
-    let frame = framebuffer(1);
-    let mut g = c.benchmark_group("store_framebuffer");
+/// `store()` of `frame` made distinct each time (no dedup), next to a memcpy of it.
+fn store_group(c: &mut Criterion, name: &str, frame: &[u8]) {
+    let mut g = c.benchmark_group(name);
     g.throughput(Throughput::Bytes(frame.len() as u64));
     g.sample_size(20);
     g.bench_function("capture_writer", |b| {
         b.iter_custom(|iters| {
-            let path = tmp().path().join("store.vgt");
+            let path = tmp().path().join(format!("{name}.vgt"));
             let mut w = CaptureWriter::create(&path, WriterOptions::default()).unwrap();
-            let mut f = frame.clone();
+            let mut f = frame.to_vec();
             let mut total = Duration::ZERO;
             for i in 0..iters {
                 // A different frame each time (no dedup): stamp the counter into the first pixels.
@@ -183,45 +183,20 @@ fn bench_store(c: &mut Criterion) {
     g.bench_function("baseline_memcpy", |b| {
         let mut dst = vec![0u8; frame.len()];
         b.iter(|| {
-            dst.copy_from_slice(black_box(&frame));
+            dst.copy_from_slice(black_box(frame));
             black_box(&dst);
         })
     });
     g.finish();
+}
 
+fn bench_store(c: &mut Criterion) {
+    let frame = framebuffer(1);
+    store_group(c, "store_framebuffer", &frame);
     // An incompressible frame (video, noise): stored raw, what lz4 would have thrown away.
     let mut noise = vec![0u8; frame.len()];
     Rng(5).fill(&mut noise);
-    let mut g = c.benchmark_group("store_framebuffer_noise");
-    g.throughput(Throughput::Bytes(noise.len() as u64));
-    g.sample_size(20);
-    g.bench_function("capture_writer", |b| {
-        b.iter_custom(|iters| {
-            let path = tmp().path().join("store_noise.vgt");
-            let mut w = CaptureWriter::create(&path, WriterOptions::default()).unwrap();
-            let mut f = noise.clone();
-            let mut total = Duration::ZERO;
-            for i in 0..iters {
-                // A different frame each time (no dedup).
-                f[0..8].copy_from_slice(&i.to_le_bytes());
-                let t = Instant::now();
-                black_box(w.store(black_box(&f)).unwrap());
-                total += t.elapsed();
-            }
-            w.flush().unwrap();
-            drop(w);
-            std::fs::remove_file(&path).unwrap();
-            total
-        })
-    });
-    g.bench_function("baseline_memcpy", |b| {
-        let mut dst = vec![0u8; noise.len()];
-        b.iter(|| {
-            dst.copy_from_slice(black_box(&noise));
-            black_box(&dst);
-        })
-    });
-    g.finish();
+    store_group(c, "store_framebuffer_noise", &noise);
     let mut sizes = Vec::new();
     for (name, f) in [("desktop", &frame), ("noise", &noise)] {
         let mut w = CaptureWriter::new(std::io::sink(), WriterOptions::default()).unwrap();
