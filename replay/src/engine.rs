@@ -113,15 +113,12 @@ pub const DECODE_APART_MIN: u64 = 64 << 10;
 pub const MAX_DECODE_THREADS: usize = 4;
 
 /// The decoding threads used when [`ReplayOptions::decode_threads`] is `None`: one per core
-/// (the reading thread only parses records once they decode elsewhere, and the executing
-/// thread waits for them in a capture whose recorded memory costs more to decode than to
-/// execute), at most [`MAX_DECODE_THREADS`], none on a single core.
+/// but the executing thread's (the reading thread only parses records once blobs decode
+/// elsewhere), at most [`MAX_DECODE_THREADS`], none on a single core. More would take turns with
+/// the executing thread: on 2 cores, 2 decoding threads made the decode-bound fb sample 10-17 %
+/// faster but the execution-bound modes sample 5-8 % slower (docs/BENCHMARKS.md).
 pub fn decode_threads_for(cores: usize) -> usize {
-    if cores < 2 {
-        0
-    } else {
-        cores.min(MAX_DECODE_THREADS)
-    }
+    cores.saturating_sub(1).min(MAX_DECODE_THREADS)
 }
 
 /// With at least this many cores, frames are verified on a thread of their own by default
@@ -1828,6 +1825,12 @@ impl DeviceHost for Host<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decoding_threads_leave_the_executing_thread_its_core() {
+        let by_cores: Vec<usize> = [1, 2, 3, 4, 5, 16].map(decode_threads_for).into();
+        assert_eq!(by_cores, [0, 1, 2, 3, 4, 4]);
+    }
 
     #[test]
     fn uploads_skip_only_identical_content_at_the_same_untouched_range() {
