@@ -5,8 +5,10 @@
 //! The file grows in windows ([`WINDOW`]): each window's blocks are reserved with fallocate(2)
 //! before it is mapped, so a full disk is an error from the reservation, never a SIGBUS on a
 //! store. Large writes ([`PWRITE_MIN`], a big blob) go into the reserved space with pwrite(2)
-//! instead, which is cheaper than faulting their pages in; both reach the same page cache. Closing the file cuts it to the bytes written; a file left by a killed process ends in
-//! the zero bytes of its last window, which readers take for the end of an unfinished capture
+//! instead, which is cheaper than faulting their pages in; both reach the same page cache.
+//!
+//! Closing the file cuts it to the bytes written; a file left by a killed process ends in the
+//! zero bytes of its last window, which readers take for the end of an unfinished capture
 //! (docs/FORMAT.md, "zero padding"). Like write(2), this does not survive an OS crash or power
 //! loss (no msync/fsync).
 //!
