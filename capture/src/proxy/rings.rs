@@ -633,6 +633,7 @@ impl ProxyState {
             // taken, so that its MemoryRead records follow its Command and precede the next
             // Command in the file (replay groups records by position).
             let mut publish = avail_idx;
+            let mut transfer_taken = false;
             for k in 0..n {
                 let slot = last.wrapping_add(k) % size;
                 let head: u16 = guest
@@ -649,8 +650,9 @@ impl ProxyState {
                     GuestAddress(sa + 4 + 2 * u64::from(slot)),
                     Ordering::Relaxed,
                 );
-                if delta <= size && k + 1 < n && self.pending_reads.len() > reads {
+                if delta <= size && self.pending_reads.len() > reads {
                     publish = last.wrapping_add(k + 1);
+                    transfer_taken = true;
                     break;
                 }
             }
@@ -663,7 +665,10 @@ impl ProxyState {
                 .shadow
                 .store(publish, GuestAddress(sa + 2), Ordering::Release);
             moved = true;
-            if publish != avail_idx {
+            // Also when the transfer was the batch's last chain: the guest may have published
+            // the next one meanwhile, and looking again would record it before the transfer's
+            // memory.
+            if transfer_taken {
                 break;
             }
         }
@@ -1108,10 +1113,20 @@ mod tests {
 
     use crate::recorder::{RecordSink, SinkError};
 
+    /// Called with each record as it is appended (plays a guest acting meanwhile).
+    type OnAppend = Arc<Mutex<Option<Box<dyn FnMut(&Record) + Send>>>>;
+
     /// Keeps records in memory (payloads inline); clone the handle to read them back.
-    #[derive(Debug, Default, Clone)]
+    #[derive(Default, Clone)]
     struct MemorySink {
         records: Arc<Mutex<Vec<Record>>>,
+        on_append: OnAppend,
+    }
+
+    impl std::fmt::Debug for MemorySink {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("MemorySink").finish_non_exhaustive()
+        }
     }
 
     impl RecordSink for MemorySink {
@@ -1120,6 +1135,14 @@ mod tests {
         }
 
         fn append(&mut self, record: &Record) -> Result<RecordId, SinkError> {
+            if let Some(hook) = self
+                .on_append
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_mut()
+            {
+                hook(record);
+            }
             let mut r = self.records.lock().unwrap_or_else(|p| p.into_inner());
             r.push(record.clone());
             Ok(r.len() as u64 - 1)
@@ -1480,6 +1503,88 @@ mod tests {
                 .unwrap(),
             0
         );
+    }
+
+    /// Writes a one-chain request (readable `req` at `at`, 24 writable bytes after it) as
+    /// descriptors `head` and `head + 1`, and publishes it as available entry `avail_idx - 1`.
+    fn publish_request(g: &GuestMemoryMmap, head: u16, at: u64, req: &[u8], avail_idx: u16) {
+        g.write_slice(req, GuestAddress(at)).unwrap();
+        let mut d = Vec::new();
+        d.extend_from_slice(&at.to_le_bytes());
+        d.extend_from_slice(&(req.len() as u32).to_le_bytes());
+        d.extend_from_slice(&1u16.to_le_bytes());
+        d.extend_from_slice(&(head + 1).to_le_bytes());
+        d.extend_from_slice(&(at + 0x100).to_le_bytes());
+        d.extend_from_slice(&24u32.to_le_bytes());
+        d.extend_from_slice(&2u16.to_le_bytes());
+        d.extend_from_slice(&0u16.to_le_bytes());
+        g.write_slice(&d, GuestAddress(DESC + 16 * u64::from(head)))
+            .unwrap();
+        let slot = u64::from((avail_idx - 1) % 16);
+        g.store(head, GuestAddress(AVAIL + 4 + 2 * slot), Ordering::Relaxed)
+            .unwrap();
+        g.store(avail_idx, GuestAddress(AVAIL + 2), Ordering::Release)
+            .unwrap();
+    }
+
+    /// The guest publishes a flush while the proxy records the transfer that was, when the
+    /// proxy looked, the last available chain: the flush is taken only after the transfer's
+    /// guest memory is recorded (the CI failure of stop 10 had it the other way round).
+    #[test]
+    fn chain_published_while_a_last_transfer_is_recorded_waits_for_its_memory() {
+        for event_idx in [false, true] {
+            let (mut st, sink) = setup();
+            if event_idx {
+                st.acked = F_EVENT_IDX;
+            }
+            let g = guest(&st);
+            // Resource 3: 4x4 pixels backed by 64 bytes at 0x8000.
+            g.write_slice(&[0xab; 64], GuestAddress(0x8000)).unwrap();
+            st.resources.insert(
+                3,
+                Resource {
+                    width: 4,
+                    entries: vec![(0x8000, 64)],
+                },
+            );
+            let mut transfer = vec![0u8; 56];
+            transfer[0..4].copy_from_slice(&0x105u32.to_le_bytes());
+            transfer[32..36].copy_from_slice(&4u32.to_le_bytes());
+            transfer[36..40].copy_from_slice(&4u32.to_le_bytes());
+            transfer[48..52].copy_from_slice(&3u32.to_le_bytes());
+            let mut flush = vec![0u8; 48];
+            flush[0..4].copy_from_slice(&0x104u32.to_le_bytes());
+            flush[40..44].copy_from_slice(&3u32.to_le_bytes());
+            publish_request(&g, 0, 0x1000, &transfer, 1);
+            let guest_side = g.clone();
+            *sink.on_append.lock().unwrap() = Some(Box::new(move |r: &Record| {
+                if let RecordBody::Command(c) = &r.body
+                    && c.head == 0
+                {
+                    publish_request(&guest_side, 2, 0x3000, &flush, 2);
+                }
+            }));
+            // What the queue worker does (step): take, record the memory, take again.
+            while st.take_avail(0) {
+                st.record_reads();
+            }
+            let order: Vec<&str> = bodies(&sink)
+                .iter()
+                .filter_map(|r| match r {
+                    RecordBody::Command(c) if c.head == 0 => Some("transfer"),
+                    RecordBody::Command(c) if c.head == 2 => Some("flush"),
+                    RecordBody::MemoryRead(m) if m.data == Payload::Inline(vec![0xab; 64]) => {
+                        Some("memory")
+                    }
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(
+                order,
+                ["transfer", "memory", "flush"],
+                "event_idx {event_idx}"
+            );
+        }
     }
 
     #[test]
