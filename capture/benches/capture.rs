@@ -141,7 +141,6 @@ impl Rig {
             ..DisplayAnswers::default()
         };
         let mut fe = TestFrontend::handshake(client, answers);
-        fe.spin_wait = true;
         let backing = fe.alloc(FRAME_BYTES);
         let cursor = fe.alloc(64 * 64 * 4);
         let cursor_pixels: Vec<u8> = (0..64 * 64 * 4).map(|i| (i * 13 % 256) as u8).collect();

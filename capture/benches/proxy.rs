@@ -25,7 +25,6 @@ mod common;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::{Buf, DisplayAnswers, TestFrontend, gpu};
@@ -50,32 +49,6 @@ fn capture_bin() -> std::path::PathBuf {
     } else {
         Path::new("target/release/vgt-capture").to_owned()
     }
-}
-
-/// Waits for the next used entry like a guest does: sleep on the call eventfd (the
-/// interrupt), then read the used ring. (Spinning would take one of this machine's two cores
-/// away from the backend and the proxy and measure the scheduler instead.)
-fn spin_used(fe: &mut TestFrontend, queue: u16) -> (u32, u32) {
-    let start = Instant::now();
-    loop {
-        let q = &fe.queues[usize::from(queue)];
-        let idx: u16 = fe
-            .mem
-            .load(GuestAddress(q.used + 2), Ordering::Acquire)
-            .unwrap();
-        if idx != q.last_used {
-            break;
-        }
-        assert!(start.elapsed() < Duration::from_secs(10), "no used entry");
-        // Blocking read: returns once the device signalled (clears the counter).
-        let _ = q.call.read();
-    }
-    let q = &mut fe.queues[usize::from(queue)];
-    let slot = q.used + 4 + 8 * u64::from(q.last_used % q.size);
-    let id: u32 = fe.mem.read_obj(GuestAddress(slot)).unwrap();
-    let len: u32 = fe.mem.read_obj(GuestAddress(slot + 4)).unwrap();
-    q.last_used = q.last_used.wrapping_add(1);
-    (id, len)
 }
 
 /// Reuses fixed descriptors and buffers (the bump allocator would run out of guest memory).
@@ -150,7 +123,7 @@ fn small_commands(fe: &mut TestFrontend, rounds: usize, pid: Option<u32>) -> Sma
         }
         let t = Instant::now();
         push_fixed(fe, 0, slots.req[0], &flush, slots.resp[0]);
-        spin_used(fe, 0);
+        fe.wait_used(0);
         if i >= 100 {
             lat.push(t.elapsed().as_secs_f64() * 1e6);
         }
@@ -172,7 +145,7 @@ fn small_commands(fe: &mut TestFrontend, rounds: usize, pid: Option<u32>) -> Sma
             );
         }
         for _ in 0..32 {
-            spin_used(fe, 0);
+            fe.wait_used(0);
         }
     }
     let per_sec = (batches * 32) as f64 / t.elapsed().as_secs_f64();
@@ -195,7 +168,7 @@ fn paced_commands(fe: &mut TestFrontend, n: usize, pid: Option<u32>) -> f64 {
     let cpu0 = cpu_us(pid);
     for _ in 0..n {
         push_fixed(fe, 0, req, &flush, resp);
-        spin_used(fe, 0);
+        fe.wait_used(0);
         std::thread::sleep(Duration::from_millis(5));
     }
     (cpu_us(pid) - cpu0) / n as f64
@@ -237,8 +210,8 @@ fn full_frames(fe: &mut TestFrontend, frames: usize, pid: Option<u32>) -> (f64, 
                 .unwrap();
             push_fixed(fe, 0, slots[0].0, &transfer, slots[0].1);
             push_fixed(fe, 1, slots[1].0, &flush, slots[1].1);
-            spin_used(fe, 0);
-            spin_used(fe, 0);
+            fe.wait_used(0);
+            fe.wait_used(0);
         }
     };
     run(fe, 3);
