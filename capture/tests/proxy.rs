@@ -232,8 +232,11 @@ fn proxy_c_backend_commands_pass_and_pair_with_their_responses() {
         u32::from_le_bytes(done[4].1[4..8].try_into().unwrap()) & 1,
         1
     );
-    // The flush made the backend send SCANOUT and UPDATE through the proxy to our display.
-    let msgs = fe.wait_display(4);
+    // The flush made the backend send SCANOUT and UPDATE through the proxy to our display
+    // (relayed by the proxy's display thread, so possibly after the flush's completion).
+    let msgs = fe.wait_display_until(|m| {
+        m.iter().any(|m| m.request == 7) && m.iter().any(|m| m.request == 8)
+    });
     assert!(msgs.iter().any(|m| m.request == 7), "no SCANOUT: {msgs:?}");
     assert!(msgs.iter().any(|m| m.request == 8), "no UPDATE");
     drop(fe);
@@ -351,21 +354,12 @@ fn proxy_whole_and_partial_updates_reach_qemu_intact_and_compose_the_frames() {
         ],
     );
     ok(&mut fe, &[Buf::Out(gpu::flush(5, part)), Buf::In(24)]);
-    let updates: Vec<Vec<u8>> = {
-        let start = Instant::now();
-        loop {
-            let u: Vec<Vec<u8>> = fe
-                .display_messages()
-                .into_iter()
-                .filter(|m| m.request == 8)
-                .map(|m| m.payload)
-                .collect();
-            if u.len() >= 2 || start.elapsed() > Duration::from_secs(5) {
-                break u;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    };
+    let updates: Vec<Vec<u8>> = fe
+        .wait_display_until(|m| m.iter().filter(|m| m.request == 8).count() >= 2)
+        .into_iter()
+        .filter(|m| m.request == 8)
+        .map(|m| m.payload)
+        .collect();
     drop(fe);
     let status = wait_exit(&mut proxy, 20);
     assert!(status.success(), "proxy exit {status:?}");

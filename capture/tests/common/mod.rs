@@ -688,10 +688,17 @@ impl TestFrontend {
 
     /// Waits until the display side saw `n` messages.
     pub fn wait_display(&self, n: usize) -> Vec<DisplayMsg> {
+        self.wait_display_until(|m| m.len() >= n)
+    }
+
+    /// The display messages once `done` holds for them (or after 5 s, whatever they are):
+    /// for display traffic that is relayed apart from the queues (the proxy's display thread),
+    /// which may arrive after the completion of the command that caused it.
+    pub fn wait_display_until(&self, done: impl Fn(&[DisplayMsg]) -> bool) -> Vec<DisplayMsg> {
         let start = Instant::now();
         loop {
             let m = self.display_messages();
-            if m.len() >= n || start.elapsed() > Duration::from_secs(5) {
+            if done(&m) || start.elapsed() > Duration::from_secs(5) {
                 return m;
             }
             std::thread::sleep(Duration::from_millis(5));
