@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use vhost::vhost_user::message::{VhostUserConfigFlags, VhostUserProtocolFeatures};
 use vhost::vhost_user::{Frontend, VhostUserFrontend};
 use vhost::{VhostBackend, VhostUserMemoryRegionInfo, VringConfigData};
+use virtio_bindings::bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
 use vm_memory::{Bytes, FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 use vmm_sys_util::eventfd::EventFd;
 use vmm_sys_util::sock_ctrl_msg::ScmSocket;
@@ -239,6 +240,16 @@ pub struct DriverQueue {
 }
 
 impl DriverQueue {
+    /// Where the driver asks for an interrupt (EVENT_IDX): after the available ring.
+    fn used_event(&self) -> GuestAddress {
+        GuestAddress(self.avail + 4 + 2 * u64::from(self.size))
+    }
+
+    /// Where the device asks for a kick (EVENT_IDX): after the used ring.
+    fn avail_event(&self) -> GuestAddress {
+        GuestAddress(self.used + 4 + 8 * u64::from(self.size))
+    }
+
     fn new(index: u16, size: u16) -> Self {
         let desc = RING_BASE + u64::from(index) * RING_STRIDE;
         let avail = desc + 16 * u64::from(size);
@@ -499,7 +510,7 @@ impl TestFrontend {
     /// unless the used ring's flags say NO_NOTIFY. A device that fails to ask for a kick it
     /// needs then stalls here as it would under a real guest (the next `wait_used` fails).
     pub fn publish(&mut self, queue: u16, head: u16) {
-        let event_idx = self.features & (1 << 29) != 0;
+        let event_idx = self.event_idx();
         let q = &mut self.queues[usize::from(queue)];
         let slot = q.avail + 4 + 2 * u64::from(q.avail_idx % q.size);
         self.mem.write_obj(head, GuestAddress(slot)).unwrap();
@@ -513,13 +524,7 @@ impl TestFrontend {
         // virtqueue_kick_prepare's virtio_mb).
         fence(Ordering::SeqCst);
         let kick = if event_idx {
-            let event: u16 = self
-                .mem
-                .load(
-                    GuestAddress(q.used + 4 + 8 * u64::from(q.size)),
-                    Ordering::Acquire,
-                )
-                .unwrap();
+            let event: u16 = self.mem.load(q.avail_event(), Ordering::Acquire).unwrap();
             q.avail_idx.wrapping_sub(event).wrapping_sub(1) < q.avail_idx.wrapping_sub(old)
         } else {
             let flags: u16 = self
@@ -601,6 +606,11 @@ impl TestFrontend {
         }
     }
 
+    /// True when the rings run with EVENT_IDX (the front-end acks what the device offers).
+    fn event_idx(&self) -> bool {
+        self.features & (1 << VIRTIO_RING_F_EVENT_IDX) != 0
+    }
+
     /// Waits for the next used entry of `queue`: (id, len).
     ///
     /// It waits as a guest driver does (Linux's `virtqueue_enable_cb_prepare`, then sleeping
@@ -611,7 +621,7 @@ impl TestFrontend {
     /// the driver asked for fails the test: a real guest would never wake up for it.
     pub fn wait_used(&mut self, queue: u16) -> (u32, u32) {
         let start = Instant::now();
-        let event_idx = self.features & (1 << 29) != 0;
+        let event_idx = self.event_idx();
         let q = &self.queues[usize::from(queue)];
         let used_idx = |mem: &GuestMemoryMmap<()>| -> u16 {
             mem.load(GuestAddress(q.used + 2), Ordering::Acquire)
@@ -620,11 +630,7 @@ impl TestFrontend {
         while used_idx(&self.mem) == q.last_used {
             if event_idx {
                 self.mem
-                    .store(
-                        q.last_used,
-                        GuestAddress(q.avail + 4 + 2 * u64::from(q.size)),
-                        Ordering::Release,
-                    )
+                    .store(q.last_used, q.used_event(), Ordering::Release)
                     .unwrap();
                 fence(Ordering::SeqCst);
                 if used_idx(&self.mem) != q.last_used {
