@@ -206,20 +206,27 @@ impl RecordBody {
 
     /// Every payload this body carries, in encoding order.
     pub fn payloads(&self) -> Vec<&Payload> {
-        match self {
-            RecordBody::SessionStart(s) => vec![&s.device_config],
-            RecordBody::VhostUser(m) => vec![&m.payload],
-            RecordBody::Command(c) => vec![&c.request],
-            RecordBody::MemoryRead(m) => vec![&m.data],
-            RecordBody::Response(r) => vec![&r.bytes],
-            RecordBody::GpuSocket(g) => std::iter::once(&g.payload).chain(&g.data).collect(),
-            RecordBody::Frame(f) => vec![&f.pixels],
-            RecordBody::Cursor(c) => c.image.iter().collect(),
+        self.payload_iter().collect()
+    }
+
+    /// Every payload this body carries, in encoding order, without collecting them (the
+    /// capture writer checks each record's blob references with it).
+    pub fn payload_iter(&self) -> impl Iterator<Item = &Payload> {
+        let (first, second) = match self {
+            RecordBody::SessionStart(s) => (Some(&s.device_config), None),
+            RecordBody::VhostUser(m) => (Some(&m.payload), None),
+            RecordBody::Command(c) => (Some(&c.request), None),
+            RecordBody::MemoryRead(m) => (Some(&m.data), None),
+            RecordBody::Response(r) => (Some(&r.bytes), None),
+            RecordBody::GpuSocket(g) => (Some(&g.payload), g.data.as_ref()),
+            RecordBody::Frame(f) => (Some(&f.pixels), None),
+            RecordBody::Cursor(c) => (c.image.as_ref(), None),
             RecordBody::Fence(_)
             | RecordBody::Lifecycle(_)
             | RecordBody::Marker(_)
-            | RecordBody::Unknown { .. } => Vec::new(),
-        }
+            | RecordBody::Unknown { .. } => (None, None),
+        };
+        first.into_iter().chain(second)
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::Path;
 
 use lz4_flex::block::{CompressTable, compress_into_with_table, get_maximum_output_size};
@@ -17,6 +17,9 @@ use crate::record::{BlobRef, ContentHash, Payload, Record, RecordBody, RecordId,
 
 /// Size of the write buffer.
 const BUFFER_CAPACITY: usize = 1 << 20;
+/// Room a record is encoded into without growing the buffer: the buffer is handed to the
+/// output first when less is left. Larger records (long messages) still fit, by growing it.
+const RECORD_ROOM: usize = 4096;
 
 /// When appended bytes reach the operating system.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -193,7 +196,11 @@ impl WriterOptions {
 /// Dropping a writer without [`CaptureWriter::finish`] flushes what it buffered (errors
 /// ignored) and leaves a valid capture without an index, which readers open by scanning.
 pub struct CaptureWriter<W: Write> {
-    out: BufWriter<W>,
+    /// The output; `None` only once [`CaptureWriter::finish_into_inner`] took it.
+    out: Option<W>,
+    /// Bytes not yet handed to `out` (at most about [`BUFFER_CAPACITY`]): records are encoded
+    /// in place at its end, so a small record is copied once on its way to the output.
+    buf: Vec<u8>,
     opts: WriterOptions,
     /// File offset of the next byte written.
     pos: u64,
@@ -202,7 +209,6 @@ pub struct CaptureWriter<W: Write> {
     per_kind: Vec<u64>,
     blobs: HashMap<u128, (u64, u64)>,
     stats: WriterStats,
-    chunk: Vec<u8>,
     compressed: Vec<u8>,
     table: CompressTable,
     /// The zstd compression context, made once and reused for every blob (`Compression::Zstd`).
@@ -222,7 +228,8 @@ impl CaptureWriter<File> {
         self.flush()?;
         let offset = self.pos;
         self.out
-            .get_ref()
+            .as_ref()
+            .ok_or(Error::WriterFailed)?
             .sync_data()
             .map_err(|source| Error::Io { offset, source })
     }
@@ -251,7 +258,8 @@ impl<W: Write> CaptureWriter<W> {
             VERSION_MINOR_WITHOUT_ZSTD
         };
         let mut w = CaptureWriter {
-            out: BufWriter::with_capacity(BUFFER_CAPACITY, inner),
+            out: Some(inner),
+            buf: Vec::with_capacity(BUFFER_CAPACITY),
             opts,
             pos: 0,
             offsets: Vec::new(),
@@ -259,7 +267,6 @@ impl<W: Write> CaptureWriter<W> {
             per_kind: vec![0; usize::from(RecordKind::FIRST_INTERNAL)],
             blobs: HashMap::new(),
             stats: WriterStats::default(),
-            chunk: Vec::with_capacity(4096),
             compressed: Vec::new(),
             table: CompressTable::default(),
             zstd,
@@ -421,7 +428,7 @@ impl<W: Write> CaptureWriter<W> {
     /// [`CaptureWriter::store`].
     pub fn append(&mut self, record: &Record) -> Result<RecordId> {
         self.check()?;
-        for p in record.body.payloads() {
+        for p in record.body.payload_iter() {
             if let Payload::Blob(r) = p
                 && self.blobs.get(&r.hash.0) != Some(&(r.offset, r.len))
             {
@@ -433,25 +440,35 @@ impl<W: Write> CaptureWriter<W> {
         }
         let kind = record.body.kind().0;
         let offset = self.pos;
-        let mut chunk = std::mem::take(&mut self.chunk);
-        chunk.clear();
-        chunk.resize(CHUNK_HEADER_LEN, 0);
-        let encoded = codec::encode_body(&mut chunk, record)
-            .map_err(|detail| Error::InvalidRecord { kind, detail });
-        let result = encoded.and_then(|()| {
-            let body_len = (chunk.len() - CHUNK_HEADER_LEN) as u64;
-            if body_len > u64::from(MAX_CHUNK_BODY) {
-                return Err(Error::TooLarge {
-                    len: body_len,
-                    max: u64::from(MAX_CHUNK_BODY),
-                });
-            }
-            let header = encode_chunk_header(kind, &chunk[CHUNK_HEADER_LEN..]);
-            chunk[..CHUNK_HEADER_LEN].copy_from_slice(&header);
-            self.write(&chunk)
-        });
-        self.chunk = chunk;
-        result?;
+        // Encoded in place at the end of the buffer; most records are far smaller than the
+        // room kept, so the buffer does not grow.
+        if self.buf.len() + RECORD_ROOM > BUFFER_CAPACITY {
+            self.write_out()?;
+        }
+        let start = self.buf.len();
+        self.buf.resize(start + CHUNK_HEADER_LEN, 0);
+        let encoded = codec::encode_body(&mut self.buf, record)
+            .map_err(|detail| Error::InvalidRecord { kind, detail })
+            .and_then(|()| {
+                let body_len = (self.buf.len() - start - CHUNK_HEADER_LEN) as u64;
+                if body_len > u64::from(MAX_CHUNK_BODY) {
+                    return Err(Error::TooLarge {
+                        len: body_len,
+                        max: u64::from(MAX_CHUNK_BODY),
+                    });
+                }
+                Ok(())
+            });
+        if let Err(e) = encoded {
+            self.buf.truncate(start);
+            return Err(e);
+        }
+        let (head, body) = self.buf[start..].split_at_mut(CHUNK_HEADER_LEN);
+        head.copy_from_slice(&encode_chunk_header(kind, body));
+        self.pos += (self.buf.len() - start) as u64;
+        if self.buf.len() >= BUFFER_CAPACITY {
+            self.write_out()?;
+        }
         let id = self.offsets.len() as RecordId;
         self.offsets.push(offset);
         if let Some(n) = self.per_kind.get_mut(usize::from(kind)) {
@@ -492,8 +509,13 @@ impl<W: Write> CaptureWriter<W> {
 
     /// Hands buffered bytes to the operating system.
     pub fn flush(&mut self) -> Result<()> {
+        self.write_out()?;
         let offset = self.pos;
-        self.out.flush().map_err(|source| {
+        let flushed = match self.out.as_mut() {
+            Some(out) => out.flush(),
+            None => return Err(Error::WriterFailed),
+        };
+        flushed.map_err(|source| {
             self.failed = true;
             Error::Io { offset, source }
         })
@@ -546,11 +568,7 @@ impl<W: Write> CaptureWriter<W> {
         self.write(&footer.encode())?;
         self.flush()?;
         let stats = self.stats();
-        let offset = self.pos;
-        let inner = self.out.into_inner().map_err(|e| Error::Io {
-            offset,
-            source: e.into_error(),
-        })?;
+        let inner = self.out.take().ok_or(Error::WriterFailed)?;
         Ok((stats, inner))
     }
 
@@ -565,20 +583,47 @@ impl<W: Write> CaptureWriter<W> {
         self.write(body)
     }
 
+    /// Appends `bytes` to the output: into the buffer when they fit, otherwise (a large blob)
+    /// straight to the output after what is buffered.
     fn write(&mut self, bytes: &[u8]) -> Result<()> {
-        match self.out.write_all(bytes) {
-            Ok(()) => {
-                self.pos += bytes.len() as u64;
-                Ok(())
-            }
-            Err(source) => {
+        if self.buf.len() + bytes.len() > BUFFER_CAPACITY {
+            self.write_out()?;
+        }
+        if bytes.len() >= BUFFER_CAPACITY {
+            let written = match self.out.as_mut() {
+                Some(out) => out.write_all(bytes),
+                None => return Err(Error::WriterFailed),
+            };
+            if let Err(source) = written {
                 self.failed = true;
-                Err(Error::Io {
+                return Err(Error::Io {
                     offset: self.pos,
                     source,
-                })
+                });
             }
+        } else {
+            self.buf.extend_from_slice(bytes);
         }
+        self.pos += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Hands the buffer to the output (without flushing the output itself).
+    fn write_out(&mut self) -> Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let written = match self.out.as_mut() {
+            Some(out) => out.write_all(&self.buf),
+            None => return Err(Error::WriterFailed),
+        };
+        // Reported as the writer's end of data, as a failed flush is.
+        let offset = self.pos;
+        self.buf.clear();
+        written.map_err(|source| {
+            self.failed = true;
+            Error::Io { offset, source }
+        })
     }
 
     fn check(&self) -> Result<()> {
@@ -586,6 +631,16 @@ impl<W: Write> CaptureWriter<W> {
             Err(Error::WriterFailed)
         } else {
             Ok(())
+        }
+    }
+}
+
+impl<W: Write> Drop for CaptureWriter<W> {
+    fn drop(&mut self) {
+        // Without `finish`: what was buffered still reaches the output (a capture without an
+        // index, which readers open by scanning). Nothing to report errors to.
+        if !self.failed && self.out.is_some() {
+            let _ = self.flush();
         }
     }
 }
