@@ -99,7 +99,15 @@ struct DisplayState {
     /// UPDATE pixel buffers done with during a command, handed back to the device after it
     /// (`Device::recycle_pixels`) for its next updates.
     spare: Vec<Vec<u8>>,
+    /// Per resource, its last large memory read: the device's number for it and the payload
+    /// it was stored as. An UPDATE that the device says is a copy of that read
+    /// (`copy_of_read`) is recorded with the same payload, without hashing its pixels again.
+    reads: HashMap<u32, (u64, Payload)>,
 }
+
+/// Memory reads at least this long are remembered for [`DisplayState::reads`] (shorter ones
+/// cost little to hash again).
+const REUSED_READ_MIN: usize = 64 << 10;
 
 /// The recording virtio-gpu backend (wrap it in `Arc<RwLock<_>>` for the daemon).
 pub struct CaptureBackend {
@@ -718,12 +726,14 @@ impl Host<'_> {
     fn update(&mut self, event: DisplayEvent) {
         let DisplayEvent::Update {
             scanout_id,
+            resource_id,
             x,
             y,
             width,
             height,
             stride,
             ref pixels,
+            copy_of_read,
             ..
         } = event
         else {
@@ -734,6 +744,14 @@ impl Host<'_> {
         // wants); only the stride may need repacking.
         let row = width as usize * 4;
         let tight = stride as usize == row && pixels.len() == row * height as usize;
+        // The pixels are a copy of a memory read already stored (a whole-resource transfer
+        // then a whole-resource flush): its payload is theirs.
+        let of_read = copy_of_read.filter(|_| tight).and_then(|n| {
+            match self.display.reads.get(&resource_id) {
+                Some((read, p)) if *read == n && p.len() == pixels.len() as u64 => Some(p.clone()),
+                _ => None,
+            }
+        });
         let whole = tight
             && (x, y) == (0, 0)
             && self.display.framebuffers.get(scanout_id).is_some_and(|fb| {
@@ -752,7 +770,8 @@ impl Host<'_> {
                     .last_frame
                     .get(&scanout_id)
                     .filter(|(v, _)| *v == fb.version)
-                    .map(|(_, p)| p.clone());
+                    .map(|(_, p)| p.clone())
+                    .or(of_read);
                 if let Some(d) = self.send_update(&head, &fb.pixels, known) {
                     self.display.last_frame.insert(scanout_id, (fb.version, d));
                 }
@@ -779,13 +798,34 @@ impl Host<'_> {
             );
             &packed
         };
-        self.send_update(&head, sent, None);
+        self.send_update(&head, sent, of_read);
         self.display.packed = packed;
         if let Some(c) = change {
             self.record_frame(c.scanout_id, c.rect);
         }
         if let DisplayEvent::Update { pixels, .. } = event {
             self.display.spare.push(pixels);
+        }
+    }
+
+    /// Records a memory read; its data's payload, unless recording failed.
+    fn record_memory_read(&mut self, resource_id: u32, addr: u64, data: &[u8]) -> Option<Payload> {
+        let r = self.recorder.store(data).and_then(|payload| {
+            self.recorder
+                .append(RecordBody::MemoryRead(MemoryRead {
+                    command: self.command,
+                    resource_id,
+                    addr,
+                    data: payload.clone(),
+                }))
+                .map(|_| payload)
+        });
+        match r {
+            Ok(p) => Some(p),
+            Err(e) => {
+                self.error("recording a memory read", e);
+                None
+            }
         }
     }
 
@@ -823,16 +863,19 @@ impl Host<'_> {
 
 impl DeviceHost for Host<'_> {
     fn memory_read(&mut self, resource_id: u32, addr: u64, data: &[u8]) {
-        let r = self.recorder.store(data).and_then(|data| {
-            self.recorder.append(RecordBody::MemoryRead(MemoryRead {
-                command: self.command,
-                resource_id,
-                addr,
-                data,
-            }))
-        });
-        if let Err(e) = r {
-            self.error("recording a memory read", e);
+        self.record_memory_read(resource_id, addr, data);
+    }
+
+    fn numbered_memory_read(&mut self, read: u64, resource_id: u32, addr: u64, data: &[u8]) {
+        let stored = self.record_memory_read(resource_id, addr, data);
+        match stored {
+            Some(p) if data.len() >= REUSED_READ_MIN => {
+                self.display.reads.insert(resource_id, (read, p));
+            }
+            // A failed or short read is never reused.
+            _ => {
+                self.display.reads.remove(&resource_id);
+            }
         }
     }
 

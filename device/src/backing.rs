@@ -55,7 +55,8 @@ impl Backing {
     }
 
     /// Reads the rows described by `plan` from guest memory into `dst`, one `mem.read` and one
-    /// `host.memory_read` per maximal run that is contiguous both in guest memory and in `dst`.
+    /// `host.numbered_memory_read` per maximal run that is contiguous both in guest memory and
+    /// in `dst`; `reads` is the number of the next read, counted up for each.
     pub(crate) fn read_rows(
         &self,
         plan: RowRead,
@@ -63,6 +64,7 @@ impl Backing {
         resource_id: u32,
         mem: &dyn GuestMemory,
         host: &mut dyn DeviceHost,
+        reads: &mut u64,
     ) -> Result<(), ValidationError> {
         let outside = |offset: u64| ValidationError::TransferOutsideBacking {
             resource_id,
@@ -113,7 +115,7 @@ impl Backing {
                     }
                     other => {
                         if let Some(p) = other {
-                            flush(p, dst, resource_id, mem, host)?;
+                            flush(p, dst, resource_id, mem, host, reads)?;
                         }
                         Some(Run {
                             addr,
@@ -129,7 +131,7 @@ impl Backing {
             }
         }
         if let Some(p) = pending {
-            flush(p, dst, resource_id, mem, host)?;
+            flush(p, dst, resource_id, mem, host, reads)?;
         }
         Ok(())
     }
@@ -142,6 +144,7 @@ fn flush(
     resource_id: u32,
     mem: &dyn GuestMemory,
     host: &mut dyn DeviceHost,
+    reads: &mut u64,
 ) -> Result<(), ValidationError> {
     let end = run.dst.checked_add(run.len);
     let Some(slice) = end.and_then(|e| dst.get_mut(run.dst..e)) else {
@@ -158,6 +161,7 @@ fn flush(
             resource_id,
             source,
         })?;
-    host.memory_read(resource_id, run.addr, slice);
+    host.numbered_memory_read(*reads, resource_id, run.addr, slice);
+    *reads += 1;
     Ok(())
 }

@@ -12,7 +12,7 @@ use vgt_format::wire::{Command, response};
 use crate::backing::{Backing, RowRead};
 use crate::fence::{Ring, Timelines};
 use crate::host::CURSOR_IMAGE_BYTES;
-use crate::pixels::to_bgra_in_place;
+use crate::pixels::{is_bgrx_order, to_bgra_in_place};
 use crate::renderer::{Renderer, RutabagaRenderer};
 use crate::{DeviceError, DeviceHost, DisplayEvent, FenceInfo, GuestMemory, ValidationError};
 
@@ -111,6 +111,10 @@ struct Resource {
     /// shadow of that size). The device no longer allocates it: a transfer stages just the
     /// rows it copies in the device's reused staging buffer.
     shadow_len: u64,
+    /// 2D only: the number of the device's memory read whose bytes are the resource's whole
+    /// content, in its own byte order and tightly packed (its last transfer covered all of it
+    /// with one contiguous read). `None` once anything else wrote to it, and at creation.
+    whole_read: Option<u64>,
 }
 
 impl Resource {
@@ -170,6 +174,9 @@ pub struct Device {
     /// The rows of the current TRANSFER_TO_HOST_2D as read from the guest, lent to the
     /// renderer; reused by every transfer (grows to the largest one).
     staging: Vec<u8>,
+    /// Number of the next memory read reported to the host
+    /// ([`DeviceHost::numbered_memory_read`]).
+    reads: u64,
 }
 
 /// At most this many recycled picture buffers are kept...
@@ -314,6 +321,7 @@ impl Device {
             used_bytes: 0,
             spare_pixels: Vec::new(),
             staging: Vec::new(),
+            reads: 0,
         })
     }
 
@@ -856,6 +864,7 @@ impl Device {
                 },
                 backing: None,
                 shadow_len: 0,
+                whole_read: None,
             },
         );
         Ok(())
@@ -1001,11 +1010,28 @@ impl Device {
         };
         // Truncates, or zero-fills only the growth: no allocation once it is large enough.
         self.staging.resize(span, 0);
-        backing.read_rows(plan, &mut self.staging, resource_id, mem, host)?;
+        let first_read = self.reads;
+        backing.read_rows(
+            plan,
+            &mut self.staging,
+            resource_id,
+            mem,
+            host,
+            &mut self.reads,
+        )?;
+        // One read that filled the staging buffer, for the whole resource: its bytes are now
+        // the resource's content.
+        let whole =
+            (r.x, r.y, r.width, r.height) == (0, 0, width, height) && self.reads == first_read + 1;
         // To the renderer, the staged bytes are a backing whose row 0 starts at offset 0.
-        self.renderer
+        let written = self
+            .renderer
             .transfer_write_2d(resource_id, r, &self.staging, 0, width * 4)
-            .map_err(|source| ValidationError::Renderer { command, source })
+            .map_err(|source| ValidationError::Renderer { command, source });
+        if let Some(res) = self.resources.get_mut(&resource_id) {
+            res.whole_read = (whole && written.is_ok()).then_some(first_read);
+        }
+        written
     }
 
     fn set_scanout(
@@ -1188,7 +1214,28 @@ impl Device {
             format,
             stride: rect.width * 4,
             pixels,
+            copy_of_read: None,
         }
+    }
+
+    /// The memory read whose bytes an update of `rect` of what `source` shows is a copy of:
+    /// the whole of a 2D resource last written by one read, in a format whose bytes are
+    /// already in x8r8g8b8 order (the conversion leaves them alone).
+    fn copy_of_read(&self, source: &Source, rect: &Rect) -> Option<u64> {
+        if source.blob.is_some() {
+            return None;
+        }
+        let res = self.resources.get(&source.resource_id)?;
+        let Kind::TwoD {
+            format,
+            width,
+            height,
+        } = res.kind
+        else {
+            return None;
+        };
+        let whole = (rect.x, rect.y, rect.width, rect.height) == (0, 0, width, height);
+        (whole && is_bgrx_order(format)).then_some(res.whole_read?)
     }
 
     /// Reads `rect` (in resource / framebuffer coordinates) of what `source` shows, as
@@ -1269,7 +1316,7 @@ impl Device {
                     dst_first: 0,
                     dst_stride: row,
                 };
-                backing.read_rows(plan, pixels, resource_id, mem, host)?;
+                backing.read_rows(plan, pixels, resource_id, mem, host, &mut self.reads)?;
                 fb.format
             }
             _ => {
@@ -1315,7 +1362,11 @@ impl Device {
                 continue;
             };
             let pixels = self.read_source_rect(&source, &part, command, mem, host)?;
-            host.display(self.update_event(i as u32, &source, &part, pixels));
+            let mut event = self.update_event(i as u32, &source, &part, pixels);
+            if let DisplayEvent::Update { copy_of_read, .. } = &mut event {
+                *copy_of_read = self.copy_of_read(&source, &part);
+            }
+            host.display(event);
         }
         Ok(())
     }
@@ -1365,6 +1416,7 @@ impl Device {
                 kind: Kind::GuestBlob { size: c.size },
                 backing,
                 shadow_len: 0,
+                whole_read: None,
             },
         );
         Ok(())

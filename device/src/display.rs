@@ -247,6 +247,7 @@ impl Framebuffers {
             format,
             stride,
             pixels,
+            copy_of_read,
         } = event
         {
             match self.scanouts.get_mut(&scanout_id) {
@@ -284,6 +285,7 @@ impl Framebuffers {
                         format,
                         stride,
                         pixels,
+                        copy_of_read,
                     };
                     let change = self.apply(&event);
                     return match event {
@@ -339,6 +341,7 @@ mod tests {
             format: FRAME_FORMAT,
             stride,
             pixels,
+            copy_of_read: None,
         }
     }
 

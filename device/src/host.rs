@@ -117,6 +117,11 @@ pub enum DisplayEvent {
         /// Tightly packed rows of the rectangle, pixman x8r8g8b8 (memory bytes B, G, R, X/A),
         /// as QEMU's UPDATE message wants them.
         pixels: Vec<u8>,
+        /// When `pixels` are byte for byte the data of one of the device's memory reads (a
+        /// whole 2D resource filled by a single transfer read, in a format that needs no
+        /// conversion): that read's number ([`DeviceHost::numbered_memory_read`]). A host that
+        /// stored the read's bytes can reuse them instead of looking at `pixels` again.
+        copy_of_read: Option<u64>,
     },
     /// A new cursor image and position.
     CursorUpdate {
@@ -164,6 +169,14 @@ pub trait DeviceHost {
     /// reads; replay rebuilds guest memory from these alone.
     fn memory_read(&mut self, resource_id: u32, addr: u64, data: &[u8]) {
         let _ = (resource_id, addr, data);
+    }
+
+    /// [`DeviceHost::memory_read`] with the read's number: the device numbers its reads from 0
+    /// in the order it makes them, over its lifetime, and an update's `copy_of_read` names one.
+    /// This is what the device calls; the default forgets the number.
+    fn numbered_memory_read(&mut self, read: u64, resource_id: u32, addr: u64, data: &[u8]) {
+        let _ = read;
+        self.memory_read(resource_id, addr, data);
     }
 
     /// Display output (scanouts, updates, cursor).

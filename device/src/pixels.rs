@@ -5,6 +5,15 @@ use vgt_format::wire::Format;
 /// Rewrites tightly packed 4-byte pixels of `format` in place as B, G, R, A/X bytes. The fourth
 /// byte keeps the source's alpha or X byte. B8G8R8A8/B8G8R8X8 are already in that order and
 /// cost nothing. Unknown formats are left as they are (the device refuses them earlier).
+/// True when `format`'s bytes are already in B, G, R, X/A order: [`to_bgra_in_place`] leaves
+/// them as they are.
+pub(crate) fn is_bgrx_order(format: Format) -> bool {
+    format.channel_order().is_some_and(|([r, g, b], a)| {
+        let a = a.unwrap_or(6 - r - g - b);
+        [b, g, r, a] == [0, 1, 2, 3]
+    })
+}
+
 pub(crate) fn to_bgra_in_place(format: Format, pixels: &mut [u8]) {
     let Some(([r, g, b], a)) = format.channel_order() else {
         return;

@@ -10,9 +10,10 @@ use vgt_device::{
     resource_uuid,
 };
 use vgt_format::wire::{
-    BlobFlags, BlobMem, Command, CursorPos, Format, GetEdid, Request, ResourceAssignUuid,
+    BlobFlags, BlobMem, Command, CursorPos, Format, GetEdid, Rect, Request, ResourceAssignUuid,
     ResourceAttachBacking, ResourceCreate2d, ResourceCreateBlob, ResourceFlush, ResponseBody,
-    ResponseType, SetScanoutBlob, TransferToHost2d, UpdateCursor, edid::parse_detailed_timing,
+    ResponseType, SetScanout, SetScanoutBlob, TransferToHost2d, UpdateCursor,
+    edid::parse_detailed_timing,
 };
 
 fn mem() -> VecMemory {
@@ -557,4 +558,112 @@ fn guest_blob_flush_into_recycled_buffer_shows_no_stale_bytes() {
     }));
     let want = expected_rect(&rig.mem, &LIST, 40, 80, rect(0, 0, 16, 8));
     assert_eq!(only_update(&rig.host.take_events()), (0, 0, 0, 16, 8, want));
+}
+
+/// Whole-resource transfer then flush: the update says it is a copy of the transfer's read,
+/// and is; anything that breaks the copy (a partial transfer, a format the device converts, a
+/// partial flush, a read split in two) takes the claim away.
+#[test]
+fn update_names_the_memory_read_it_copies_only_when_it_is_one() {
+    const W: u32 = 32;
+    const H: u32 = 16;
+    let len = W * H * 4;
+    let one_run = [(0x1_0000u64, len)];
+    let two_runs = [(0x1_0000u64, len / 2), (0x4_0000u64, len / 2)];
+    let check =
+        |format: Format, backing: &[(u64, u32)], transfers: &[Rect], flush: Rect, claimed: bool| {
+            let mut rig = rig_with(vec![(W, H)]);
+            fill_backing(&mut rig.mem, backing, 5);
+            rig.ok(Command::ResourceCreate2d(ResourceCreate2d {
+                resource_id: 3,
+                format,
+                width: W,
+                height: H,
+            }));
+            rig.ok(Command::ResourceAttachBacking(ResourceAttachBacking {
+                resource_id: 3,
+                nr_entries: backing.len() as u32,
+                entries: entries(backing),
+            }));
+            rig.ok(Command::SetScanout(SetScanout {
+                r: rect(0, 0, W, H),
+                scanout_id: 0,
+                resource_id: 3,
+            }));
+            for t in transfers {
+                rig.ok(Command::TransferToHost2d(TransferToHost2d {
+                    r: *t,
+                    offset: u64::from(t.y) * u64::from(W) * 4 + u64::from(t.x) * 4,
+                    resource_id: 3,
+                    padding: 0,
+                }));
+            }
+            rig.host.take_events();
+            rig.ok(Command::ResourceFlush(ResourceFlush {
+                r: flush,
+                resource_id: 3,
+                padding: 0,
+            }));
+            let events = rig.host.take_events();
+            let copy = events.iter().find_map(|e| match e {
+                DisplayEvent::Update {
+                    copy_of_read,
+                    pixels,
+                    ..
+                } => Some((*copy_of_read, pixels.clone())),
+                _ => None,
+            });
+            let (copy, pixels) = copy.expect("an update");
+            let what = format!("{format:?} {backing:?} {transfers:?} flush {flush:?}");
+            assert_eq!(copy.is_some(), claimed, "{what}: {copy:?}");
+            if let Some(n) = copy {
+                let k = rig
+                    .host
+                    .read_numbers
+                    .iter()
+                    .position(|&x| x == n)
+                    .expect("the named read was reported");
+                assert_eq!(
+                    pixels, rig.host.reads[k].2,
+                    "{what}: pixels are the read's bytes"
+                );
+            }
+            // Reads are numbered in order from 0.
+            let numbers: Vec<u64> = (0..rig.host.read_numbers.len() as u64).collect();
+            assert_eq!(rig.host.read_numbers, numbers, "{what}");
+        };
+    let full = rect(0, 0, W, H);
+    check(Format::B8G8R8X8_UNORM, &one_run, &[full], full, true);
+    check(Format::B8G8R8A8_UNORM, &one_run, &[full], full, true);
+    // A second whole transfer: the claim names the latest read.
+    check(Format::B8G8R8X8_UNORM, &one_run, &[full, full], full, true);
+    // The device swaps bytes for these: the update is not the read's bytes.
+    check(Format::R8G8B8X8_UNORM, &one_run, &[full], full, false);
+    check(Format::X8R8G8B8_UNORM, &one_run, &[full], full, false);
+    // A later partial transfer changed part of the resource.
+    check(
+        Format::B8G8R8X8_UNORM,
+        &one_run,
+        &[full, rect(1, 1, 4, 4)],
+        full,
+        false,
+    );
+    // Only part of the resource was ever transferred.
+    check(
+        Format::B8G8R8X8_UNORM,
+        &one_run,
+        &[rect(0, 0, W, H - 1)],
+        full,
+        false,
+    );
+    // A flush of part of it.
+    check(
+        Format::B8G8R8X8_UNORM,
+        &one_run,
+        &[full],
+        rect(0, 0, W, 8),
+        false,
+    );
+    // The backing is in two pieces: two reads, neither of them the whole picture.
+    check(Format::B8G8R8X8_UNORM, &two_runs, &[full], full, false);
 }

@@ -289,6 +289,8 @@ fn record_frame(
         format: FRAME_FORMAT,
         stride: w.saturating_mul(4),
         pixels,
+        // Pixels from QEMU's display socket, not from a device's memory read.
+        copy_of_read: None,
     });
     if let Some(spare) = spare {
         pool.give(spare);

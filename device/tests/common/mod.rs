@@ -65,6 +65,8 @@ impl GuestMemory for VecMemory {
 #[derive(Default)]
 pub struct RecordingHost {
     pub reads: Vec<(u32, u64, Vec<u8>)>,
+    /// The device's number for each entry of `reads`.
+    pub read_numbers: Vec<u64>,
     pub events: Vec<DisplayEvent>,
     pub fences: Vec<FenceInfo>,
     pub errors: Vec<(u64, ResponseType, String)>,
@@ -75,6 +77,10 @@ pub struct RecordingHost {
 impl DeviceHost for RecordingHost {
     fn memory_read(&mut self, resource_id: u32, addr: u64, data: &[u8]) {
         self.reads.push((resource_id, addr, data.to_vec()));
+    }
+    fn numbered_memory_read(&mut self, read: u64, resource_id: u32, addr: u64, data: &[u8]) {
+        self.read_numbers.push(read);
+        self.memory_read(resource_id, addr, data);
     }
     fn display(&mut self, event: DisplayEvent) {
         self.events.push(event);
