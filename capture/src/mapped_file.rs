@@ -7,8 +7,20 @@
 //! store. Large writes ([`PWRITE_MIN`], a big blob) go into the reserved space with pwrite(2)
 //! instead, which is cheaper than faulting their pages in; both reach the same page cache.
 //!
+//! **Populating ahead.** The first store into each page of a mapping costs a page fault (a
+//! page-cache page is allocated and, on ext4, the page's unwritten block converted): about
+//! 3-5 us per 4 KiB, some 300 ns per small command on the thread that records. So a helper
+//! thread (`vgt-populate`) prefaults each window with madvise(MADV_POPULATE_WRITE) while the
+//! recording thread stores into it, and the window after the current one is reserved, mapped
+//! and populated before the writer reaches it. The helper also does every munmap of a window it
+//! was given, after its populate, so the writer never waits for it; the writer never touches a
+//! window after handing it over. A kernel without MADV_POPULATE_WRITE (before 5.14) answers
+//! EINVAL: the helper stops asking, and stores fault as before. The cost: the file is reserved
+//! one window further ahead, and for a slow capture the populated (zero) pages of a window may
+//! be written back once before the records that fill them are written back again.
+//!
 //! Closing the file cuts it to the bytes written; a file left by a killed process ends in the
-//! zero bytes of its last window, which readers take for the end of an unfinished capture
+//! zero bytes of its last windows, which readers take for the end of an unfinished capture
 //! (docs/FORMAT.md, "zero padding"). Like write(2), this does not survive an OS crash or power
 //! loss (no msync/fsync).
 //!
@@ -20,6 +32,8 @@ use std::io::{self, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::ptr::NonNull;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
 
 /// Bytes reserved and mapped at a time.
 pub const WINDOW: u64 = 16 << 20;
@@ -31,12 +45,37 @@ pub const WINDOW: u64 = 16 << 20;
 /// records, which share their pages, keep the mapping (docs/BENCHMARKS.md).
 pub const PWRITE_MIN: usize = 8 << 10;
 
+/// How a [`MappedFile`] maps its file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MapOptions {
+    /// Bytes reserved and mapped at a time: a multiple of the page size ([`WINDOW`] by default;
+    /// tests use small windows to cross many).
+    pub window: u64,
+    /// Prefault windows on a helper thread and map the next one ahead (the default; see the
+    /// module docs). Off, every page is faulted in by the store that first reaches it.
+    pub populate_ahead: bool,
+}
+
+impl Default for MapOptions {
+    fn default() -> Self {
+        MapOptions {
+            window: WINDOW,
+            populate_ahead: true,
+        }
+    }
+}
+
 /// A file written through shared mappings of space reserved ahead; see the module docs.
 #[derive(Debug)]
 pub struct MappedFile {
     file: File,
     window_len: u64,
+    /// The window stores go into.
     map: Option<Mapping>,
+    /// The window after it, mapped ahead and being populated.
+    ahead: Option<Mapping>,
+    /// The populating helper; `None` when populating ahead is off or its thread is gone.
+    helper: Option<Helper>,
     /// Bytes written: the file offset of the next byte.
     pos: u64,
     /// File length reserved so far (a multiple of `window_len`).
@@ -53,8 +92,9 @@ struct Mapping {
     offset: u64,
 }
 
-// SAFETY: the mapping is owned by this value alone (nothing else holds its address), so moving
-// it to another thread moves the only access to it.
+// SAFETY: the mappings are owned by this value alone (nothing else holds their addresses but
+// the helper, which only populates and unmaps the ones it was handed), so moving it to
+// another thread moves the only access to them.
 unsafe impl Send for MappedFile {}
 
 /// What [`MappedFile::open`] made of a file.
@@ -73,14 +113,26 @@ pub enum Opened {
 
 impl MappedFile {
     /// Takes an empty `file` opened for reading and writing and reserves and maps its first
-    /// window, in [`WINDOW`]s.
+    /// window, in [`WINDOW`]s, populating ahead.
     pub fn open(file: File) -> io::Result<Opened> {
-        Self::open_with_window(file, WINDOW)
+        Self::open_with(file, MapOptions::default())
     }
 
     /// Like [`MappedFile::open`] with windows of `window_len` bytes, a multiple of the page
-    /// size (tests use small windows to cross many).
+    /// size.
     pub fn open_with_window(file: File, window_len: u64) -> io::Result<Opened> {
+        Self::open_with(
+            file,
+            MapOptions {
+                window: window_len,
+                ..MapOptions::default()
+            },
+        )
+    }
+
+    /// Like [`MappedFile::open`] with the given options.
+    pub fn open_with(file: File, options: MapOptions) -> io::Result<Opened> {
+        let window_len = options.window;
         if window_len == 0
             || !window_len.is_multiple_of(page_size())
             || window_len > isize::MAX as u64
@@ -94,18 +146,26 @@ impl MappedFile {
             file,
             window_len,
             map: None,
+            ahead: None,
+            helper: None,
             pos: 0,
             reserved: 0,
             closed: false,
         };
-        match f.map_window_at(0) {
-            Ok(()) => Ok(Opened::Mapped(f)),
+        let first = match f.map_window(0) {
+            Ok(m) => m,
             Err(e) if unsupported(&e) => {
                 let file = f.take_file()?;
-                Ok(Opened::Unsupported { file, reason: e })
+                return Ok(Opened::Unsupported { file, reason: e });
             }
-            Err(e) => Err(e),
+            Err(e) => return Err(e),
+        };
+        if options.populate_ahead {
+            // Without the thread (EAGAIN: too many), the file is written as without populating.
+            f.helper = Helper::spawn().ok();
         }
+        f.start_window(first);
+        Ok(Opened::Mapped(f))
     }
 
     /// Bytes written so far (the file's length once closed).
@@ -120,7 +180,16 @@ impl MappedFile {
             return Ok(());
         }
         self.closed = true;
-        self.unmap()?;
+        let mut result = Ok(());
+        for m in [self.map.take(), self.ahead.take()].into_iter().flatten() {
+            result = result.and(self.release(m));
+        }
+        // The helper's last populate and munmap are done once it has stopped: only then may the
+        // file shrink under its windows.
+        if let Some(helper) = self.helper.take() {
+            result = result.and(helper.stop());
+        }
+        result?;
         if self.reserved == 0 {
             // Nothing reserved (the first reservation failed): the file is as it was.
             return Ok(());
@@ -155,11 +224,9 @@ impl MappedFile {
         Ok(())
     }
 
-    /// Unmaps the current window and maps the reserved one that holds file offset `pos`.
-    fn map_window_at(&mut self, pos: u64) -> io::Result<()> {
-        self.unmap()?;
+    /// Reserves and maps the window that starts at file offset `offset`.
+    fn map_window(&mut self, offset: u64) -> io::Result<Mapping> {
         let len = self.window_len;
-        let offset = pos - pos % len;
         self.reserve_to(offset + len)?;
         let fd = self.file.as_raw_fd();
         // SAFETY: a new shared mapping chosen by the kernel (no address hint), of `len` bytes of
@@ -179,26 +246,144 @@ impl MappedFile {
             return Err(io::Error::last_os_error());
         }
         let ptr = NonNull::new(p.cast::<u8>()).ok_or_else(|| io::Error::other("mmap gave null"))?;
-        self.map = Some(Mapping {
+        Ok(Mapping {
             ptr,
             len: len as usize,
             offset,
-        });
+        })
+    }
+
+    /// Makes `m` the window stores go into, has the helper populate it, and maps the next
+    /// window ahead.
+    fn start_window(&mut self, m: Mapping) {
+        let next = m.offset + m.len as u64;
+        self.populate(&m);
+        self.map = Some(m);
+        if self.helper.is_none() {
+            return;
+        }
+        // Best effort: a reservation or mapping that fails here is tried again, and reported,
+        // when the writer reaches that window.
+        if let Ok(a) = self.map_window(next) {
+            self.populate(&a);
+            self.ahead = Some(a);
+        }
+    }
+
+    /// Moves to the window that holds file offset `pos`: the one mapped ahead if it is that
+    /// one, else a new mapping (a large pwrite went past the window ahead).
+    fn move_to(&mut self, pos: u64) -> io::Result<()> {
+        let offset = pos - pos % self.window_len;
+        if let Some(m) = self.map.take() {
+            self.release(m)?;
+        }
+        let m = match self.ahead.take() {
+            Some(a) if a.offset == offset => a,
+            other => {
+                if let Some(a) = other {
+                    self.release(a)?;
+                }
+                self.map_window(offset)?
+            }
+        };
+        self.start_window(m);
         Ok(())
     }
 
-    fn unmap(&mut self) -> io::Result<()> {
-        let Some(m) = self.map.take() else {
-            return Ok(());
-        };
-        // SAFETY: `m` is a mapping made by `map_window_at` and unmapped only here (taken out of
-        // `self.map`), with its own address and length; no reference into it outlives `write`.
-        let r = unsafe { libc::munmap(m.ptr.as_ptr().cast(), m.len) };
-        if r != 0 {
-            return Err(io::Error::last_os_error());
+    /// Asks the helper to prefault `m`'s pages. The writer may store into it meanwhile.
+    fn populate(&mut self, m: &Mapping) {
+        if let Some(h) = &self.helper
+            && h.jobs
+                .send(Job::Populate(m.ptr.as_ptr() as usize, m.len))
+                .is_err()
+        {
+            // The helper is gone (it cannot panic, but should it): unmap here from now on.
+            self.helper = None;
         }
-        Ok(())
     }
+
+    /// Unmaps `m`: through the helper, after any populate of it it has yet to do, or here.
+    fn release(&mut self, m: Mapping) -> io::Result<()> {
+        let (addr, len) = (m.ptr.as_ptr() as usize, m.len);
+        if let Some(h) = &self.helper {
+            match h.jobs.send(Job::Unmap(addr, len)) {
+                Ok(()) => return Ok(()),
+                // The helper is gone; it took no job after the last one it finished.
+                Err(_) => self.helper = None,
+            }
+        }
+        munmap(addr, len)
+    }
+}
+
+/// What the populating helper is asked to do, in order: (address, length) of a window.
+enum Job {
+    /// madvise(MADV_POPULATE_WRITE) the window.
+    Populate(usize, usize),
+    /// munmap it; the writer no longer uses it.
+    Unmap(usize, usize),
+}
+
+/// The populating helper thread.
+#[derive(Debug)]
+struct Helper {
+    jobs: mpsc::Sender<Job>,
+    thread: JoinHandle<io::Result<()>>,
+}
+
+impl Helper {
+    fn spawn() -> io::Result<Helper> {
+        let (jobs, rx) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("vgt-populate".into())
+            .spawn(move || helper_loop(&rx))?;
+        Ok(Helper { jobs, thread })
+    }
+
+    /// Waits until every job sent is done; the first munmap error, if any.
+    fn stop(self) -> io::Result<()> {
+        drop(self.jobs);
+        self.thread
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the populate thread panicked")))
+    }
+}
+
+fn helper_loop(jobs: &mpsc::Receiver<Job>) -> io::Result<()> {
+    let mut populate = true;
+    let mut result = Ok(());
+    for job in jobs {
+        match job {
+            Job::Populate(addr, len) if populate => {
+                // SAFETY: `addr..addr + len` is a shared file mapping the writer made and keeps
+                // mapped until it sends the Unmap for it, which this loop takes only after this
+                // call. MADV_POPULATE_WRITE faults its pages in writable without changing a
+                // byte, so the writer's concurrent stores are unaffected.
+                let r = unsafe {
+                    libc::madvise(addr as *mut libc::c_void, len, libc::MADV_POPULATE_WRITE)
+                };
+                if r != 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL) {
+                    // The kernel predates MADV_POPULATE_WRITE (5.14): stores fault instead.
+                    populate = false;
+                }
+                // Any other failure (ENOMEM, EINTR …) only means the stores fault these pages.
+            }
+            Job::Populate(..) => {}
+            Job::Unmap(addr, len) => result = result.and(munmap(addr, len)),
+        }
+    }
+    result
+}
+
+/// Unmaps a window made by `MappedFile::map_window`.
+fn munmap(addr: usize, len: usize) -> io::Result<()> {
+    // SAFETY: `addr`/`len` are a mapping made by `map_window` and unmapped exactly once, here,
+    // after its owner gave it up (`MappedFile::release`); no reference into it is live.
+    let r = unsafe { libc::munmap(addr as *mut libc::c_void, len) };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 impl Write for MappedFile {
@@ -221,7 +406,7 @@ impl Write for MappedFile {
             .as_ref()
             .is_none_or(|m| self.pos < m.offset || self.pos >= m.offset + m.len as u64);
         if outside {
-            self.map_window_at(self.pos)?;
+            self.move_to(self.pos)?;
         }
         let Some(m) = &self.map else {
             return Err(io::Error::other("no window mapped"));
@@ -280,7 +465,15 @@ mod tests {
     }
 
     fn mapped(path: &std::path::Path, window: u64) -> MappedFile {
-        match MappedFile::open_with_window(open(path), window).unwrap() {
+        mapped_with(path, window, true)
+    }
+
+    fn mapped_with(path: &std::path::Path, window: u64, populate_ahead: bool) -> MappedFile {
+        let options = MapOptions {
+            window,
+            populate_ahead,
+        };
+        match MappedFile::open_with(open(path), options).unwrap() {
             Opened::Mapped(m) => m,
             Opened::Unsupported { reason, .. } => panic!("mapping unsupported here: {reason}"),
         }
@@ -300,38 +493,125 @@ mod tests {
 
     #[test]
     fn writes_spanning_windows_read_back_and_close_cuts_to_the_exact_length() {
+        for populate_ahead in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("m");
+            let page = page_size();
+            let mut f = mapped_with(&path, page, populate_ahead);
+            let mut want = Vec::new();
+            // Short writes through the mapping, one across a window's end, one over three
+            // windows (pwrite, past the window mapped ahead), and one into the window after it.
+            for (n, seed) in [
+                (100, 1),
+                (page as usize - 103, 2),
+                (10, 3),
+                (3 * page as usize, 4),
+                (1, 5),
+            ] {
+                let b = bytes(n, seed);
+                f.write_all(&b).unwrap();
+                want.extend_from_slice(&b);
+                assert_eq!(f.written(), want.len() as u64);
+                // Visible to read(2) at once, before any flush or close.
+                assert_eq!(&read_back(&path)[..want.len()], &want[..]);
+            }
+            let reserved = std::fs::metadata(&path).unwrap().len();
+            // Windows 0 to 4 hold bytes; populating ahead reserves window 5 too.
+            let windows = if populate_ahead { 6 } else { 5 };
+            assert_eq!(reserved, windows * page, "reserved whole windows ahead");
+            assert!(
+                read_back(&path)[want.len()..].iter().all(|b| *b == 0),
+                "the rest is zero"
+            );
+            f.close().unwrap();
+            assert_eq!(read_back(&path), want);
+            assert!(f.write(b"x").is_err(), "closed");
+            drop(f);
+            assert_eq!(read_back(&path), want, "drop after close changes nothing");
+        }
+    }
+
+    /// Pages of `m` that are resident (mincore(2)).
+    fn resident_pages(m: &Mapping) -> usize {
+        let pages = m.len / page_size() as usize;
+        let mut vec = vec![0u8; pages];
+        // SAFETY: `m` is a live mapping of `m.len` bytes and `vec` has one byte per page of it.
+        let r = unsafe { libc::mincore(m.ptr.as_ptr().cast(), m.len, vec.as_mut_ptr()) };
+        assert_eq!(r, 0, "mincore: {}", io::Error::last_os_error());
+        vec.iter().filter(|b| **b & 1 != 0).count()
+    }
+
+    #[test]
+    fn the_window_ahead_is_mapped_and_populated_before_the_writer_reaches_it() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("m");
-        let page = page_size();
-        let mut f = mapped(&path, page);
-        let mut want = Vec::new();
-        // Short writes through the mapping, one across a window's end, one over three windows
-        // (pwrite), and one into the window after it.
-        for (n, seed) in [
-            (100, 1),
-            (page as usize - 103, 2),
-            (10, 3),
-            (3 * page as usize, 4),
-            (1, 5),
-        ] {
-            let b = bytes(n, seed);
-            f.write_all(&b).unwrap();
-            want.extend_from_slice(&b);
-            assert_eq!(f.written(), want.len() as u64);
-            // Visible to read(2) at once, before any flush or close.
-            assert_eq!(&read_back(&path)[..want.len()], &want[..]);
+        let window = 64 * page_size();
+        let mut f = mapped_with(&path, window, true);
+        f.write_all(b"header").unwrap();
+        let ahead = f.ahead.as_ref().expect("the next window is mapped ahead");
+        assert_eq!(ahead.offset, window);
+        let pages = ahead.len / page_size() as usize;
+        // The helper works on its own thread: wait for it, up to 10 s.
+        let t = std::time::Instant::now();
+        while resident_pages(ahead) < pages && t.elapsed() < std::time::Duration::from_secs(10) {
+            std::thread::sleep(std::time::Duration::from_millis(1));
         }
-        let reserved = std::fs::metadata(&path).unwrap().len();
-        assert_eq!(reserved, 5 * page, "reserved whole windows ahead");
-        assert!(
-            read_back(&path)[want.len()..].iter().all(|b| *b == 0),
-            "the rest is zero"
+        if f.helper.is_some() && resident_pages(ahead) < pages {
+            // A kernel before 5.14 cannot populate; say so rather than pass without checking.
+            let probe = f.ahead.as_ref().unwrap();
+            // SAFETY: `probe` is a live mapping of this file, populated only by MADV_POPULATE_WRITE.
+            let r = unsafe {
+                libc::madvise(
+                    probe.ptr.as_ptr().cast(),
+                    probe.len,
+                    libc::MADV_POPULATE_WRITE,
+                )
+            };
+            assert!(
+                r != 0,
+                "populating works here, yet the helper left pages unpopulated"
+            );
+            eprintln!(
+                "MADV_POPULATE_WRITE unsupported here: {}",
+                io::Error::last_os_error()
+            );
+            return;
+        }
+        assert_eq!(
+            resident_pages(ahead),
+            pages,
+            "every page of the window ahead is in"
         );
+        // Writing into it promotes it: the same mapping becomes the current window.
+        let addr = ahead.ptr;
+        let fill = bytes(window as usize - 6, 7);
+        for chunk in fill.chunks(4000) {
+            f.write_all(chunk).unwrap();
+        }
+        f.write_all(b"x").unwrap();
+        assert_eq!(
+            f.map.as_ref().unwrap().ptr,
+            addr,
+            "the window ahead was used"
+        );
+        assert_eq!(f.ahead.as_ref().unwrap().offset, 2 * window);
         f.close().unwrap();
-        assert_eq!(read_back(&path), want);
-        assert!(f.write(b"x").is_err(), "closed");
-        drop(f);
-        assert_eq!(read_back(&path), want, "drop after close changes nothing");
+        let got = read_back(&path);
+        assert_eq!(&got[..6], b"header");
+        assert_eq!(&got[6..window as usize], &fill[..]);
+        assert_eq!(&got[window as usize..], b"x");
+    }
+
+    #[test]
+    fn without_populating_ahead_no_window_is_mapped_ahead() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m");
+        let mut f = mapped_with(&path, page_size(), false);
+        f.write_all(b"header").unwrap();
+        assert!(f.ahead.is_none() && f.helper.is_none());
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), page_size());
+        f.close().unwrap();
+        assert_eq!(read_back(&path), b"header");
     }
 
     #[test]
@@ -392,11 +672,12 @@ mod tests {
     #[test]
     fn mapped_capture_is_byte_identical_to_one_written_with_write() {
         let dir = tempfile::tempdir().unwrap();
-        for finish in [true, false] {
-            let plain = dir.path().join(format!("plain-{finish}"));
-            let map = dir.path().join(format!("mapped-{finish}"));
+        for (finish, populate_ahead) in [(true, true), (false, true), (true, false)] {
+            let plain = dir.path().join(format!("plain-{finish}-{populate_ahead}"));
+            let map = dir.path().join(format!("mapped-{finish}-{populate_ahead}"));
             write_capture(File::create(&plain).unwrap(), finish);
-            if let Some(mut f) = write_capture(mapped(&map, page_size()), finish) {
+            let out = mapped_with(&map, page_size(), populate_ahead);
+            if let Some(mut f) = write_capture(out, finish) {
                 f.close().unwrap();
             }
             let (a, b) = (read_back(&plain), read_back(&map));
