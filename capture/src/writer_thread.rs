@@ -162,13 +162,13 @@ fn write_loop(
     for m in inbox {
         match m {
             Message::Data(mut buf) => {
-                let mut failed = failed.lock().unwrap_or_else(|p| p.into_inner());
-                if failed.is_none()
-                    && let Err(e) = writer.write_all(&buf)
-                {
-                    *failed = Some((e.kind(), e.to_string()));
+                // The lock is never held across the write: the caller looks at `failed` before
+                // each of its writes, and must not wait for this thread's write(2) to do so.
+                let ok = failed.lock().unwrap_or_else(|p| p.into_inner()).is_none();
+                if ok && let Err(e) = writer.write_all(&buf) {
+                    *failed.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some((e.kind(), e.to_string()));
                 }
-                drop(failed);
                 // Written (or dropped after an error): the caller may write directly again.
                 in_flight.fetch_sub(1, Ordering::AcqRel);
                 buf.clear();
@@ -300,5 +300,39 @@ mod tests {
         f.write_all(b"def").unwrap();
         f.flush().unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"abcdef");
+    }
+
+    #[test]
+    fn a_write_while_the_writer_thread_is_stuck_in_write_does_not_wait_for_it() {
+        use std::os::fd::FromRawFd;
+        let mut fds = [0; 2];
+        // SAFETY: pipe(2) fills the two descriptors, which are owned by the Files below.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        // SAFETY: each descriptor is new and owned by exactly one File.
+        let (mut reader, writer) = unsafe { (File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1])) };
+        let (done, finished) = std::sync::mpsc::channel();
+        let caller = std::thread::spawn(move || {
+            let mut f = ThreadedFile::new(writer).unwrap();
+            // One whole buffer: the writer thread takes it and blocks in write(2) on the full
+            // pipe (64 KiB), which nobody reads yet.
+            f.write_all(&vec![7u8; BUFFER_LEN]).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            // Copied into the next buffer; it must not wait for that write(2).
+            f.write_all(b"more").unwrap();
+            done.send(()).unwrap();
+            f
+        });
+        let answered = finished.recv_timeout(std::time::Duration::from_secs(10));
+        // Drain the pipe either way, so that the writer thread can finish.
+        let drain = std::thread::spawn(move || {
+            let mut all = Vec::new();
+            std::io::Read::read_to_end(&mut reader, &mut all).unwrap();
+            all
+        });
+        assert!(answered.is_ok(), "the write waited for the writer thread's write(2)");
+        drop(caller.join().unwrap());
+        let all = drain.join().unwrap();
+        assert_eq!(all.len(), BUFFER_LEN + 4);
+        assert_eq!(&all[BUFFER_LEN..], b"more");
     }
 }
