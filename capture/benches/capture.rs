@@ -12,7 +12,7 @@
 //! - `frame_repeat`: the same with unchanged pixels.
 //!
 //! After criterion's groups, an interleaved same-run comparison prints each mode's rate and
-//! its ratio to no-record, then new frames per second recorded with the whole process pinned
+//! its ratio to no-record (median of per-round ratios, with quartiles), then new frames per second recorded with the whole process pinned
 //! to one core. `VGT_BENCH_QUICK=1` shortens every phase; `VGT_BENCH_PROFILE=frame_new:buffered`
 //! (any subject:mode) runs just that, for `perf record`.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
@@ -325,48 +325,56 @@ fn main() {
     }
     c.final_summary();
 
-    // Same-run comparison: rounds interleave the modes so all see the same machine load; the
-    // median round of each mode counts.
-    let rounds = if quick() { 3 } else { 7 };
-    println!("same-run medians of {rounds} interleaved rounds (1920x1080 scanout):");
+    // Same-run comparison: rounds interleave the modes so all see the same machine load, each
+    // round starting with the next mode so none always follows the same one (a buffered
+    // writer's write-out, a crash-safe file's populating). Each round's ratio pairs a mode with
+    // the no-record run beside it, which cancels the slow drifts of a shared machine; the
+    // median of those ratios, with its quartiles, is the figure. Short subjects get more rounds.
+    println!(
+        "same-run comparison, interleaved rounds (1920x1080 scanout): median rate; ratio to \
+         no-record as the median of per-round ratios [quartiles]; ratio of the median rates"
+    );
     for subject in SUBJECTS {
-        let steps: u64 = match subject {
-            Subject::MoveCursor | Subject::Flush64 => {
-                if quick() {
-                    20
-                } else {
-                    100
-                }
-            }
-            Subject::FrameNew | Subject::FrameRepeat => {
-                if quick() {
-                    10
-                } else {
-                    40
-                }
-            }
+        let (steps, rounds): (u64, usize) = match (subject, quick()) {
+            (Subject::MoveCursor | Subject::Flush64, false) => (100, 21),
+            (Subject::MoveCursor | Subject::Flush64, true) => (20, 5),
+            (Subject::FrameNew | Subject::FrameRepeat, false) => (40, 7),
+            (Subject::FrameNew | Subject::FrameRepeat, true) => (10, 3),
         };
         let mut times: Vec<Vec<Duration>> = vec![Vec::new(); MODES.len()];
-        for _ in 0..rounds {
-            for (k, (_, rig)) in rigs.iter_mut().enumerate() {
-                times[k].push(rig.run(subject, steps));
+        for r in 0..rounds {
+            for i in 0..rigs.len() {
+                let k = (r + i) % rigs.len();
+                times[k].push(rigs[k].1.run(subject, steps));
             }
         }
-        let rate: Vec<f64> = times
-            .iter_mut()
+        let per_step = (steps * subject.per_step()) as f64;
+        let median_rate: Vec<f64> = times
+            .iter()
             .map(|t| {
+                let mut t = t.clone();
                 t.sort();
-                (steps * subject.per_step()) as f64 / t[t.len() / 2].as_secs_f64()
+                per_step / t[t.len() / 2].as_secs_f64()
             })
             .collect();
         for (k, mode) in MODES.iter().enumerate() {
+            let mut ratios: Vec<f64> = times[0]
+                .iter()
+                .zip(&times[k])
+                .map(|(base, t)| base.as_secs_f64() / t.as_secs_f64())
+                .collect();
+            ratios.sort_by(f64::total_cmp);
+            let q = |f: f64| ratios[((ratios.len() - 1) as f64 * f).round() as usize];
             println!(
-                "  {:<13} {:<11} {:>10.1} {}  ratio to no-record {:.3}",
+                "  {:<13} {:<11} {:>10.1} {}  ratio to no-record {:.3} [{:.3}-{:.3}], of medians {:.3}",
                 subject.name(),
                 mode.name(),
-                rate[k],
+                median_rate[k],
                 subject.unit(),
-                rate[k] / rate[0]
+                q(0.5),
+                q(0.25),
+                q(0.75),
+                median_rate[k] / median_rate[0]
             );
         }
     }

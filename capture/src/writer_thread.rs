@@ -309,7 +309,8 @@ mod tests {
         // SAFETY: pipe(2) fills the two descriptors, which are owned by the Files below.
         assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
         // SAFETY: each descriptor is new and owned by exactly one File.
-        let (mut reader, writer) = unsafe { (File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1])) };
+        let (mut reader, writer) =
+            unsafe { (File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1])) };
         let (done, finished) = std::sync::mpsc::channel();
         let caller = std::thread::spawn(move || {
             let mut f = ThreadedFile::new(writer).unwrap();
@@ -329,7 +330,10 @@ mod tests {
             std::io::Read::read_to_end(&mut reader, &mut all).unwrap();
             all
         });
-        assert!(answered.is_ok(), "the write waited for the writer thread's write(2)");
+        assert!(
+            answered.is_ok(),
+            "the write waited for the writer thread's write(2)"
+        );
         drop(caller.join().unwrap());
         let all = drain.join().unwrap();
         assert_eq!(all.len(), BUFFER_LEN + 4);
