@@ -23,7 +23,8 @@ pub enum FileOut {
     Mapped(MappedFile),
     /// write(2) on the caller's thread (crash-safe mode where the file cannot be mapped).
     Direct(File),
-    /// write(2) on a writer thread.
+    /// Written by a writer thread, into a mapped file's reserved space where the file can be
+    /// mapped (buffered mode).
     Threaded(ThreadedFile),
 }
 
@@ -33,7 +34,8 @@ impl FileOut {
     fn close(self) -> std::io::Result<()> {
         match self {
             FileOut::Mapped(mut f) => f.close(),
-            FileOut::Direct(_) | FileOut::Threaded(_) => Ok(()),
+            FileOut::Threaded(f) => f.close(),
+            FileOut::Direct(_) => Ok(()),
         }
     }
 }
@@ -180,8 +182,13 @@ pub fn open_file_with(
     let (out, flush_waits) = match sync {
         SyncMode::CrashSafe => (crash_safe_out(path)?, None),
         SyncMode::Buffered => {
-            let file = File::create(path).map_err(SinkError::wrap)?;
-            let t = ThreadedFile::new(file).map_err(SinkError::wrap)?;
+            // Mapped where it can be (the writer thread's copies then land in populated
+            // pages); where it cannot, plain write(2) on the writer thread is as good.
+            let t = match MappedFile::open(open_rw(path)?).map_err(SinkError::wrap)? {
+                Opened::Mapped(f) => ThreadedFile::new(f),
+                Opened::Unsupported { file, .. } => ThreadedFile::new(file),
+            }
+            .map_err(SinkError::wrap)?;
             let waits = t.flush_waits();
             (FileOut::Threaded(t), Some(waits))
         }
@@ -227,19 +234,23 @@ pub fn open_file_flushed_by_caller(
     }))
 }
 
-/// The crash-safe output for a new file at `path`: mapped, or written with write(2) where the
-/// file system cannot reserve or map it (said once per process on stderr).
-fn crash_safe_out(path: &Path) -> Result<FileOut, SinkError> {
-    static FALLBACK_SAID: AtomicBool = AtomicBool::new(false);
-    // Read access too: a shared writable mapping needs it.
-    let file = OpenOptions::new()
+/// Creates (or truncates) the file at `path` for reading and writing: a shared writable mapping
+/// needs read access too.
+fn open_rw(path: &Path) -> Result<File, SinkError> {
+    OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(true)
         .open(path)
-        .map_err(SinkError::wrap)?;
-    match MappedFile::open(file).map_err(SinkError::wrap)? {
+        .map_err(SinkError::wrap)
+}
+
+/// The crash-safe output for a new file at `path`: mapped, or written with write(2) where the
+/// file system cannot reserve or map it (said once per process on stderr).
+fn crash_safe_out(path: &Path) -> Result<FileOut, SinkError> {
+    static FALLBACK_SAID: AtomicBool = AtomicBool::new(false);
+    match MappedFile::open(open_rw(path)?).map_err(SinkError::wrap)? {
         Opened::Mapped(f) => Ok(FileOut::Mapped(f)),
         Opened::Unsupported { file, reason } => {
             if !FALLBACK_SAID.swap(true, Ordering::Relaxed) {
@@ -417,23 +428,62 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("b.vgt");
         let mut sink = open_file(&path, SyncMode::Buffered).unwrap();
+        // Every record appended so far, read back with read(2) from the file as it is (mapped:
+        // reserved space ahead, zero padding after the bytes written).
+        let in_file = |path: &Path, written: u64| {
+            let bytes = std::fs::read(path).unwrap();
+            assert!(bytes.len() as u64 >= written, "{} < {written}", bytes.len());
+            assert!(
+                bytes[written as usize..].iter().all(|b| *b == 0),
+                "only zeros after"
+            );
+            messages_in_file(path).len()
+        };
         // 12 MiB of incompressible bytes: whole buffers go to the writer thread.
         let blob = crate::noise(12 << 20, 0);
         for round in 0..3 {
             sink.store(&blob[round..]).unwrap();
             sink.append(&lifecycle("after a blob")).unwrap();
             sink.flush().unwrap();
-            assert_eq!(on_disk(&path), sink.bytes_written(), "round {round}");
+            assert_eq!(
+                in_file(&path, sink.bytes_written()),
+                2 * round + 1,
+                "round {round}"
+            );
             // Small records with nothing in flight: written on this thread.
             sink.append(&lifecycle("small")).unwrap();
             sink.flush().unwrap();
-            assert_eq!(on_disk(&path), sink.bytes_written(), "round {round}, small");
+            let n = in_file(&path, sink.bytes_written());
+            assert_eq!(n, 2 * round + 2, "round {round}, small");
         }
         sink.append(&lifecycle("handed over")).unwrap();
         sink.hand_over().unwrap();
+        let written = sink.bytes_written();
         sink.finish().unwrap();
         let reader = vgt_format::file::CaptureReader::open(&path).unwrap();
         assert!(reader.health().is_clean(), "{:?}", reader.health());
         assert_eq!(reader.len(), 7);
+        assert!(on_disk(&path) > written, "the index and footer follow");
+        assert!(written > 36 << 20, "the blobs are in");
+    }
+
+    #[test]
+    fn buffered_file_killed_before_finishing_ends_in_zero_padding_and_reads_to_its_last_record() {
+        // What a killed process leaves: the sink leaked, so neither finish nor any drop runs.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.vgt");
+        let mut sink = open_file(&path, SyncMode::Buffered).unwrap();
+        for i in 0..100 {
+            sink.append(&lifecycle(&format!("record {i}"))).unwrap();
+        }
+        sink.flush().unwrap();
+        let written = sink.bytes_written();
+        std::mem::forget(sink);
+        let bytes = std::fs::read(&path).unwrap();
+        assert!(bytes.len() as u64 > written, "space reserved ahead");
+        assert!(bytes[written as usize..].iter().all(|b| *b == 0));
+        let reader = vgt_format::file::CaptureReader::from_bytes(bytes).unwrap();
+        assert!(reader.health().corrupt.is_empty(), "{:?}", reader.health());
+        assert_eq!(reader.len(), 100);
     }
 }

@@ -3,6 +3,12 @@
 //! buffers to the operating system (the kernel's copy into the page cache was the largest single
 //! cost of recording new full-screen frames on the queue worker).
 //!
+//! The output is a [`MappedFile`] where the file can be mapped: its 4 MiB writes then go with
+//! pwrite(2) into space reserved ahead whose pages its helper thread has already populated, so
+//! the writer thread's copy does not also allocate the page cache (new 1080p frames: the writer
+//! thread had bounded buffered capture at about 50 frames/s; docs/BENCHMARKS.md). Elsewhere
+//! it is the plain file.
+//!
 //! Order is kept (one thread, one queue); at most [`MAX_BUFFERS`] buffers exist, so a writer
 //! thread that falls behind slows the caller down instead of growing memory. `flush` returns once
 //! everything written before it reached the operating system, as `File`'s does, and reports the
@@ -14,6 +20,8 @@
 
 use std::fs::File;
 use std::io::{self, Write};
+
+use crate::mapped_file::MappedFile;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
 use std::sync::{Arc, Mutex};
@@ -33,9 +41,60 @@ enum Message {
     Flush(SyncSender<()>),
 }
 
-/// A [`File`] written by a thread of its own (see the module documentation).
+/// Where a [`ThreadedFile`]'s bytes go.
+#[derive(Debug)]
+pub enum Output {
+    /// write(2) on the file.
+    File(File),
+    /// Into the file's reserved, populated space; cut to its length by [`ThreadedFile::close`].
+    Mapped(MappedFile),
+}
+
+impl From<File> for Output {
+    fn from(f: File) -> Self {
+        Output::File(f)
+    }
+}
+
+impl From<MappedFile> for Output {
+    fn from(f: MappedFile) -> Self {
+        Output::Mapped(f)
+    }
+}
+
+impl Write for Output {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Output::File(f) => f.write(buf),
+            Output::Mapped(f) => f.write(buf),
+        }
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        match self {
+            Output::File(f) => f.write_all(buf),
+            Output::Mapped(f) => f.write_all(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Output::File(f) => f.flush(),
+            Output::Mapped(f) => f.flush(),
+        }
+    }
+}
+
+fn lock_output(out: &Mutex<Output>) -> std::sync::MutexGuard<'_, Output> {
+    // A panic while writing leaves nothing to repair: a failed write is recorded in `failed`.
+    out.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A file written by a thread of its own (see the module documentation).
 pub struct ThreadedFile {
-    file: Arc<File>,
+    /// Locked by the writer thread for each buffer, and by the caller only while no buffer is
+    /// in flight, so the two never wait for each other.
+    out: Arc<Mutex<Output>>,
     current: Vec<u8>,
     /// Buffers handed to the writer thread and not yet written.
     in_flight: Arc<AtomicUsize>,
@@ -49,20 +108,20 @@ pub struct ThreadedFile {
 }
 
 impl ThreadedFile {
-    /// Starts the writer thread for `file`.
-    pub fn new(file: File) -> io::Result<Self> {
+    /// Starts the writer thread for `out` (a [`File`] or a [`MappedFile`]).
+    pub fn new(out: impl Into<Output>) -> io::Result<Self> {
         let (to_writer, inbox) = sync_channel::<Message>(MAX_BUFFERS + 1);
         let (give_back, empties) = channel::<Vec<u8>>();
         let failed = Arc::new(Mutex::new(None));
         let thread_failed = failed.clone();
-        let file = Arc::new(file);
+        let out = Arc::new(Mutex::new(out.into()));
         let in_flight = Arc::new(AtomicUsize::new(0));
-        let (thread_file, thread_in_flight) = (file.clone(), in_flight.clone());
+        let (thread_out, thread_in_flight) = (out.clone(), in_flight.clone());
         let thread = std::thread::Builder::new()
             .name("vgt-writer".into())
             .spawn(move || {
                 write_loop(
-                    &thread_file,
+                    &thread_out,
                     &inbox,
                     &give_back,
                     &thread_failed,
@@ -70,7 +129,7 @@ impl ThreadedFile {
                 );
             })?;
         Ok(ThreadedFile {
-            file,
+            out,
             current: Vec::with_capacity(BUFFER_LEN),
             in_flight,
             to_writer: Some(to_writer),
@@ -98,7 +157,7 @@ impl ThreadedFile {
 
     /// Writes the current buffer on the caller's thread; only while nothing is in flight.
     fn write_here(&mut self) -> io::Result<()> {
-        let r = (&*self.file).write_all(&self.current);
+        let r = lock_output(&self.out).write_all(&self.current);
         self.current.clear();
         r.map_err(|e| {
             *self.failed.lock().unwrap_or_else(|p| p.into_inner()) =
@@ -152,20 +211,19 @@ impl ThreadedFile {
 }
 
 fn write_loop(
-    file: &File,
+    out: &Mutex<Output>,
     inbox: &Receiver<Message>,
     give_back: &Sender<Vec<u8>>,
     failed: &Mutex<Failure>,
     in_flight: &AtomicUsize,
 ) {
-    let mut writer = file;
     for m in inbox {
         match m {
             Message::Data(mut buf) => {
                 // The lock is never held across the write: the caller looks at `failed` before
                 // each of its writes, and must not wait for this thread's write(2) to do so.
                 let ok = failed.lock().unwrap_or_else(|p| p.into_inner()).is_none();
-                if ok && let Err(e) = writer.write_all(&buf) {
+                if ok && let Err(e) = lock_output(out).write_all(&buf) {
                     *failed.lock().unwrap_or_else(|p| p.into_inner()) =
                         Some((e.kind(), e.to_string()));
                 }
@@ -213,6 +271,27 @@ impl Write for ThreadedFile {
         }
         self.hand_over()?;
         self.wait_written()
+    }
+}
+
+impl ThreadedFile {
+    /// Writes what is left, stops the writer thread and completes the output (a mapped file is
+    /// cut to the bytes written); the first write error, if any. Dropping does the same but
+    /// can only print a failure.
+    pub fn close(mut self) -> io::Result<()> {
+        let handed = self.hand_over();
+        self.to_writer = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        handed?;
+        if self.failure().is_some() {
+            return Err(self.error());
+        }
+        match &mut *lock_output(&self.out) {
+            Output::File(_) => Ok(()),
+            Output::Mapped(m) => m.close(),
+        }
     }
 }
 
