@@ -551,6 +551,17 @@ mod tests {
         vec.iter().filter(|b| **b & 1 != 0).count()
     }
 
+    /// The resident pages of `m` once all are, or after 10 s: the helper works on its own
+    /// thread.
+    fn populated(m: &Mapping) -> usize {
+        let pages = m.len / page_size() as usize;
+        let t = std::time::Instant::now();
+        while resident_pages(m) < pages && t.elapsed() < std::time::Duration::from_secs(10) {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        resident_pages(m)
+    }
+
     /// False (and says so) on a kernel without MADV_POPULATE_WRITE (before 5.14), where the
     /// helper cannot populate and stores fault as they did.
     fn kernel_populates() -> bool {
@@ -590,13 +601,8 @@ mod tests {
         let ahead = f.ahead.as_ref().expect("the next window is mapped ahead");
         assert_eq!(ahead.offset, window);
         let pages = ahead.len / page_size() as usize;
-        // The helper works on its own thread: wait for it, up to 10 s.
-        let t = std::time::Instant::now();
-        while resident_pages(ahead) < pages && t.elapsed() < std::time::Duration::from_secs(10) {
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
         assert_eq!(
-            resident_pages(ahead),
+            populated(ahead),
             pages,
             "every page of the window ahead is in"
         );
@@ -637,12 +643,8 @@ mod tests {
         let ahead = f.ahead.as_ref().expect("window 2 mapped ahead");
         assert_eq!(ahead.offset, 2 * window);
         let pages = ahead.len / page_size() as usize;
-        let t = std::time::Instant::now();
-        while resident_pages(ahead) < pages && t.elapsed() < std::time::Duration::from_secs(10) {
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
         assert_eq!(
-            resident_pages(ahead),
+            populated(ahead),
             pages,
             "populated before any write reaches it"
         );

@@ -6,7 +6,6 @@
 mod common;
 
 use common::{Buf, DisplayAnswers, gpu, start_in_process};
-use vgt_capture::session::EndReason;
 use vgt_format::record::RecordBody;
 use vm_memory::{Bytes, GuestAddress};
 
@@ -24,6 +23,40 @@ fn pixels(seed: u32) -> Vec<u8> {
         .collect()
 }
 
+/// Sends `bufs` on the control queue and checks the response is OK_NODATA.
+fn ok(t: &mut common::InProcess, bufs: Vec<Buf>) {
+    let (_, _, r) = t.fe.command(0, &bufs, true);
+    assert_eq!(gpu::resp_type(&r), 0x1100);
+}
+
+/// Resource 2 of `w`x`h` in virtio `format`, backed by the `len` bytes at `backing`, on
+/// scanout 0.
+fn scanout_resource(
+    t: &mut common::InProcess,
+    format: u32,
+    w: u32,
+    h: u32,
+    backing: u64,
+    len: usize,
+) {
+    ok(
+        t,
+        vec![Buf::Out(gpu::create_2d(2, format, w, h)), Buf::In(24)],
+    );
+    ok(
+        t,
+        vec![
+            Buf::Out(gpu::attach_backing(2, 1)),
+            Buf::Out(gpu::mem_entries(&[(backing, len as u32)])),
+            Buf::In(24),
+        ],
+    );
+    ok(
+        t,
+        vec![Buf::Out(gpu::set_scanout(0, 2, [0, 0, w, h])), Buf::In(24)],
+    );
+}
+
 #[test]
 fn unchanged_flushes_reuse_the_frame_payload_and_changed_ones_store_the_new_picture() {
     let mut t = start_in_process(DisplayAnswers::default());
@@ -32,26 +65,7 @@ fn unchanged_flushes_reuse_the_frame_payload_and_changed_ones_store_the_new_pict
     let backing = t.fe.put(&a);
     let full = [0, 0, W, H];
     let rect = [4, 2, 8, 4];
-    let ok = |t: &mut common::InProcess, bufs: Vec<Buf>| {
-        let (_, _, r) = t.fe.command(0, &bufs, true);
-        assert_eq!(gpu::resp_type(&r), 0x1100);
-    };
-    ok(
-        &mut t,
-        vec![Buf::Out(gpu::create_2d(2, 2, W, H)), Buf::In(24)],
-    );
-    ok(
-        &mut t,
-        vec![
-            Buf::Out(gpu::attach_backing(2, 1)),
-            Buf::Out(gpu::mem_entries(&[(backing, len as u32)])),
-            Buf::In(24),
-        ],
-    );
-    ok(
-        &mut t,
-        vec![Buf::Out(gpu::set_scanout(0, 2, full)), Buf::In(24)],
-    );
+    scanout_resource(&mut t, 2, W, H, backing, len);
     // The backing offset of a rectangle's first pixel (stride W * 4).
     let transfer = |r: [u32; 4]| {
         let offset = u64::from((r[1] * W + r[0]) * 4);
@@ -80,16 +94,7 @@ fn unchanged_flushes_reuse_the_frame_payload_and_changed_ones_store_the_new_pict
     t.fe.mem.write_slice(&a, GuestAddress(backing)).unwrap();
     ok(&mut t, transfer(full));
     ok(&mut t, flush(full));
-    let common::InProcess {
-        fe,
-        session,
-        capture,
-        dir: _dir,
-    } = t;
-    drop(fe);
-    session.end(EndReason::Disconnect).unwrap();
-
-    let (reader, records) = common::read_capture(&capture);
+    let (reader, records) = t.finish();
     assert!(reader.health().is_clean(), "{:?}", reader.health());
     let frames: Vec<_> = records
         .iter()
@@ -150,26 +155,7 @@ fn whole_frame_update_shares_the_memory_read_payload_and_holds_what_qemu_got() {
         let a = picture(format);
         let backing = t.fe.put(&a);
         let full = [0, 0, BW, BH];
-        let ok = |t: &mut common::InProcess, bufs: Vec<Buf>| {
-            let (_, _, r) = t.fe.command(0, &bufs, true);
-            assert_eq!(gpu::resp_type(&r), 0x1100);
-        };
-        ok(
-            &mut t,
-            vec![Buf::Out(gpu::create_2d(2, format, BW, BH)), Buf::In(24)],
-        );
-        ok(
-            &mut t,
-            vec![
-                Buf::Out(gpu::attach_backing(2, 1)),
-                Buf::Out(gpu::mem_entries(&[(backing, len as u32)])),
-                Buf::In(24),
-            ],
-        );
-        ok(
-            &mut t,
-            vec![Buf::Out(gpu::set_scanout(0, 2, full)), Buf::In(24)],
-        );
+        scanout_resource(&mut t, format, BW, BH, backing, len);
         let transfer = |r: [u32; 4]| {
             let offset = u64::from((r[1] * BW + r[0]) * 4);
             vec![Buf::Out(gpu::transfer_2d(2, r, offset, None)), Buf::In(24)]
@@ -195,16 +181,7 @@ fn whole_frame_update_shares_the_memory_read_payload_and_holds_what_qemu_got() {
                 .filter(|m| m.request == UPDATE)
                 .map(|m| m.payload[20..].to_vec())
                 .collect();
-        let common::InProcess {
-            fe,
-            session,
-            capture,
-            dir: _dir,
-        } = t;
-        drop(fe);
-        session.end(EndReason::Disconnect).unwrap();
-
-        let (reader, records) = common::read_capture(&capture);
+        let (reader, records) = t.finish();
         assert!(reader.health().is_clean(), "{:?}", reader.health());
         let reads: Vec<_> = records
             .iter()

@@ -811,6 +811,24 @@ pub fn start_in_process(answers: DisplayAnswers) -> InProcess {
 }
 
 /// Every record of a capture file with its payloads resolved.
+impl InProcess {
+    /// Disconnects the front-end, ends the session as QEMU's disconnect does, and reads the
+    /// finished capture back.
+    pub fn finish(self) -> (vgt_format::file::CaptureReader, Vec<vgt_format::Record>) {
+        let InProcess {
+            fe,
+            session,
+            capture,
+            dir: _dir,
+        } = self;
+        drop(fe);
+        session
+            .end(vgt_capture::session::EndReason::Disconnect)
+            .unwrap();
+        read_capture(&capture)
+    }
+}
+
 pub fn read_capture(path: &Path) -> (vgt_format::file::CaptureReader, Vec<vgt_format::Record>) {
     let reader = vgt_format::file::CaptureReader::open(path).unwrap();
     let records: Vec<vgt_format::Record> = reader.iter().map(|r| r.unwrap().1).collect();
