@@ -118,23 +118,67 @@ pub enum Opened {
     },
 }
 
+/// A capture file's output: a [`MappedFile`], or the plain file, written with write(2), where
+/// the file cannot be mapped ([`Opened::Unsupported`]).
+#[derive(Debug)]
+pub enum Output {
+    /// write(2) on the file.
+    File(File),
+    /// Into the file's reserved, populated space; cut to its length by [`Output::close`].
+    Mapped(MappedFile),
+}
+
+impl Output {
+    /// Completes the output once the writer is done with it: a mapped file is cut to the bytes
+    /// written; a plain file is complete when its last write returned.
+    pub fn close(&mut self) -> io::Result<()> {
+        match self {
+            Output::File(_) => Ok(()),
+            Output::Mapped(m) => m.close(),
+        }
+    }
+}
+
+impl From<File> for Output {
+    fn from(f: File) -> Self {
+        Output::File(f)
+    }
+}
+
+impl From<MappedFile> for Output {
+    fn from(f: MappedFile) -> Self {
+        Output::Mapped(f)
+    }
+}
+
+impl Write for Output {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Output::File(f) => f.write(buf),
+            Output::Mapped(f) => f.write(buf),
+        }
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        match self {
+            Output::File(f) => f.write_all(buf),
+            Output::Mapped(f) => f.write_all(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Output::File(f) => f.flush(),
+            Output::Mapped(f) => f.flush(),
+        }
+    }
+}
+
 impl MappedFile {
     /// Takes an empty `file` opened for reading and writing and reserves and maps its first
     /// window, in [`WINDOW`]s, populating ahead.
     pub fn open(file: File) -> io::Result<Opened> {
         Self::open_with(file, MapOptions::default())
-    }
-
-    /// Like [`MappedFile::open`] with windows of `window_len` bytes, a multiple of the page
-    /// size.
-    pub fn open_with_window(file: File, window_len: u64) -> io::Result<Opened> {
-        Self::open_with(
-            file,
-            MapOptions {
-                window: window_len,
-                ..MapOptions::default()
-            },
-        )
     }
 
     /// Like [`MappedFile::open`] with the given options.
@@ -760,7 +804,11 @@ mod tests {
     #[test]
     fn window_not_a_multiple_of_the_page_size_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let e = MappedFile::open_with_window(open(&dir.path().join("m")), 1000).unwrap_err();
+        let options = MapOptions {
+            window: 1000,
+            ..MapOptions::default()
+        };
+        let e = MappedFile::open_with(open(&dir.path().join("m")), options).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
     }
 }

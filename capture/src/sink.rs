@@ -10,32 +10,29 @@ use vgt_format::file::{CaptureWriter, Compression, SyncPolicy, WriterOptions};
 
 use vgt_format::record::{Payload, Record, RecordId};
 
-use crate::mapped_file::{MappedFile, Opened};
+use crate::mapped_file::{MappedFile, Opened, Output};
 use crate::recorder::{RecordSink, SinkError};
 use crate::server::SyncMode;
 use crate::writer_thread::ThreadedFile;
 
-/// Where the capture writer's bytes go: into a shared mapping of the file or to the file
-/// directly (crash-safe mode, whose writes must have reached the operating system when they
-/// return), or through the writer thread (buffered mode).
+/// Where the capture writer's bytes go: to the file on the caller's thread (crash-safe mode,
+/// whose writes must have reached the operating system when they return: stored into a shared
+/// mapping, or write(2) where the file cannot be mapped), or through the writer thread
+/// (buffered mode).
 pub enum FileOut {
-    /// Stores into a shared mapping (crash-safe mode; see [`MappedFile`]).
-    Mapped(MappedFile),
-    /// write(2) on the caller's thread (crash-safe mode where the file cannot be mapped).
-    Direct(File),
-    /// Written by a writer thread, into a mapped file's reserved space where the file can be
-    /// mapped (buffered mode).
+    /// Crash-safe mode: into a [`MappedFile`], or with write(2) where it cannot be mapped.
+    Direct(Output),
+    /// Buffered mode: written by a writer thread, into a [`MappedFile`] where it can be mapped.
     Threaded(ThreadedFile),
 }
 
 impl FileOut {
     /// Completes the file once the writer is done with it: a mapped file is cut to the bytes
-    /// written (the others are complete when their last write returned).
+    /// written (a plain one is complete when its last write returned).
     fn close(self) -> std::io::Result<()> {
         match self {
-            FileOut::Mapped(mut f) => f.close(),
+            FileOut::Direct(mut f) => f.close(),
             FileOut::Threaded(f) => f.close(),
-            FileOut::Direct(_) => Ok(()),
         }
     }
 }
@@ -43,7 +40,6 @@ impl FileOut {
 impl Write for FileOut {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         match self {
-            FileOut::Mapped(f) => f.write(buf),
             FileOut::Direct(f) => f.write(buf),
             FileOut::Threaded(f) => f.write(buf),
         }
@@ -51,7 +47,6 @@ impl Write for FileOut {
 
     fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
         match self {
-            FileOut::Mapped(f) => f.write_all(buf),
             FileOut::Direct(f) => f.write_all(buf),
             FileOut::Threaded(f) => f.write_all(buf),
         }
@@ -59,7 +54,6 @@ impl Write for FileOut {
 
     fn flush(&mut self) -> std::io::Result<()> {
         match self {
-            FileOut::Mapped(f) => f.flush(),
             FileOut::Direct(f) => f.flush(),
             FileOut::Threaded(f) => f.flush(),
         }
@@ -251,7 +245,7 @@ fn open_rw(path: &Path) -> Result<File, SinkError> {
 fn crash_safe_out(path: &Path) -> Result<FileOut, SinkError> {
     static FALLBACK_SAID: AtomicBool = AtomicBool::new(false);
     match MappedFile::open(open_rw(path)?).map_err(SinkError::wrap)? {
-        Opened::Mapped(f) => Ok(FileOut::Mapped(f)),
+        Opened::Mapped(f) => Ok(FileOut::Direct(Output::Mapped(f))),
         Opened::Unsupported { file, reason } => {
             if !FALLBACK_SAID.swap(true, Ordering::Relaxed) {
                 eprintln!(
@@ -260,7 +254,7 @@ fn crash_safe_out(path: &Path) -> Result<FileOut, SinkError> {
                     path.display()
                 );
             }
-            Ok(FileOut::Direct(file))
+            Ok(FileOut::Direct(Output::File(file)))
         }
     }
 }

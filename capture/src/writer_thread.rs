@@ -3,11 +3,11 @@
 //! buffers to the operating system (the kernel's copy into the page cache was the largest single
 //! cost of recording new full-screen frames on the queue worker).
 //!
-//! The output is a [`MappedFile`] where the file can be mapped: its 4 MiB writes then go with
-//! pwrite(2) into space reserved ahead whose pages its helper thread has already populated, so
-//! the writer thread's copy does not also allocate the page cache (new 1080p frames: the writer
-//! thread had bounded buffered capture at about 50 frames/s; docs/BENCHMARKS.md). Elsewhere
-//! it is the plain file.
+//! The output ([`Output`]) is a mapped file where the file can be mapped: its 4 MiB writes then
+//! go with pwrite(2) into space reserved ahead whose pages its helper thread has already
+//! populated, so the writer thread's copy does not also allocate the page cache (new 1080p
+//! frames: the writer thread had bounded buffered capture at about 50 frames/s;
+//! docs/BENCHMARKS.md). Elsewhere it is the plain file.
 //!
 //! Order is kept (one thread, one queue); at most [`MAX_BUFFERS`] buffers exist, so a writer
 //! thread that falls behind slows the caller down instead of growing memory. `flush` returns once
@@ -18,10 +18,9 @@
 //! periodic flushes. A write error is otherwise reported by a later `write`. Dropping the file
 //! writes what is left and joins the thread.
 
-use std::fs::File;
 use std::io::{self, Write};
 
-use crate::mapped_file::MappedFile;
+use crate::mapped_file::Output;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
 use std::sync::{Arc, Mutex};
@@ -39,50 +38,6 @@ enum Message {
     Data(Vec<u8>),
     /// Answer once everything before this was written.
     Flush(SyncSender<()>),
-}
-
-/// Where a [`ThreadedFile`]'s bytes go.
-#[derive(Debug)]
-pub enum Output {
-    /// write(2) on the file.
-    File(File),
-    /// Into the file's reserved, populated space; cut to its length by [`ThreadedFile::close`].
-    Mapped(MappedFile),
-}
-
-impl From<File> for Output {
-    fn from(f: File) -> Self {
-        Output::File(f)
-    }
-}
-
-impl From<MappedFile> for Output {
-    fn from(f: MappedFile) -> Self {
-        Output::Mapped(f)
-    }
-}
-
-impl Write for Output {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Output::File(f) => f.write(buf),
-            Output::Mapped(f) => f.write(buf),
-        }
-    }
-
-    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        match self {
-            Output::File(f) => f.write_all(buf),
-            Output::Mapped(f) => f.write_all(buf),
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Output::File(f) => f.flush(),
-            Output::Mapped(f) => f.flush(),
-        }
-    }
 }
 
 fn lock_output(out: &Mutex<Output>) -> std::sync::MutexGuard<'_, Output> {
@@ -108,7 +63,8 @@ pub struct ThreadedFile {
 }
 
 impl ThreadedFile {
-    /// Starts the writer thread for `out` (a [`File`] or a [`MappedFile`]).
+    /// Starts the writer thread for `out` (a [`File`](std::fs::File) or a
+    /// [`MappedFile`](crate::mapped_file::MappedFile)).
     pub fn new(out: impl Into<Output>) -> io::Result<Self> {
         let (to_writer, inbox) = sync_channel::<Message>(MAX_BUFFERS + 1);
         let (give_back, empties) = channel::<Vec<u8>>();
@@ -288,10 +244,7 @@ impl ThreadedFile {
         if self.failure().is_some() {
             return Err(self.error());
         }
-        match &mut *lock_output(&self.out) {
-            Output::File(_) => Ok(()),
-            Output::Mapped(m) => m.close(),
-        }
+        lock_output(&self.out).close()
     }
 }
 
@@ -320,6 +273,7 @@ impl std::fmt::Debug for ThreadedFile {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+    use std::fs::File;
 
     #[test]
     fn threaded_file_many_writes_arrive_in_order_after_flush() {
