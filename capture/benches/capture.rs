@@ -12,9 +12,10 @@
 //! - `frame_repeat`: the same with unchanged pixels.
 //!
 //! After criterion's groups, an interleaved same-run comparison prints each mode's rate and
-//! its ratio to no-record (median of per-round ratios, with quartiles), then new frames per second recorded with the whole process pinned
-//! to one core. `VGT_BENCH_QUICK=1` shortens every phase; `VGT_BENCH_PROFILE=frame_new:buffered`
-//! (any subject:mode) runs just that, for `perf record`.
+//! its ratio to no-record (median of per-round ratios, with quartiles), then new frames per
+//! second recorded with the whole process pinned to one core. `VGT_BENCH_QUICK=1` shortens
+//! every phase; `VGT_BENCH_PROFILE=frame_new:buffered` (any subject:mode) runs just that, for
+//! `perf record`.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 #[path = "../tests/common/mod.rs"]

@@ -10,7 +10,8 @@
 //!
 //! The summary gives ns per command for each sink and the added cost over the null sink, then
 //! what the crash-safe file's stores cost with and without populating ahead
-//! (`mapped_file::MapOptions::populate_ahead`). The capture bench (`--bench capture`) measures the same recording inside the whole backend.
+//! (`mapped_file::MapOptions::populate_ahead`). The capture bench (`--bench capture`) measures
+//! the same recording inside the whole backend.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::hint::black_box;
