@@ -130,7 +130,7 @@ fn small_commands(fe: &mut TestFrontend, rounds: usize, pid: Option<u32>) -> Sma
         }
     }
     let cpu_single_us = (cpu_us(pid) - cpu0) / rounds as f64;
-    lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    lat.sort_by(f64::total_cmp);
     // Batches of 32.
     let batches = rounds / 32;
     let cpu0 = cpu_us(pid);
@@ -374,7 +374,7 @@ fn main() {
     }
     if runs > 2 {
         let med = |mut v: Vec<f64>| {
-            v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+            v.sort_by(f64::total_cmp);
             v[v.len() / 2]
         };
         let added = med(results
@@ -385,9 +385,17 @@ fn main() {
             .iter()
             .map(|(d, p)| p.small.per_sec / d.small.per_sec)
             .collect());
-        let fr = med(results.iter().map(|(d, p)| p.fps / d.fps).collect());
+        // VGT_BENCH_FRAMES=0: no 1080p phase, so no ratio (0/0).
+        let fr = if frames == 0 {
+            "not measured".to_owned()
+        } else {
+            format!(
+                "{:.3}",
+                med(results.iter().map(|(d, p)| p.fps / d.fps).collect())
+            )
+        };
         println!(
-            "median of {runs} runs: added p50 {added:.1} us, throughput ratio {thr:.3}, 1080p ratio {fr:.3}"
+            "median of {runs} runs: added p50 {added:.1} us, throughput ratio {thr:.3}, 1080p ratio {fr}"
         );
     }
 }
