@@ -15,7 +15,9 @@
 //! speed relative to the original capture (x realtime).
 //!
 //! `cargo bench -p vgt-replay --bench replay_samples`; the samples are found next to this crate
-//! (`../samples`) or, for a bench binary run elsewhere, in `./samples`.
+//! (`../samples`) or, for a bench binary run elsewhere, in `./samples`; `VGT_BENCH_SAMPLES_DIR`
+//! names another directory with the same four files (e.g. the samples repacked with
+//! `vgt-inspect repack --compression lz4`, as vgt-capture writes them).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 #[path = "../tests/common/mod.rs"]
@@ -47,6 +49,9 @@ struct Sample {
 }
 
 fn samples_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("VGT_BENCH_SAMPLES_DIR") {
+        return dir.into();
+    }
     let built = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../samples");
     if built.is_dir() {
         built
