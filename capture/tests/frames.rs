@@ -29,16 +29,9 @@ fn ok(t: &mut common::InProcess, bufs: Vec<Buf>) {
     assert_eq!(gpu::resp_type(&r), 0x1100);
 }
 
-/// Resource 2 of `w`x`h` in virtio `format`, backed by the `len` bytes at `backing`, on
-/// scanout 0.
-fn scanout_resource(
-    t: &mut common::InProcess,
-    format: u32,
-    w: u32,
-    h: u32,
-    backing: u64,
-    len: usize,
-) {
+/// Resource 2 of `w`x`h` in virtio `format` (4 bytes a pixel, as every 2D format), backed by
+/// the `w * h * 4` bytes at `backing`, on scanout 0.
+fn scanout_resource(t: &mut common::InProcess, format: u32, w: u32, h: u32, backing: u64) {
     ok(
         t,
         vec![Buf::Out(gpu::create_2d(2, format, w, h)), Buf::In(24)],
@@ -47,7 +40,7 @@ fn scanout_resource(
         t,
         vec![
             Buf::Out(gpu::attach_backing(2, 1)),
-            Buf::Out(gpu::mem_entries(&[(backing, len as u32)])),
+            Buf::Out(gpu::mem_entries(&[(backing, w * h * 4)])),
             Buf::In(24),
         ],
     );
@@ -60,12 +53,11 @@ fn scanout_resource(
 #[test]
 fn unchanged_flushes_reuse_the_frame_payload_and_changed_ones_store_the_new_picture() {
     let mut t = start_in_process(DisplayAnswers::default());
-    let len = (W * H * 4) as usize;
     let a = pixels(1);
     let backing = t.fe.put(&a);
     let full = [0, 0, W, H];
     let rect = [4, 2, 8, 4];
-    scanout_resource(&mut t, 2, W, H, backing, len);
+    scanout_resource(&mut t, 2, W, H, backing);
     // The backing offset of a rectangle's first pixel (stride W * 4).
     let transfer = |r: [u32; 4]| {
         let offset = u64::from((r[1] * W + r[0]) * 4);
@@ -155,7 +147,7 @@ fn whole_frame_update_shares_the_memory_read_payload_and_holds_what_qemu_got() {
         let a = picture(format);
         let backing = t.fe.put(&a);
         let full = [0, 0, BW, BH];
-        scanout_resource(&mut t, format, BW, BH, backing, len);
+        scanout_resource(&mut t, format, BW, BH, backing);
         let transfer = |r: [u32; 4]| {
             let offset = u64::from((r[1] * BW + r[0]) * 4);
             vec![Buf::Out(gpu::transfer_2d(2, r, offset, None)), Buf::In(24)]

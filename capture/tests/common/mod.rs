@@ -810,7 +810,6 @@ pub fn start_in_process(answers: DisplayAnswers) -> InProcess {
     }
 }
 
-/// Every record of a capture file with its payloads resolved.
 impl InProcess {
     /// Disconnects the front-end, ends the session as QEMU's disconnect does, and reads the
     /// finished capture back.
@@ -829,6 +828,7 @@ impl InProcess {
     }
 }
 
+/// Every record of a capture file with its payloads resolved.
 pub fn read_capture(path: &Path) -> (vgt_format::file::CaptureReader, Vec<vgt_format::Record>) {
     let reader = vgt_format::file::CaptureReader::open(path).unwrap();
     let records: Vec<vgt_format::Record> = reader.iter().map(|r| r.unwrap().1).collect();
