@@ -8,9 +8,9 @@ use std::path::Path;
 use lz4_flex::block::{CompressTable, compress_into_with_table, get_maximum_output_size};
 
 use super::format::{
-    BLOB_HEADER_LEN, BlobHeader, CHUNK_HEADER_LEN, CODEC_LZ4, CODEC_STORED, CODEC_ZSTD, ChunkKind,
-    FileHeader, Footer, INDEX_CHUNK_ENTRIES, IndexRoot, MAX_CHUNK_BODY, VERSION_MINOR,
-    VERSION_MINOR_WITHOUT_ZSTD, chunk_crc, encode_chunk_header, encode_index_chunk,
+    BLOB_HEADER_LEN, BlobHeader, CHUNK_HEADER_LEN, CHUNK_SYNC, CODEC_LZ4, CODEC_STORED, CODEC_ZSTD,
+    ChunkKind, FileHeader, Footer, INDEX_CHUNK_ENTRIES, IndexRoot, MAX_CHUNK_BODY, VERSION_MINOR,
+    VERSION_MINOR_WITHOUT_ZSTD, encode_chunk_header, encode_index_chunk, seal_chunk,
 };
 use super::{Error, Result, WriterStats, codec};
 use crate::record::{BlobRef, ContentHash, Payload, Record, RecordBody, RecordId, RecordKind};
@@ -331,15 +331,17 @@ impl<W: Write> CaptureWriter<W> {
         } else {
             &compressed[..data_len]
         };
-        let crc = crc32c::crc32c_append(
-            chunk_crc(ChunkKind::BLOB, 0, body_len as u32, &blob_header),
-            data,
-        );
+        // As in `seal_chunk`: the CRC's first 8 bytes (kind, flags, body_len) go right before
+        // the blob header, so that one call covers them and it; then the data is appended.
         let mut head = [0u8; CHUNK_HEADER_LEN + BLOB_HEADER_LEN];
-        head[..CHUNK_HEADER_LEN].copy_from_slice(&encode_chunk_header(ChunkKind::BLOB, &[]));
+        head[0..4].copy_from_slice(&CHUNK_SYNC.to_le_bytes());
+        head[4..6].copy_from_slice(&ChunkKind::BLOB.to_le_bytes());
+        head[8..10].copy_from_slice(&ChunkKind::BLOB.to_le_bytes());
+        head[12..16].copy_from_slice(&(body_len as u32).to_le_bytes());
+        head[CHUNK_HEADER_LEN..].copy_from_slice(&blob_header);
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&head[8..]), data);
         head[8..12].copy_from_slice(&(body_len as u32).to_le_bytes());
         head[12..16].copy_from_slice(&crc.to_le_bytes());
-        head[CHUNK_HEADER_LEN..].copy_from_slice(&blob_header);
         let offset = self.pos;
         let written = self.write(&head).and_then(|()| self.write(data));
         self.compressed = compressed;
@@ -463,8 +465,7 @@ impl<W: Write> CaptureWriter<W> {
             self.buf.truncate(start);
             return Err(e);
         }
-        let (head, body) = self.buf[start..].split_at_mut(CHUNK_HEADER_LEN);
-        head.copy_from_slice(&encode_chunk_header(kind, body));
+        seal_chunk(kind, &mut self.buf[start..]);
         self.pos += (self.buf.len() - start) as u64;
         if self.buf.len() >= BUFFER_CAPACITY {
             self.write_out()?;
