@@ -35,6 +35,7 @@
 
 pub mod backend;
 pub mod chain;
+pub mod direct_io;
 pub mod display;
 pub mod gpu_socket;
 pub mod mapped_file;

@@ -126,6 +126,8 @@ pub enum Output {
     File(File),
     /// Into the file's reserved, populated space; cut to its length by [`Output::close`].
     Mapped(MappedFile),
+    /// With O_DIRECT, past the page cache (buffered mode's writer thread).
+    DirectIo(crate::direct_io::DirectIoFile),
 }
 
 impl Output {
@@ -133,7 +135,7 @@ impl Output {
     /// written; a plain file is complete when its last write returned.
     pub fn close(&mut self) -> io::Result<()> {
         match self {
-            Output::File(_) => Ok(()),
+            Output::File(_) | Output::DirectIo(_) => Ok(()),
             Output::Mapped(m) => m.close(),
         }
     }
@@ -142,6 +144,12 @@ impl Output {
 impl From<File> for Output {
     fn from(f: File) -> Self {
         Output::File(f)
+    }
+}
+
+impl From<crate::direct_io::DirectIoFile> for Output {
+    fn from(f: crate::direct_io::DirectIoFile) -> Self {
+        Output::DirectIo(f)
     }
 }
 
@@ -156,6 +164,7 @@ impl Write for Output {
         match self {
             Output::File(f) => f.write(buf),
             Output::Mapped(f) => f.write(buf),
+            Output::DirectIo(f) => f.write(buf),
         }
     }
 
@@ -163,6 +172,7 @@ impl Write for Output {
         match self {
             Output::File(f) => f.write_all(buf),
             Output::Mapped(f) => f.write_all(buf),
+            Output::DirectIo(f) => f.write_all(buf),
         }
     }
 
@@ -170,6 +180,7 @@ impl Write for Output {
         match self {
             Output::File(f) => f.flush(),
             Output::Mapped(f) => f.flush(),
+            Output::DirectIo(f) => f.flush(),
         }
     }
 }

@@ -10,6 +10,7 @@ use vgt_format::file::{CaptureWriter, Compression, SyncPolicy, WriterOptions};
 
 use vgt_format::record::{Payload, Record, RecordId};
 
+use crate::direct_io::{DirectIoFile, OpenedDirect};
 use crate::mapped_file::{MappedFile, Opened, Output};
 use crate::recorder::{RecordSink, SinkError};
 use crate::server::SyncMode;
@@ -22,7 +23,8 @@ use crate::writer_thread::ThreadedFile;
 pub enum FileOut {
     /// Crash-safe mode: into a [`MappedFile`], or with write(2) where it cannot be mapped.
     Direct(Output),
-    /// Buffered mode: written by a writer thread, into a [`MappedFile`] where it can be mapped.
+    /// Buffered mode: written by a writer thread, with O_DIRECT where the file system takes it,
+    /// else into a [`MappedFile`] where it can be mapped.
     Threaded(ThreadedFile),
 }
 
@@ -173,14 +175,38 @@ pub fn open_file_with(
     sync: SyncMode,
     compression: Compression,
 ) -> Result<Box<dyn RecordSink>, SinkError> {
+    open_file_as(path, sync, compression, true)
+}
+
+/// [`open_file_with`], whose buffered mode tries O_DIRECT only when `direct_io` says so (tests
+/// of the mapped fallback turn it off).
+fn open_file_as(
+    path: &Path,
+    sync: SyncMode,
+    compression: Compression,
+    direct_io: bool,
+) -> Result<Box<dyn RecordSink>, SinkError> {
     let (out, flush_waits) = match sync {
         SyncMode::CrashSafe => (crash_safe_out(path)?, None),
         SyncMode::Buffered => {
-            // Mapped where it can be (the writer thread's copies then land in populated
-            // pages); where it cannot, plain write(2) on the writer thread is as good.
-            let t = match MappedFile::open(open_rw(path)?).map_err(SinkError::wrap)? {
-                Opened::Mapped(f) => ThreadedFile::new(f),
-                Opened::Unsupported { file, .. } => ThreadedFile::new(file),
+            // With O_DIRECT where the file system takes it (no page cache to allocate and
+            // fill); else mapped (the writer thread's copies then land in populated pages);
+            // where it cannot be, plain write(2) on the writer thread is as good.
+            let file = open_rw(path)?;
+            let file = if direct_io {
+                match DirectIoFile::open(path, file).map_err(SinkError::wrap)? {
+                    OpenedDirect::Direct(f) => Ok(f),
+                    OpenedDirect::Unsupported { file, .. } => Err(file),
+                }
+            } else {
+                Err(file)
+            };
+            let t = match file {
+                Ok(direct) => ThreadedFile::new(direct),
+                Err(file) => match MappedFile::open(file).map_err(SinkError::wrap)? {
+                    Opened::Mapped(f) => ThreadedFile::new(f),
+                    Opened::Unsupported { file, .. } => ThreadedFile::new(file),
+                },
             }
             .map_err(SinkError::wrap)?;
             let waits = t.flush_waits();
@@ -490,19 +516,45 @@ mod tests {
         assert!(written > 36 << 20, "the blobs are in");
     }
 
-    #[test]
-    fn buffered_file_killed_before_finishing_ends_in_zero_padding_and_reads_to_its_last_record() {
-        // What a killed process leaves: the sink leaked, so neither finish nor any drop runs.
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("k.vgt");
-        let mut sink = open_file(&path, SyncMode::Buffered).unwrap();
+    /// Appends 100 records and a blob, flushes, and leaks the sink, as a killed process
+    /// would (neither finish nor any drop runs); the file's bytes and the bytes written.
+    fn killed_buffered_capture(path: &Path, direct_io: bool) -> (Vec<u8>, u64) {
+        let mut sink =
+            open_file_as(path, SyncMode::Buffered, Compression::None, direct_io).unwrap();
         for i in 0..100 {
             sink.append(&lifecycle(&format!("record {i}"))).unwrap();
+            if i == 50 {
+                // More than a hand-over buffer, with a length that is no multiple of 4 KiB.
+                sink.store(&crate::noise((5 << 20) + 3, 1)).unwrap();
+            }
         }
         sink.flush().unwrap();
         let written = sink.bytes_written();
         std::mem::forget(sink);
-        let bytes = std::fs::read(&path).unwrap();
+        (std::fs::read(path).unwrap(), written)
+    }
+
+    #[test]
+    fn buffered_file_killed_before_finishing_is_exactly_what_was_written_and_reads_to_its_last_record()
+     {
+        // With O_DIRECT (the temporary directory is on a disk file system here): no space is
+        // reserved ahead, so the file ends at the last byte written.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.vgt");
+        let (bytes, written) = killed_buffered_capture(&path, true);
+        assert_eq!(bytes.len() as u64, written, "the file is what was written");
+        let reader = vgt_format::file::CaptureReader::from_bytes(bytes).unwrap();
+        assert!(reader.health().corrupt.is_empty(), "{:?}", reader.health());
+        assert_eq!(reader.len(), 100);
+    }
+
+    #[test]
+    fn buffered_mapped_file_killed_before_finishing_ends_in_zero_padding_and_reads_to_its_last_record()
+     {
+        // Where O_DIRECT is refused: the mapped file, with space reserved ahead.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.vgt");
+        let (bytes, written) = killed_buffered_capture(&path, false);
         assert!(bytes.len() as u64 > written, "space reserved ahead");
         assert!(bytes[written as usize..].iter().all(|b| *b == 0));
         let reader = vgt_format::file::CaptureReader::from_bytes(bytes).unwrap();

@@ -3,11 +3,12 @@
 //! buffers to the operating system (the kernel's copy into the page cache was the largest single
 //! cost of recording new full-screen frames on the queue worker).
 //!
-//! The output ([`Output`]) is a mapped file where the file can be mapped: its 4 MiB writes then
-//! go with pwrite(2) into space reserved ahead whose pages its helper thread has already
-//! populated, so the writer thread's copy does not also allocate the page cache (new 1080p
-//! frames: the writer thread had bounded buffered capture at about 50 frames/s;
-//! docs/BENCHMARKS.md). Elsewhere it is the plain file.
+//! The output ([`Output`]) is written with O_DIRECT where the file system takes it
+//! ([`crate::direct_io`]): its 4 MiB writes then go to the disk without allocating, zeroing and
+//! filling page-cache pages, which had bounded buffered capture of new 1080p frames (about 50
+//! frames/s with the page cache, docs/BENCHMARKS.md). Elsewhere it is a mapped file, whose
+//! pwrite(2)s go into space reserved ahead whose pages its helper thread has already populated,
+//! or else the plain file.
 //!
 //! Order is kept (one thread, one queue); at most [`MAX_BUFFERS`] buffers exist, so a writer
 //! thread that falls behind slows the caller down instead of growing memory. `flush` returns once
