@@ -71,6 +71,13 @@ impl DirectIoFile {
     /// Takes `file`, empty and open for writing at `path`, opens `path` a second time with
     /// O_DIRECT and tries one aligned write at offset 0 (cut off again).
     pub fn open(path: &Path, file: File) -> io::Result<OpenedDirect> {
+        if !file.metadata()?.is_file() {
+            // A device or a pipe (`-o /dev/null`): nothing to gain, and set_len would fail.
+            return Ok(OpenedDirect::Unsupported {
+                file,
+                reason: io::Error::new(io::ErrorKind::Unsupported, "not a regular file"),
+            });
+        }
         let direct = match OpenOptions::new()
             .write(true)
             .custom_flags(libc::O_DIRECT)
@@ -246,6 +253,16 @@ mod tests {
             );
         }
         assert!(f.is_direct(), "no direct write was refused");
+    }
+
+    #[test]
+    fn a_device_is_not_opened_for_direct_writes() {
+        let null = OpenOptions::new().write(true).open("/dev/null").unwrap();
+        let opened = DirectIoFile::open(Path::new("/dev/null"), null).unwrap();
+        assert!(
+            matches!(opened, OpenedDirect::Unsupported { .. }),
+            "{opened:?}"
+        );
     }
 
     #[test]

@@ -473,6 +473,17 @@ mod tests {
     }
 
     #[test]
+    fn buffered_file_on_a_device_is_written_with_write() {
+        // /dev/null is no regular file: neither O_DIRECT nor a mapping; write(2) takes it.
+        let mut sink = open_file(Path::new("/dev/null"), SyncMode::Buffered).unwrap();
+        sink.store(&crate::noise(5 << 20, 2)).unwrap();
+        sink.append(&lifecycle("input")).unwrap();
+        sink.flush().unwrap();
+        assert!(sink.bytes_written() > 5 << 20);
+        sink.finish().unwrap();
+    }
+
+    #[test]
     fn buffered_flush_returns_with_every_byte_in_the_file_also_with_blobs_in_flight() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("b.vgt");
