@@ -8,7 +8,9 @@
 //! cargo bench -p vgt-capture --bench recorder
 //! ```
 //!
-//! The summary gives ns per command for each sink and the added cost over the null sink, then
+//! The summary gives ns per command for each sink (wall time, the recording thread's CPU, and
+//! every thread's CPU, the writer thread's and the populating helper's included) and the added
+//! cost over the null sink, then
 //! what the crash-safe file's stores cost with and without populating ahead
 //! (`mapped_file::MapOptions::populate_ahead`). The capture bench (`--bench capture`) measures
 //! the same recording inside the whole backend.
@@ -134,12 +136,14 @@ fn main() {
     // Interleaved rounds of a fixed count for the summary: the medians are the figures.
     let mut per_cmd: Vec<Vec<f64>> = vec![Vec::new(); sinks.len()];
     let mut cpu_per_cmd: Vec<Vec<f64>> = vec![Vec::new(); sinks.len()];
+    let mut all_cpu_per_cmd: Vec<Vec<f64>> = vec![Vec::new(); sinks.len()];
     let passes = 2_000;
     let mut i = 0;
     for _ in 0..9 {
         for (k, (_, rec)) in sinks.iter().enumerate() {
             let t = Instant::now();
             let cpu = thread_cpu_ns();
+            let all_cpu = cpu_ns(libc::CLOCK_PROCESS_CPUTIME_ID);
             for _ in 0..passes {
                 pass(rec, &mut i);
             }
@@ -150,22 +154,32 @@ fn main() {
             // before the next sink's round: on two cores it would take the core that the
             // buffered writer thread needs, and charge crash-safe's cost to buffered.
             std::thread::sleep(Duration::from_millis(50));
+            // Every thread's CPU, the writer thread's and the populating helper's included,
+            // up to the end of that pause (which lets them finish this round's work).
+            all_cpu_per_cmd[k].push((cpu_ns(libc::CLOCK_PROCESS_CPUTIME_ID) - all_cpu) as f64 / n);
         }
     }
     let base = median(&mut per_cmd[0]);
     let base_cpu = median(&mut cpu_per_cmd[0]);
+    let base_all = median(&mut all_cpu_per_cmd[0]);
     println!(
         "\nrecording one MOVE_CURSOR (4 records), median of 9 interleaved rounds \
-         (wall time; CPU time of the recording thread, which excludes the writer thread):"
+         (wall time; CPU time of the recording thread, which excludes the writer thread; \
+         CPU time of every thread, writer and populating helper included):"
     );
-    println!("  no-record  {base:8.1} ns/command, CPU {base_cpu:8.1} ns");
+    println!(
+        "  no-record  {base:8.1} ns/command, CPU {base_cpu:8.1} ns, all threads {base_all:8.1} ns"
+    );
     for (k, (name, _)) in sinks.iter().enumerate().skip(1) {
         let m = median(&mut per_cmd[k]);
         let c = median(&mut cpu_per_cmd[k]);
+        let a = median(&mut all_cpu_per_cmd[k]);
         println!(
-            "  {name:<10} {m:8.1} ns/command, CPU {c:8.1} ns  (+{:.1} ns wall, +{:.1} ns CPU over no-record)",
+            "  {name:<10} {m:8.1} ns/command, CPU {c:8.1} ns, all threads {a:8.1} ns  \
+             (+{:.1} ns wall, +{:.1} ns CPU, +{:.1} ns all threads over no-record)",
             m - base,
-            c - base_cpu
+            c - base_cpu,
+            a - base_all
         );
     }
     let commands = rec_count(&sinks[1].1);
@@ -237,13 +251,18 @@ fn median(v: &mut [f64]) -> f64 {
 
 /// CPU time of the calling thread, in nanoseconds.
 fn thread_cpu_ns() -> u64 {
+    cpu_ns(libc::CLOCK_THREAD_CPUTIME_ID)
+}
+
+/// CPU time of `clock` (the calling thread's or the whole process's), in nanoseconds.
+fn cpu_ns(clock: libc::clockid_t) -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: `ts` is a valid timespec for the call to fill.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
+    let rc = unsafe { libc::clock_gettime(clock, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime({clock})");
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
