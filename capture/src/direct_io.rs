@@ -18,7 +18,7 @@
 //! writer thread's calls are [`BUFFER_LEN`](crate::writer_thread::BUFFER_LEN) long.
 //!
 //! [`DirectIoFile::open`] tries one aligned write before it says yes: file systems that refuse
-//! O_DIRECT (tmpfs before Linux 6.6, some FUSE file systems) fail the open or that write with
+//! O_DIRECT (older tmpfs, some FUSE file systems) fail the open or that write with
 //! EINVAL, and get [`OpenedDirect::Unsupported`], so the caller writes through the page cache
 //! as before. A later EINVAL (a file system that changes its mind) switches to the ordinary
 //! descriptor for the rest of the file.
@@ -267,7 +267,8 @@ mod tests {
 
     #[test]
     fn a_file_system_without_o_direct_is_reported_unsupported_with_the_file_unchanged() {
-        // /dev/shm is tmpfs; kernels from 6.6 take O_DIRECT there too, and then it must work.
+        // /dev/shm is tmpfs; recent kernels take O_DIRECT there too (6.18 here), and then it must
+        // work.
         let Ok(dir) = tempfile::tempdir_in("/dev/shm") else {
             return;
         };

@@ -118,8 +118,9 @@ pub enum Opened {
     },
 }
 
-/// A capture file's output: a [`MappedFile`], or the plain file, written with write(2), where
-/// the file cannot be mapped ([`Opened::Unsupported`]).
+/// A capture file's output: a [`MappedFile`], the plain file, written with write(2), where the
+/// file cannot be mapped ([`Opened::Unsupported`]), or (buffered mode) a
+/// [`DirectIoFile`](crate::direct_io::DirectIoFile).
 #[derive(Debug)]
 pub enum Output {
     /// write(2) on the file.
@@ -132,7 +133,7 @@ pub enum Output {
 
 impl Output {
     /// Completes the output once the writer is done with it: a mapped file is cut to the bytes
-    /// written; a plain file is complete when its last write returned.
+    /// written; a plain or O_DIRECT one is complete when its last write returned.
     pub fn close(&mut self) -> io::Result<()> {
         match self {
             Output::File(_) | Output::DirectIo(_) => Ok(()),

@@ -21,8 +21,9 @@ use crate::writer_thread::ThreadedFile;
 /// mapping, or write(2) where the file cannot be mapped), or through the writer thread
 /// (buffered mode).
 pub enum FileOut {
-    /// Crash-safe mode: into a [`MappedFile`], or with write(2) where it cannot be mapped.
-    Direct(Output),
+    /// Crash-safe mode, on the caller's thread: into a [`MappedFile`], or with write(2) where
+    /// it cannot be mapped.
+    OnCaller(Output),
     /// Buffered mode: written by a writer thread, with O_DIRECT where the file system takes it,
     /// else into a [`MappedFile`] where it can be mapped.
     Threaded(ThreadedFile),
@@ -33,7 +34,7 @@ impl FileOut {
     /// written (a plain one is complete when its last write returned).
     fn close(self) -> std::io::Result<()> {
         match self {
-            FileOut::Direct(mut f) => f.close(),
+            FileOut::OnCaller(mut f) => f.close(),
             FileOut::Threaded(f) => f.close(),
         }
     }
@@ -42,21 +43,21 @@ impl FileOut {
 impl Write for FileOut {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         match self {
-            FileOut::Direct(f) => f.write(buf),
+            FileOut::OnCaller(f) => f.write(buf),
             FileOut::Threaded(f) => f.write(buf),
         }
     }
 
     fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
         match self {
-            FileOut::Direct(f) => f.write_all(buf),
+            FileOut::OnCaller(f) => f.write_all(buf),
             FileOut::Threaded(f) => f.write_all(buf),
         }
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
         match self {
-            FileOut::Direct(f) => f.flush(),
+            FileOut::OnCaller(f) => f.flush(),
             FileOut::Threaded(f) => f.flush(),
         }
     }
@@ -189,26 +190,8 @@ fn open_file_as(
     let (out, flush_waits) = match sync {
         SyncMode::CrashSafe => (crash_safe_out(path)?, None),
         SyncMode::Buffered => {
-            // With O_DIRECT where the file system takes it (no page cache to allocate and
-            // fill); else mapped (the writer thread's copies then land in populated pages);
-            // where it cannot be, plain write(2) on the writer thread is as good.
-            let file = open_rw(path)?;
-            let file = if direct_io {
-                match DirectIoFile::open(path, file).map_err(SinkError::wrap)? {
-                    OpenedDirect::Direct(f) => Ok(f),
-                    OpenedDirect::Unsupported { file, .. } => Err(file),
-                }
-            } else {
-                Err(file)
-            };
-            let t = match file {
-                Ok(direct) => ThreadedFile::new(direct),
-                Err(file) => match MappedFile::open(file).map_err(SinkError::wrap)? {
-                    Opened::Mapped(f) => ThreadedFile::new(f),
-                    Opened::Unsupported { file, .. } => ThreadedFile::new(file),
-                },
-            }
-            .map_err(SinkError::wrap)?;
+            let t =
+                ThreadedFile::new(buffered_output(path, direct_io)?).map_err(SinkError::wrap)?;
             let waits = t.flush_waits();
             (FileOut::Threaded(t), Some(waits))
         }
@@ -254,6 +237,24 @@ pub fn open_file_flushed_by_caller(
     }))
 }
 
+/// The buffered output for a new file at `path`: with O_DIRECT where the file system takes it
+/// and `direct_io` allows it (no page cache to allocate and fill); else mapped (the writer
+/// thread's copies then land in populated pages); where it cannot be, plain write(2) on the
+/// writer thread is as good.
+fn buffered_output(path: &Path, direct_io: bool) -> Result<Output, SinkError> {
+    let mut file = open_rw(path)?;
+    if direct_io {
+        match DirectIoFile::open(path, file).map_err(SinkError::wrap)? {
+            OpenedDirect::Direct(f) => return Ok(f.into()),
+            OpenedDirect::Unsupported { file: f, .. } => file = f,
+        }
+    }
+    Ok(match MappedFile::open(file).map_err(SinkError::wrap)? {
+        Opened::Mapped(f) => f.into(),
+        Opened::Unsupported { file, .. } => file.into(),
+    })
+}
+
 /// Creates (or truncates) the file at `path` for reading and writing: a shared writable mapping
 /// needs read access too.
 fn open_rw(path: &Path) -> Result<File, SinkError> {
@@ -271,7 +272,7 @@ fn open_rw(path: &Path) -> Result<File, SinkError> {
 fn crash_safe_out(path: &Path) -> Result<FileOut, SinkError> {
     static FALLBACK_SAID: AtomicBool = AtomicBool::new(false);
     match MappedFile::open(open_rw(path)?).map_err(SinkError::wrap)? {
-        Opened::Mapped(f) => Ok(FileOut::Direct(Output::Mapped(f))),
+        Opened::Mapped(f) => Ok(FileOut::OnCaller(Output::Mapped(f))),
         Opened::Unsupported { file, reason } => {
             if !FALLBACK_SAID.swap(true, Ordering::Relaxed) {
                 eprintln!(
@@ -280,7 +281,7 @@ fn crash_safe_out(path: &Path) -> Result<FileOut, SinkError> {
                     path.display()
                 );
             }
-            Ok(FileOut::Direct(Output::File(file)))
+            Ok(FileOut::OnCaller(Output::File(file)))
         }
     }
 }

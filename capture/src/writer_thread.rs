@@ -64,8 +64,9 @@ pub struct ThreadedFile {
 }
 
 impl ThreadedFile {
-    /// Starts the writer thread for `out` (a [`File`](std::fs::File) or a
-    /// [`MappedFile`](crate::mapped_file::MappedFile)).
+    /// Starts the writer thread for `out` (a [`File`](std::fs::File), a
+    /// [`MappedFile`](crate::mapped_file::MappedFile) or a
+    /// [`DirectIoFile`](crate::direct_io::DirectIoFile)).
     pub fn new(out: impl Into<Output>) -> io::Result<Self> {
         let (to_writer, inbox) = sync_channel::<Message>(MAX_BUFFERS + 1);
         let (give_back, empties) = channel::<Vec<u8>>();

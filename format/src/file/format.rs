@@ -155,12 +155,26 @@ pub(crate) fn chunk_crc(kind: u16, flags: u16, body_len: u32, body: &[u8]) -> u3
 pub(crate) fn encode_chunk_header(kind: u16, body: &[u8]) -> [u8; CHUNK_HEADER_LEN] {
     let body_len = body.len() as u32;
     let mut h = [0u8; CHUNK_HEADER_LEN];
-    h[0..4].copy_from_slice(&CHUNK_SYNC.to_le_bytes());
-    h[4..6].copy_from_slice(&kind.to_le_bytes());
-    h[8..12].copy_from_slice(&body_len.to_le_bytes());
-    let crc = chunk_crc(kind, 0, body_len, body);
-    h[12..16].copy_from_slice(&crc.to_le_bytes());
+    put_chunk_header(&mut h, kind, body_len, chunk_crc(kind, 0, body_len, body));
     h
+}
+
+/// Puts the 8 bytes the chunk CRC starts with (kind, flags 0, body_len) in `chunk[8..16]`,
+/// right before the body at [`CHUNK_HEADER_LEN`], so that one CRC call over `chunk[8..]`
+/// covers them and the body; [`put_chunk_header`] then writes the real header over them.
+pub(crate) fn put_crc_prefix(chunk: &mut [u8], kind: u16, body_len: u32) {
+    chunk[8..10].copy_from_slice(&kind.to_le_bytes());
+    chunk[10..12].fill(0);
+    chunk[12..16].copy_from_slice(&body_len.to_le_bytes());
+}
+
+/// Writes a chunk header (flags 0) into `chunk[0..16]`.
+pub(crate) fn put_chunk_header(chunk: &mut [u8], kind: u16, body_len: u32, crc: u32) {
+    chunk[0..4].copy_from_slice(&CHUNK_SYNC.to_le_bytes());
+    chunk[4..6].copy_from_slice(&kind.to_le_bytes());
+    chunk[6..8].fill(0);
+    chunk[8..12].copy_from_slice(&body_len.to_le_bytes());
+    chunk[12..16].copy_from_slice(&crc.to_le_bytes());
 }
 
 /// Fills in the header of a chunk laid out in `chunk`: [`CHUNK_HEADER_LEN`] bytes of room,
@@ -171,15 +185,9 @@ pub(crate) fn encode_chunk_header(kind: u16, body: &[u8]) -> [u8; CHUNK_HEADER_L
 /// of two takes about a third off the record's CRC (docs/BENCHMARKS.md).
 pub(crate) fn seal_chunk(kind: u16, chunk: &mut [u8]) {
     let body_len = (chunk.len() - CHUNK_HEADER_LEN) as u32;
-    chunk[8..10].copy_from_slice(&kind.to_le_bytes());
-    chunk[10..12].fill(0);
-    chunk[12..16].copy_from_slice(&body_len.to_le_bytes());
+    put_crc_prefix(chunk, kind, body_len);
     let crc = crc32c::crc32c(&chunk[8..]);
-    chunk[0..4].copy_from_slice(&CHUNK_SYNC.to_le_bytes());
-    chunk[4..6].copy_from_slice(&kind.to_le_bytes());
-    chunk[6..8].fill(0);
-    chunk[8..12].copy_from_slice(&body_len.to_le_bytes());
-    chunk[12..16].copy_from_slice(&crc.to_le_bytes());
+    put_chunk_header(chunk, kind, body_len, crc);
 }
 
 /// Blob codec: bytes stored as they are.

@@ -8,9 +8,10 @@ use std::path::Path;
 use lz4_flex::block::{CompressTable, compress_into_with_table, get_maximum_output_size};
 
 use super::format::{
-    BLOB_HEADER_LEN, BlobHeader, CHUNK_HEADER_LEN, CHUNK_SYNC, CODEC_LZ4, CODEC_STORED, CODEC_ZSTD,
-    ChunkKind, FileHeader, Footer, INDEX_CHUNK_ENTRIES, IndexRoot, MAX_CHUNK_BODY, VERSION_MINOR,
-    VERSION_MINOR_WITHOUT_ZSTD, encode_chunk_header, encode_index_chunk, seal_chunk,
+    BLOB_HEADER_LEN, BlobHeader, CHUNK_HEADER_LEN, CODEC_LZ4, CODEC_STORED, CODEC_ZSTD, ChunkKind,
+    FileHeader, Footer, INDEX_CHUNK_ENTRIES, IndexRoot, MAX_CHUNK_BODY, VERSION_MINOR,
+    VERSION_MINOR_WITHOUT_ZSTD, encode_chunk_header, encode_index_chunk, put_chunk_header,
+    put_crc_prefix, seal_chunk,
 };
 use super::{Error, Result, WriterStats, codec};
 use crate::record::{BlobRef, ContentHash, Payload, Record, RecordBody, RecordId, RecordKind};
@@ -331,17 +332,13 @@ impl<W: Write> CaptureWriter<W> {
         } else {
             &compressed[..data_len]
         };
-        // As in `seal_chunk`: the CRC's first 8 bytes (kind, flags, body_len) go right before
-        // the blob header, so that one call covers them and it; then the data is appended.
+        // As in `seal_chunk`: one CRC call covers the prefix and the blob header, then the
+        // data is appended to it.
         let mut head = [0u8; CHUNK_HEADER_LEN + BLOB_HEADER_LEN];
-        head[0..4].copy_from_slice(&CHUNK_SYNC.to_le_bytes());
-        head[4..6].copy_from_slice(&ChunkKind::BLOB.to_le_bytes());
-        head[8..10].copy_from_slice(&ChunkKind::BLOB.to_le_bytes());
-        head[12..16].copy_from_slice(&(body_len as u32).to_le_bytes());
         head[CHUNK_HEADER_LEN..].copy_from_slice(&blob_header);
+        put_crc_prefix(&mut head, ChunkKind::BLOB, body_len as u32);
         let crc = crc32c::crc32c_append(crc32c::crc32c(&head[8..]), data);
-        head[8..12].copy_from_slice(&(body_len as u32).to_le_bytes());
-        head[12..16].copy_from_slice(&crc.to_le_bytes());
+        put_chunk_header(&mut head, ChunkKind::BLOB, body_len as u32, crc);
         let offset = self.pos;
         let written = self.write(&head).and_then(|()| self.write(data));
         self.compressed = compressed;
