@@ -19,6 +19,12 @@
 //! one window further ahead, and for a slow capture the populated (zero) pages of a window may
 //! be written back once before the records that fill them are written back again.
 //!
+//! **Retiring what is behind.** Once the writer is a window past a range, the helper writes it
+//! back and drops its pages from the page cache (see `helper_loop`), so a long capture holds a
+//! few windows of page cache instead of everything it wrote, and the pages the kernel hands it
+//! are ones it just freed (on VMs whose free pages go back to the host, a page not used
+//! recently costs a host fault: this halved the cost of recording new 1080p frames there).
+//!
 //! Closing the file cuts it to the bytes written; a file left by a killed process ends in the
 //! zero bytes of its last windows, which readers take for the end of an unfinished capture
 //! (docs/FORMAT.md, "zero padding"). Like write(2), this does not survive an OS crash or power
@@ -80,6 +86,8 @@ pub struct MappedFile {
     pos: u64,
     /// File length reserved so far (a multiple of `window_len`).
     reserved: u64,
+    /// The file's page cache before this offset was handed to the helper to write back and drop.
+    retired: u64,
     closed: bool,
 }
 
@@ -213,6 +221,7 @@ impl MappedFile {
             helper: None,
             pos: 0,
             reserved: 0,
+            retired: 0,
             closed: false,
         };
         let first = match f.map_window(0) {
@@ -225,7 +234,7 @@ impl MappedFile {
         };
         if options.populate_ahead {
             // Without the thread (EAGAIN: too many), the file is written as without populating.
-            f.helper = Helper::spawn().ok();
+            f.helper = f.file.try_clone().and_then(Helper::spawn).ok();
         }
         f.start_window(first);
         Ok(Opened::Mapped(f))
@@ -350,6 +359,14 @@ impl MappedFile {
             }
         };
         self.start_window(m);
+        // Everything before the previous window is behind the writer for good.
+        let behind = offset.saturating_sub(self.window_len);
+        if behind > self.retired
+            && let Some(h) = &self.helper
+            && h.jobs.send(Job::Retire(self.retired, behind)).is_ok()
+        {
+            self.retired = behind;
+        }
         Ok(())
     }
 
@@ -385,6 +402,9 @@ enum Job {
     Populate(usize, usize),
     /// munmap it; the writer no longer uses it.
     Unmap(usize, usize),
+    /// The file range `from..to` (file offsets) will not be written again: write it back and
+    /// drop its pages from the page cache (see [`helper_loop`]).
+    Retire(u64, u64),
 }
 
 /// The populating helper thread.
@@ -395,11 +415,11 @@ struct Helper {
 }
 
 impl Helper {
-    fn spawn() -> io::Result<Helper> {
+    fn spawn(file: File) -> io::Result<Helper> {
         let (jobs, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("vgt-populate".into())
-            .spawn(move || helper_loop(&rx))?;
+            .spawn(move || helper_loop(&rx, &file))?;
         Ok(Helper { jobs, thread })
     }
 
@@ -412,9 +432,27 @@ impl Helper {
     }
 }
 
-fn helper_loop(jobs: &mpsc::Receiver<Job>) -> io::Result<()> {
+/// The helper's jobs, in the order they were sent.
+///
+/// **Retiring written ranges.** Every page the page cache takes for the file is a page the
+/// guest kernel has to allocate; on a VM whose free pages are reported to the host (virtio
+/// balloon free page reporting, as on the project's VMs) a page that was not used recently
+/// costs a fault in the host as well, several microseconds per 4 KiB, and a capture that keeps
+/// every page it wrote cached takes new pages all the time (`dd bs=1M count=2000` into a file:
+/// 4.7 s of system time; with `oflag=nocache`, which drops what it wrote, 0.6 s;
+/// docs/BENCHMARKS.md). So once the writer is a window past a range, the helper starts its
+/// writeback (sync_file_range(2) WRITE) and, a range later, waits for that writeback and drops
+/// the clean pages (posix_fadvise DONTNEED): the page cache the capture holds stays a few
+/// windows, and new pages come from those just freed. The bytes are on the disk before their
+/// pages are dropped, so nothing a crash of this process would keep is lost; a range's
+/// writeback error is this loop's error, reported by [`MappedFile::close`].
+fn helper_loop(jobs: &mpsc::Receiver<Job>, file: &File) -> io::Result<()> {
+    let fd = file.as_raw_fd();
     let mut populate = true;
+    let mut retire = true;
     let mut result = Ok(());
+    // The range whose writeback was started last.
+    let mut writing: Option<(u64, u64)> = None;
     for job in jobs {
         match job {
             Job::Populate(addr, len) if populate => {
@@ -433,9 +471,70 @@ fn helper_loop(jobs: &mpsc::Receiver<Job>) -> io::Result<()> {
             }
             Job::Populate(..) => {}
             Job::Unmap(addr, len) => result = result.and(munmap(addr, len)),
+            Job::Retire(..) if !retire => {}
+            Job::Retire(from, to) => {
+                let started = sync_range(fd, from, to, libc::SYNC_FILE_RANGE_WRITE);
+                let previous = writing.replace((from, to));
+                let done = match (started, previous) {
+                    (Ok(()), Some((from, to))) => {
+                        let wait = libc::SYNC_FILE_RANGE_WAIT_BEFORE
+                            | libc::SYNC_FILE_RANGE_WRITE
+                            | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+                        sync_range(fd, from, to, wait).map(|()| Some((from, to)))
+                    }
+                    (Ok(()), None) => Ok(None),
+                    (Err(e), _) => Err(e),
+                };
+                match done {
+                    Ok(Some((_, to))) => {
+                        // From the file's start: the kernel leaves a (large) folio that
+                        // crosses either end of the range, so one across an earlier range's
+                        // end goes now; the ranges before hold no pages, which costs nothing.
+                        // SAFETY: posix_fadvise(2) on a descriptor this thread owns; no memory
+                        // is passed. DONTNEED drops clean, unmapped pages only (the range's
+                        // windows were unmapped by earlier jobs); it is advice, not data.
+                        unsafe {
+                            libc::posix_fadvise(fd, 0, to as libc::off_t, libc::POSIX_FADV_DONTNEED)
+                        };
+                    }
+                    Ok(None) => {}
+                    // The disk failed to take the bytes: the capture is damaged; say so.
+                    Err(e) if matches!(e.raw_os_error(), Some(libc::EIO | libc::ENOSPC)) => {
+                        result = result.and(Err(e));
+                    }
+                    // The file system does not do it (EINVAL, ENOSYS …): the pages stay cached,
+                    // as without retiring.
+                    Err(_) => retire = false,
+                }
+            }
         }
     }
     result
+}
+
+/// sync_file_range(2) of the file range `from..to` with `flags`; EINTR retried.
+fn sync_range(fd: libc::c_int, from: u64, to: u64, flags: libc::c_uint) -> io::Result<()> {
+    loop {
+        // SAFETY: sync_file_range(2) on a descriptor the caller owns; no memory is passed.
+        let r = unsafe {
+            libc::sync_file_range(
+                fd,
+                from as libc::off64_t,
+                (to - from) as libc::off64_t,
+                flags,
+            )
+        };
+        if r == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(io::Error::new(
+                e.kind(),
+                format!("writing back bytes {from}..{to} of the capture file: {e}"),
+            ));
+        }
+    }
 }
 
 /// Unmaps a window made by `MappedFile::map_window`.
@@ -706,6 +805,78 @@ mod tests {
         );
         f.close().unwrap();
         assert_eq!(read_back(&path), [&big[..], &big[..]].concat());
+    }
+
+    /// Pages of the file's first `len` bytes that are in the page cache: mincore(2) of a
+    /// read-only mapping made for the purpose (mapping reads nothing in).
+    fn cached_pages(path: &std::path::Path, len: usize) -> usize {
+        let file = File::open(path).unwrap();
+        // SAFETY: a new read-only shared mapping of `len` bytes of a file at least that long,
+        // unmapped below; nothing reads through it.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        assert_ne!(p, libc::MAP_FAILED, "{}", io::Error::last_os_error());
+        let m = Mapping {
+            ptr: NonNull::new(p.cast()).unwrap(),
+            len,
+            offset: 0,
+        };
+        let n = resident_pages(&m);
+        munmap(p as usize, len).unwrap();
+        n
+    }
+
+    #[test]
+    fn ranges_the_writer_left_behind_are_written_back_and_leave_the_page_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m");
+        // SAFETY: statfs(2) fills the struct; the path is a NUL-terminated copy.
+        let fs_type = unsafe {
+            let c = std::ffi::CString::new(dir.path().as_os_str().as_encoded_bytes()).unwrap();
+            let mut st: libc::statfs = std::mem::zeroed();
+            assert_eq!(libc::statfs(c.as_ptr(), &mut st), 0);
+            st.f_type
+        };
+        if fs_type == libc::TMPFS_MAGIC {
+            // tmpfs pages are the file itself: there is nothing to write back or drop.
+            eprintln!("{} is on tmpfs: not checked", dir.path().display());
+            return;
+        }
+        // 2 MiB windows: no page-cache folio (at most a PMD, 2 MiB, naturally aligned) crosses
+        // from one window into the next, where the writer would keep it dirty.
+        let window = 2 << 20;
+        let mut f = mapped_with(&path, window, true);
+        let mut want = Vec::new();
+        // 40 windows: small records through the mapping and blobs with pwrite(2), in turn.
+        for i in 0..40u8 {
+            for _ in 0..8 {
+                let b = bytes(700, i);
+                f.write_all(&b).unwrap();
+                want.extend_from_slice(&b);
+            }
+            let b = bytes(window as usize - 8 * 700, i ^ 0x55);
+            f.write_all(&b).unwrap();
+            want.extend_from_slice(&b);
+        }
+        // Closing waits for the helper's jobs.
+        f.close().unwrap();
+        // The helper drops a range once a later one was handed over; all but the last few
+        // windows are out of the page cache.
+        let behind = 30 * window as usize;
+        assert_eq!(
+            cached_pages(&path, behind),
+            0,
+            "pages of the first 30 windows still cached"
+        );
+        assert_eq!(read_back(&path), want, "every byte is in the file");
     }
 
     #[test]
