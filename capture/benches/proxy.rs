@@ -8,7 +8,9 @@
 //!   which shows what polling costs a guest that is not issuing bursts.
 //!
 //! Besides the rates, it prints the proxy process's CPU time (user + system, all its threads)
-//! per command or frame of each phase, from /proc/<pid>/stat.
+//! per command or frame of each phase, from /proc/<pid>/task/*/schedstat, and the kicks per command the
+//! front-end made (it kicks only when the device's `avail_event` asks, as Linux does; under
+//! QEMU each kick is a VM exit).
 //!
 //! `cargo bench -p vgt-capture --bench proxy` (env VGT_BENCH_SYNC=buffered to run the proxy with
 //! `--sync buffered`; VGT_BENCH_ROUNDS to change the command count; VGT_BENCH_RUNS to change
@@ -100,6 +102,10 @@ struct Small {
     /// Proxy CPU per command: one at a time, in batches.
     cpu_single_us: f64,
     cpu_batch_us: f64,
+    /// Kicks the front-end made per command (the device asked for them): one at a time, in
+    /// batches.
+    kicks_single: f64,
+    kicks_batch: f64,
 }
 
 fn small_commands(fe: &mut TestFrontend, rounds: usize, pid: Option<u32>) -> Small {
@@ -118,9 +124,11 @@ fn small_commands(fe: &mut TestFrontend, rounds: usize, pid: Option<u32>) -> Sma
     // Warm-up, then one at a time.
     let mut lat = Vec::with_capacity(rounds);
     let mut cpu0 = 0.0;
+    let mut kicks0 = 0;
     for i in 0..rounds + 100 {
         if i == 100 {
             cpu0 = cpu_us(pid);
+            kicks0 = fe.queues[0].kicks;
         }
         let t = Instant::now();
         push_fixed(fe, 0, slots.req[0], &flush, slots.resp[0]);
@@ -130,10 +138,12 @@ fn small_commands(fe: &mut TestFrontend, rounds: usize, pid: Option<u32>) -> Sma
         }
     }
     let cpu_single_us = (cpu_us(pid) - cpu0) / rounds as f64;
+    let kicks_single = (fe.queues[0].kicks - kicks0) as f64 / rounds as f64;
     lat.sort_by(f64::total_cmp);
     // Batches of 32.
     let batches = rounds / 32;
     let cpu0 = cpu_us(pid);
+    let kicks0 = fe.queues[0].kicks;
     let t = Instant::now();
     for _ in 0..batches {
         for s in 0..32u16 {
@@ -151,12 +161,15 @@ fn small_commands(fe: &mut TestFrontend, rounds: usize, pid: Option<u32>) -> Sma
     }
     let per_sec = (batches * 32) as f64 / t.elapsed().as_secs_f64();
     let cpu_batch_us = (cpu_us(pid) - cpu0) / (batches * 32) as f64;
+    let kicks_batch = (fe.queues[0].kicks - kicks0) as f64 / (batches * 32) as f64;
     Small {
         p50_us: percentile(&lat, 0.5),
         p99_us: percentile(&lat, 0.99),
         per_sec,
         cpu_single_us,
         cpu_batch_us,
+        kicks_single,
+        kicks_batch,
     }
 }
 
@@ -317,7 +330,7 @@ fn main() {
         for i in 0..runs {
             let m = measure(side == "proxy", dir.path(), rounds, frames);
             println!(
-                "{side} run {i}: p50 {:.1} us p99 {:.1} us, {:.0} commands/s in batches, {:.1} frames/s; proxy CPU {:.1} us/command single, {:.1} batched, {:.1} paced, {:.0} us/frame",
+                "{side} run {i}: p50 {:.1} us p99 {:.1} us, {:.0} commands/s in batches, {:.1} frames/s; proxy CPU {:.1} us/command single, {:.1} batched, {:.1} paced, {:.0} us/frame; guest kicks {:.3}/command single, {:.3} batched",
                 m.small.p50_us,
                 m.small.p99_us,
                 m.small.per_sec,
@@ -325,7 +338,9 @@ fn main() {
                 m.small.cpu_single_us,
                 m.small.cpu_batch_us,
                 m.paced_cpu_us,
-                m.frame_cpu_us
+                m.frame_cpu_us,
+                m.small.kicks_single,
+                m.small.kicks_batch
             );
         }
         return;
@@ -370,6 +385,10 @@ fn main() {
         println!(
             "run {i}: proxy CPU time {:.1} us/command one at a time, {:.1} us/command in batches, {:.1} us/command paced 5 ms apart, {:.0} us/1080p frame",
             ps.cpu_single_us, ps.cpu_batch_us, p.paced_cpu_us, p.frame_cpu_us
+        );
+        println!(
+            "run {i}: guest kicks per command direct {:.3} one at a time, {:.3} in batches; proxy {:.3}, {:.3}",
+            ds.kicks_single, ds.kicks_batch, ps.kicks_single, ps.kicks_batch
         );
     }
     if runs > 2 {

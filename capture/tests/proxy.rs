@@ -493,6 +493,67 @@ fn proxy_idle_polling_serves_chains_without_a_kick_then_sleeps_using_no_cpu() {
     assert!(commands.iter().all(|c| answered.contains(c)));
 }
 
+/// While the queue worker polls, the guest is asked for no kicks (its `avail_event` is put
+/// ahead, as a polling device does); before the worker sleeps it asks for the next kick again,
+/// so a guest that comes back late still wakes it.
+#[test]
+fn proxy_polling_asks_the_guest_for_no_kicks_and_asks_again_before_sleeping() {
+    if !have_backend() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let window = Duration::from_millis(200);
+    let (mut proxy, sock, _out) = spawn_proxy_env(
+        dir.path(),
+        &[
+            ("VGT_PROXY_POLL_US", "200000"),
+            ("VGT_PROXY_POLL_IDLE_US", "200000"),
+        ],
+    );
+    let mut fe = TestFrontend::connect(&sock, DisplayAnswers::default());
+    assert!(fe.event_idx_acked(), "the C backend offers EVENT_IDX");
+    // The first command wakes the worker with a kick; it then polls.
+    let kicks = fe.queues[0].kicks;
+    let (_, _, r) = fe.command(
+        0,
+        &[Buf::Out(gpu::create_2d(99, 2, 64, 64)), Buf::In(24)],
+        false,
+    );
+    assert_eq!(gpu::resp_type(&r), 0x1100);
+    assert_eq!(
+        fe.queues[0].kicks,
+        kicks + 1,
+        "the sleeping worker asked for a kick"
+    );
+    // Commands back to back within the window: served, and none of them kicked.
+    for _ in 0..20 {
+        let (_, _, r) = fe.command(
+            0,
+            &[Buf::Out(gpu::flush(99, [0, 0, 1, 1])), Buf::In(24)],
+            false,
+        );
+        assert_eq!(gpu::resp_type(&r), 0x1100);
+    }
+    assert_eq!(
+        fe.queues[0].kicks,
+        kicks + 1,
+        "the guest kicked a polling worker"
+    );
+    // The window passes: the worker asks for the next kick before it sleeps, and that kick
+    // wakes it.
+    std::thread::sleep(window * 2);
+    let (_, _, r) = fe.command(
+        0,
+        &[Buf::Out(gpu::flush(99, [0, 0, 1, 1])), Buf::In(24)],
+        false,
+    );
+    assert_eq!(gpu::resp_type(&r), 0x1100);
+    assert_eq!(fe.queues[0].kicks, kicks + 2);
+    drop(fe);
+    let status = wait_exit(&mut proxy, 20);
+    assert!(status.success(), "proxy exit {status:?}");
+}
+
 /// A transfer and a flush published back to back (the proxy usually takes them in one
 /// batch): the transfer's MemoryRead records come after its Command and before the flush's
 /// Command, where replay looks for them.

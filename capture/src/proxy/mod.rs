@@ -743,14 +743,15 @@ impl IdlePoll {
 
 /// Busy-polls the rings while commands are in flight, for at most `window` after the last
 /// progress, so that a completion (or the guest's next chain) is taken without a thread
-/// wake-up; meanwhile the backend's completion interrupts are off (it need not make a system
-/// call per completion). With nothing in flight it polls for the guest's next chain only as
+/// wake-up; meanwhile the backend's completion interrupts and the guest's kicks are off
+/// ([`ProxyState::set_notifications`]: the backend need not make a system call per
+/// completion, nor the guest a kick, under QEMU a VM exit, per command). With nothing in flight it polls for the guest's next chain only as
 /// long as `idle` allows ([`IdlePoll`]). Yields the CPU between looks so that the backend and
 /// the guest keep running on a machine with few cores.
 fn busy_poll(shared: &Shared, window: Duration, idle: &mut IdlePoll) {
     let mut last_progress = Instant::now();
     let mut st = shared.lock();
-    st.set_backend_calls(false);
+    st.set_notifications(false);
     loop {
         let mut moved = false;
         for q in 0..rings::MAX_QUEUES {
@@ -769,12 +770,13 @@ fn busy_poll(shared: &Shared, window: Duration, idle: &mut IdlePoll) {
         let budget = if busy { window } else { idle.budget() };
         let done = elapsed >= budget;
         if done || shared.stopping.load(Ordering::Relaxed) {
-            // Calls back on, then one more look: a completion may have come just before.
-            st.set_backend_calls(true);
+            // Notifications back on, then one more look: a completion or a chain may have
+            // come just before.
+            st.set_notifications(true);
             if (0..rings::MAX_QUEUES).any(|q| st.has_work(q))
                 && !shared.stopping.load(Ordering::Relaxed)
             {
-                st.set_backend_calls(false);
+                st.set_notifications(false);
                 last_progress = Instant::now();
                 continue;
             }

@@ -184,8 +184,9 @@ pub struct ProxyState {
     /// backend can see a new chain, before the guest can see a used entry). The queue worker
     /// defers per-record flushes (see `barrier.rs`), so this is one write per batch.
     pub flush_at_barriers: bool,
-    /// The backend's completion interrupts are off (the worker is polling).
-    calls_off: bool,
+    /// The worker is polling: the backend's completion interrupts and the guest's kicks are
+    /// off ([`ProxyState::set_notifications`]).
+    polling: bool,
     /// Buffer for the guest memory of transfers (reused).
     scratch: Vec<u8>,
     /// Buffer for the response bytes being recorded (reused).
@@ -258,7 +259,7 @@ impl ProxyState {
             closed: false,
             pending_reads: Vec::new(),
             flush_at_barriers: false,
-            calls_off: false,
+            polling: false,
             scratch: Vec::new(),
             response: Vec::new(),
         })
@@ -548,36 +549,61 @@ impl ProxyState {
         wanted
     }
 
-    /// Turns the backend's completion interrupts off (while the worker polls the shadow used
-    /// rings) or back on. With EVENT_IDX `used_event` is put half the index space ahead (or at
-    /// the next entry); without it the shadow available ring's NO_INTERRUPT flag is set (or
-    /// cleared). After turning them on, the caller must look at the used rings again: the
-    /// backend may have completed an entry before it saw the change.
-    pub fn set_backend_calls(&mut self, on: bool) {
-        self.calls_off = !on;
+    /// Turns notifications off while the worker polls both rings, or back on: the backend's
+    /// completion interrupts (with EVENT_IDX the shadow ring's `used_event` is put half the
+    /// index space ahead, or at the next entry; without it the shadow available ring's
+    /// NO_INTERRUPT flag is set, or cleared) and the guest's kicks (with EVENT_IDX the guest's
+    /// `avail_event` half the index space ahead, or at the next chain; without it the guest's
+    /// used ring NO_NOTIFY flag), as a polling device does (vhost's busy polling): a guest
+    /// submitting while the worker polls then makes no notification (under QEMU an exit per
+    /// kick) that nobody waits for. After turning them on, the caller must look at both rings
+    /// again: the backend may have completed an entry, or the guest published a chain, before
+    /// it saw the change (this function ends with the full barrier that look needs).
+    pub fn set_notifications(&mut self, on: bool) {
+        self.polling = !on;
         let event_idx = self.acked & F_EVENT_IDX != 0;
+        let guest = self.guest.clone();
         for q in 0..self.queues.len() {
             let queue = &self.queues[q];
-            if queue.guest.is_none() || queue.size == 0 {
+            if queue.size == 0 {
                 continue;
             }
+            let Some((_, _, gu)) = queue.guest else {
+                continue;
+            };
             let (_, sa, _) = self.shadow_rings(q);
-            let _ = if event_idx {
-                let event = if on {
-                    queue.last_used
+            let size = u64::from(queue.size);
+            if event_idx {
+                let (used_event, avail_event) = if on {
+                    (queue.last_used, queue.last_avail)
                 } else {
-                    queue.last_used.wrapping_add(0x7fff)
+                    (
+                        queue.last_used.wrapping_add(0x7fff),
+                        queue.last_avail.wrapping_add(0x7fff),
+                    )
                 };
-                self.shadow.store(
-                    event,
-                    GuestAddress(sa + 4 + 2 * u64::from(queue.size)),
+                let _ = self.shadow.store(
+                    used_event,
+                    GuestAddress(sa + 4 + 2 * size),
                     Ordering::Release,
-                )
+                );
+                if let Some(g) = &guest {
+                    let _ = g.store(
+                        avail_event,
+                        GuestAddress(gu + 4 + 8 * size),
+                        Ordering::Release,
+                    );
+                }
             } else {
                 let flags: u16 = if on { 0 } else { VRING_AVAIL_F_NO_INTERRUPT };
-                self.shadow
-                    .store(flags, GuestAddress(sa), Ordering::Release)
-            };
+                let _ = self
+                    .shadow
+                    .store(flags, GuestAddress(sa), Ordering::Release);
+                if let Some(g) = &guest {
+                    let flags: u16 = if on { 0 } else { VRING_USED_F_NO_NOTIFY };
+                    let _ = g.store(flags, GuestAddress(gu), Ordering::Release);
+                }
+            }
         }
         fence(Ordering::SeqCst);
     }
@@ -602,6 +628,16 @@ impl ProxyState {
             let last = self.queues[q].last_avail;
             if avail_idx == last {
                 if !event_idx {
+                    break;
+                }
+                if self.polling {
+                    // Polling: no kick wanted (see set_notifications); keep avail_event half
+                    // the index space ahead of what was taken.
+                    let _ = guest.store(
+                        last.wrapping_add(0x7fff),
+                        GuestAddress(gu + 4 + 8 * u64::from(size)),
+                        Ordering::Release,
+                    );
                     break;
                 }
                 // Ask for a kick at the next buffer, then look again (the guest may have added
@@ -928,8 +964,8 @@ impl ProxyState {
             if !event_idx {
                 break;
             }
-            if self.calls_off {
-                // Polling: keep the backend from calling (see set_backend_calls).
+            if self.polling {
+                // Polling: keep the backend from calling (see set_notifications).
                 let _ = self.shadow.store(
                     last.wrapping_add(0x7fff),
                     GuestAddress(sa + 4 + 2 * u64::from(size)),
@@ -1484,25 +1520,57 @@ mod tests {
     }
 
     #[test]
-    fn backend_calls_off_moves_used_event_away_and_on_brings_it_back() {
+    fn polling_moves_used_event_and_avail_event_away_and_sleeping_brings_them_back() {
         let (mut st, _) = setup();
         st.acked = F_EVENT_IDX;
         let (_, sa, _) = st.shadow_rings(0);
         let used_event = GuestAddress(sa + 4 + 2 * 16);
-        st.set_backend_calls(false);
+        let avail_event = GuestAddress(USED + 4 + 8 * 16);
+        let g = guest(&st);
+        let events = |st: &ProxyState| {
+            (
+                st.shadow
+                    .load::<u16>(used_event, Ordering::Acquire)
+                    .unwrap(),
+                g.load::<u16>(avail_event, Ordering::Acquire).unwrap(),
+            )
+        };
+        st.set_notifications(false);
+        assert_eq!(events(&st), (0x7fff, 0x7fff));
+        // A chain taken while polling leaves the guest's avail_event ahead of it: the guest's
+        // next chain makes no kick.
+        publish_create(&st, 1);
+        assert!(st.take_avail(0));
+        assert_eq!(events(&st), (0x7fff, 0x8000));
+        st.set_notifications(true);
+        assert_eq!(events(&st), (0, 1));
+        // Not polling: taking a chain asks for a kick at the next one.
+        publish_create(&st, 2);
+        assert!(st.take_avail(0));
+        assert_eq!(events(&st), (0, 2));
+    }
+
+    #[test]
+    fn polling_without_event_idx_sets_no_notify_and_no_interrupt() {
+        let (mut st, _) = setup();
+        let (_, sa, _) = st.shadow_rings(0);
+        let g = guest(&st);
+        let flags = |st: &ProxyState| {
+            (
+                st.shadow
+                    .load::<u16>(GuestAddress(sa), Ordering::Acquire)
+                    .unwrap(),
+                g.load::<u16>(GuestAddress(USED), Ordering::Acquire)
+                    .unwrap(),
+            )
+        };
+        st.set_notifications(false);
         assert_eq!(
-            st.shadow
-                .load::<u16>(used_event, Ordering::Acquire)
-                .unwrap(),
-            0x7fff
+            flags(&st),
+            (VRING_AVAIL_F_NO_INTERRUPT, VRING_USED_F_NO_NOTIFY)
         );
-        st.set_backend_calls(true);
-        assert_eq!(
-            st.shadow
-                .load::<u16>(used_event, Ordering::Acquire)
-                .unwrap(),
-            0
-        );
+        st.set_notifications(true);
+        assert_eq!(flags(&st), (0, 0));
     }
 
     /// Writes a one-chain request (readable `req` at `at`, 24 writable bytes after it) as

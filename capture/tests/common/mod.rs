@@ -237,6 +237,8 @@ pub struct DriverQueue {
     pub last_used: u16,
     pub kick: EventFd,
     pub call: EventFd,
+    /// Kicks [`TestFrontend::publish`] made (the device asked for them).
+    pub kicks: u64,
 }
 
 impl DriverQueue {
@@ -265,6 +267,7 @@ impl DriverQueue {
             last_used: 0,
             kick: EventFd::new(0).unwrap(),
             call: EventFd::new(0).unwrap(),
+            kicks: 0,
         }
     }
 }
@@ -535,6 +538,7 @@ impl TestFrontend {
         };
         if kick {
             q.kick.write(1).unwrap();
+            q.kicks += 1;
         }
     }
 
@@ -604,6 +608,11 @@ impl TestFrontend {
                 descriptors: descs,
             }
         }
+    }
+
+    /// True when the rings run with EVENT_IDX.
+    pub fn event_idx_acked(&self) -> bool {
+        self.event_idx()
     }
 
     /// True when the rings run with EVENT_IDX (the front-end acks what the device offers).
