@@ -225,6 +225,17 @@ impl Drop for Ticker {
     }
 }
 
+/// The feature bits a Linux guest's virtio-gpu driver acks when the device offers them, as far
+/// as this front-end implements them, with the bit QEMU's vhost-user front-end adds: the
+/// driver's feature table (VIRGL 0, EDID 1, RESOURCE_UUID 2, RESOURCE_BLOB 3, CONTEXT_INIT 4),
+/// the transport bits of split rings the virtio core keeps (INDIRECT_DESC 28, EVENT_IDX 29,
+/// VERSION_1 32, RING_RESET 40) and PROTOCOL_FEATURES 30. (Linux would also keep
+/// ACCESS_PLATFORM, RING_PACKED, ORDER_PLATFORM and NOTIFICATION_DATA, which no backend here
+/// offers and this front-end does not implement.) Not NOTIFY_ON_EMPTY (24) or LOG_ALL (26),
+/// which QEMU's own vhost-user-gpu offers: a real guest's SET_FEATURES through the proxy carried
+/// 0x10170000002 against the offer 0x175000002 (docs/PROXY.md, "Features").
+pub const LINUX_GUEST_ACKS: u64 = 0x1f | 1 << 28 | 1 << 29 | 1 << 30 | 1 << 32 | 1 << 40;
+
 /// A split virtqueue as the driver sees it.
 pub struct DriverQueue {
     pub index: u16,
@@ -300,7 +311,10 @@ pub struct TestFrontend {
     pub heap: u64,
     pub display_log: Arc<Mutex<Vec<DisplayMsg>>>,
     pub display_thread: Option<JoinHandle<()>>,
+    /// What the device offered (GET_FEATURES).
     pub features: u64,
+    /// What the front-end acked (SET_FEATURES): [`LINUX_GUEST_ACKS`] of the offer.
+    pub acked: u64,
     pub config: Vec<u8>,
     pub protocol: VhostUserProtocolFeatures,
     /// GET_MAX_MEM_SLOTS's answer when the memory went in with ADD_MEM_REG.
@@ -406,8 +420,9 @@ impl TestFrontend {
                 .set_vring_call(usize::from(q.index), &q.call)
                 .unwrap();
         }
-        // Ack what a Linux guest acks: everything the device offers (VERSION_1, rings, EDID…).
-        frontend.set_features(features).unwrap();
+        // Ack what a Linux guest under QEMU acks of the offer (LINUX_GUEST_ACKS).
+        let acked = features & LINUX_GUEST_ACKS;
+        frontend.set_features(acked).unwrap();
         let region = mem.find_region(GuestAddress(0)).unwrap();
         let info = VhostUserMemoryRegionInfo::from_guest_region(region).unwrap();
         let mut max_mem_slots = None;
@@ -452,6 +467,7 @@ impl TestFrontend {
             display_log,
             display_thread: Some(display_thread),
             features,
+            acked,
             config,
             protocol,
             max_mem_slots,
@@ -615,9 +631,9 @@ impl TestFrontend {
         self.event_idx()
     }
 
-    /// True when the rings run with EVENT_IDX (the front-end acks what the device offers).
+    /// True when the rings run with EVENT_IDX.
     fn event_idx(&self) -> bool {
-        self.features & (1 << VIRTIO_RING_F_EVENT_IDX) != 0
+        self.acked & (1 << VIRTIO_RING_F_EVENT_IDX) != 0
     }
 
     /// Waits for the next used entry of `queue`: (id, len).
