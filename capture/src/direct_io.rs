@@ -17,6 +17,13 @@
 //! file never holds a stale block. One small page-cache write per call, not per record: the
 //! writer thread's calls are [`BUFFER_LEN`](crate::writer_thread::BUFFER_LEN) long.
 //!
+//! The writer thread's buffers are [`AlignedBuf`]s: their bytes start on a block boundary in
+//! memory with room in front for the partial block staged here, so
+//! [`DirectIoFile::write_reserved`] puts that block in front of them and writes their whole
+//! blocks to the disk from where they are; only the new partial block (under 4 KiB) is copied
+//! into the stage. Before, every byte of a buffered capture was copied once more, into the
+//! stage, on the writer thread.
+//!
 //! [`DirectIoFile::open`] tries one aligned write before it says yes: file systems that refuse
 //! O_DIRECT (older tmpfs, some FUSE file systems) fail the open or that write with
 //! EINVAL, and get [`OpenedDirect::Unsupported`], so the caller writes through the page cache
@@ -51,6 +58,109 @@ pub struct DirectIoFile {
     block_pos: u64,
     /// False once a direct write failed with EINVAL: everything goes through `plain`.
     direct_ok: bool,
+    /// Bytes copied into the stage so far.
+    copied: u64,
+}
+
+/// A hand-over buffer for [`DirectIoFile::write_reserved`]: up to `capacity` bytes of data that
+/// start `reserved` bytes after a [`BLOCK`] boundary in memory, the `reserved` bytes in front
+/// being room for the partial block the file has staged. Fill it after
+/// [`AlignedBuf::reset`] with the file position it will be written at.
+pub struct AlignedBuf {
+    /// `capacity + 2 * BLOCK` bytes: an aligned window of `BLOCK + capacity` fits at `start`.
+    mem: Vec<u8>,
+    start: usize,
+    reserved: usize,
+    len: usize,
+    capacity: usize,
+}
+
+impl AlignedBuf {
+    /// An empty buffer for `capacity` bytes of data, for file position 0.
+    pub fn new(capacity: usize) -> AlignedBuf {
+        let mem = vec![0; capacity + 2 * BLOCK];
+        let start = mem.as_ptr().align_offset(BLOCK).min(BLOCK);
+        AlignedBuf {
+            mem,
+            start,
+            reserved: 0,
+            len: 0,
+            capacity,
+        }
+    }
+
+    /// Empties the buffer for data that will be written at file position `pos`.
+    pub fn reset(&mut self, pos: u64) {
+        self.reserved = (pos % BLOCK as u64) as usize;
+        self.len = 0;
+    }
+
+    /// Bytes of data.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when it holds no data.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Bytes of data it can still take.
+    pub fn room(&self) -> usize {
+        self.capacity - self.len
+    }
+
+    /// Appends the first [`AlignedBuf::room`] bytes of `bytes`; returns how many it took.
+    pub fn extend(&mut self, bytes: &[u8]) -> usize {
+        let n = bytes.len().min(self.room());
+        let at = self.start + self.reserved + self.len;
+        self.mem[at..at + n].copy_from_slice(&bytes[..n]);
+        self.len += n;
+        n
+    }
+
+    /// The data.
+    pub fn data(&self) -> &[u8] {
+        let at = self.start + self.reserved;
+        &self.mem[at..at + self.len]
+    }
+}
+
+impl std::fmt::Debug for AlignedBuf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AlignedBuf")
+            .field("reserved", &self.reserved)
+            .field("len", &self.len)
+            .field("capacity", &self.capacity)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Writes `data` at `at` (both aligned) with O_DIRECT, the rest through `plain` once a direct
+/// write was refused with EINVAL (`direct_ok` then turns false).
+fn write_direct(
+    direct: &File,
+    plain: &File,
+    direct_ok: &mut bool,
+    data: &[u8],
+    at: u64,
+) -> io::Result<()> {
+    let mut done = 0;
+    while done < data.len() && *direct_ok {
+        match direct.write_at(&data[done..], at + done as u64) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            // A short direct write (a full disk) ends on a block; the next one fails with
+            // the reason.
+            Ok(k) => done += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => *direct_ok = false,
+            Err(e) => return Err(e),
+        }
+    }
+    if done < data.len() {
+        plain.write_all_at(&data[done..], at + done as u64)?;
+    }
+    Ok(())
 }
 
 /// What [`DirectIoFile::open`] made of a file.
@@ -97,6 +207,7 @@ impl DirectIoFile {
             len: 0,
             block_pos: 0,
             direct_ok: true,
+            copied: 0,
         };
         f.start = f.memory.as_ptr().align_offset(BLOCK);
         if f.start > BLOCK {
@@ -124,6 +235,44 @@ impl DirectIoFile {
         self.direct_ok
     }
 
+    /// Bytes copied into the stage so far (by [`Write::write_all`], and the partial last block
+    /// of each [`DirectIoFile::write_reserved`]).
+    pub fn copied_bytes(&self) -> u64 {
+        self.copied
+    }
+
+    /// Writes `buf`'s data like [`Write::write_all`], without copying its whole blocks: the
+    /// staged partial block goes into the room in front of the data, the whole blocks are
+    /// written from the buffer, and only the new partial block is staged. A buffer reset for
+    /// another file position than this file's (or once direct writes were refused) is written
+    /// with `write_all`. The buffer's contents are spent (reset it before reuse).
+    pub fn write_reserved(&mut self, buf: &mut AlignedBuf) -> io::Result<()> {
+        let aligned = buf.mem[buf.start..].as_ptr().addr().is_multiple_of(BLOCK);
+        if buf.reserved != self.len || !self.direct_ok || !aligned {
+            return self.write_all(buf.data());
+        }
+        let total = buf.reserved + buf.len;
+        let region = &mut buf.mem[buf.start..buf.start + total];
+        region[..self.len].copy_from_slice(&self.memory[self.start..self.start + self.len]);
+        let whole = total / BLOCK * BLOCK;
+        write_direct(
+            &self.direct,
+            &self.plain,
+            &mut self.direct_ok,
+            &region[..whole],
+            self.block_pos,
+        )?;
+        self.block_pos += whole as u64;
+        let tail = &region[whole..];
+        self.memory[self.start..self.start + tail.len()].copy_from_slice(tail);
+        self.len = tail.len();
+        self.copied += tail.len() as u64;
+        if self.len > 0 {
+            self.plain.write_all_at(self.stage(), self.block_pos)?;
+        }
+        Ok(())
+    }
+
     fn stage(&self) -> &[u8] {
         &self.memory[self.start..self.start + self.len]
     }
@@ -132,28 +281,13 @@ impl DirectIoFile {
     /// the rest to the front.
     fn write_blocks(&mut self, n: usize) -> io::Result<()> {
         debug_assert!(n.is_multiple_of(BLOCK) && n <= self.len);
-        let at = self.block_pos;
-        let mut done = 0;
-        while done < n && self.direct_ok {
-            let from = self.start + done;
-            match self
-                .direct
-                .write_at(&self.memory[from..self.start + n], at + done as u64)
-            {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                // A short direct write (a full disk) ends on a block; the next one fails with
-                // the reason.
-                Ok(k) => done += k,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => self.direct_ok = false,
-                Err(e) => return Err(e),
-            }
-        }
-        if done < n {
-            let from = self.start + done;
-            self.plain
-                .write_all_at(&self.memory[from..self.start + n], at + done as u64)?;
-        }
+        write_direct(
+            &self.direct,
+            &self.plain,
+            &mut self.direct_ok,
+            &self.memory[self.start..self.start + n],
+            self.block_pos,
+        )?;
         self.block_pos += n as u64;
         self.memory
             .copy_within(self.start + n..self.start + self.len, self.start);
@@ -175,6 +309,7 @@ impl Write for DirectIoFile {
             let to = self.start + self.len;
             self.memory[to..to + n].copy_from_slice(&rest[..n]);
             self.len += n;
+            self.copied += n as u64;
             rest = &rest[n..];
             if self.len == STAGE_LEN {
                 self.write_blocks(STAGE_LEN)?;
@@ -253,6 +388,58 @@ mod tests {
             );
         }
         assert!(f.is_direct(), "no direct write was refused");
+    }
+
+    #[test]
+    fn reserved_buffers_go_to_the_disk_from_where_they_are_and_only_partial_blocks_are_copied() {
+        let dir = disk_dir();
+        let path = dir.path().join("f");
+        let mut f = open(&path);
+        let mut expected = Vec::new();
+        let mut buf = AlignedBuf::new(3 * BLOCK + 100);
+        // Lengths that leave every partial-block size behind, some whole buffers.
+        let lengths = [
+            5,
+            BLOCK - 5,
+            3 * BLOCK + 100,
+            1,
+            BLOCK,
+            2 * BLOCK + 7,
+            3 * BLOCK,
+        ];
+        for (i, len) in lengths.into_iter().cycle().take(21).enumerate() {
+            let chunk: Vec<u8> = (0..len).map(|k| (k * 13 + i * 5 + 3) as u8).collect();
+            let before = f.copied_bytes();
+            let staged_before = expected.len() % BLOCK;
+            buf.reset(expected.len() as u64);
+            assert_eq!(buf.extend(&chunk), len);
+            assert_eq!(buf.data(), &chunk[..]);
+            f.write_reserved(&mut buf).unwrap();
+            expected.extend_from_slice(&chunk);
+            assert_eq!(
+                std::fs::read(&path).unwrap(),
+                expected,
+                "after buffer {i} of {len}"
+            );
+            // Only the new partial block went through the stage.
+            assert_eq!(
+                f.copied_bytes() - before,
+                (expected.len() % BLOCK) as u64,
+                "buffer {i} of {len} after {staged_before} staged bytes"
+            );
+        }
+        // Plain writes in between, and a buffer reset for the wrong position: copied, still
+        // right.
+        f.write_all(&[1, 2, 3]).unwrap();
+        expected.extend_from_slice(&[1, 2, 3]);
+        buf.reset(expected.len() as u64 + 1);
+        buf.extend(&[4; 2 * BLOCK]);
+        let before = f.copied_bytes();
+        f.write_reserved(&mut buf).unwrap();
+        expected.extend_from_slice(&[4; 2 * BLOCK]);
+        assert_eq!(f.copied_bytes() - before, 2 * BLOCK as u64);
+        assert_eq!(std::fs::read(&path).unwrap(), expected);
+        assert!(f.is_direct());
     }
 
     #[test]

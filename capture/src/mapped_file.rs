@@ -150,6 +150,18 @@ impl Output {
     }
 }
 
+impl Output {
+    /// Writes a hand-over buffer's data: an O_DIRECT file takes its whole blocks from where they
+    /// are ([`DirectIoFile::write_reserved`](crate::direct_io::DirectIoFile::write_reserved)),
+    /// the others copy it as `write_all` does.
+    pub fn write_buffer(&mut self, buf: &mut crate::direct_io::AlignedBuf) -> io::Result<()> {
+        match self {
+            Output::DirectIo(f) => f.write_reserved(buf),
+            other => other.write_all(buf.data()),
+        }
+    }
+}
+
 impl From<File> for Output {
     fn from(f: File) -> Self {
         Output::File(f)

@@ -21,6 +21,7 @@
 
 use std::io::{self, Write};
 
+use crate::direct_io::AlignedBuf;
 use crate::mapped_file::Output;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
@@ -36,7 +37,7 @@ pub const MAX_BUFFERS: usize = 8;
 type Failure = Option<(io::ErrorKind, String)>;
 
 enum Message {
-    Data(Vec<u8>),
+    Data(AlignedBuf),
     /// Answer once everything before this was written.
     Flush(SyncSender<()>),
 }
@@ -51,11 +52,14 @@ pub struct ThreadedFile {
     /// Locked by the writer thread for each buffer, and by the caller only while no buffer is
     /// in flight, so the two never wait for each other.
     out: Arc<Mutex<Output>>,
-    current: Vec<u8>,
+    current: AlignedBuf,
+    /// Bytes handed to the output so far (written or in flight): the file position `current`
+    /// is written at.
+    handed: u64,
     /// Buffers handed to the writer thread and not yet written.
     in_flight: Arc<AtomicUsize>,
     to_writer: Option<SyncSender<Message>>,
-    empties: Receiver<Vec<u8>>,
+    empties: Receiver<AlignedBuf>,
     buffers: usize,
     /// Set by the writer thread on its first failed write.
     failed: Arc<Mutex<Failure>>,
@@ -69,7 +73,7 @@ impl ThreadedFile {
     /// [`DirectIoFile`](crate::direct_io::DirectIoFile)).
     pub fn new(out: impl Into<Output>) -> io::Result<Self> {
         let (to_writer, inbox) = sync_channel::<Message>(MAX_BUFFERS + 1);
-        let (give_back, empties) = channel::<Vec<u8>>();
+        let (give_back, empties) = channel::<AlignedBuf>();
         let failed = Arc::new(Mutex::new(None));
         let thread_failed = failed.clone();
         let out = Arc::new(Mutex::new(out.into()));
@@ -88,7 +92,8 @@ impl ThreadedFile {
             })?;
         Ok(ThreadedFile {
             out,
-            current: Vec::with_capacity(BUFFER_LEN),
+            current: AlignedBuf::new(BUFFER_LEN),
+            handed: 0,
             in_flight,
             to_writer: Some(to_writer),
             empties,
@@ -115,8 +120,9 @@ impl ThreadedFile {
 
     /// Writes the current buffer on the caller's thread; only while nothing is in flight.
     fn write_here(&mut self) -> io::Result<()> {
-        let r = lock_output(&self.out).write_all(&self.current);
-        self.current.clear();
+        let r = lock_output(&self.out).write_buffer(&mut self.current);
+        self.handed += self.current.len() as u64;
+        self.current.reset(self.handed);
         r.map_err(|e| {
             *self.failed.lock().unwrap_or_else(|p| p.into_inner()) =
                 Some((e.kind(), e.to_string()));
@@ -136,15 +142,17 @@ impl ThreadedFile {
         if self.current.is_empty() {
             return Ok(());
         }
-        let next = match self.empties.try_recv() {
+        let mut next = match self.empties.try_recv() {
             Ok(b) => b,
             Err(_) if self.buffers < MAX_BUFFERS => {
                 self.buffers += 1;
-                Vec::with_capacity(BUFFER_LEN)
+                AlignedBuf::new(BUFFER_LEN)
             }
             // All buffers in flight: wait for the writer thread to return one.
             Err(_) => self.empties.recv().map_err(|_| self.error())?,
         };
+        self.handed += self.current.len() as u64;
+        next.reset(self.handed);
         let full = std::mem::replace(&mut self.current, next);
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         let sent = self
@@ -171,7 +179,7 @@ impl ThreadedFile {
 fn write_loop(
     out: &Mutex<Output>,
     inbox: &Receiver<Message>,
-    give_back: &Sender<Vec<u8>>,
+    give_back: &Sender<AlignedBuf>,
     failed: &Mutex<Failure>,
     in_flight: &AtomicUsize,
 ) {
@@ -181,13 +189,12 @@ fn write_loop(
                 // The lock is never held across the write: the caller looks at `failed` before
                 // each of its writes, and must not wait for this thread's write(2) to do so.
                 let ok = failed.lock().unwrap_or_else(|p| p.into_inner()).is_none();
-                if ok && let Err(e) = lock_output(out).write_all(&buf) {
+                if ok && let Err(e) = lock_output(out).write_buffer(&mut buf) {
                     *failed.lock().unwrap_or_else(|p| p.into_inner()) =
                         Some((e.kind(), e.to_string()));
                 }
                 // Written (or dropped after an error): the caller may write directly again.
                 in_flight.fetch_sub(1, Ordering::AcqRel);
-                buf.clear();
                 // The file may be gone already (dropped): nothing to give back to.
                 let _ = give_back.send(buf);
             }
@@ -205,11 +212,9 @@ impl Write for ThreadedFile {
         }
         let mut rest = buf;
         while !rest.is_empty() {
-            let room = BUFFER_LEN.saturating_sub(self.current.len());
-            let (now, later) = rest.split_at(room.min(rest.len()));
-            self.current.extend_from_slice(now);
-            rest = later;
-            if self.current.len() >= BUFFER_LEN {
+            let n = self.current.extend(rest);
+            rest = &rest[n..];
+            if self.current.room() == 0 {
                 self.hand_over()?;
             }
         }
@@ -305,6 +310,57 @@ mod tests {
             std::fs::read(&path).unwrap(),
             expected,
             "drop writes the rest"
+        );
+    }
+
+    #[test]
+    fn threaded_file_over_o_direct_writes_its_buffers_without_copying_them_again() {
+        // On a disk file system (the target directory), where O_DIRECT works.
+        let exe = std::env::current_exe().unwrap();
+        let dir = tempfile::tempdir_in(exe.parent().unwrap()).unwrap();
+        let path = dir.path().join("f");
+        let file = File::create(&path).unwrap();
+        let crate::direct_io::OpenedDirect::Direct(direct) =
+            crate::direct_io::DirectIoFile::open(&path, file).unwrap()
+        else {
+            panic!("O_DIRECT refused in {}", dir.path().display());
+        };
+        let mut f = ThreadedFile::new(direct).unwrap();
+        let waits = f.flush_waits();
+        let mut expected = Vec::new();
+        let mut flushes = 0u64;
+        for i in 0..300u32 {
+            let len = if i % 50 == 0 {
+                2 * BUFFER_LEN + 17
+            } else {
+                777 + 13 * i as usize
+            };
+            let chunk: Vec<u8> = (0..len)
+                .map(|k| (k as u32 ^ i.wrapping_mul(11)) as u8)
+                .collect();
+            f.write_all(&chunk).unwrap();
+            expected.extend_from_slice(&chunk);
+            // Flushes leave partial blocks behind: both the hand-over kind and the waiting
+            // kind (written on this thread when nothing is in flight).
+            if i % 7 == 0 {
+                waits.store(i % 14 == 0, Ordering::Relaxed);
+                f.flush().unwrap();
+                flushes += 1;
+            }
+        }
+        waits.store(true, Ordering::Relaxed);
+        f.flush().unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), expected);
+        let copied = match &*lock_output(&f.out) {
+            Output::DirectIo(d) => d.copied_bytes(),
+            other => panic!("{other:?}"),
+        };
+        // At most one partial block per buffer written, not every byte.
+        let buffers = expected.len() as u64 / BUFFER_LEN as u64 + flushes + 1;
+        assert!(
+            copied < buffers * crate::direct_io::BLOCK as u64,
+            "{copied} bytes copied for {} written in about {buffers} buffers",
+            expected.len()
         );
     }
 
