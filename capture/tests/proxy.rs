@@ -407,6 +407,16 @@ fn proxy_whole_and_partial_updates_reach_qemu_intact_and_compose_the_frames() {
     assert_eq!(frames[1].rect, part);
 }
 
+/// A proxy whose queue worker polls for `window` while busy and after the last completion
+/// (long windows, so that the tests' timing does not depend on the machine's load).
+fn spawn_polling_proxy(dir: &Path, window: Duration) -> (Child, PathBuf, PathBuf) {
+    let us = window.as_micros().to_string();
+    spawn_proxy_env(
+        dir,
+        &[("VGT_PROXY_POLL_US", &us), ("VGT_PROXY_POLL_IDLE_US", &us)],
+    )
+}
+
 /// Idle polling (docs/PROXY.md, "Queue worker"), with a 100 ms window so that the timing does
 /// not depend on the machine's load: right after a completion the worker is still looking at
 /// the available ring, so a chain published without a kick is served; once the window passed
@@ -419,13 +429,7 @@ fn proxy_idle_polling_serves_chains_without_a_kick_then_sleeps_using_no_cpu() {
     }
     let dir = tempfile::tempdir().unwrap();
     let window = Duration::from_millis(100);
-    let (mut proxy, sock, out) = spawn_proxy_env(
-        dir.path(),
-        &[
-            ("VGT_PROXY_POLL_US", "100000"),
-            ("VGT_PROXY_POLL_IDLE_US", "100000"),
-        ],
-    );
+    let (mut proxy, sock, out) = spawn_polling_proxy(dir.path(), window);
     let mut fe = TestFrontend::connect(&sock, DisplayAnswers::default());
     let (_, _, r) = fe.command(
         0,
@@ -503,13 +507,7 @@ fn proxy_polling_asks_the_guest_for_no_kicks_and_asks_again_before_sleeping() {
     }
     let dir = tempfile::tempdir().unwrap();
     let window = Duration::from_millis(200);
-    let (mut proxy, sock, _out) = spawn_proxy_env(
-        dir.path(),
-        &[
-            ("VGT_PROXY_POLL_US", "200000"),
-            ("VGT_PROXY_POLL_IDLE_US", "200000"),
-        ],
-    );
+    let (mut proxy, sock, _out) = spawn_polling_proxy(dir.path(), window);
     let mut fe = TestFrontend::connect(&sock, DisplayAnswers::default());
     assert!(fe.event_idx_acked(), "the C backend offers EVENT_IDX");
     // The first command wakes the worker with a kick; it then polls.
