@@ -17,7 +17,11 @@
 //! window after handing it over. A kernel without MADV_POPULATE_WRITE (before 5.14) answers
 //! EINVAL: the helper stops asking, and stores fault as before. The cost: the file is reserved
 //! one window further ahead, and for a slow capture the populated (zero) pages of a window may
-//! be written back once before the records that fill them are written back again.
+//! be written back once before the records that fill them are written back again. A process
+//! confined to one CPU does not prefault ([`MapOptions::prefault`]): there the helper's faults
+//! only take turns with the writer's work, and the pages of new frames it zeroes are the ones
+//! pwrite then overwrites (one-core crash-safe capture of new 1080p frames went from about 67
+//! to 105-119 frames/s, docs/BENCHMARKS.md).
 //!
 //! **Retiring what is behind.** Once the writer is a window past a range, the helper writes it
 //! back and drops its pages from the page cache (see `helper_loop`), so a long capture holds a
@@ -60,6 +64,18 @@ pub struct MapOptions {
     /// Prefault windows on a helper thread and map the next one ahead (the default; see the
     /// module docs). Off, every page is faulted in by the store that first reaches it.
     pub populate_ahead: bool,
+    /// With `populate_ahead`, have the helper prefault the windows (MADV_POPULATE_WRITE); it
+    /// still maps them ahead and retires what is behind either way. On by default when this
+    /// process may run on more than one CPU ([`std::thread::available_parallelism`]: its
+    /// affinity and cgroup quota): on one, the helper's faults only take turns with the
+    /// writer's work on that CPU, and zero pages that large pwrites then overwrite (new
+    /// 1080p frames recorded on one core: docs/BENCHMARKS.md).
+    pub prefault: bool,
+}
+
+/// True when this process may run on more than one CPU.
+fn more_than_one_cpu() -> bool {
+    std::thread::available_parallelism().is_ok_and(|n| n.get() > 1)
 }
 
 impl Default for MapOptions {
@@ -67,6 +83,7 @@ impl Default for MapOptions {
         MapOptions {
             window: WINDOW,
             populate_ahead: true,
+            prefault: more_than_one_cpu(),
         }
     }
 }
@@ -88,6 +105,10 @@ pub struct MappedFile {
     reserved: u64,
     /// The file's page cache before this offset was handed to the helper to write back and drop.
     retired: u64,
+    /// [`MapOptions::prefault`].
+    prefault: bool,
+    /// Bytes handed to the helper to prefault, in all.
+    prefault_asked: u64,
     closed: bool,
 }
 
@@ -234,6 +255,8 @@ impl MappedFile {
             pos: 0,
             reserved: 0,
             retired: 0,
+            prefault: options.prefault,
+            prefault_asked: 0,
             closed: false,
         };
         let first = match f.map_window(0) {
@@ -248,7 +271,7 @@ impl MappedFile {
             // Without the thread (EAGAIN: too many), the file is written as without populating.
             f.helper = f.file.try_clone().and_then(Helper::spawn).ok();
         }
-        f.start_window(first);
+        f.start_window(first, true);
         Ok(Opened::Mapped(f))
     }
 
@@ -337,11 +360,13 @@ impl MappedFile {
         })
     }
 
-    /// Makes `m` the window stores go into, has the helper populate it, and maps the next
-    /// window ahead.
-    fn start_window(&mut self, m: Mapping) {
+    /// Makes `m` the window stores go into, has the helper populate it when it is `fresh` (not
+    /// the window mapped, and populated, ahead), and maps the next window ahead.
+    fn start_window(&mut self, m: Mapping, fresh: bool) {
         let next = m.offset + m.len as u64;
-        self.populate(&m);
+        if fresh {
+            self.populate(&m);
+        }
         self.map = Some(m);
         if self.helper.is_none() {
             return;
@@ -361,16 +386,16 @@ impl MappedFile {
         if let Some(m) = self.map.take() {
             self.release(m)?;
         }
-        let m = match self.ahead.take() {
-            Some(a) if a.offset == offset => a,
+        let (m, fresh) = match self.ahead.take() {
+            Some(a) if a.offset == offset => (a, false),
             other => {
                 if let Some(a) = other {
                     self.release(a)?;
                 }
-                self.map_window(offset)?
+                (self.map_window(offset)?, true)
             }
         };
-        self.start_window(m);
+        self.start_window(m, fresh);
         // Everything before the previous window is behind the writer for good.
         let behind = offset.saturating_sub(self.window_len);
         if behind > self.retired
@@ -384,6 +409,10 @@ impl MappedFile {
 
     /// Asks the helper to prefault `m`'s pages. The writer may store into it meanwhile.
     fn populate(&mut self, m: &Mapping) {
+        if !self.prefault || self.helper.is_none() {
+            return;
+        }
+        self.prefault_asked += m.len as u64;
         if let Some(h) = &self.helper
             && h.jobs
                 .send(Job::Populate(m.ptr.as_ptr() as usize, m.len))
@@ -649,6 +678,7 @@ mod tests {
         let options = MapOptions {
             window,
             populate_ahead,
+            prefault: true,
         };
         match MappedFile::open_with(open(path), options).unwrap() {
             Opened::Mapped(m) => m,
@@ -901,6 +931,44 @@ mod tests {
         assert_eq!(std::fs::metadata(&path).unwrap().len(), page_size());
         f.close().unwrap();
         assert_eq!(read_back(&path), b"header");
+    }
+
+    #[test]
+    fn without_prefaulting_windows_are_mapped_ahead_but_not_populated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m");
+        let window = 512 * page_size();
+        let options = MapOptions {
+            window,
+            populate_ahead: true,
+            prefault: false,
+        };
+        let Opened::Mapped(mut f) = MappedFile::open_with(open(&path), options).unwrap() else {
+            panic!("mapping unsupported here");
+        };
+        f.write_all(b"header").unwrap();
+        f.write_all(&bytes(window as usize, 3)).unwrap();
+        let ahead = f.ahead.as_ref().expect("the next window is mapped ahead");
+        assert_eq!(ahead.offset, 2 * window, "moved on, mapping ahead");
+        // Not one page asked for (residency cannot tell: a fault's read-around brings the
+        // fallocated zeros of the next window into the page cache anyway).
+        assert_eq!(f.prefault_asked, 0);
+        f.close().unwrap();
+        let mut want = b"header".to_vec();
+        want.extend_from_slice(&bytes(window as usize, 3));
+        assert_eq!(read_back(&path), want);
+        // The same with prefaulting: every window mapped was asked for.
+        let path = dir.path().join("p");
+        let options = MapOptions {
+            prefault: true,
+            ..options
+        };
+        let Opened::Mapped(mut f) = MappedFile::open_with(open(&path), options).unwrap() else {
+            panic!("mapping unsupported here");
+        };
+        f.write_all(b"header").unwrap();
+        f.write_all(&bytes(window as usize, 3)).unwrap();
+        assert_eq!(f.prefault_asked, 3 * window);
     }
 
     #[test]
