@@ -552,6 +552,81 @@ fn proxy_polling_asks_the_guest_for_no_kicks_and_asks_again_before_sleeping() {
     assert!(status.success(), "proxy exit {status:?}");
 }
 
+/// QEMU stops the rings (`stop`: GET_VRING_BASE) after six commands and starts them again
+/// on the same rings at that base (`cont`), the queue worker asleep by then: the next command
+/// is served, and the guest kicks for it. With `polling` the worker had the guest's kicks
+/// turned off when the rings stopped.
+fn commands_survive_stop_and_cont(polling: bool) {
+    if !have_backend() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let window = Duration::from_millis(300);
+    let (mut proxy, sock, _out) = if polling {
+        spawn_polling_proxy(dir.path(), window)
+    } else {
+        spawn_proxy_env(dir.path(), &[("VGT_PROXY_POLL_US", "0")])
+    };
+    let mut fe = TestFrontend::connect(&sock, DisplayAnswers::default());
+    let (_, _, r) = fe.command(
+        0,
+        &[Buf::Out(gpu::create_2d(99, 2, 64, 64)), Buf::In(24)],
+        false,
+    );
+    assert_eq!(gpu::resp_type(&r), 0x1100);
+    for _ in 0..5 {
+        let (_, _, r) = fe.command(
+            0,
+            &[Buf::Out(gpu::flush(99, [0, 0, 1, 1])), Buf::In(24)],
+            false,
+        );
+        assert_eq!(gpu::resp_type(&r), 0x1100);
+    }
+    if polling {
+        // Still within the window: the worker polls, kicks off.
+        assert_ne!(
+            fe.avail_event(0),
+            fe.queues[0].avail_idx,
+            "no kick asked for while polling"
+        );
+    }
+    let bases = fe.stop();
+    assert_eq!(bases[0], 6);
+    // The ring handed back asks for a kick at the next chain.
+    assert_eq!(fe.avail_event(0), fe.queues[0].avail_idx);
+    std::thread::sleep(window * 2);
+    fe.start(&bases);
+    let kicks = fe.queues[0].kicks;
+    let (_, _, r) = fe.command(
+        0,
+        &[Buf::Out(gpu::flush(99, [0, 0, 1, 1])), Buf::In(24)],
+        false,
+    );
+    assert_eq!(gpu::resp_type(&r), 0x1100);
+    assert_eq!(
+        fe.queues[0].kicks,
+        kicks + 1,
+        "the guest kicked the sleeping worker"
+    );
+    drop(fe);
+    let status = wait_exit(&mut proxy, 20);
+    assert!(status.success(), "proxy exit {status:?}");
+}
+
+/// Rings restarted at a base other than 0: the backend is kicked for the first chain (the
+/// shadow ring's `avail_event` starts at the base, not at 0, which the ring never reaches).
+#[test]
+fn proxy_rings_stopped_and_started_again_at_their_base_serve_the_next_command() {
+    commands_survive_stop_and_cont(false);
+}
+
+/// The same with the worker polling when the rings stop: the ring handed back asks for kicks
+/// again.
+#[test]
+fn proxy_rings_stopped_while_polling_run_again_and_the_guest_kicks_the_sleeping_worker() {
+    commands_survive_stop_and_cont(true);
+}
+
 /// A transfer and a flush published back to back (the proxy usually takes them in one
 /// batch): the transfer's MemoryRead records come after its Command and before the flush's
 /// Command, where replay looks for them.

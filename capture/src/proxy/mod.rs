@@ -265,7 +265,11 @@ fn rewrite_request(shared: &Arc<Shared>, msg: &mut RawMessage, before: &mut Opti
         }
         req::GET_VRING_BASE => {
             let q = payload_u32(&msg.payload, 0) as usize;
-            if let Some(queue) = shared.lock().queues.get_mut(q) {
+            let mut st = shared.lock();
+            // The ring is still the device's until the reply: leave it asking for kicks (the
+            // worker may have turned them off while polling).
+            st.arm_guest_kicks(q);
+            if let Some(queue) = st.queues.get_mut(q) {
                 queue.running = false;
             }
         }
@@ -303,6 +307,7 @@ fn rewrite_request(shared: &Arc<Shared>, msg: &mut RawMessage, before: &mut Opti
                 queue.kick_front = theirs;
                 queue.kick_gen += 1;
                 queue.running = true;
+                st.arm_guest_kicks(q);
             } else {
                 queue.call_front = theirs;
             }

@@ -453,6 +453,18 @@ impl ProxyState {
         let _ = self
             .shadow
             .store(used_idx, GuestAddress(su + 2), Ordering::Release);
+        // Neither side has said yet where it wants its next notification: at the next entry,
+        // as on a fresh ring. Zero would mean "at entry 0", which a ring restarted at another
+        // base (QEMU's stop and cont) never reaches again: the backend would never be kicked.
+        let size = u64::from(size);
+        let _ = self.shadow.store(
+            shadow_avail,
+            GuestAddress(su + 4 + 8 * size),
+            Ordering::Release,
+        );
+        let _ = self
+            .shadow
+            .store(used_idx, GuestAddress(sa + 4 + 2 * size), Ordering::Release);
         let queue = &mut self.queues[q];
         queue.guest = Some((d, a, u));
         queue.last_used = used_idx;
@@ -549,6 +561,31 @@ impl ProxyState {
         wanted
     }
 
+    /// Asks the guest for a kick at its next chain on queue `q` (`avail_event` at the next
+    /// chain with EVENT_IDX, NO_NOTIFY cleared without it), whatever polling had left there.
+    /// For a queue being stopped (before GET_VRING_BASE goes on: the ring is still the
+    /// device's) and one started (SET_VRING_KICK): a queue stopped while the worker polled
+    /// would otherwise keep `avail_event` half the index space ahead, and the guest would not
+    /// kick the sleeping worker once the queue ran again on the same ring.
+    pub fn arm_guest_kicks(&self, q: usize) {
+        let (Some(queue), Some(g)) = (self.queues.get(q), self.guest.as_ref()) else {
+            return;
+        };
+        let Some((_, _, gu)) = queue.guest.filter(|_| queue.size > 0) else {
+            return;
+        };
+        let _ = if self.acked & F_EVENT_IDX != 0 {
+            g.store(
+                queue.last_avail,
+                GuestAddress(gu + 4 + 8 * u64::from(queue.size)),
+                Ordering::Release,
+            )
+        } else {
+            g.store(0u16, GuestAddress(gu), Ordering::Release)
+        };
+        fence(Ordering::SeqCst);
+    }
+
     /// Turns notifications off while the worker polls both rings, or back on: the backend's
     /// completion interrupts (with EVENT_IDX the shadow ring's `used_event` is put half the
     /// index space ahead, or at the next entry; without it the shadow available ring's
@@ -573,6 +610,9 @@ impl ProxyState {
             };
             let (_, sa, _) = self.shadow_rings(q);
             let size = u64::from(queue.size);
+            // The guest's ring only while the queue runs: after GET_VRING_BASE the guest may
+            // have freed that memory.
+            let guest = guest.as_ref().filter(|_| queue.running);
             if event_idx {
                 let (used_event, avail_event) = if on {
                     (queue.last_used, queue.last_avail)
@@ -587,7 +627,7 @@ impl ProxyState {
                     GuestAddress(sa + 4 + 2 * size),
                     Ordering::Release,
                 );
-                if let Some(g) = &guest {
+                if let Some(g) = guest {
                     let _ = g.store(
                         avail_event,
                         GuestAddress(gu + 4 + 8 * size),
@@ -599,7 +639,7 @@ impl ProxyState {
                 let _ = self
                     .shadow
                     .store(flags, GuestAddress(sa), Ordering::Release);
-                if let Some(g) = &guest {
+                if let Some(g) = guest {
                     let flags: u16 = if on { 0 } else { VRING_USED_F_NO_NOTIFY };
                     let _ = g.store(flags, GuestAddress(gu), Ordering::Release);
                 }
@@ -1548,6 +1588,67 @@ mod tests {
         publish_create(&st, 2);
         assert!(st.take_avail(0));
         assert_eq!(events(&st), (0, 2));
+    }
+
+    #[test]
+    fn a_stopped_queue_s_guest_ring_is_not_written_when_polling_starts_or_stops() {
+        let (mut st, _) = setup();
+        st.acked = F_EVENT_IDX;
+        let g = guest(&st);
+        let avail_event = GuestAddress(USED + 4 + 8 * 16);
+        // GET_VRING_BASE stopped the queue; the guest reuses the ring's memory.
+        st.queues[0].running = false;
+        g.store(0xabcdu16, avail_event, Ordering::Release).unwrap();
+        g.store(0x1234u16, GuestAddress(USED), Ordering::Release)
+            .unwrap();
+        st.set_notifications(false);
+        st.set_notifications(true);
+        st.acked = 0;
+        st.set_notifications(false);
+        assert_eq!(
+            g.load::<u16>(avail_event, Ordering::Acquire).unwrap(),
+            0xabcd
+        );
+        assert_eq!(
+            g.load::<u16>(GuestAddress(USED), Ordering::Acquire)
+                .unwrap(),
+            0x1234
+        );
+    }
+
+    #[test]
+    fn a_queue_stopped_while_polling_asks_for_kicks_again_when_it_runs_again() {
+        let (mut st, _) = setup();
+        st.acked = F_EVENT_IDX;
+        let g = guest(&st);
+        let avail_event = GuestAddress(USED + 4 + 8 * 16);
+        publish_create(&st, 1);
+        st.set_notifications(false);
+        assert!(st.take_avail(0));
+        assert_eq!(
+            g.load::<u16>(avail_event, Ordering::Acquire).unwrap(),
+            0x8000
+        );
+        // GET_VRING_BASE while polling: the ring is left asking for the next kick.
+        st.arm_guest_kicks(0);
+        st.queues[0].running = false;
+        st.set_notifications(true);
+        assert_eq!(g.load::<u16>(avail_event, Ordering::Acquire).unwrap(), 1);
+        // Without EVENT_IDX: NO_NOTIFY cleared.
+        st.acked = 0;
+        st.queues[0].running = true;
+        st.set_notifications(false);
+        assert_eq!(
+            g.load::<u16>(GuestAddress(USED), Ordering::Acquire)
+                .unwrap(),
+            VRING_USED_F_NO_NOTIFY
+        );
+        st.arm_guest_kicks(0);
+        assert_eq!(
+            g.load::<u16>(GuestAddress(USED), Ordering::Acquire)
+                .unwrap(),
+            0
+        );
     }
 
     #[test]

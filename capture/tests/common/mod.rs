@@ -496,6 +496,43 @@ impl TestFrontend {
         bases
     }
 
+    /// QEMU's vhost start after [`TestFrontend::stop`] on the same rings (a `cont` after a
+    /// `stop`): every ring set up again at the base `stop` returned, kicked and enabled.
+    pub fn start(&mut self, bases: &[u32]) {
+        let region = self.mem.find_region(GuestAddress(0)).unwrap();
+        let host_base = VhostUserMemoryRegionInfo::from_guest_region(region)
+            .unwrap()
+            .userspace_addr;
+        for (q, &base) in self.queues.iter().zip(bases) {
+            let i = usize::from(q.index);
+            self.frontend.set_vring_num(i, q.size).unwrap();
+            self.frontend
+                .set_vring_base(i, u16::try_from(base).unwrap())
+                .unwrap();
+            self.frontend
+                .set_vring_addr(
+                    i,
+                    &VringConfigData {
+                        queue_max_size: q.size,
+                        queue_size: q.size,
+                        flags: 0,
+                        desc_table_addr: host_base + q.desc,
+                        used_ring_addr: host_base + q.used,
+                        avail_ring_addr: host_base + q.avail,
+                        log_addr: None,
+                    },
+                )
+                .unwrap();
+            self.frontend.set_vring_kick(i, &q.kick).unwrap();
+            self.frontend.set_vring_call(i, &q.call).unwrap();
+        }
+        for q in &self.queues {
+            self.frontend
+                .set_vring_enable(usize::from(q.index), true)
+                .unwrap();
+        }
+    }
+
     /// Allocates guest memory for a buffer (16-byte aligned).
     pub fn alloc(&mut self, len: usize) -> u64 {
         let at = self.heap;
@@ -624,6 +661,13 @@ impl TestFrontend {
                 descriptors: descs,
             }
         }
+    }
+
+    /// The device's `avail_event` in the used ring of `queue` (EVENT_IDX: it wants a kick once
+    /// the available index passes it).
+    pub fn avail_event(&self, queue: u16) -> u16 {
+        let q = &self.queues[usize::from(queue)];
+        self.mem.load(q.avail_event(), Ordering::Acquire).unwrap()
     }
 
     /// True when the rings run with EVENT_IDX.
