@@ -54,3 +54,39 @@ fn get_vring_base_while_a_command_runs_does_not_deadlock() {
     drop(fe);
     session.end(EndReason::Disconnect).unwrap();
 }
+
+/// QEMU's `stop` then `cont` on the built-in backend: the rings stop after six commands and
+/// start again on the same memory at that base; the next command is served and the guest kicks
+/// for it (the proxy once stalled here: `proxy_rings_stopped_and_started_again_at_their_base_serve_the_next_command`).
+#[test]
+fn rings_started_again_at_their_base_serve_the_next_command() {
+    let mut t = start_in_process(DisplayAnswers::default());
+    let (_, _, r) = t.fe.command(
+        0,
+        &[Buf::Out(gpu::create_2d(99, 2, 64, 64)), Buf::In(24)],
+        false,
+    );
+    assert_eq!(gpu::resp_type(&r), 0x1100);
+    for _ in 0..5 {
+        let (_, _, r) = t.fe.command(
+            0,
+            &[Buf::Out(gpu::flush(99, [0, 0, 1, 1])), Buf::In(24)],
+            false,
+        );
+        assert_eq!(gpu::resp_type(&r), 0x1100);
+    }
+    let bases = t.fe.stop();
+    assert_eq!(bases[0], 6);
+    t.fe.start(&bases);
+    let kicks = t.fe.queues[0].kicks;
+    let (_, _, r) = t.fe.command(
+        0,
+        &[Buf::Out(gpu::flush(99, [0, 0, 1, 1])), Buf::In(24)],
+        false,
+    );
+    assert_eq!(gpu::resp_type(&r), 0x1100);
+    assert_eq!(t.fe.queues[0].kicks, kicks + 1);
+    let common::InProcess { fe, session, .. } = t;
+    drop(fe);
+    session.end(EndReason::Disconnect).unwrap();
+}
