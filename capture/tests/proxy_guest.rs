@@ -3,8 +3,9 @@
 //! with a direct connection (selftest.sh's checks: driver up without errors, screendumps equal
 //! to the guest's patterns, every exit status 0; and the same driver log as a direct run), each
 //! capture must pair every command with its response, the command sequence must match
-//! built-in mode's, and a backend killed with SIGKILL in the middle of the fb workload must
-//! leave a finished capture whose crash record names exactly the unanswered commands.
+//! built-in mode's, a backend killed with SIGKILL in the middle of the fb workload must
+//! leave a finished capture whose crash record names exactly the unanswered commands, and a
+//! guest paused and resumed (QMP `stop`, `cont`) mid-workload must get every command answered.
 //!
 //! Needs QEMU >= 8, the guest from `samples/guest/setup.sh` and the C backend; skipped with a
 //! message when `VGT_SKIP_E2E=1` or when they are missing.
@@ -386,6 +387,108 @@ fn sigkill_mid_fb(delay_ms: u64) {
         );
     }
     assert!(crash[0].message.contains("last completed: #"));
+}
+
+/// QMP `stop` and `cont` twice while the fb workload draws through the proxy (QEMU stops the
+/// rings with GET_VRING_BASE and starts them again on the same memory at that base): every
+/// command is still answered, QEMU and the guest exit cleanly. Before the fix the first
+/// command after each `cont` never reached the backend (the guest's fb writes do not wait for
+/// completions, so the workload still "finished", with 88 commands unanswered).
+#[test]
+fn proxy_real_guest_stop_and_cont_mid_fb_leave_no_command_unanswered() {
+    if !guest_ready("proxy_real_guest_stop_and_cont") {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (sock, out, serial, qmp) = (
+        d.join("gpu.sock"),
+        d.join("proxy.vgt"),
+        d.join("serial.log"),
+        d.join("qmp.sock"),
+    );
+    let mut proxy = Command::new(bin())
+        .args(["proxy", "--quiet", "--socket"])
+        .arg(&sock)
+        .arg("--backend-cmd")
+        .arg(format!("{C_BACKEND} --socket-path %s"))
+        .arg("-o")
+        .arg(&out)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !sock.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "proxy socket missing"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut guest = Command::new(root().join("samples/guest/run-guest.sh"))
+        .arg("--socket")
+        .arg(&sock)
+        .args([
+            "--workload",
+            "fb",
+            "--timeout",
+            "120",
+            "--hold",
+            "1",
+            "--serial-log",
+        ])
+        .arg(&serial)
+        .arg("--qmp")
+        .arg(&qmp)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_for(&serial, "VGT-DMESG-END", 120),
+        "guest did not reach the workload"
+    );
+    let qmp_cmd = |what: &str| {
+        let st = Command::new(root().join("samples/guest/qmp.py"))
+            .arg(&qmp)
+            .args(["execute", what])
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success(), "qmp {what}: {st:?}");
+    };
+    for pause_ms in [300, 500] {
+        std::thread::sleep(Duration::from_millis(pause_ms));
+        qmp_cmd("stop");
+        std::thread::sleep(Duration::from_millis(300));
+        qmp_cmd("cont");
+    }
+    let status = wait_child(&mut guest, 120).expect("guest did not finish");
+    assert!(status.success(), "run-guest.sh {status:?}");
+    assert!(
+        std::fs::read_to_string(&serial)
+            .unwrap()
+            .contains("VGT-WORKLOAD-DONE fb")
+    );
+    let status = wait_child(&mut proxy, 30).expect("proxy did not exit");
+    assert!(status.success(), "proxy exit {status:?}");
+    let (_, records) = common::read_capture(&out);
+    let restarts = records
+        .iter()
+        .filter(
+            |r| matches!(&r.body, RecordBody::Lifecycle(l) if l.kind == LifecycleKind::QueueStart),
+        )
+        .count();
+    // Started at boot and after each cont, both rings.
+    assert!(
+        restarts >= 6,
+        "{restarts} queue starts: the stops did not happen"
+    );
+    // Every command answered, nothing recorded as an error (check_capture).
+    let seq = check_capture(&out);
+    assert!(seq[&0].len() > 20, "{} commands", seq[&0].len());
 }
 
 /// Installs vhost-device-gpu (scripts/install-vhost-device-gpu.sh, a cache outside the repo).
