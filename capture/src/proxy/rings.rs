@@ -206,6 +206,16 @@ fn memfd(name: &std::ffi::CStr, size: u64) -> std::io::Result<File> {
     Ok(file)
 }
 
+/// Where the device's `avail_event` sits: after the used ring of `size` entries at `used`.
+fn avail_event_at(used: u64, size: u16) -> GuestAddress {
+    GuestAddress(used + 4 + 8 * u64::from(size))
+}
+
+/// Where the driver's `used_event` sits: after the available ring of `size` entries at `avail`.
+fn used_event_at(avail: u64, size: u16) -> GuestAddress {
+    GuestAddress(avail + 4 + 2 * u64::from(size))
+}
+
 fn le32(b: &[u8], at: usize) -> u32 {
     b.get(at..at + 4)
         .and_then(|s| s.try_into().ok())
@@ -456,15 +466,12 @@ impl ProxyState {
         // Neither side has said yet where it wants its next notification: at the next entry,
         // as on a fresh ring. Zero would mean "at entry 0", which a ring restarted at another
         // base (QEMU's stop and cont) never reaches again: the backend would never be kicked.
-        let size = u64::from(size);
-        let _ = self.shadow.store(
-            shadow_avail,
-            GuestAddress(su + 4 + 8 * size),
-            Ordering::Release,
-        );
         let _ = self
             .shadow
-            .store(used_idx, GuestAddress(sa + 4 + 2 * size), Ordering::Release);
+            .store(shadow_avail, avail_event_at(su, size), Ordering::Release);
+        let _ = self
+            .shadow
+            .store(used_idx, used_event_at(sa, size), Ordering::Release);
         let queue = &mut self.queues[q];
         queue.guest = Some((d, a, u));
         queue.last_used = used_idx;
@@ -494,10 +501,10 @@ impl ProxyState {
         // The published index must be visible before the backend's request is read.
         fence(Ordering::SeqCst);
         if self.acked & F_EVENT_IDX != 0 {
-            let Ok(event) = self.shadow.load::<u16>(
-                GuestAddress(su + 4 + 8 * u64::from(size)),
-                Ordering::Acquire,
-            ) else {
+            let Ok(event) = self
+                .shadow
+                .load::<u16>(avail_event_at(su, size), Ordering::Acquire)
+            else {
                 return true;
             };
             // vring_need_event: event + 1 in (old, new].
@@ -540,10 +547,7 @@ impl ProxyState {
             || if self.acked & F_EVENT_IDX != 0 {
                 match (
                     old,
-                    guest.load::<u16>(
-                        GuestAddress(ga + 4 + 2 * u64::from(size)),
-                        Ordering::Acquire,
-                    ),
+                    guest.load::<u16>(used_event_at(ga, size), Ordering::Acquire),
                 ) {
                     (Some(old), Ok(event)) => {
                         new.wrapping_sub(event).wrapping_sub(1) < new.wrapping_sub(old)
@@ -568,6 +572,14 @@ impl ProxyState {
     /// would otherwise keep `avail_event` half the index space ahead, and the guest would not
     /// kick the sleeping worker once the queue ran again on the same ring.
     pub fn arm_guest_kicks(&self, q: usize) {
+        self.write_guest_kicks(q, true);
+        fence(Ordering::SeqCst);
+    }
+
+    /// Writes queue `q`'s guest ring so that the guest kicks at its next chain (`on`) or not
+    /// while the worker polls: with EVENT_IDX `avail_event` at the next chain or half the index
+    /// space ahead, without it the used ring's NO_NOTIFY flag cleared or set.
+    fn write_guest_kicks(&self, q: usize, on: bool) {
         let (Some(queue), Some(g)) = (self.queues.get(q), self.guest.as_ref()) else {
             return;
         };
@@ -575,74 +587,58 @@ impl ProxyState {
             return;
         };
         let _ = if self.acked & F_EVENT_IDX != 0 {
-            g.store(
-                queue.last_avail,
-                GuestAddress(gu + 4 + 8 * u64::from(queue.size)),
-                Ordering::Release,
-            )
+            let event = if on {
+                queue.last_avail
+            } else {
+                queue.last_avail.wrapping_add(0x7fff)
+            };
+            g.store(event, avail_event_at(gu, queue.size), Ordering::Release)
         } else {
-            g.store(0u16, GuestAddress(gu), Ordering::Release)
+            let flags: u16 = if on { 0 } else { VRING_USED_F_NO_NOTIFY };
+            g.store(flags, GuestAddress(gu), Ordering::Release)
         };
-        fence(Ordering::SeqCst);
+    }
+
+    /// Writes the shadow ring of queue `q` so that the backend calls at its next used entry
+    /// (`on`) or not while the worker polls: with EVENT_IDX `used_event` at the next entry or
+    /// half the index space ahead, without it the NO_INTERRUPT flag cleared or set.
+    fn write_backend_calls(&self, q: usize, on: bool) {
+        let Some(queue) = self.queues.get(q) else {
+            return;
+        };
+        if queue.guest.is_none() || queue.size == 0 {
+            return;
+        }
+        let (_, sa, _) = self.shadow_rings(q);
+        let _ = if self.acked & F_EVENT_IDX != 0 {
+            let event = if on {
+                queue.last_used
+            } else {
+                queue.last_used.wrapping_add(0x7fff)
+            };
+            self.shadow
+                .store(event, used_event_at(sa, queue.size), Ordering::Release)
+        } else {
+            let flags: u16 = if on { 0 } else { VRING_AVAIL_F_NO_INTERRUPT };
+            self.shadow
+                .store(flags, GuestAddress(sa), Ordering::Release)
+        };
     }
 
     /// Turns notifications off while the worker polls both rings, or back on: the backend's
-    /// completion interrupts (with EVENT_IDX the shadow ring's `used_event` is put half the
-    /// index space ahead, or at the next entry; without it the shadow available ring's
-    /// NO_INTERRUPT flag is set, or cleared) and the guest's kicks (with EVENT_IDX the guest's
-    /// `avail_event` half the index space ahead, or at the next chain; without it the guest's
-    /// used ring NO_NOTIFY flag), as a polling device does (vhost's busy polling): a guest
-    /// submitting while the worker polls then makes no notification (under QEMU an exit per
-    /// kick) that nobody waits for. After turning them on, the caller must look at both rings
-    /// again: the backend may have completed an entry, or the guest published a chain, before
-    /// it saw the change (this function ends with the full barrier that look needs).
+    /// completion interrupts ([`ProxyState::write_backend_calls`]) and the guest's kicks
+    /// ([`ProxyState::write_guest_kicks`]; only on running queues: after GET_VRING_BASE the
+    /// guest may have freed that memory), as a polling device does (vhost's busy polling): a
+    /// guest submitting while the worker polls then makes no notification (under QEMU an exit
+    /// per kick) that nobody waits for. After turning them on, the caller must look at both
+    /// rings again: the backend may have completed an entry, or the guest published a chain,
+    /// before it saw the change (this function ends with the full barrier that look needs).
     pub fn set_notifications(&mut self, on: bool) {
         self.polling = !on;
-        let event_idx = self.acked & F_EVENT_IDX != 0;
-        let guest = self.guest.clone();
         for q in 0..self.queues.len() {
-            let queue = &self.queues[q];
-            if queue.size == 0 {
-                continue;
-            }
-            let Some((_, _, gu)) = queue.guest else {
-                continue;
-            };
-            let (_, sa, _) = self.shadow_rings(q);
-            let size = u64::from(queue.size);
-            // The guest's ring only while the queue runs: after GET_VRING_BASE the guest may
-            // have freed that memory.
-            let guest = guest.as_ref().filter(|_| queue.running);
-            if event_idx {
-                let (used_event, avail_event) = if on {
-                    (queue.last_used, queue.last_avail)
-                } else {
-                    (
-                        queue.last_used.wrapping_add(0x7fff),
-                        queue.last_avail.wrapping_add(0x7fff),
-                    )
-                };
-                let _ = self.shadow.store(
-                    used_event,
-                    GuestAddress(sa + 4 + 2 * size),
-                    Ordering::Release,
-                );
-                if let Some(g) = guest {
-                    let _ = g.store(
-                        avail_event,
-                        GuestAddress(gu + 4 + 8 * size),
-                        Ordering::Release,
-                    );
-                }
-            } else {
-                let flags: u16 = if on { 0 } else { VRING_AVAIL_F_NO_INTERRUPT };
-                let _ = self
-                    .shadow
-                    .store(flags, GuestAddress(sa), Ordering::Release);
-                if let Some(g) = guest {
-                    let flags: u16 = if on { 0 } else { VRING_USED_F_NO_NOTIFY };
-                    let _ = g.store(flags, GuestAddress(gu), Ordering::Release);
-                }
+            self.write_backend_calls(q, on);
+            if self.queues[q].running {
+                self.write_guest_kicks(q, on);
             }
         }
         fence(Ordering::SeqCst);
@@ -673,20 +669,12 @@ impl ProxyState {
                 if self.polling {
                     // Polling: no kick wanted (see set_notifications); keep avail_event half
                     // the index space ahead of what was taken.
-                    let _ = guest.store(
-                        last.wrapping_add(0x7fff),
-                        GuestAddress(gu + 4 + 8 * u64::from(size)),
-                        Ordering::Release,
-                    );
+                    self.write_guest_kicks(q, false);
                     break;
                 }
                 // Ask for a kick at the next buffer, then look again (the guest may have added
                 // one before it could see the new avail_event).
-                let _ = guest.store(
-                    last,
-                    GuestAddress(gu + 4 + 8 * u64::from(size)),
-                    Ordering::Release,
-                );
+                let _ = guest.store(last, avail_event_at(gu, size), Ordering::Release);
                 fence(Ordering::SeqCst);
                 match guest.load::<u16>(GuestAddress(ga + 2), Ordering::Acquire) {
                     Ok(again) if again != last => continue,
@@ -1008,17 +996,15 @@ impl ProxyState {
                 // Polling: keep the backend from calling (see set_notifications).
                 let _ = self.shadow.store(
                     last.wrapping_add(0x7fff),
-                    GuestAddress(sa + 4 + 2 * u64::from(size)),
+                    used_event_at(sa, size),
                     Ordering::Release,
                 );
                 break;
             }
             // Ask the backend to call at its next used entry, then look again.
-            let _ = self.shadow.store(
-                last,
-                GuestAddress(sa + 4 + 2 * u64::from(size)),
-                Ordering::Release,
-            );
+            let _ = self
+                .shadow
+                .store(last, used_event_at(sa, size), Ordering::Release);
             fence(Ordering::SeqCst);
             match self
                 .shadow
