@@ -407,6 +407,12 @@ fn proxy_whole_and_partial_updates_reach_qemu_intact_and_compose_the_frames() {
     assert_eq!(frames[1].rect, part);
 }
 
+/// Sends `request` on the control queue with a 24-byte response buffer; asserts OK_NODATA.
+fn ok_nodata(fe: &mut TestFrontend, request: Vec<u8>) {
+    let (_, _, r) = fe.command(0, &[Buf::Out(request), Buf::In(24)], false);
+    assert_eq!(gpu::resp_type(&r), 0x1100);
+}
+
 /// A proxy whose queue worker polls for `window` while busy and after the last completion
 /// (long windows, so that the tests' timing does not depend on the machine's load).
 fn spawn_polling_proxy(dir: &Path, window: Duration) -> (Child, PathBuf, PathBuf) {
@@ -512,12 +518,7 @@ fn proxy_polling_asks_the_guest_for_no_kicks_and_asks_again_before_sleeping() {
     assert!(fe.event_idx_acked(), "the C backend offers EVENT_IDX");
     // The first command wakes the worker with a kick; it then polls.
     let kicks = fe.queues[0].kicks;
-    let (_, _, r) = fe.command(
-        0,
-        &[Buf::Out(gpu::create_2d(99, 2, 64, 64)), Buf::In(24)],
-        false,
-    );
-    assert_eq!(gpu::resp_type(&r), 0x1100);
+    ok_nodata(&mut fe, gpu::create_2d(99, 2, 64, 64));
     assert_eq!(
         fe.queues[0].kicks,
         kicks + 1,
@@ -525,12 +526,7 @@ fn proxy_polling_asks_the_guest_for_no_kicks_and_asks_again_before_sleeping() {
     );
     // Commands back to back within the window: served, and none of them kicked.
     for _ in 0..20 {
-        let (_, _, r) = fe.command(
-            0,
-            &[Buf::Out(gpu::flush(99, [0, 0, 1, 1])), Buf::In(24)],
-            false,
-        );
-        assert_eq!(gpu::resp_type(&r), 0x1100);
+        ok_nodata(&mut fe, gpu::flush(99, [0, 0, 1, 1]));
     }
     assert_eq!(
         fe.queues[0].kicks,
@@ -540,12 +536,7 @@ fn proxy_polling_asks_the_guest_for_no_kicks_and_asks_again_before_sleeping() {
     // The window passes: the worker asks for the next kick before it sleeps, and that kick
     // wakes it.
     std::thread::sleep(window * 2);
-    let (_, _, r) = fe.command(
-        0,
-        &[Buf::Out(gpu::flush(99, [0, 0, 1, 1])), Buf::In(24)],
-        false,
-    );
-    assert_eq!(gpu::resp_type(&r), 0x1100);
+    ok_nodata(&mut fe, gpu::flush(99, [0, 0, 1, 1]));
     assert_eq!(fe.queues[0].kicks, kicks + 2);
     drop(fe);
     let status = wait_exit(&mut proxy, 20);
@@ -568,19 +559,9 @@ fn commands_survive_stop_and_cont(polling: bool) {
         spawn_proxy_env(dir.path(), &[("VGT_PROXY_POLL_US", "0")])
     };
     let mut fe = TestFrontend::connect(&sock, DisplayAnswers::default());
-    let (_, _, r) = fe.command(
-        0,
-        &[Buf::Out(gpu::create_2d(99, 2, 64, 64)), Buf::In(24)],
-        false,
-    );
-    assert_eq!(gpu::resp_type(&r), 0x1100);
+    ok_nodata(&mut fe, gpu::create_2d(99, 2, 64, 64));
     for _ in 0..5 {
-        let (_, _, r) = fe.command(
-            0,
-            &[Buf::Out(gpu::flush(99, [0, 0, 1, 1])), Buf::In(24)],
-            false,
-        );
-        assert_eq!(gpu::resp_type(&r), 0x1100);
+        ok_nodata(&mut fe, gpu::flush(99, [0, 0, 1, 1]));
     }
     if polling {
         // Still within the window: the worker polls, kicks off.
@@ -597,12 +578,7 @@ fn commands_survive_stop_and_cont(polling: bool) {
     std::thread::sleep(window * 2);
     fe.start(&bases);
     let kicks = fe.queues[0].kicks;
-    let (_, _, r) = fe.command(
-        0,
-        &[Buf::Out(gpu::flush(99, [0, 0, 1, 1])), Buf::In(24)],
-        false,
-    );
-    assert_eq!(gpu::resp_type(&r), 0x1100);
+    ok_nodata(&mut fe, gpu::flush(99, [0, 0, 1, 1]));
     assert_eq!(
         fe.queues[0].kicks,
         kicks + 1,

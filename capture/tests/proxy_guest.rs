@@ -261,6 +261,30 @@ fn wait_for(path: &Path, what: &str, secs: u64) -> bool {
     false
 }
 
+/// Starts `vgt-capture proxy --socket SOCK --backend-cmd BACKEND -o OUT` and waits for its socket.
+fn start_proxy(backend: &str, sock: &Path, out: &Path, stderr: Stdio) -> Child {
+    let proxy = Command::new(bin())
+        .args(["proxy", "--quiet", "--socket"])
+        .arg(sock)
+        .arg("--backend-cmd")
+        .arg(backend)
+        .arg("-o")
+        .arg(out)
+        .stdin(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !sock.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "proxy socket missing"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    proxy
+}
+
 #[test]
 fn proxy_real_guest_backend_sigkill_mid_fb_names_the_commands_in_flight() {
     if !guest_ready("proxy_real_guest_backend_sigkill") {
@@ -279,28 +303,11 @@ fn sigkill_mid_fb(delay_ms: u64) {
     let sock = d.join("gpu.sock");
     let out = d.join("proxy.vgt");
     let serial = d.join("serial.log");
-    let mut proxy = Command::new(bin())
-        .args(["proxy", "--quiet", "--socket"])
-        .arg(&sock)
-        .arg("--backend-cmd")
-        .arg(format!(
-            "sh -c 'echo $$ > {}; exec {C_BACKEND} --socket-path %s'",
-            d.join("backend.pid").display()
-        ))
-        .arg("-o")
-        .arg(&out)
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while !sock.exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "proxy socket missing"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let backend = format!(
+        "sh -c 'echo $$ > {}; exec {C_BACKEND} --socket-path %s'",
+        d.join("backend.pid").display()
+    );
+    let mut proxy = start_proxy(&backend, &sock, &out, Stdio::piped());
     let mut guest = Command::new(root().join("samples/guest/run-guest.sh"))
         .arg("--socket")
         .arg(&sock)
@@ -408,24 +415,8 @@ fn proxy_real_guest_stop_and_cont_mid_fb_leave_no_command_unanswered() {
         d.join("serial.log"),
         d.join("qmp.sock"),
     );
-    let mut proxy = Command::new(bin())
-        .args(["proxy", "--quiet", "--socket"])
-        .arg(&sock)
-        .arg("--backend-cmd")
-        .arg(format!("{C_BACKEND} --socket-path %s"))
-        .arg("-o")
-        .arg(&out)
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while !sock.exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "proxy socket missing"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let backend = format!("{C_BACKEND} --socket-path %s");
+    let mut proxy = start_proxy(&backend, &sock, &out, Stdio::inherit());
     let mut guest = Command::new(root().join("samples/guest/run-guest.sh"))
         .arg("--socket")
         .arg(&sock)

@@ -236,6 +236,29 @@ impl Drop for Ticker {
 /// 0x10170000002 against the offer 0x175000002 (docs/PROXY.md, "Features").
 pub const LINUX_GUEST_ACKS: u64 = 0x1f | 1 << 28 | 1 << 29 | 1 << 30 | 1 << 32 | 1 << 40;
 
+/// QEMU's per-ring setup as it starts a ring: SET_VRING_NUM, SET_VRING_BASE at `base`,
+/// SET_VRING_ADDR (front-end addresses: guest-physical plus `host_base`), SET_VRING_KICK.
+fn set_up_ring(frontend: &mut Frontend, q: &DriverQueue, base: u16, host_base: u64) {
+    let i = usize::from(q.index);
+    frontend.set_vring_num(i, q.size).unwrap();
+    frontend.set_vring_base(i, base).unwrap();
+    frontend
+        .set_vring_addr(
+            i,
+            &VringConfigData {
+                queue_max_size: q.size,
+                queue_size: q.size,
+                flags: 0,
+                desc_table_addr: host_base + q.desc,
+                used_ring_addr: host_base + q.used,
+                avail_ring_addr: host_base + q.avail,
+                log_addr: None,
+            },
+        )
+        .unwrap();
+    frontend.set_vring_kick(i, &q.kick).unwrap();
+}
+
 /// A split virtqueue as the driver sees it.
 pub struct DriverQueue {
     pub index: u16,
@@ -434,24 +457,7 @@ impl TestFrontend {
         }
         let host_base = info.userspace_addr;
         for q in &queues {
-            let i = usize::from(q.index);
-            frontend.set_vring_num(i, q.size).unwrap();
-            frontend.set_vring_base(i, 0).unwrap();
-            frontend
-                .set_vring_addr(
-                    i,
-                    &VringConfigData {
-                        queue_max_size: q.size,
-                        queue_size: q.size,
-                        flags: 0,
-                        desc_table_addr: host_base + q.desc,
-                        used_ring_addr: host_base + q.used,
-                        avail_ring_addr: host_base + q.avail,
-                        log_addr: None,
-                    },
-                )
-                .unwrap();
-            frontend.set_vring_kick(i, &q.kick).unwrap();
+            set_up_ring(&mut frontend, q, 0, host_base);
         }
         for q in &queues {
             frontend
@@ -504,27 +510,15 @@ impl TestFrontend {
             .unwrap()
             .userspace_addr;
         for (q, &base) in self.queues.iter().zip(bases) {
-            let i = usize::from(q.index);
-            self.frontend.set_vring_num(i, q.size).unwrap();
+            set_up_ring(
+                &mut self.frontend,
+                q,
+                u16::try_from(base).unwrap(),
+                host_base,
+            );
             self.frontend
-                .set_vring_base(i, u16::try_from(base).unwrap())
+                .set_vring_call(usize::from(q.index), &q.call)
                 .unwrap();
-            self.frontend
-                .set_vring_addr(
-                    i,
-                    &VringConfigData {
-                        queue_max_size: q.size,
-                        queue_size: q.size,
-                        flags: 0,
-                        desc_table_addr: host_base + q.desc,
-                        used_ring_addr: host_base + q.used,
-                        avail_ring_addr: host_base + q.avail,
-                        log_addr: None,
-                    },
-                )
-                .unwrap();
-            self.frontend.set_vring_kick(i, &q.kick).unwrap();
-            self.frontend.set_vring_call(i, &q.call).unwrap();
         }
         for q in &self.queues {
             self.frontend
