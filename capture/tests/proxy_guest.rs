@@ -261,6 +261,15 @@ fn wait_for(path: &Path, what: &str, secs: u64) -> bool {
     false
 }
 
+/// Waits up to 20 s for a listening socket to appear; fails with `what` otherwise.
+fn wait_socket(sock: &Path, what: &str) {
+    let start = Instant::now();
+    while !sock.exists() {
+        assert!(start.elapsed() < Duration::from_secs(20), "{what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Starts `vgt-capture proxy --socket SOCK --backend-cmd BACKEND -o OUT` and waits for its socket.
 fn start_proxy(backend: &str, sock: &Path, out: &Path, stderr: Stdio) -> Child {
     let proxy = Command::new(bin())
@@ -274,14 +283,7 @@ fn start_proxy(backend: &str, sock: &Path, out: &Path, stderr: Stdio) -> Child {
         .stderr(stderr)
         .spawn()
         .unwrap();
-    let start = Instant::now();
-    while !sock.exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "proxy socket missing"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_socket(sock, "proxy socket missing");
     proxy
 }
 
@@ -512,14 +514,7 @@ fn boot_with(backend: &str, dir: &Path, workload: &str, append: &[&str]) -> (boo
         .stderr(std::fs::File::create(dir.join("backend.log")).unwrap())
         .spawn()
         .unwrap();
-    let start = Instant::now();
-    while !sock.exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "backend socket missing"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_socket(&sock, "backend socket missing");
     let mut cmd = Command::new(root().join("samples/guest/run-guest.sh"));
     cmd.arg("--socket")
         .arg(&sock)
