@@ -8,9 +8,9 @@
 //!   which shows what polling costs a guest that is not issuing bursts.
 //!
 //! Besides the rates, it prints the proxy process's CPU time (user + system, all its threads)
-//! per command or frame of each phase, from /proc/<pid>/task/*/schedstat, and the kicks per command the
-//! front-end made (it kicks only when the device's `avail_event` asks, as Linux does; under
-//! QEMU each kick is a VM exit).
+//! per command or frame of each phase, from /proc/<pid>/task/*/schedstat, and the kicks per
+//! command the front-end made (it kicks only when the device's `avail_event` asks, as Linux
+//! does; under QEMU each kick is a VM exit).
 //!
 //! `cargo bench -p vgt-capture --bench proxy` (env VGT_BENCH_SYNC=buffered to run the proxy with
 //! `--sync buffered`; VGT_BENCH_ROUNDS to change the command count; VGT_BENCH_RUNS to change

@@ -20,8 +20,8 @@
 //! be written back once before the records that fill them are written back again. A process
 //! confined to one CPU does not prefault ([`MapOptions::prefault`]): there the helper's faults
 //! only take turns with the writer's work, and the pages of new frames it zeroes are the ones
-//! pwrite then overwrites (one-core crash-safe capture of new 1080p frames went from about 67
-//! to 105-119 frames/s, docs/BENCHMARKS.md).
+//! pwrite then overwrites (the capture bench's one-core crash-safe figure for new 1080p frames,
+//! commands only, went from 67-69 to 105-119 frames/s, docs/BENCHMARKS.md).
 //!
 //! **Retiring what is behind.** Once the writer is a window past a range, the helper writes it
 //! back and drops its pages from the page cache (see `helper_loop`), so a long capture holds a
@@ -169,9 +169,7 @@ impl Output {
             Output::Mapped(m) => m.close(),
         }
     }
-}
 
-impl Output {
     /// Writes a hand-over buffer's data: an O_DIRECT file takes its whole blocks from where they
     /// are ([`DirectIoFile::write_reserved`](crate::direct_io::DirectIoFile::write_reserved)),
     /// the others copy it as `write_all` does.
