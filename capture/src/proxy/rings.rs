@@ -626,8 +626,8 @@ impl ProxyState {
     }
 
     /// Turns notifications off while the worker polls both rings, or back on: the backend's
-    /// completion interrupts ([`ProxyState::write_backend_calls`]) and the guest's kicks
-    /// ([`ProxyState::write_guest_kicks`]; only on running queues: after GET_VRING_BASE the
+    /// completion interrupts (`write_backend_calls`) and the guest's kicks
+    /// (`write_guest_kicks`; only on running queues: after GET_VRING_BASE the
     /// guest may have freed that memory), as a polling device does (vhost's busy polling): a
     /// guest submitting while the worker polls then makes no notification (under QEMU an exit
     /// per kick) that nobody waits for. After turning them on, the caller must look at both
