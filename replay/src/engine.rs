@@ -418,6 +418,10 @@ struct Window {
     last: bool,
     /// It holds the capture's End lifecycle record (the writer finished its records).
     end: bool,
+    /// A later record of this window could not be read: the window is not executed, only its
+    /// reads are resolved, so that damage in one of them (found on a decoding thread or by a
+    /// deferred hash check) is reported as the earlier damage it is.
+    unread: bool,
 }
 
 /// What the reading thread hands to the executing thread.
@@ -570,7 +574,12 @@ fn produce(
                 }
             }
             Err(e) => {
-                if !batch.is_empty() && !send_windows(tx, waiting, batch) {
+                // The window this record belongs to is not executed, but its earlier reads
+                // may be damaged too, and the first damage in record order is the one to
+                // report, however the reads were spread over threads.
+                window.unread = true;
+                batch.push(std::mem::take(&mut window));
+                if !send_windows(tx, waiting, batch) {
                     return;
                 }
                 let _ = tx.send(Item::Damaged(id, e.to_string()));
@@ -1024,17 +1033,21 @@ impl Run<'_> {
                     for mut w in batch {
                         if let Err((id, why)) = self.resolve_reads(&mut w) {
                             // As if the reading thread had found it: this window is not
-                            // executed, and nothing after it is read.
+                            // executed, and nothing after it is read. It comes before damage
+                            // the reading thread already reported further on.
                             self.file(&mut pending, &mut link, 0)?;
                             if self.stop {
                                 break 'items;
                             }
-                            if self.report.damaged.is_none() {
-                                self.report.damaged = Some((id, why));
-                            }
+                            self.damaged_at(id, why);
                             self.report.last_record = Some(id);
                             cut = true;
                             break 'items;
+                        }
+                        if w.unread {
+                            // Its reads are sound; the damage the reading thread found next
+                            // (the Damaged item that follows) is the one to report.
+                            continue;
                         }
                         let unfinished =
                             w.last && no_index && !w.end && self.report.truncated_at.is_none();
@@ -1069,9 +1082,7 @@ impl Run<'_> {
                     if self.stop {
                         break 'items;
                     }
-                    if self.report.damaged.is_none() {
-                        self.report.damaged = Some((id, why));
-                    }
+                    self.damaged_at(id, why);
                     cut = true;
                 }
                 Item::End(last) => {
@@ -1152,6 +1163,20 @@ impl Run<'_> {
         Ok(())
     }
 
+    /// Notes damage at record `id`; the earliest damaged record is the one reported (the
+    /// reading thread may find damage further on before a decoding thread reports an earlier
+    /// blob's).
+    fn damaged_at(&mut self, id: RecordId, why: String) {
+        if self
+            .report
+            .damaged
+            .as_ref()
+            .is_none_or(|(first, _)| id < *first)
+        {
+            self.report.damaged = Some((id, why));
+        }
+    }
+
     fn diverge(&mut self, record: RecordId, command: RecordId, kind: DivergenceKind) {
         let command_name = self
             .commands
@@ -1213,6 +1238,7 @@ impl Run<'_> {
             last_ts,
             last: _,
             end: _,
+            unread: _,
         } = w;
         let crash_recorded = crash.is_some();
         let mut events = Vec::new();

@@ -917,14 +917,8 @@ fn check_damaged_blob(w: u32, h: u32, decode_threads: &[Option<usize>]) {
             .any(|(id, r)| *id < rid && r.body.payloads().iter().any(|p| **p == payload)),
         "the blob is first used by record {rid}"
     );
-    // Change one data byte and make the chunk CRC match again.
     let mut damaged = bytes.clone();
-    let at = blob.offset as usize;
-    damaged[at + 16 + 32 + 7] ^= 0x01;
-    let body_len = u32::from_le_bytes(damaged[at + 8..at + 12].try_into().unwrap()) as usize;
-    let mut crc = crc32c::crc32c(&damaged[at + 4..at + 12]);
-    crc = crc32c::crc32c_append(crc, &damaged[at + 16..at + 16 + body_len]);
-    damaged[at + 12..at + 16].copy_from_slice(&crc.to_le_bytes());
+    break_blob_hash(&mut damaged, blob.offset);
 
     let reader = CaptureReader::from_bytes(damaged.clone()).unwrap();
     let want = reader.read_payload(&payload).unwrap_err().to_string();
@@ -946,6 +940,119 @@ fn check_damaged_blob(w: u32, h: u32, decode_threads: &[Option<usize>]) {
         assert_eq!(report.last_record, Some(rid), "{threads:?}");
         assert_eq!(report.commands, command_of_read - 1, "{threads:?}");
         assert!(report.divergences.is_empty(), "{:#?}", report.divergences);
+    }
+}
+
+/// Changes one data byte of the blob chunk at `offset` and makes the chunk CRC match again:
+/// only the blob's content hash tells.
+fn break_blob_hash(bytes: &mut [u8], offset: u64) {
+    let at = offset as usize;
+    bytes[at + 16 + 32 + 7] ^= 0x01;
+    let body_len = u32::from_le_bytes(bytes[at + 8..at + 12].try_into().unwrap()) as usize;
+    let mut crc = crc32c::crc32c(&bytes[at + 4..at + 12]);
+    crc = crc32c::crc32c_append(crc, &bytes[at + 16..at + 16 + body_len]);
+    bytes[at + 12..at + 16].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// The first two large blob memory reads (each its blob's first use) that follow each other in
+/// one command's window of a 320x200 capture: the capture and the two (record, blob offset).
+fn two_large_reads_in_one_window() -> (Vec<u8>, [(u64, u64); 2]) {
+    let bytes = linux_like(320, 200, 6).finish();
+    let recs = records(&bytes);
+    let mut seen = std::collections::HashSet::new();
+    let mut first_use = Vec::new();
+    for (id, r) in &recs {
+        for p in r.body.payloads() {
+            if let Payload::Blob(b) = p
+                && seen.insert(b.offset)
+                && let RecordBody::MemoryRead(m) = &r.body
+                && m.data.len() >= vgt_replay::DECODE_APART_MIN
+            {
+                first_use.push((*id, b.offset));
+            }
+        }
+    }
+    let pair = first_use
+        .windows(2)
+        .find(|w| w[1].0 == w[0].0 + 1)
+        .expect("two large reads in a row");
+    (bytes, [pair[0], pair[1]])
+}
+
+/// The report of a damaged capture with each decoding-thread count: the same every time.
+fn reports_on_every_thread_count(bytes: &[u8]) -> Vec<ReplayReport> {
+    [Some(0), Some(1), Some(3), None]
+        .into_iter()
+        .map(|threads| {
+            let mut r = replay_with(
+                bytes,
+                ReplayOptions {
+                    decode_threads: threads,
+                    keep_going: true,
+                    ..ReplayOptions::default()
+                },
+            );
+            r.wall_ns = 0;
+            r
+        })
+        .collect()
+}
+
+#[test]
+fn damaged_large_blob_then_unreadable_record_in_its_window_is_reported_at_the_blob() {
+    // The blob's read may be decoded on a decoding thread while the reading thread goes on and
+    // meets the broken record right after it: the report must still name the blob's record,
+    // the first damage in the file, as decoding on the reading thread does (found by the
+    // replay_capture fuzz target: the later damage used to win).
+    let (mut bytes, [(rid, blob), (next, _)]) = two_large_reads_in_one_window();
+    let next_at = CaptureReader::from_bytes(bytes.clone())
+        .unwrap()
+        .record_offset(next)
+        .unwrap() as usize;
+    let want = {
+        break_blob_hash(&mut bytes, blob);
+        let reader = CaptureReader::from_bytes(bytes.clone()).unwrap();
+        let recs = records(&bytes);
+        reader
+            .read_payload(&recs[rid as usize].1.body.payloads()[0].clone())
+            .unwrap_err()
+            .to_string()
+    };
+    bytes[next_at..next_at + 4].copy_from_slice(b"XXXX");
+    for r in reports_on_every_thread_count(&bytes) {
+        assert_eq!(r.damaged, Some((rid, want.clone())));
+        assert_eq!(r.last_record, Some(rid));
+        assert!(r.divergences.is_empty(), "{:#?}", r.divergences);
+    }
+}
+
+#[test]
+fn damaged_large_blob_then_unreadable_blob_in_its_window_is_reported_at_the_first() {
+    // The first read's hash may be left to the executing thread (or its blob decoded on a
+    // decoding thread) while the reading thread fails to read the second one: the first damage
+    // in record order is still the one reported (the window used to be dropped with its
+    // pending check, and the second blob named).
+    let (mut bytes, [(rid, blob), (next, next_blob)]) = two_large_reads_in_one_window();
+    break_blob_hash(&mut bytes, blob);
+    let recs = records(&bytes);
+    let reader = CaptureReader::from_bytes(bytes.clone()).unwrap();
+    let want = reader
+        .read_payload(&recs[rid as usize].1.body.payloads()[0].clone())
+        .unwrap_err()
+        .to_string();
+    drop(reader);
+    let at = next_blob as usize;
+    bytes[at..at + 4].copy_from_slice(b"XXXX");
+    let reader = CaptureReader::from_bytes(bytes.clone()).unwrap();
+    let second = reader
+        .read_payload(&recs[next as usize].1.body.payloads()[0].clone())
+        .unwrap_err()
+        .to_string();
+    assert_ne!(want, second);
+    for r in reports_on_every_thread_count(&bytes) {
+        assert_eq!(r.damaged, Some((rid, want.clone())));
+        assert_eq!(r.last_record, Some(rid));
+        assert!(r.divergences.is_empty(), "{:#?}", r.divergences);
     }
 }
 
