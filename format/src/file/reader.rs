@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use super::format::{
     BLOB_HEADER_LEN, BlobHeader, CHUNK_HEADER_LEN, CHUNK_SYNC, CODEC_LZ4, CODEC_STORED, CODEC_ZSTD,
     ChunkHeader, ChunkKind, FILE_HEADER_LEN, FILE_MAGIC, FOOTER_LEN, FOOTER_MAGIC, FileHeader,
-    Footer, INDEX_CHUNK_ENTRIES, IndexRoot, VERSION_MAJOR, VERSION_MINOR, chunk_crc, decode_blob,
-    lz4_len_plausible, parse_index_chunk, zstd_decode_into, zstd_len_plausible,
+    Footer, INDEX_CHUNK_ENTRIES, IndexRoot, VERSION_MAJOR, VERSION_MINOR, chunk_crc, crc_matches,
+    decode_blob, lz4_len_plausible, parse_index_chunk, zstd_decode_into, zstd_len_plausible,
 };
 use super::source::{Counters, Source, WINDOW, Window};
 use super::{
@@ -493,7 +493,7 @@ impl CaptureReader {
                 }
                 out.resize(data_len as usize, 0);
                 self.src.read_exact_at(out, data_at, &self.counters)?;
-                if crc32c::crc32c_append(crc, out) != h.crc {
+                if !crc_matches(crc32c::crc32c_append(crc, out), h.crc) {
                     return Err(damaged());
                 }
             }
@@ -514,7 +514,7 @@ impl CaptureReader {
                         &owned[..]
                     }
                 };
-                if crc32c::crc32c_append(crc, data) != h.crc {
+                if !crc_matches(crc32c::crc32c_append(crc, data), h.crc) {
                     return Err(damaged());
                 }
                 out.resize(b.raw_len as usize, 0);
