@@ -50,8 +50,25 @@ pub enum Timing {
     Asap,
     /// At the pace the commands were recorded (from their timestamps).
     Original,
-    /// At the recorded pace sped up by this factor (2.0: twice as fast).
+    /// At the recorded pace sped up by this factor (2.0: twice as fast; a factor that is not
+    /// above 0 replays as fast as possible).
     Speed(f64),
+}
+
+impl Timing {
+    /// How long after the first command one recorded `elapsed_ns` later is due (None: at
+    /// once). A wait too long for a `Duration` (a tiny factor, a timestamp far off) is the
+    /// longest one, never a panic.
+    fn due_after(self, elapsed_ns: u64) -> Option<Duration> {
+        let speed = match self {
+            Timing::Asap => return None,
+            Timing::Original => 1.0,
+            Timing::Speed(x) if x > 0.0 => x,
+            Timing::Speed(_) => return None,
+        };
+        let secs = elapsed_ns as f64 / 1e9 / speed;
+        Some(Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX))
+    }
 }
 
 impl std::str::FromStr for Timing {
@@ -1098,7 +1115,11 @@ impl Run<'_> {
             self.file(&mut pending, &mut link, 0)?;
         }
         if let Some(start) = self.span_start {
-            self.report.capture_span_ns += self.span_end.saturating_sub(start);
+            // Saturating: recorded timestamps are the capture's word, however far apart.
+            self.report.capture_span_ns = self
+                .report
+                .capture_span_ns
+                .saturating_add(self.span_end.saturating_sub(start));
         }
         let incomplete = cut || self.crash_recorded;
         self.finish(incomplete);
@@ -1201,16 +1222,16 @@ impl Run<'_> {
     }
 
     fn pace(&mut self, ts: u64) {
-        let speed = match self.opts.timing {
-            Timing::Asap => return,
-            Timing::Original => 1.0,
-            Timing::Speed(x) => x,
-        };
+        if self.opts.timing == Timing::Asap {
+            return;
+        }
         let first = *self.first_ts.get_or_insert(ts);
         if first == ts {
             self.paced_from = Instant::now();
         }
-        let target = Duration::from_secs_f64(ts.saturating_sub(first) as f64 / 1e9 / speed);
+        let Some(target) = self.opts.timing.due_after(ts.saturating_sub(first)) else {
+            return;
+        };
         if let Some(wait) = target.checked_sub(self.paced_from.elapsed()) {
             std::thread::sleep(wait);
         }
@@ -1851,6 +1872,33 @@ impl DeviceHost for Host<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pacing_waits_scale_with_the_factor_and_never_overflow() {
+        assert_eq!(Timing::Asap.due_after(5_000_000_000), None);
+        assert_eq!(
+            Timing::Original.due_after(1_500_000_000),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(
+            Timing::Speed(2.0).due_after(1_000_000_000),
+            Some(Duration::from_millis(500))
+        );
+        // `--timing x1e-300` used to panic converting the wait into a Duration.
+        let slow: Timing = "x1e-300".parse().unwrap();
+        assert_eq!(slow.due_after(1_000_000), Some(Duration::MAX));
+        assert_eq!(
+            Timing::Original.due_after(u64::MAX),
+            Some(Duration::from_secs_f64(u64::MAX as f64 / 1e9))
+        );
+        for odd in [0.0, -1.0, f64::NAN] {
+            assert_eq!(Timing::Speed(odd).due_after(1_000), None, "{odd}");
+        }
+        assert_eq!(
+            Timing::Speed(f64::INFINITY).due_after(1_000),
+            Some(Duration::ZERO)
+        );
+    }
 
     #[test]
     fn decoding_threads_leave_the_executing_thread_its_core() {

@@ -1057,6 +1057,36 @@ fn damaged_large_blob_then_unreadable_blob_in_its_window_is_reported_at_the_firs
 }
 
 #[test]
+fn timestamps_at_the_ends_of_the_clock_replay_twice_without_overflow() {
+    // The first command at 0 and the rest at the end of the u64 clock: each loop spans almost
+    // 2^64 ns, and adding the second loop's span used to overflow (found by replay_capture).
+    let bytes = linux_like(16, 8, 3).finish();
+    let first_command = records(&bytes)
+        .iter()
+        .find(|(_, r)| r.body.kind() == RecordKind::COMMAND)
+        .map(|(id, _)| *id)
+        .unwrap();
+    let edited = rewrite(&bytes, |id, mut rec| {
+        rec.ts_ns = if id <= first_command {
+            0
+        } else {
+            u64::MAX - 1_000_000 + id
+        };
+        Some(rec)
+    });
+    let report = replay_with(
+        &edited,
+        ReplayOptions {
+            loops: 2,
+            ..ReplayOptions::default()
+        },
+    );
+    assert_clean(&report);
+    assert_eq!(report.loops, 2);
+    assert_eq!(report.capture_span_ns, u64::MAX);
+}
+
+#[test]
 fn decoding_threads_give_the_same_report_as_decoding_on_the_reading_thread() {
     // 320x200: every transfer's two pieces are large enough for the decoding threads; a byte
     // changed in a late transfer must diverge at the same frame whoever decoded it.
