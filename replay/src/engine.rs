@@ -1158,18 +1158,31 @@ impl Run<'_> {
     /// XXH3-128 check `CaptureReader::read_payload_into` makes). A blob that does not decode or
     /// whose hash does not match is damage: the memory-read record and the reader's own error
     /// for that blob, exactly as if the reading thread had read it.
+    ///
+    /// When several reads are damaged, the error is the first one's in record order (decoded
+    /// and deferred reads interleave, and which read went where depends on timing).
     fn resolve_reads(&self, w: &mut Window) -> Result<(), (RecordId, String)> {
+        let mut first: Option<(RecordId, String)> = None;
         for (i, id, decoded) in std::mem::take(&mut w.decoding) {
             let bytes = match decoded.recv() {
                 Ok(Ok(bytes)) => bytes,
-                Ok(Err(e)) => return Err((id, e.to_string())),
-                Err(_) => return Err((id, "a decoding thread stopped".to_owned())),
+                Ok(Err(e)) => {
+                    first = Some((id, e.to_string()));
+                    break;
+                }
+                Err(_) => {
+                    first = Some((id, "a decoding thread stopped".to_owned()));
+                    break;
+                }
             };
             if let Some((_, slot)) = w.reads.get_mut(i) {
                 *slot = bytes;
             }
         }
         for (i, id, r) in std::mem::take(&mut w.unhashed) {
+            if first.as_ref().is_some_and(|(f, _)| *f < id) {
+                break;
+            }
             let Some((_, bytes)) = w.reads.get_mut(i) else {
                 continue;
             };
@@ -1178,10 +1191,13 @@ impl Run<'_> {
             }
             match self.reader.read_payload(&Payload::Blob(r)) {
                 Ok(good) => *bytes = good.into_owned(),
-                Err(e) => return Err((id, e.to_string())),
+                Err(e) => {
+                    first = Some((id, e.to_string()));
+                    break;
+                }
             }
         }
-        Ok(())
+        first.map_or(Ok(()), Err)
     }
 
     /// Notes damage at record `id`; the earliest damaged record is the one reported (the

@@ -1057,6 +1057,57 @@ fn damaged_large_blob_then_unreadable_blob_in_its_window_is_reported_at_the_firs
 }
 
 #[test]
+fn damaged_small_and_large_reads_of_one_transfer_are_reported_at_the_small_one() {
+    // One transfer reads a 4 KiB page (its hash check may be left to the executing thread)
+    // and then 252 KiB (decoded on a decoding thread when there is one). With both damaged,
+    // the page's record is the first damage; the decoded one used to be named whenever its
+    // thread reported first (found by replay_capture).
+    let (w, h) = (320, 200);
+    let size = w * h * 4;
+    let fb = RAM_BASE + 0x20_0000;
+    let mut r = Recording::simple(w, h);
+    r.submit(&create_2d(1, Format::B8G8R8X8_UNORM, w, h));
+    r.submit(&attach(1, &[(fb, 4096), (fb + 0x40_0000, size - 4096)]));
+    r.submit(&set_scanout(0, 1, rect(0, 0, w, h)));
+    let px = pattern(size as usize, 5);
+    r.poke(fb, &px[..4096]);
+    r.poke(fb + 0x40_0000, &px[4096..]);
+    r.submit(&transfer(1, rect(0, 0, w, h), 0));
+    r.submit(&flush(1, rect(0, 0, w, h)));
+    let mut bytes = r.finish();
+    let recs = records(&bytes);
+    let reads: Vec<(u64, u64, u64)> = recs
+        .iter()
+        .filter_map(|(id, r)| match &r.body {
+            RecordBody::MemoryRead(m) => match &m.data {
+                Payload::Blob(b) => Some((*id, b.offset, b.len)),
+                Payload::Inline(_) => None,
+            },
+            _ => None,
+        })
+        .collect();
+    let [(small, small_blob, 4096), (large, large_blob, large_len)] = reads[..] else {
+        panic!("reads: {reads:?}");
+    };
+    assert_eq!(large, small + 1);
+    assert!(large_len >= vgt_replay::DECODE_APART_MIN);
+    break_blob_hash(&mut bytes, small_blob);
+    break_blob_hash(&mut bytes, large_blob);
+    let reader = CaptureReader::from_bytes(bytes.clone()).unwrap();
+    let want = reader
+        .read_payload(&recs[small as usize].1.body.payloads()[0].clone())
+        .unwrap_err()
+        .to_string();
+    drop(reader);
+    for _ in 0..5 {
+        for r in reports_on_every_thread_count(&bytes) {
+            assert_eq!(r.damaged, Some((small, want.clone())));
+            assert_eq!(r.last_record, Some(small));
+        }
+    }
+}
+
+#[test]
 fn timestamps_at_the_ends_of_the_clock_replay_twice_without_overflow() {
     // The first command at 0 and the rest at the end of the u64 clock: each loop spans almost
     // 2^64 ns, and adding the second loop's span used to overflow (found by replay_capture).
