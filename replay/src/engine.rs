@@ -578,8 +578,11 @@ fn produce(
         match push(&to, &mut uploads, &mut window, id, record) {
             Ok(None) => {}
             Ok(Some(done)) => {
-                batch_bytes +=
-                    done.reads.iter().map(|(_, b)| b.len()).sum::<usize>() + done.decoding_bytes;
+                // Saturating: decoding_bytes counts the lengths records claim, which damage
+                // can make anything.
+                batch_bytes = batch_bytes
+                    .saturating_add(done.reads.iter().map(|(_, b)| b.len()).sum::<usize>())
+                    .saturating_add(done.decoding_bytes);
                 batch.push(done);
                 if (batch_bytes >= BATCH_BYTES || batch.len() >= BATCH_WINDOWS)
                     && !send_windows(tx, waiting, std::mem::take(&mut batch))
@@ -716,7 +719,9 @@ fn push(
                     match decoders.send(job) {
                         Ok(()) => {
                             w.decoding.push((w.reads.len(), id, decoded));
-                            w.decoding_bytes += len as usize;
+                            w.decoding_bytes = w
+                                .decoding_bytes
+                                .saturating_add(usize::try_from(len).unwrap_or(usize::MAX));
                             w.reads.push((m.addr, Vec::new()));
                             w.last_ts = w.last_ts.max(ts);
                             return Ok(None);

@@ -7,7 +7,7 @@ mod common;
 use common::*;
 use vgt_device::{DeviceConfig, DisplayInfoFromHost, HostDisplay};
 use vgt_format::CaptureReader;
-use vgt_format::record::{Payload, RecordBody, RecordKind};
+use vgt_format::record::{BlobRef, ContentHash, Payload, RecordBody, RecordKind};
 use vgt_format::wire::{
     CmdSubmit, Command, CommandType, CtrlHeader, CtxCreate, Format, Request, ResourceCreate3d,
     Response, ResponseType,
@@ -1104,6 +1104,54 @@ fn damaged_small_and_large_reads_of_one_transfer_are_reported_at_the_small_one()
             assert_eq!(r.damaged, Some((small, want.clone())));
             assert_eq!(r.last_record, Some(small));
         }
+    }
+}
+
+#[test]
+fn blob_references_claiming_absurd_lengths_are_damage_not_an_overflow() {
+    // Two reads of one transfer whose blob references claim 2^63 bytes each (and point at the
+    // file header): the reading thread added the claimed lengths up for its batches and
+    // overflowed (found by replay_capture). They are damage at the first of them.
+    // (The writer refuses such references, so the record chunks are patched in place.)
+    let (mut bytes, [(first, _), (second, _)]) = two_large_reads_in_one_window();
+    let recs = records(&bytes);
+    let reader = CaptureReader::from_bytes(bytes.clone()).unwrap();
+    let offsets = [first, second].map(|id| reader.record_offset(id).unwrap() as usize);
+    drop(reader);
+    for (id, at) in [first, second].into_iter().zip(offsets) {
+        let Payload::Blob(r) = recs[id as usize].1.body.payloads()[0].clone() else {
+            panic!("record {id} has no blob");
+        };
+        let mut old = r.hash.0.to_le_bytes().to_vec();
+        old.extend_from_slice(&r.offset.to_le_bytes());
+        old.extend_from_slice(&r.len.to_le_bytes());
+        let mut new = ContentHash(7).0.to_le_bytes().to_vec();
+        new.extend_from_slice(&0u64.to_le_bytes());
+        new.extend_from_slice(&(1u64 << 63).to_le_bytes());
+        let body_len = u32::from_le_bytes(bytes[at + 8..at + 12].try_into().unwrap()) as usize;
+        let body = at + 16..at + 16 + body_len;
+        let pos = bytes[body.clone()]
+            .windows(old.len())
+            .position(|w| w == old)
+            .expect("the blob reference in the record body");
+        bytes[body.start + pos..body.start + pos + new.len()].copy_from_slice(&new);
+        let mut crc = crc32c::crc32c(&bytes[at + 4..at + 12]);
+        crc = crc32c::crc32c_append(crc, &bytes[body]);
+        bytes[at + 12..at + 16].copy_from_slice(&crc.to_le_bytes());
+    }
+    let reread = records(&bytes);
+    assert_eq!(
+        reread[first as usize].1.body.payloads()[0].clone(),
+        Payload::Blob(BlobRef {
+            hash: ContentHash(7),
+            len: 1 << 63,
+            offset: 0,
+        })
+    );
+    for r in reports_on_every_thread_count(&bytes) {
+        let (at, why) = r.damaged.expect("damage reported");
+        assert_eq!(at, first, "{why}");
+        assert_eq!(r.last_record, Some(first));
     }
 }
 
