@@ -8,10 +8,12 @@
 
 use std::io::Write;
 
+use crate::file::format::{ChunkHeader, chunk_crc};
+use crate::file::{CHUNK_HEADER_LEN, CaptureReader};
 use crate::file::{CaptureWriter, Result};
 use crate::record::{
-    CaptureMode, CommandRecord, Descriptor, FenceSignal, Frame, Lifecycle, LifecycleKind, Marker,
-    MemoryRead, Payload, Record, RecordBody, RecordId, ResponseRecord, SessionStart,
+    BlobRef, CaptureMode, CommandRecord, Descriptor, FenceSignal, Frame, Lifecycle, LifecycleKind,
+    Marker, MemoryRead, Payload, Record, RecordBody, RecordId, ResponseRecord, SessionStart,
 };
 use crate::wire::{
     Command, CtrlHeader, Format, MemEntry, Rect, Request, ResourceAttachBacking, ResourceCreate2d,
@@ -312,4 +314,40 @@ pub fn inline(p: &Payload) -> &[u8] {
         Payload::Inline(b) => b,
         Payload::Blob(_) => panic!("expected an inline payload"),
     }
+}
+
+/// Rewrites, in the capture `bytes`, the first blob reference of record `id` to `new` and seals
+/// the record's chunk CRC again: a capture saying what a damaged or hostile one could (a
+/// reference to no blob, a length no blob has), which the writer refuses to write. Panics when
+/// record `id` cannot be read or holds no blob reference.
+pub fn patch_blob_ref(bytes: &mut [u8], id: RecordId, new: &BlobRef) {
+    let reader = CaptureReader::from_bytes(bytes.to_vec()).expect("a capture");
+    let at = reader.record_offset(id).expect("the record's offset") as usize;
+    let record = reader.record(id).expect("the record");
+    let old = record
+        .body
+        .payloads()
+        .into_iter()
+        .find_map(|p| match p {
+            Payload::Blob(r) => Some(*r),
+            Payload::Inline(_) => None,
+        })
+        .expect("a blob reference in the record");
+    let encode = |r: &BlobRef| {
+        let mut v = r.hash.0.to_le_bytes().to_vec();
+        v.extend_from_slice(&r.offset.to_le_bytes());
+        v.extend_from_slice(&r.len.to_le_bytes());
+        v
+    };
+    let (old, new) = (encode(&old), encode(new));
+    let h = ChunkHeader::parse(&bytes[at..]).expect("the record's chunk header");
+    let body = at + CHUNK_HEADER_LEN..at + CHUNK_HEADER_LEN + h.body_len as usize;
+    let pos = bytes[body.clone()]
+        .windows(old.len())
+        .position(|w| w == old)
+        .expect("the blob reference's bytes in the record body");
+    let start = body.start + pos;
+    bytes[start..start + new.len()].copy_from_slice(&new);
+    let crc = chunk_crc(h.kind, h.flags, h.body_len, &bytes[body]);
+    bytes[at + 12..at + 16].copy_from_slice(&crc.to_le_bytes());
 }

@@ -217,7 +217,10 @@ pub fn describe(record: &Record, src: &dyn PayloadSource) -> String {
                 g.fd_count
             );
             // The wire payload is `payload` followed by `data` (an UPDATE's pixels).
-            let wire_len = g.payload.len() + g.data.as_ref().map_or(0, Payload::len);
+            let wire_len = g
+                .payload
+                .len()
+                .saturating_add(g.data.as_ref().map_or(0, Payload::len));
             let wire = (wire_len <= MAX_DESCRIBE_PAYLOAD)
                 .then(|| {
                     g.wire_payload(|p| src.payload_bytes(p).map(Cow::into_owned).ok_or(()))

@@ -66,12 +66,14 @@ impl Summary {
             s.last_ts_ns = s.last_ts_ns.max(record.ts_ns);
             *s.per_kind.entry(record.body.kind()).or_default() += 1;
             for p in record.body.payloads() {
-                s.payload_bytes += p.len();
+                // Saturating: payload lengths are what records claim (damage can make them
+                // anything).
+                s.payload_bytes = s.payload_bytes.saturating_add(p.len());
                 if let Payload::Blob(b) = p {
                     s.blob_refs += 1;
                     if seen.insert(b.hash) {
                         s.distinct_blobs += 1;
-                        s.distinct_blob_bytes += b.len;
+                        s.distinct_blob_bytes = s.distinct_blob_bytes.saturating_add(b.len);
                     }
                 }
             }

@@ -111,7 +111,8 @@ pub fn gather(reader: &CaptureReader) -> Stats {
         s.duration_ns = s.duration_ns.max(record.ts_ns);
         match &record.body {
             RecordBody::Command(c) => {
-                s.bytes.requests += c.request.len();
+                // Byte counts saturate: payload lengths are what records claim.
+                s.bytes.requests = s.bytes.requests.saturating_add(c.request.len());
                 let name = match reader.read_payload(&c.request) {
                     Ok(b) => match CtrlHeader::decode(&b) {
                         Ok(h) => command_name(CommandType(h.type_)),
@@ -125,7 +126,7 @@ pub fn gather(reader: &CaptureReader) -> Stats {
                 }
             }
             RecordBody::Response(r) => {
-                s.bytes.responses += r.bytes.len();
+                s.bytes.responses = s.bytes.responses.saturating_add(r.bytes.len());
                 if let Some((name, ts)) = submitted.remove(&r.command) {
                     samples
                         .entry(name)
@@ -134,15 +135,17 @@ pub fn gather(reader: &CaptureReader) -> Stats {
                 }
             }
             RecordBody::MemoryRead(m) => {
-                s.bytes.memory_reads += m.data.len();
-                *s.bytes
+                s.bytes.memory_reads = s.bytes.memory_reads.saturating_add(m.data.len());
+                let per = s
+                    .bytes
                     .memory_reads_per_resource
                     .entry(m.resource_id)
-                    .or_default() += m.data.len();
+                    .or_default();
+                *per = per.saturating_add(m.data.len());
             }
             RecordBody::Frame(f) => {
                 s.frames += 1;
-                s.bytes.frames += f.pixels.len();
+                s.bytes.frames = s.bytes.frames.saturating_add(f.pixels.len());
                 let sec = (record.ts_ns / 1_000_000_000) as usize;
                 // A damaged timestamp must not allocate a huge table.
                 if sec < 10_000_000 {

@@ -6,8 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use vgt_format::record::LifecycleKind;
-use vgt_format::testing::CaptureBuilder;
+use vgt_format::record::{BlobRef, ContentHash, LifecycleKind, RecordBody};
+use vgt_format::testing::{CaptureBuilder, patch_blob_ref};
 use vgt_format::wire::CtrlHeader;
 use vgt_format::{CaptureWriter, WriterOptions};
 
@@ -543,5 +543,47 @@ fn real_samples_break_no_protocol_rule() {
                 path.display()
             );
         }
+    }
+}
+
+#[test]
+fn blob_references_claiming_absurd_lengths_are_counted_saturated_not_overflowed() {
+    // Two memory reads whose blob references claim 2^63 bytes each (what damage or a hostile
+    // file could say): info, stats, check and dump added the claimed lengths up unchecked and
+    // panicked (found by the inspect_capture fuzz target). The sums saturate.
+    let dir = tempfile::tempdir().unwrap();
+    let path = boot_capture(dir.path(), 3);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let reader = vgt_format::CaptureReader::from_bytes(bytes.clone()).unwrap();
+    let reads: Vec<u64> = reader
+        .iter()
+        .map(|r| r.unwrap())
+        .filter(|(_, r)| matches!(r.body, RecordBody::MemoryRead(_)))
+        .map(|(id, _)| id)
+        .take(2)
+        .collect();
+    assert_eq!(reads.len(), 2);
+    drop(reader);
+    for id in reads {
+        let absurd = BlobRef {
+            hash: ContentHash(u128::from(id)),
+            len: 1 << 63,
+            offset: 64,
+        };
+        patch_blob_ref(&mut bytes, id, &absurd);
+    }
+    std::fs::write(&path, &bytes).unwrap();
+    let file = path.to_str().unwrap();
+    let o = inspect(&["stats", "--json", file]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["bytes"]["memory_reads"], u64::MAX);
+    assert_eq!(v["bytes"]["memory_reads_per_resource"]["2"], u64::MAX);
+    let o = inspect(&["info", file]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for verb in ["check", "dump"] {
+        let o = inspect(&[verb, file]);
+        assert_ne!(o.status.code(), Some(101), "{verb}: {}", stderr(&o));
+        assert!(!stderr(&o).contains("panicked"), "{verb}: {}", stderr(&o));
     }
 }

@@ -1114,39 +1114,18 @@ fn blob_references_claiming_absurd_lengths_are_damage_not_an_overflow() {
     // overflowed (found by replay_capture). They are damage at the first of them.
     // (The writer refuses such references, so the record chunks are patched in place.)
     let (mut bytes, [(first, _), (second, _)]) = two_large_reads_in_one_window();
-    let recs = records(&bytes);
-    let reader = CaptureReader::from_bytes(bytes.clone()).unwrap();
-    let offsets = [first, second].map(|id| reader.record_offset(id).unwrap() as usize);
-    drop(reader);
-    for (id, at) in [first, second].into_iter().zip(offsets) {
-        let Payload::Blob(r) = recs[id as usize].1.body.payloads()[0].clone() else {
-            panic!("record {id} has no blob");
-        };
-        let mut old = r.hash.0.to_le_bytes().to_vec();
-        old.extend_from_slice(&r.offset.to_le_bytes());
-        old.extend_from_slice(&r.len.to_le_bytes());
-        let mut new = ContentHash(7).0.to_le_bytes().to_vec();
-        new.extend_from_slice(&0u64.to_le_bytes());
-        new.extend_from_slice(&(1u64 << 63).to_le_bytes());
-        let body_len = u32::from_le_bytes(bytes[at + 8..at + 12].try_into().unwrap()) as usize;
-        let body = at + 16..at + 16 + body_len;
-        let pos = bytes[body.clone()]
-            .windows(old.len())
-            .position(|w| w == old)
-            .expect("the blob reference in the record body");
-        bytes[body.start + pos..body.start + pos + new.len()].copy_from_slice(&new);
-        let mut crc = crc32c::crc32c(&bytes[at + 4..at + 12]);
-        crc = crc32c::crc32c_append(crc, &bytes[body]);
-        bytes[at + 12..at + 16].copy_from_slice(&crc.to_le_bytes());
+    let absurd = BlobRef {
+        hash: ContentHash(7),
+        len: 1 << 63,
+        offset: 0,
+    };
+    for id in [first, second] {
+        vgt_format::testing::patch_blob_ref(&mut bytes, id, &absurd);
     }
     let reread = records(&bytes);
     assert_eq!(
         reread[first as usize].1.body.payloads()[0].clone(),
-        Payload::Blob(BlobRef {
-            hash: ContentHash(7),
-            len: 1 << 63,
-            offset: 0,
-        })
+        Payload::Blob(absurd)
     );
     for r in reports_on_every_thread_count(&bytes) {
         let (at, why) = r.damaged.expect("damage reported");

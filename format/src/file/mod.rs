@@ -13,7 +13,7 @@
 //!   corruption and reports them in [`Health`].
 
 pub mod codec;
-mod format;
+pub(crate) mod format;
 mod reader;
 mod source;
 mod writer;

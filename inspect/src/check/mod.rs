@@ -477,10 +477,11 @@ impl Checker {
                 let key = (m.resource_id, m.addr);
                 let previous = self.last_upload.insert(key, (hash, m.command));
                 u.reads += 1;
-                u.bytes += m.data.len();
+                // Saturating: lengths are what records claim.
+                u.bytes = u.bytes.saturating_add(m.data.len());
                 match previous {
                     Some((prev, prev_cmd)) if prev == hash => {
-                        u.identical += m.data.len();
+                        u.identical = u.identical.saturating_add(m.data.len());
                         u.previous = Some(prev_cmd);
                     }
                     _ => {}
@@ -489,7 +490,7 @@ impl Checker {
                     .transferred_since_flush
                     .entry(m.resource_id)
                     .or_default();
-                acc.0 += m.data.len();
+                acc.0 = acc.0.saturating_add(m.data.len());
                 if acc.1.len() < 8 {
                     acc.1.push(m.command);
                 }
@@ -892,9 +893,12 @@ impl Checker {
                     if let Some(r) = self.view.get(c.resource_id) {
                         let bpp = u64::from(c.format.bytes_per_pixel().unwrap_or(4));
                         let row = u64::from(c.width) * bpp;
-                        let need = u64::from(c.offsets[0])
-                            + u64::from(c.strides[0]) * u64::from(c.height.saturating_sub(1))
-                            + row;
+                        // Saturating: stride x rows alone can come close to 2^64, and a
+                        // saturated need is still more than any blob has.
+                        let need = u64::from(c.strides[0])
+                            .saturating_mul(u64::from(c.height.saturating_sub(1)))
+                            .saturating_add(u64::from(c.offsets[0]))
+                            .saturating_add(row);
                         if u64::from(c.strides[0]) < row {
                             self.find(
                                 CheckId::TransferBounds,
@@ -957,8 +961,8 @@ impl Checker {
                             ),
                         );
                     }
-                    let flushed =
-                        u64::from(c.r.width) * u64::from(c.r.height) * u64::from(bpp.unwrap_or(4));
+                    let flushed = (u64::from(c.r.width) * u64::from(c.r.height))
+                        .saturating_mul(u64::from(bpp.unwrap_or(4)));
                     if let Some((moved, cmds)) = self.transferred_since_flush.remove(&c.resource_id)
                         && moved > flushed.saturating_mul(2) + REDUNDANT_SLACK_BYTES
                     {

@@ -50,15 +50,14 @@ impl Res {
             ResKind::ThreeD {
                 depth, array_size, ..
             } => {
-                u64::from(self.width)
-                    * u64::from(self.height)
-                    * u64::from(self.bpp.unwrap_or(4))
-                    * u64::from(depth.max(1))
-                    * u64::from(array_size.max(1))
+                // Saturating: guest-chosen sizes can exceed 64 bits.
+                (u64::from(self.width) * u64::from(self.height))
+                    .saturating_mul(u64::from(self.bpp.unwrap_or(4)))
+                    .saturating_mul(u64::from(depth.max(1)))
+                    .saturating_mul(u64::from(array_size.max(1)))
             }
-            ResKind::TwoD => {
-                u64::from(self.width) * u64::from(self.height) * u64::from(self.bpp.unwrap_or(4))
-            }
+            ResKind::TwoD => (u64::from(self.width) * u64::from(self.height))
+                .saturating_mul(u64::from(self.bpp.unwrap_or(4))),
         }
     }
 }

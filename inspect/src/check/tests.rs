@@ -14,7 +14,8 @@ use vgt_format::wire::{
     FLAG_FENCE, FLAG_INFO_RING_IDX, Format, GetCapset, GetCapsetInfo, MemEntry, Rect, Request,
     ResourceAttachBacking, ResourceCreate2d, ResourceCreate3d, ResourceCreateBlob,
     ResourceDetachBacking, ResourceFlush, ResourceMapBlob, ResourceUnmapBlob, ResourceUnref,
-    Response, ResponseBody, ResponseType, SetScanout, TransferHost3d, TransferToHost2d,
+    Response, ResponseBody, ResponseType, SetScanout, SetScanoutBlob, TransferHost3d,
+    TransferToHost2d,
 };
 use vgt_format::{CaptureReader, CaptureWriter, WriterOptions};
 
@@ -977,4 +978,55 @@ fn findings_beyond_the_cap_are_counted_not_kept() {
     assert_eq!(report.suppressed.get(&CheckId::ModeChanges), Some(&20));
     // Resource 7 is used until the end: no leak.
     assert_eq!(report.total(), super::MAX_FINDINGS_PER_CHECK as u64 + 20);
+}
+
+#[test]
+fn guest_sizes_past_64_bits_are_findings_not_overflows() {
+    // Sizes a guest may send whose products do not fit 64 bits: a 3D resource of 2^32-1 cubed
+    // texels, a flush of a 2^32-1 square, a blob scanout of 2^32-1 rows of 2^32-1 bytes. The
+    // checks multiplied them out unchecked (found by the inspect_capture fuzz target).
+    let report = check(|b| {
+        ctx_create(b, 1);
+        b.ok(on_ctx(
+            Command::ResourceCreate3d(ResourceCreate3d {
+                resource_id: 5,
+                target: 2,
+                format: Format::B8G8R8A8_UNORM,
+                width: u32::MAX,
+                height: u32::MAX,
+                depth: u32::MAX,
+                array_size: u32::MAX,
+                ..Default::default()
+            }),
+            1,
+        ))
+        .unwrap();
+        create(b, 6, u32::MAX, u32::MAX);
+        flush(b, 6, rect(0, 0, u32::MAX, u32::MAX));
+        blob(b, 9, BlobMem::GUEST, 0, 4096);
+        b.ok(req(Command::SetScanoutBlob(SetScanoutBlob {
+            r: rect(0, 0, 64, 64),
+            scanout_id: 0,
+            resource_id: 9,
+            width: u32::MAX,
+            height: u32::MAX,
+            format: Format::B8G8R8X8_UNORM,
+            padding: 0,
+            strides: [u32::MAX, 0, 0, 0],
+            offsets: [u32::MAX, 0, 0, 0],
+        })))
+        .unwrap();
+    });
+    assert_found(
+        &report,
+        CheckId::TransferBounds,
+        "stride 4294967295 is less than width 4294967295 x 4 bytes",
+    );
+    assert!(
+        report.findings.iter().any(|f| f
+            .message
+            .contains(&format!("resource 5 ({} host bytes", u64::MAX))),
+        "{:#?}",
+        report.findings
+    );
 }
