@@ -508,7 +508,10 @@ impl Checker {
         let Some(u) = self.upload.take() else {
             return;
         };
-        self.report.unchanged_upload_bytes += u.identical;
+        self.report.unchanged_upload_bytes = self
+            .report
+            .unchanged_upload_bytes
+            .saturating_add(u.identical);
         if u.bytes > 0
             && u.identical == u.bytes
             && let Some(prev) = u.previous
