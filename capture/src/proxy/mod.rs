@@ -243,6 +243,9 @@ fn rewrite_request(shared: &Arc<Shared>, msg: &mut RawMessage, before: &mut Opti
         req::SET_VRING_ADDR if msg.payload.len() >= 40 => {
             let q = payload_u32(&msg.payload, 0) as usize;
             if !shared.shadow_mapped.load(Ordering::SeqCst) {
+                if let Some(queue) = shared.lock().queues.get_mut(q) {
+                    queue.guest = None;
+                }
                 let _ = shared.recorder.lifecycle(
                     LifecycleKind::Error,
                     u16::try_from(q).ok(),
@@ -884,13 +887,19 @@ fn worker(shared: Arc<Shared>) {
             }
             // Clear the eventfd, then take everything the queue holds (both directions: a
             // batch of kicks and calls is served in one pass).
-            if token % 2 == 0 {
+            let kick = token % 2 == 0;
+            if kick {
                 idle.kicked(Instant::now());
                 if let Some(f) = &st.queues[q].kick_front {
                     rings::drain_eventfd(f);
                 }
             } else {
                 let _ = st.queues[q].call_back.read();
+            }
+            // A queue the proxy could not interpose: the backend works on the guest's rings
+            // and only the notification goes through the proxy's eventfds.
+            if st.pass_notification(q, kick) {
+                continue;
             }
             moved |= step(&mut st, q);
         }

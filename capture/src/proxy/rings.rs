@@ -395,8 +395,38 @@ impl ProxyState {
     /// SET_VRING_NUM.
     pub fn set_num(&mut self, q: usize, num: u32) {
         if let Some(queue) = self.queues.get_mut(q) {
-            queue.size = u16::try_from(num).unwrap_or(0);
+            let size = u16::try_from(num).unwrap_or(0);
+            if size != queue.size {
+                // The rings set up for the old size do not fit the new one: the queue is
+                // interposed again only by the SET_VRING_ADDR that follows.
+                queue.guest = None;
+            }
+            queue.size = size;
         }
+    }
+
+    /// Whether the proxy moves queue `q`'s entries between the guest's rings and its shadow
+    /// rings (false before SET_VRING_ADDR, and when the rings could not be shadowed: then the
+    /// backend works on the guest's rings itself).
+    pub fn interposed(&self, q: usize) -> bool {
+        self.queues
+            .get(q)
+            .is_some_and(|x| x.guest.is_some() && x.size > 0)
+    }
+
+    /// For a queue the proxy does not interpose, passes a notification on as the peer would
+    /// have received it without the proxy (the backend always has the proxy's eventfds): a
+    /// guest kick (`kick`) to the backend, a backend call to QEMU. Returns whether it did.
+    pub fn pass_notification(&self, q: usize, kick: bool) -> bool {
+        let Some(queue) = self.queues.get(q).filter(|_| !self.interposed(q)) else {
+            return false;
+        };
+        if kick {
+            let _ = queue.kick_back.write(1);
+        } else if let Some(f) = &queue.call_front {
+            signal_eventfd(f);
+        }
+        true
     }
 
     /// SET_VRING_BASE: both index pairs restart at `base`; chains taken before and never
@@ -428,8 +458,10 @@ impl ProxyState {
         used: u64,
         avail: u64,
     ) -> Option<(u64, u64, u64)> {
-        let queue = self.queues.get(q)?;
-        let size = queue.size;
+        // Until this succeeds the queue is not interposed: a restart the proxy cannot shadow
+        // must not leave it moving entries between the previous start's rings.
+        self.queues.get_mut(q)?.guest = None;
+        let size = self.queues[q].size;
         if size == 0 || size > MAX_QUEUE_SIZE {
             self.error(
                 Some(q as u16),
@@ -648,7 +680,7 @@ impl ProxyState {
     /// Returns true when chains moved (kick the backend when [`ProxyState::needs_kick`] says
     /// so).
     pub fn take_avail(&mut self, q: usize) -> bool {
-        let Some(queue) = self.queues.get(q).filter(|_| !self.closed) else {
+        let Some(queue) = self.queues.get(q).filter(|x| !self.closed && x.size > 0) else {
             return false;
         };
         let (Some((gd, ga, gu)), true, Some(guest)) =
@@ -947,7 +979,7 @@ impl ProxyState {
 
     fn take_used_inner(&mut self, q: usize, stage: bool) -> bool {
         self.record_reads();
-        let Some(queue) = self.queues.get(q) else {
+        let Some(queue) = self.queues.get(q).filter(|x| x.size > 0) else {
             return false;
         };
         let (Some((_, _, gu)), Some(guest)) = (queue.guest, self.guest.clone()) else {
@@ -1759,5 +1791,85 @@ mod tests {
     fn row_runs_partial_rows_skip_the_gap() {
         let runs = row_runs(&[(0, 1024)], 4, 8, 32, 2);
         assert_eq!(runs, vec![(4, 8), (36, 8)]);
+    }
+
+    /// The backend publishes one used entry (id 0, 24 bytes) on queue 0's shadow ring.
+    fn backend_uses_one(st: &ProxyState) {
+        let (_, _, su) = st.shadow_rings(0);
+        st.shadow
+            .store(0u32, GuestAddress(su + 4), Ordering::Relaxed)
+            .unwrap();
+        st.shadow
+            .store(24u32, GuestAddress(su + 8), Ordering::Relaxed)
+            .unwrap();
+        st.shadow
+            .store(1u16, GuestAddress(su + 2), Ordering::Release)
+            .unwrap();
+    }
+
+    #[test]
+    fn new_queue_size_without_new_ring_addresses_leaves_the_queue_alone() {
+        // SET_VRING_NUM 0 (or any size change) after the rings were set up: the old ring
+        // addresses do not fit the new size, and used entries from the backend were taken
+        // modulo 0 (a panic).
+        let (mut st, _sink) = setup();
+        publish_create(&st, 1);
+        assert!(st.take_avail(0));
+        st.set_num(0, 0);
+        backend_uses_one(&st);
+        assert!(!st.take_used(0));
+        assert!(!st.stage_used(0));
+        publish_create(&st, 2);
+        assert!(!st.take_avail(0));
+        // SET_VRING_ADDR at the new size interposes the queue again.
+        st.set_num(0, 8);
+        st.set_base(0, 2);
+        assert!(st.set_addr(0, UA + DESC, UA + USED, UA + AVAIL).is_some());
+        publish_create(&st, 3);
+        assert!(st.take_avail(0));
+    }
+
+    #[test]
+    fn notifications_of_a_queue_not_interposed_pass_through() {
+        let (mut st, _sink) = setup();
+        // QEMU's call eventfd, played by a socket whose other end shows what was signalled.
+        let (call, qemu) = std::os::unix::net::UnixStream::pair().unwrap();
+        qemu.set_nonblocking(true).unwrap();
+        st.queues[0].call_front = Some(File::from(OwnedFd::from(call)));
+        let signalled = || {
+            let mut b = [0u8; 8];
+            (&qemu).read(&mut b).map(|_| u64::from_le_bytes(b)).ok()
+        };
+        assert!(st.interposed(0));
+        assert!(!st.pass_notification(0, true));
+        assert!(!st.pass_notification(0, false));
+        assert!(st.queues[0].kick_back.read().is_err(), "no kick passed on");
+        assert_eq!(signalled(), None, "no call passed on");
+        assert!(
+            st.set_addr(0, UA + (4 << 20), UA + USED, UA + AVAIL)
+                .is_none()
+        );
+        assert!(!st.interposed(0));
+        assert!(st.pass_notification(0, true));
+        assert_eq!(st.queues[0].kick_back.read().unwrap(), 1);
+        assert!(st.pass_notification(0, false));
+        assert_eq!(signalled(), Some(1));
+    }
+
+    #[test]
+    fn ring_addresses_the_proxy_cannot_shadow_stop_the_old_interposition() {
+        // A restart whose SET_VRING_ADDR cannot be interposed goes to the backend unchanged;
+        // the backend then works on the guest's rings itself, and the proxy must stop moving
+        // entries between them and the shadow rings of the previous start.
+        let (mut st, _sink) = setup();
+        st.set_base(0, 0);
+        assert!(
+            st.set_addr(0, UA + (4 << 20), UA + USED, UA + AVAIL)
+                .is_none()
+        );
+        publish_create(&st, 1);
+        assert!(!st.take_avail(0));
+        backend_uses_one(&st);
+        assert!(!st.take_used(0));
     }
 }
