@@ -112,6 +112,8 @@ pub struct Queue {
     pub guest_used: u16,
     /// A corrupt available index was reported.
     pub reported: bool,
+    /// A corrupt used index (the backend's) was reported.
+    pub used_reported: bool,
     /// Guest used index at the last interrupt, when one was sent since the ring (re)started.
     signalled_used: Option<u16>,
 }
@@ -132,6 +134,7 @@ impl Queue {
             last_used: 0,
             guest_used: 0,
             reported: false,
+            used_reported: false,
             signalled_used: None,
         })
     }
@@ -439,6 +442,7 @@ impl ProxyState {
         queue.last_avail = base;
         queue.shadow_avail = base;
         queue.reported = false;
+        queue.used_reported = false;
         queue.signalled_used = None;
         let q16 = q as u16;
         self.in_flight.retain(|(qq, _), _| *qq != q16);
@@ -995,6 +999,27 @@ impl ProxyState {
         {
             let mut last = self.queues[q].last_used;
             let mut gused = self.queues[q].guest_used;
+            let delta = used_idx.wrapping_sub(last);
+            if delta > size {
+                // A backend bug: more entries than the ring holds. Without the proxy the guest
+                // would find the backend's index and the ring's slots as they are; the slots
+                // hold the last `size` entries, so only those are moved (and recorded), and
+                // the guest's index moves by the whole jump.
+                if !self.queues[q].used_reported {
+                    self.queues[q].used_reported = true;
+                    let _ = self.recorder.lifecycle(
+                        LifecycleKind::ValidationError,
+                        Some(q as u16),
+                        None,
+                        format!("queue {q}: the backend's used index moved by {delta} (queue size {size}); forwarded as is"),
+                    );
+                }
+                let skip = delta - size;
+                last = last.wrapping_add(skip);
+                gused = gused.wrapping_add(skip);
+            }
+            let mut strays = 0u32;
+            let mut first_stray = None;
             while last != used_idx {
                 let slot = su + 4 + 8 * u64::from(last % size);
                 let id: u32 = self
@@ -1005,7 +1030,10 @@ impl ProxyState {
                     .shadow
                     .load(GuestAddress(slot + 4), Ordering::Relaxed)
                     .unwrap_or(0);
-                self.record_response(&guest, q as u16, id, len);
+                if !self.record_response(&guest, q as u16, id, len) {
+                    strays += 1;
+                    first_stray.get_or_insert((id, len));
+                }
                 let gslot = gu + 4 + 8 * u64::from(gused % size);
                 let _ = guest.store(id, GuestAddress(gslot), Ordering::Relaxed);
                 let _ = guest.store(len, GuestAddress(gslot + 4), Ordering::Relaxed);
@@ -1015,6 +1043,15 @@ impl ProxyState {
             }
             self.queues[q].last_used = last;
             self.queues[q].guest_used = gused;
+            if let Some((id, len)) = first_stray {
+                // One line per batch, not one per entry: a backend writing garbage into its
+                // used ring must not flood stderr (each entry still has its Response record).
+                self.error(
+                    Some(q as u16),
+                    None,
+                    format!("backend returned {strays} id(s) not in flight on queue {q} (first: id {id}, length {len}); forwarded"),
+                );
+            }
             if stage {
                 break;
             }
@@ -1049,7 +1086,9 @@ impl ProxyState {
         moved
     }
 
-    fn record_response(&mut self, guest: &GuestMemoryMmap, queue: u16, id: u32, len: u32) {
+    /// Records the response of used entry `id`; false when no chain with that head is in
+    /// flight (the entry is recorded with no command, and the caller reports it).
+    fn record_response(&mut self, guest: &GuestMemoryMmap, queue: u16, id: u32, len: u32) -> bool {
         let head = u16::try_from(id).unwrap_or(u16::MAX);
         let Some(p) = self.in_flight.remove(&(queue, head)) else {
             let _ = self.recorder.append(RecordBody::Response(ResponseRecord {
@@ -1059,12 +1098,7 @@ impl ProxyState {
                 used_len: len,
                 bytes: Payload::empty(),
             }));
-            self.error(
-                Some(queue),
-                None,
-                format!("backend returned id {id} (length {len}) on queue {queue}, which is not in flight; forwarded"),
-            );
-            return;
+            return false;
         };
         // The bytes the backend wrote: the first `len` bytes of the writable buffers, read
         // straight into one buffer kept for the next response.
@@ -1118,6 +1152,7 @@ impl ProxyState {
         }
         self.last_completed = Some((p.record, p.name));
         self.response = bytes;
+        true
     }
 
     /// Commands in flight, oldest first.
@@ -1195,6 +1230,204 @@ pub fn set_nonblocking(f: &File) {
         if flags >= 0 {
             libc::fcntl(f.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK);
         }
+    }
+}
+
+/// The shadow-ring engine driven by arbitrary bytes, playing the guest (ring contents and
+/// indices), the backend (shadow used entries) and the front-end (ring size, restarts,
+/// stop/start) at once: the `proxy_rings` fuzz target and its seeds in the tests. Nothing a
+/// guest, a backend or a front-end writes may make the proxy panic or loop.
+#[cfg(any(test, fuzzing))]
+pub mod fuzzing {
+    use super::*;
+    use crate::sink::NullSink;
+
+    const UA: u64 = 0x7000_0000_0000;
+    const DESC: u64 = 0x1000;
+    const AVAIL: u64 = 0x5000;
+    const USED: u64 = 0x6000;
+    /// Guest RAM: 64 KiB at 0 (rings and buffers).
+    const RAM: u64 = 64 << 10;
+
+    fn u16_at(b: &[u8], at: usize) -> u16 {
+        u16::from_le_bytes([
+            b.get(at).copied().unwrap_or(0),
+            b.get(at + 1).copied().unwrap_or(0),
+        ])
+    }
+
+    fn u32_at(b: &[u8], at: usize) -> u32 {
+        u32::from(u16_at(b, at)) | (u32::from(u16_at(b, at + 2)) << 16)
+    }
+
+    /// Runs one input: a sequence of operations, each an opcode byte and its arguments
+    /// (missing bytes read as 0).
+    /// - 0 `off: u16, len: u8, bytes`: the guest writes RAM (descriptors, requests, rings);
+    /// - 1 `idx: u16`: the guest publishes its available index, then the proxy takes chains;
+    /// - 2 `slot: u8, id: u32, len: u32`: the backend writes a shadow used entry;
+    /// - 3 `idx: u16, stage: u8`: the backend publishes its used index, then the proxy moves
+    ///   entries (`stage_used` when bit 0 of `stage`);
+    /// - 4 `num: u16`: SET_VRING_NUM (any size, 0 and past the shadow limit included);
+    /// - 5 `base: u16`: a restart: SET_VRING_BASE and SET_VRING_ADDR at the fixed rings;
+    /// - 6 `on: u8, old: u16`: notifications on/off, then the kick and interrupt decisions;
+    /// - 7: GET_VRING_BASE (the queue stops) or SET_VRING_KICK (it runs), alternately.
+    pub fn run(data: &[u8]) {
+        let recorder = Arc::new(Recorder::new(Box::new(NullSink::default())));
+        let Ok(mut st) = ProxyState::new(recorder) else {
+            return;
+        };
+        let Ok(file) = memfd(c"guest", RAM) else {
+            return;
+        };
+        let region = Region {
+            gpa: 0,
+            size: RAM,
+            uaddr: UA,
+            mmap_offset: 0,
+        };
+        if st.set_memory(vec![region], &[OwnedFd::from(file)]).is_err() {
+            return;
+        }
+        st.acked = F_EVENT_IDX;
+        st.set_num(0, 16);
+        st.set_base(0, 0);
+        let _ = st.set_addr(0, UA + DESC, UA + USED, UA + AVAIL);
+        st.queues[0].running = true;
+        let Some(guest) = st.guest.clone() else {
+            return;
+        };
+        let mut at = 0usize;
+        while at < data.len() {
+            let op = data[at] % 8;
+            let args = &data[at + 1..];
+            at += 1;
+            match op {
+                0 => {
+                    let off = u64::from(u16_at(args, 0));
+                    let len = usize::from(args.get(2).copied().unwrap_or(0));
+                    let bytes = args.get(3..3 + len).unwrap_or(&args[args.len().min(3)..]);
+                    let _ = guest.write_slice(bytes, GuestAddress(off));
+                    at += 3 + bytes.len();
+                }
+                1 => {
+                    let _ =
+                        guest.store(u16_at(args, 0), GuestAddress(AVAIL + 2), Ordering::Release);
+                    st.take_avail(0);
+                    st.record_reads();
+                    at += 2;
+                }
+                2 => {
+                    let size = u64::from(st.queues[0].size.max(1));
+                    let slot = u64::from(args.first().copied().unwrap_or(0)) % size;
+                    let (_, _, su) = st.shadow_rings(0);
+                    let entry = su + 4 + 8 * slot;
+                    let _ =
+                        st.shadow
+                            .store(u32_at(args, 1), GuestAddress(entry), Ordering::Relaxed);
+                    let _ = st.shadow.store(
+                        u32_at(args, 5),
+                        GuestAddress(entry + 4),
+                        Ordering::Relaxed,
+                    );
+                    at += 9;
+                }
+                3 => {
+                    let (_, _, su) = st.shadow_rings(0);
+                    let _ =
+                        st.shadow
+                            .store(u16_at(args, 0), GuestAddress(su + 2), Ordering::Release);
+                    if args.get(2).copied().unwrap_or(0) & 1 != 0 {
+                        st.stage_used(0);
+                    } else {
+                        st.take_used(0);
+                    }
+                    at += 3;
+                }
+                4 => {
+                    st.set_num(0, u32::from(u16_at(args, 0)));
+                    at += 2;
+                }
+                5 => {
+                    st.set_base(0, u32::from(u16_at(args, 0)));
+                    let _ = st.set_addr(0, UA + DESC, UA + USED, UA + AVAIL);
+                    at += 2;
+                }
+                6 => {
+                    st.set_notifications(args.first().copied().unwrap_or(0) & 1 != 0);
+                    let _ = st.needs_kick(0, u16_at(args, 1));
+                    let _ = st.needs_interrupt(0);
+                    at += 3;
+                }
+                _ => {
+                    let running = !st.queues[0].running;
+                    st.queues[0].running = running;
+                    st.arm_guest_kicks(0);
+                }
+            }
+            let _ = st.in_flight_sorted();
+        }
+    }
+
+    /// What a guest, a backend and a front-end do, as [`run`] inputs: a chain through
+    /// and back, an index jump past the ring, a used entry for no chain, a size change
+    /// mid-flight, a restart and a stop (the `proxy_rings` fuzz target starts from these).
+    pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
+        let mut chain = vec![0u8];
+        chain.extend_from_slice(&0x1000u16.to_le_bytes());
+        chain.push(32);
+        for (addr, len, flags, next) in [(0x2000u64, 40u32, 1u16, 1u16), (0x3000, 24, 2, 0)] {
+            chain.extend_from_slice(&addr.to_le_bytes());
+            chain.extend_from_slice(&len.to_le_bytes());
+            chain.extend_from_slice(&flags.to_le_bytes());
+            chain.extend_from_slice(&next.to_le_bytes());
+        }
+        // Request: RESOURCE_CREATE_2D's code at 0x2000.
+        chain.extend_from_slice(&[0, 0x00, 0x20, 4, 0x01, 0x01, 0, 0]);
+        let publish = |idx: u16| {
+            let mut v = vec![1u8];
+            v.extend_from_slice(&idx.to_le_bytes());
+            v
+        };
+        let used = |slot: u8, id: u32, len: u32, idx: u16, stage: u8| {
+            let mut v = vec![2u8, slot];
+            v.extend_from_slice(&id.to_le_bytes());
+            v.extend_from_slice(&len.to_le_bytes());
+            v.push(3);
+            v.extend_from_slice(&idx.to_le_bytes());
+            v.push(stage);
+            v
+        };
+        let round_trip = [chain.clone(), publish(1), used(0, 0, 24, 1, 0)].concat();
+        let jump = [
+            chain.clone(),
+            publish(40),
+            used(0, 0, 24, 1, 1),
+            used(1, 9, 8, 2, 0),
+        ]
+        .concat();
+        let resize = [
+            chain.clone(),
+            publish(1),
+            vec![4, 0, 0],
+            used(0, 0, 24, 1, 0),
+        ]
+        .concat();
+        let restart = [
+            chain.clone(),
+            publish(1),
+            vec![7, 5, 1, 0, 7, 4, 0, 8],
+            chain.clone(),
+            publish(2),
+            vec![6, 0, 1, 0, 6, 1, 0, 0],
+            used(1, 0, 24, 2, 0),
+        ]
+        .concat();
+        vec![
+            ("round_trip", round_trip),
+            ("index_jump", jump),
+            ("resize_in_flight", resize),
+            ("restart", restart),
+        ]
     }
 }
 
@@ -1425,6 +1658,73 @@ mod tests {
             recs.iter()
                 .any(|r| matches!(r, RecordBody::Lifecycle(l) if l.kind == LifecycleKind::Error))
         );
+    }
+
+    #[test]
+    fn used_index_running_ahead_moves_the_ring_once_and_is_reported_once() {
+        // A backend bug: its used index jumps 40000 entries on a ring of 16. The guest gets
+        // the backend's index and the 16 slots as they are (what it would see without the
+        // proxy), but the proxy moves and records 16 entries, not 40000, and reports the jump
+        // and the stray ids once each (it used to write 40000 entries and print 40000 lines).
+        let (mut st, sink) = setup();
+        let (_, _, su) = st.shadow_rings(0);
+        for slot in 0..16u64 {
+            st.shadow
+                .store(
+                    1000 + slot as u32,
+                    GuestAddress(su + 4 + 8 * slot),
+                    Ordering::Relaxed,
+                )
+                .unwrap();
+            st.shadow
+                .store(
+                    slot as u32,
+                    GuestAddress(su + 8 + 8 * slot),
+                    Ordering::Relaxed,
+                )
+                .unwrap();
+        }
+        st.shadow
+            .store(40000u16, GuestAddress(su + 2), Ordering::Release)
+            .unwrap();
+        assert!(st.take_used(0));
+        let g = guest(&st);
+        assert_eq!(
+            g.load::<u16>(GuestAddress(USED + 2), Ordering::Acquire)
+                .unwrap(),
+            40000
+        );
+        for slot in 0..16u64 {
+            assert_eq!(
+                g.read_obj::<u32>(GuestAddress(USED + 4 + 8 * slot))
+                    .unwrap(),
+                1000 + slot as u32
+            );
+        }
+        let recs = bodies(&sink);
+        let responses = recs
+            .iter()
+            .filter(|r| matches!(r, RecordBody::Response(_)))
+            .count();
+        assert_eq!(responses, 16);
+        let lifecycle: Vec<&str> = recs
+            .iter()
+            .filter_map(|r| match r {
+                RecordBody::Lifecycle(l) => Some(l.message.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(lifecycle.len(), 2, "{lifecycle:?}");
+        assert!(
+            lifecycle[0].contains("used index moved by 40000"),
+            "{lifecycle:?}"
+        );
+        assert!(
+            lifecycle[1].contains("16 id(s) not in flight"),
+            "{lifecycle:?}"
+        );
+        // Nothing more to move.
+        assert!(!st.take_used(0));
     }
 
     #[test]
@@ -1827,6 +2127,46 @@ mod tests {
         assert!(st.set_addr(0, UA + DESC, UA + USED, UA + AVAIL).is_some());
         publish_create(&st, 3);
         assert!(st.take_avail(0));
+    }
+
+    #[test]
+    fn ring_engine_keeps_going_on_every_seed_and_its_cuts() {
+        for (name, input) in super::fuzzing::seeds() {
+            for cut in 0..=input.len() {
+                eprintln!("{name} cut at {cut}");
+                super::fuzzing::run(&input[..cut]);
+            }
+        }
+    }
+
+    #[test]
+    fn ring_seeds_on_disk_are_the_generated_ones() {
+        // fuzz/seeds/proxy_rings holds fuzzing::seeds() for the proxy_rings fuzz target;
+        // VGT_WRITE_FUZZ_SEEDS=1 rewrites them.
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds/proxy_rings");
+        let seeds = super::fuzzing::seeds();
+        if std::env::var_os("VGT_WRITE_FUZZ_SEEDS").is_some() {
+            std::fs::create_dir_all(&dir).unwrap();
+            for (name, bytes) in &seeds {
+                std::fs::write(dir.join(name), bytes).unwrap();
+            }
+        }
+        let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        on_disk.sort();
+        let mut names: Vec<String> = seeds.iter().map(|(n, _)| (*n).to_owned()).collect();
+        names.sort();
+        assert_eq!(on_disk, names, "stale: rerun with VGT_WRITE_FUZZ_SEEDS=1");
+        for (name, bytes) in seeds {
+            assert_eq!(
+                std::fs::read(dir.join(name)).unwrap(),
+                bytes,
+                "{name} is stale"
+            );
+        }
     }
 
     #[test]
