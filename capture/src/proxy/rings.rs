@@ -1667,26 +1667,10 @@ mod tests {
         // proxy), but the proxy moves and records 16 entries, not 40000, and reports the jump
         // and the stray ids once each (it used to write 40000 entries and print 40000 lines).
         let (mut st, sink) = setup();
-        let (_, _, su) = st.shadow_rings(0);
         for slot in 0..16u64 {
-            st.shadow
-                .store(
-                    1000 + slot as u32,
-                    GuestAddress(su + 4 + 8 * slot),
-                    Ordering::Relaxed,
-                )
-                .unwrap();
-            st.shadow
-                .store(
-                    slot as u32,
-                    GuestAddress(su + 8 + 8 * slot),
-                    Ordering::Relaxed,
-                )
-                .unwrap();
+            backend_entry(&st, slot, 1000 + slot as u32, slot as u32);
         }
-        st.shadow
-            .store(40000u16, GuestAddress(su + 2), Ordering::Release)
-            .unwrap();
+        backend_used_idx(&st, 40000);
         assert!(st.take_used(0));
         let g = guest(&st);
         assert_eq!(
@@ -2093,18 +2077,30 @@ mod tests {
         assert_eq!(runs, vec![(4, 8), (36, 8)]);
     }
 
-    /// The backend publishes one used entry (id 0, 24 bytes) on queue 0's shadow ring.
-    fn backend_uses_one(st: &ProxyState) {
+    /// The backend writes used entry `slot` of queue 0's shadow ring: `id`, `len`.
+    fn backend_entry(st: &ProxyState, slot: u64, id: u32, len: u32) {
+        let (_, _, su) = st.shadow_rings(0);
+        let at = su + 4 + 8 * slot;
+        st.shadow
+            .store(id, GuestAddress(at), Ordering::Relaxed)
+            .unwrap();
+        st.shadow
+            .store(len, GuestAddress(at + 4), Ordering::Relaxed)
+            .unwrap();
+    }
+
+    /// The backend publishes its used index `idx` on queue 0's shadow ring.
+    fn backend_used_idx(st: &ProxyState, idx: u16) {
         let (_, _, su) = st.shadow_rings(0);
         st.shadow
-            .store(0u32, GuestAddress(su + 4), Ordering::Relaxed)
+            .store(idx, GuestAddress(su + 2), Ordering::Release)
             .unwrap();
-        st.shadow
-            .store(24u32, GuestAddress(su + 8), Ordering::Relaxed)
-            .unwrap();
-        st.shadow
-            .store(1u16, GuestAddress(su + 2), Ordering::Release)
-            .unwrap();
+    }
+
+    /// The backend publishes one used entry (id 0, 24 bytes) on queue 0's shadow ring.
+    fn backend_uses_one(st: &ProxyState) {
+        backend_entry(st, 0, 0, 24);
+        backend_used_idx(st, 1);
     }
 
     #[test]

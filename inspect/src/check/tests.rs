@@ -170,6 +170,24 @@ fn blob(b: &mut B, res: u32, mem: BlobMem, flags: u32, size: u64) -> u64 {
     .unwrap()
 }
 
+/// A B8G8R8A8 2D-texture 3D resource on context 1: width, height, depth, array size.
+fn create_3d(b: &mut B, res: u32, [width, height, depth, array_size]: [u32; 4]) -> u64 {
+    b.ok(on_ctx(
+        Command::ResourceCreate3d(ResourceCreate3d {
+            resource_id: res,
+            target: 2,
+            format: Format::B8G8R8A8_UNORM,
+            width,
+            height,
+            depth,
+            array_size,
+            ..Default::default()
+        }),
+        1,
+    ))
+    .unwrap()
+}
+
 fn ctx_create(b: &mut B, ctx: u32) -> u64 {
     b.ok(on_ctx(Command::CtxCreate(CtxCreate::default()), ctx))
         .unwrap()
@@ -341,20 +359,7 @@ fn transfer_without_backing_is_found() {
 fn transfer_3d_box_deeper_than_resource_and_short_stride_are_found() {
     let report = check(|b| {
         ctx_create(b, 1);
-        b.ok(on_ctx(
-            Command::ResourceCreate3d(ResourceCreate3d {
-                resource_id: 5,
-                target: 2,
-                format: Format::B8G8R8A8_UNORM,
-                width: 16,
-                height: 16,
-                depth: 1,
-                array_size: 1,
-                ..Default::default()
-            }),
-            1,
-        ))
-        .unwrap();
+        create_3d(b, 5, [16, 16, 1, 1]);
         attach(b, 5, 16 * 16 * 4);
         let t = |box_: Box3d, stride: u32| {
             on_ctx(
@@ -987,20 +992,7 @@ fn guest_sizes_past_64_bits_are_findings_not_overflows() {
     // checks multiplied them out unchecked (found by the inspect_capture fuzz target).
     let report = check(|b| {
         ctx_create(b, 1);
-        b.ok(on_ctx(
-            Command::ResourceCreate3d(ResourceCreate3d {
-                resource_id: 5,
-                target: 2,
-                format: Format::B8G8R8A8_UNORM,
-                width: u32::MAX,
-                height: u32::MAX,
-                depth: u32::MAX,
-                array_size: u32::MAX,
-                ..Default::default()
-            }),
-            1,
-        ))
-        .unwrap();
+        create_3d(b, 5, [u32::MAX; 4]);
         create(b, 6, u32::MAX, u32::MAX);
         flush(b, 6, rect(0, 0, u32::MAX, u32::MAX));
         blob(b, 9, BlobMem::GUEST, 0, 4096);
