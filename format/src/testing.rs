@@ -318,12 +318,19 @@ pub fn inline(p: &Payload) -> &[u8] {
 
 /// Rewrites, in the capture `bytes`, the first blob reference of record `id` to `new` and seals
 /// the record's chunk CRC again: a capture saying what a damaged or hostile one could (a
-/// reference to no blob, a length no blob has), which the writer refuses to write. Panics when
-/// record `id` cannot be read or holds no blob reference.
-pub fn patch_blob_ref(bytes: &mut [u8], id: RecordId, new: &BlobRef) {
-    let reader = CaptureReader::from_bytes(bytes.to_vec()).expect("a capture");
-    let at = reader.record_offset(id).expect("the record's offset") as usize;
-    let record = reader.record(id).expect("the record");
+/// reference to no blob, a length no blob has), which the writer refuses to write. `Err` says
+/// why when record `id` cannot be read or holds no blob reference.
+pub fn patch_blob_ref(
+    bytes: &mut [u8],
+    id: RecordId,
+    new: &BlobRef,
+) -> std::result::Result<(), String> {
+    let reader =
+        CaptureReader::from_bytes(bytes.to_vec()).map_err(|e| format!("not a capture: {e}"))?;
+    let at = reader
+        .record_offset(id)
+        .map_err(|e| format!("record {id}: {e}"))? as usize;
+    let record = reader.record(id).map_err(|e| format!("record {id}: {e}"))?;
     let old = record
         .body
         .payloads()
@@ -332,7 +339,7 @@ pub fn patch_blob_ref(bytes: &mut [u8], id: RecordId, new: &BlobRef) {
             Payload::Blob(r) => Some(*r),
             Payload::Inline(_) => None,
         })
-        .expect("a blob reference in the record");
+        .ok_or_else(|| format!("record {id} holds no blob reference"))?;
     let encode = |r: &BlobRef| {
         let mut v = r.hash.0.to_le_bytes().to_vec();
         v.extend_from_slice(&r.offset.to_le_bytes());
@@ -340,14 +347,16 @@ pub fn patch_blob_ref(bytes: &mut [u8], id: RecordId, new: &BlobRef) {
         v
     };
     let (old, new) = (encode(&old), encode(new));
-    let h = ChunkHeader::parse(&bytes[at..]).expect("the record's chunk header");
+    let h = ChunkHeader::parse(bytes.get(at..).unwrap_or(&[]))
+        .ok_or_else(|| format!("record {id}: no chunk header at {at}"))?;
     let body = at + CHUNK_HEADER_LEN..at + CHUNK_HEADER_LEN + h.body_len as usize;
-    let pos = bytes[body.clone()]
-        .windows(old.len())
-        .position(|w| w == old)
-        .expect("the blob reference's bytes in the record body");
+    let pos = bytes
+        .get(body.clone())
+        .and_then(|b| b.windows(old.len()).position(|w| w == old))
+        .ok_or_else(|| format!("record {id}: the reference's bytes are not in its body"))?;
     let start = body.start + pos;
     bytes[start..start + new.len()].copy_from_slice(&new);
     let crc = chunk_crc(h.kind, h.flags, h.body_len, &bytes[body]);
     bytes[at + 12..at + 16].copy_from_slice(&crc.to_le_bytes());
+    Ok(())
 }

@@ -571,7 +571,7 @@ fn blob_references_claiming_absurd_lengths_are_counted_saturated_not_overflowed(
         offset: 64,
     };
     for id in reads {
-        patch_blob_ref(&mut bytes, id, &absurd);
+        patch_blob_ref(&mut bytes, id, &absurd).unwrap();
     }
     std::fs::write(&path, &bytes).unwrap();
     let file = path.to_str().unwrap();

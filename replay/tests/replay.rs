@@ -1107,7 +1107,7 @@ fn blob_references_claiming_absurd_lengths_are_damage_not_an_overflow() {
         offset: 0,
     };
     for id in [first, second] {
-        vgt_format::testing::patch_blob_ref(&mut bytes, id, &absurd);
+        vgt_format::testing::patch_blob_ref(&mut bytes, id, &absurd).unwrap();
     }
     let reread = records(&bytes);
     assert_eq!(
