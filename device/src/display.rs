@@ -137,8 +137,19 @@ impl Framebuffers {
     /// one (the same size keeps the picture). An UPDATE for a scanout without a framebuffer
     /// starts one just large enough for the rectangle. A picture larger than
     /// [`MAX_FRAMEBUFFER_BYTES`] is not kept: its SCANOUT drops the framebuffer and its
-    /// UPDATEs return `None`.
+    /// UPDATEs return `None`. Neither is a scanout the protocol cannot have (an id of
+    /// [`crate::MAX_SCANOUTS`] or more, which only a misbehaving backend sends, or a damaged
+    /// capture holds): without that bound its SCANOUTs could claim a framebuffer per id.
     pub fn apply(&mut self, event: &DisplayEvent) -> Option<FrameChange> {
+        let scanout = match *event {
+            DisplayEvent::Scanout { scanout_id, .. } | DisplayEvent::Update { scanout_id, .. } => {
+                scanout_id
+            }
+            _ => 0,
+        };
+        if scanout as usize >= crate::MAX_SCANOUTS {
+            return None;
+        }
         match *event {
             DisplayEvent::Scanout {
                 scanout_id,
@@ -503,6 +514,28 @@ mod tests {
             None
         );
         assert!(g.get(0).is_none());
+    }
+
+    #[test]
+    fn scanouts_the_protocol_cannot_have_keep_no_framebuffer() {
+        // A backend (through the proxy) or a damaged capture naming scanouts 16 and up: a
+        // SCANOUT per id used to start a framebuffer each, up to 512 MiB apiece.
+        let mut f = Framebuffers::new();
+        for id in [15, 16, 17, u32::MAX] {
+            f.apply(&DisplayEvent::Scanout {
+                scanout_id: id,
+                width: 16384,
+                height: 8192,
+            });
+        }
+        assert_eq!(f.iter().map(|(id, _)| id).collect::<Vec<_>>(), vec![15]);
+        let mut far = update(0, 0, 1, 1, 4, vec![1; 4]);
+        if let DisplayEvent::Update { scanout_id, .. } = &mut far {
+            *scanout_id = 16;
+        }
+        assert_eq!(f.apply(&far), None);
+        assert_eq!(f.apply_owned(far), None);
+        assert!(f.get(16).is_none());
     }
 
     #[test]
