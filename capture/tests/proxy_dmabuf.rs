@@ -133,6 +133,8 @@ fn backend_display(gpu: UnixStream) -> (Vec<u8>, Vec<u8>) {
     let mut tiled = scanout(2);
     tiled.extend_from_slice(&0x0100_0000_0000_0002u64.to_le_bytes());
     send(&gpu, 12, 0, &tiled, &[buf.as_raw_fd()]);
+    // A scanout virtio-gpu cannot have (QEMU refuses it): forwarded, not kept.
+    send(&gpu, 9, 0, &scanout(16), &[buf.as_raw_fd()]);
     send(&gpu, 10, 0, &words(&[1, 0, 0, W, H]), &[]);
     let reply = recv(&gpu).expect("second DMABUF_UPDATE reply: the relay stopped");
     assert_eq!(reply.request, 10);
@@ -224,7 +226,16 @@ fn proxy_dmabuf_scanout_pixels_become_frames_and_bad_buffers_are_recorded_with_r
     let kinds: Vec<(u32, usize)> = seen.iter().map(|m| (m.request, m.fds.len())).collect();
     assert_eq!(
         kinds,
-        [(9, 1), (1, 0), (10, 0), (9, 1), (12, 1), (10, 0), (9, 0)]
+        [
+            (9, 1),
+            (1, 0),
+            (10, 0),
+            (9, 1),
+            (12, 1),
+            (9, 1),
+            (10, 0),
+            (9, 0)
+        ]
     );
     let qemu_buf = File::from(seen[0].fds[0].try_clone().unwrap());
     let mut now = vec![0u8; v2.len()];
@@ -289,6 +300,12 @@ fn proxy_dmabuf_scanout_pixels_become_frames_and_bad_buffers_are_recorded_with_r
         errors
             .iter()
             .any(|m| m.contains("dmabuf scanout 2") && m.contains("not linear")),
+        "{errors:?}"
+    );
+    assert!(
+        errors
+            .iter()
+            .any(|m| m.contains("dmabuf scanout 16: no such scanout")),
         "{errors:?}"
     );
     // Every display message is recorded with its descriptor count.

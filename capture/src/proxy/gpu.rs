@@ -339,6 +339,20 @@ fn observe_dmabuf_scanout(
         return;
     };
     let id = info.scanout_id;
+    if id as usize >= vgt_device::MAX_SCANOUTS {
+        // QEMU refuses it too; keeping a descriptor and a mapping per id would let a
+        // misbehaving backend hold any number of them.
+        let _ = shared.recorder.lifecycle(
+            LifecycleKind::Error,
+            None,
+            None,
+            format!(
+                "dmabuf scanout {id}: no such scanout (virtio-gpu has at most {}); forwarded, pixels not recorded",
+                vgt_device::MAX_SCANOUTS
+            ),
+        );
+        return;
+    }
     dmabufs.remove(&id);
     let fd = m.fds.pop();
     let (Some(fd), false) = (fd, info.is_disable()) else {
