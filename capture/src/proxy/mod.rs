@@ -243,9 +243,7 @@ fn rewrite_request(shared: &Arc<Shared>, msg: &mut RawMessage, before: &mut Opti
         req::SET_VRING_ADDR if msg.payload.len() >= 40 => {
             let q = payload_u32(&msg.payload, 0) as usize;
             if !shared.shadow_mapped.load(Ordering::SeqCst) {
-                if let Some(queue) = shared.lock().queues.get_mut(q) {
-                    queue.guest = None;
-                }
+                shared.lock().stop_interposing(q);
                 let _ = shared.recorder.lifecycle(
                     LifecycleKind::Error,
                     u16::try_from(q).ok(),

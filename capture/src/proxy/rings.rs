@@ -399,12 +399,21 @@ impl ProxyState {
     pub fn set_num(&mut self, q: usize, num: u32) {
         if let Some(queue) = self.queues.get_mut(q) {
             let size = u16::try_from(num).unwrap_or(0);
-            if size != queue.size {
+            let resized = size != queue.size;
+            queue.size = size;
+            if resized {
                 // The rings set up for the old size do not fit the new one: the queue is
                 // interposed again only by the SET_VRING_ADDR that follows.
-                queue.guest = None;
+                self.stop_interposing(q);
             }
-            queue.size = size;
+        }
+    }
+
+    /// Forgets queue `q`'s guest rings: it is not interposed until a SET_VRING_ADDR can be
+    /// shadowed again.
+    pub fn stop_interposing(&mut self, q: usize) {
+        if let Some(queue) = self.queues.get_mut(q) {
+            queue.guest = None;
         }
     }
 
@@ -464,8 +473,8 @@ impl ProxyState {
     ) -> Option<(u64, u64, u64)> {
         // Until this succeeds the queue is not interposed: a restart the proxy cannot shadow
         // must not leave it moving entries between the previous start's rings.
-        self.queues.get_mut(q)?.guest = None;
-        let size = self.queues[q].size;
+        self.stop_interposing(q);
+        let size = self.queues.get(q)?.size;
         if size == 0 || size > MAX_QUEUE_SIZE {
             self.error(
                 Some(q as u16),
