@@ -16,7 +16,7 @@ use vgt_format::record::{
     ResponseRecord,
 };
 use vgt_format::wire::{Command, CommandType, Request};
-use vm_memory::{Bytes, FileOffset, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
 use crate::chain::{self, WalkedChain};
@@ -335,27 +335,33 @@ impl ProxyState {
         // The shadow region must not overlap any guest region, in either address space.
         let overlaps = |gpa: u64, uaddr: u64| {
             regions.iter().any(|r| {
-                let gpa_hit = gpa < r.gpa.saturating_add(r.size) && r.gpa < gpa + SHADOW_SIZE;
-                let ua_hit =
-                    uaddr < r.uaddr.saturating_add(r.size) && r.uaddr < uaddr + SHADOW_SIZE;
-                gpa_hit || ua_hit
+                let hit = |a: u64, b: u64| {
+                    a < b.saturating_add(r.size) && b < a.saturating_add(SHADOW_SIZE)
+                };
+                hit(gpa, r.gpa) || hit(uaddr, r.uaddr)
             })
         };
         if overlaps(self.shadow_gpa, self.shadow_uaddr) {
-            let top_gpa = regions
-                .iter()
-                .map(|r| r.gpa.saturating_add(r.size))
-                .max()
-                .unwrap_or(0);
-            let top_ua = regions
-                .iter()
-                .map(|r| r.uaddr.saturating_add(r.size))
-                .max()
-                .unwrap_or(0);
-            self.shadow_gpa = (top_gpa | 0x3fff_ffff).saturating_add(1);
-            self.shadow_uaddr = (top_ua | 0x3fff_ffff).saturating_add(1);
+            // Above every region, at the next 1 GiB boundary, when that leaves room for it (a
+            // table reaching the top of an address space leaves none: the caller forwards it
+            // unchanged, and the proxy's state, the shadow mapping included, stays as it was).
+            let above = |end: fn(&Region) -> u64| {
+                let top = regions.iter().map(end).max().unwrap_or(0);
+                (top | 0x3fff_ffff)
+                    .checked_add(1)
+                    .filter(|base| base.checked_add(SHADOW_SIZE).is_some())
+            };
+            let (Some(gpa), Some(uaddr)) = (
+                above(|r| r.gpa.saturating_add(r.size)),
+                above(|r| r.uaddr.saturating_add(r.size)),
+            ) else {
+                return Err(
+                    "the memory table leaves no room for the shadow rings above its regions"
+                        .to_owned(),
+                );
+            };
             self.shadow = GuestMemoryMmap::from_ranges_with_files([(
-                GuestAddress(self.shadow_gpa),
+                GuestAddress(gpa),
                 SHADOW_SIZE as usize,
                 Some(FileOffset::new(
                     self.shadow_file
@@ -365,6 +371,8 @@ impl ProxyState {
                 )),
             )])
             .map_err(|e| format!("mapping the shadow rings: {e}"))?;
+            self.shadow_gpa = gpa;
+            self.shadow_uaddr = uaddr;
         }
         self.guest = Some(Arc::new(guest));
         self.regions = regions;
@@ -496,6 +504,20 @@ impl ProxyState {
             return None;
         };
         let guest = self.guest.as_ref()?;
+        // The whole of each ring must be guest memory (what a device checks before it starts
+        // a queue), which also keeps every address the proxy computes from them in range.
+        let size64 = u64::from(size);
+        let inside = |at: u64, len: u64| guest.check_range(GuestAddress(at), len as usize);
+        if !(inside(d, 16 * size64) && inside(a, 6 + 2 * size64) && inside(u, 6 + 8 * size64)) {
+            self.error(
+                Some(q as u16),
+                None,
+                format!(
+                    "queue {q}: rings (descriptors {d:#x}, available {a:#x}, used {u:#x}, size {size}) are not all inside guest memory; not interposed"
+                ),
+            );
+            return None;
+        }
         let used_idx: u16 = guest.load(GuestAddress(u + 2), Ordering::Acquire).ok()?;
         let (sd, sa, su) = self.shadow_rings(q);
         // A clean shadow: zero descriptor table and rings, then the indices.
@@ -1238,6 +1260,30 @@ pub fn set_nonblocking(f: &File) {
         let flags = libc::fcntl(f.as_raw_fd(), libc::F_GETFL);
         if flags >= 0 {
             libc::fcntl(f.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK);
+        }
+    }
+}
+
+#[cfg(any(test, fuzzing))]
+impl ProxyState {
+    /// Whether the shadow rings are mapped at guest-physical `gpa` (the fuzz harnesses check
+    /// that the region the backend is told about is this one).
+    pub fn shadow_mapped_at(&self, gpa: u64) -> bool {
+        use vm_memory::GuestMemoryRegion;
+        let mut regions = self.shadow.iter();
+        matches!(
+            (regions.next(), regions.next()),
+            (Some(r), None) if r.start_addr().0 == gpa && r.len() == SHADOW_SIZE
+        )
+    }
+
+    /// The backend writes queue `q`'s shadow area at offset `at` (modulo its size).
+    pub fn write_shadow(&self, q: usize, at: u64, bytes: &[u8]) {
+        if q < MAX_QUEUES {
+            let (base, _, _) = self.shadow_rings(q);
+            let _ = self
+                .shadow
+                .write_slice(bytes, GuestAddress(base + at % QUEUE_STRIDE));
         }
     }
 }
@@ -2172,6 +2218,100 @@ mod tests {
                 "{name} is stale"
             );
         }
+    }
+
+    #[test]
+    fn rings_that_leave_guest_memory_are_not_interposed() {
+        // 1 MiB of RAM at 0 (setup) and one page at the very top of guest-physical space.
+        let (mut st, sink) = setup();
+        let top = Region {
+            gpa: u64::MAX - 0x1000,
+            size: 0x1000,
+            uaddr: UA + (2 << 20),
+            mmap_offset: 0,
+        };
+        st.add_region(top, &OwnedFd::from(memfd(c"top", 0x1000).unwrap()))
+            .unwrap();
+        // A used ring of 16 entries (134 bytes) starting 8 bytes before the end of RAM, then
+        // one starting 8 bytes before the end of the address space: the proxy computed
+        // `used + 4 + 8 * size` for the latter (an overflow) and wrote past RAM for both.
+        for used in [UA + (1 << 20) - 8, top.uaddr + 0xff8] {
+            assert_eq!(st.set_addr(0, UA + DESC, used, UA + AVAIL), None);
+            assert!(!st.interposed(0));
+            st.arm_guest_kicks(0);
+            assert!(!st.take_avail(0));
+            assert!(!st.take_used(0));
+        }
+        // Descriptor table and available ring too.
+        assert_eq!(
+            st.set_addr(0, top.uaddr + 0x1000 - 0x80, UA + USED, UA + AVAIL),
+            None
+        );
+        assert_eq!(
+            st.set_addr(0, UA + DESC, UA + USED, top.uaddr + 0xffc),
+            None
+        );
+        let errors: Vec<String> = bodies(&sink)
+            .iter()
+            .filter_map(|r| match r {
+                RecordBody::Lifecycle(l) if l.kind == LifecycleKind::Error => {
+                    Some(l.message.clone())
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(errors.len(), 4, "{errors:?}");
+        assert!(
+            errors
+                .iter()
+                .all(|e| e.contains("not all inside guest memory")),
+            "{errors:?}"
+        );
+        // Rings inside RAM are shadowed again.
+        assert!(st.set_addr(0, UA + DESC, UA + USED, UA + AVAIL).is_some());
+        assert!(st.interposed(0));
+    }
+
+    #[test]
+    fn a_memory_table_leaving_no_room_for_the_shadow_keeps_the_proxy_as_it_was() {
+        let (mut st, _sink) = setup();
+        let before = st.shadow_region();
+        // A region where the shadow sits (front-end addresses) and one at the top of
+        // guest-physical space: no room above them. The proxy saturated its shadow address to
+        // 2^64-1, kept its mapping where it was, and overflowed at the next table.
+        let table = [
+            Region {
+                gpa: 0,
+                size: 1 << 20,
+                uaddr: SHADOW_UADDR,
+                mmap_offset: 0,
+            },
+            Region {
+                gpa: u64::MAX - 0x1000,
+                size: 0x1000,
+                uaddr: UA,
+                mmap_offset: 0,
+            },
+        ];
+        let fds = [
+            OwnedFd::from(memfd(c"low", 1 << 20).unwrap()),
+            OwnedFd::from(memfd(c"top", 0x1000).unwrap()),
+        ];
+        let e = st.set_memory(table.to_vec(), &fds).unwrap_err();
+        assert!(e.contains("no room for the shadow rings"), "{e}");
+        assert_eq!(st.shadow_region(), before);
+        assert!(st.shadow_mapped_at(before.gpa));
+        assert_eq!(
+            st.regions[0].uaddr, UA,
+            "the old table is still the proxy's view"
+        );
+        // The next table that has room moves the shadow above it.
+        let extra = st.set_memory(table[..1].to_vec(), &fds[..1]).unwrap();
+        assert_eq!(
+            (extra.gpa, extra.uaddr),
+            (1 << 30, SHADOW_UADDR + (1 << 30))
+        );
+        assert!(st.shadow_mapped_at(extra.gpa));
     }
 
     #[test]
