@@ -13,6 +13,8 @@
 
 pub mod barrier;
 pub mod dmabuf;
+#[cfg(any(test, fuzzing))]
+pub mod fuzzing;
 pub mod gpu;
 pub mod memslots;
 pub mod rings;
