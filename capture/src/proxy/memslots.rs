@@ -4,7 +4,6 @@
 //! itself (before QEMU's first region), and GET_MAX_MEM_SLOTS tells QEMU one slot fewer than
 //! the backend has (the shadow region uses it).
 
-use std::fs::File;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
@@ -59,7 +58,7 @@ impl ProxyState {
                 r.gpa, r.size, r.uaddr, self.shadow_gpa, self.shadow_uaddr
             ));
         }
-        let file = File::from(fd.try_clone().map_err(|e| format!("dup: {e}"))?);
+        let file = super::rings::region_file(fd, &r)?;
         let size = usize::try_from(r.size).map_err(|_| "region too large".to_owned())?;
         let region = GuestRegionMmap::from_range(
             GuestAddress(r.gpa),
@@ -117,6 +116,7 @@ impl ProxyState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::File;
     use std::os::fd::FromRawFd;
     use vm_memory::Bytes;
 

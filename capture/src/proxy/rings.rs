@@ -196,6 +196,28 @@ pub struct ProxyState {
     response: Vec<u8>,
 }
 
+/// The file behind a memory region, checked to hold the whole region: the proxy reads guest
+/// memory through a mapping, and a mapping past the end of a file raises SIGBUS at the first
+/// read. Files without a size (device files such as device-DAX) are taken as they are.
+pub fn region_file(fd: &OwnedFd, r: &Region) -> Result<File, String> {
+    let file = File::from(fd.try_clone().map_err(|e| format!("dup: {e}"))?);
+    let meta = file.metadata().map_err(|e| format!("fstat: {e}"))?;
+    if meta.is_file()
+        && r.mmap_offset
+            .checked_add(r.size)
+            .is_none_or(|end| end > meta.len())
+    {
+        return Err(format!(
+            "the region at guest-physical {:#x} ({:#x} bytes at file offset {:#x}) extends past the end of its {}-byte file",
+            r.gpa,
+            r.size,
+            r.mmap_offset,
+            meta.len()
+        ));
+    }
+    Ok(file)
+}
+
 /// Creates an anonymous shared-memory file of `size` bytes.
 fn memfd(name: &std::ffi::CStr, size: u64) -> std::io::Result<File> {
     // SAFETY: memfd_create with a valid NUL-terminated name; the result is checked.
@@ -321,7 +343,7 @@ impl ProxyState {
     pub fn set_memory(&mut self, regions: Vec<Region>, fds: &[OwnedFd]) -> Result<Region, String> {
         let mut ranges = Vec::new();
         for (r, fd) in regions.iter().zip(fds) {
-            let file = File::from(fd.try_clone().map_err(|e| format!("dup: {e}"))?);
+            let file = region_file(fd, r)?;
             let size = usize::try_from(r.size).map_err(|_| "region too large".to_owned())?;
             ranges.push((
                 GuestAddress(r.gpa),
@@ -2312,6 +2334,48 @@ mod tests {
             (1 << 30, SHADOW_UADDR + (1 << 30))
         );
         assert!(st.shadow_mapped_at(extra.gpa));
+    }
+
+    #[test]
+    fn regions_past_the_end_of_their_file_are_refused() {
+        // Mapped, the missing pages raise SIGBUS at the proxy's first read of them (found by
+        // the proxy_messages fuzz target: a ring in such a region took the proxy down).
+        let (mut st, _sink) = setup();
+        let short = Region {
+            gpa: 0x1000_0000,
+            size: 0x10000,
+            uaddr: UA + 0x1000_0000,
+            mmap_offset: 0,
+        };
+        let page = || OwnedFd::from(memfd(c"short", 0x1000).unwrap());
+        let e = st.add_region(short, &page()).unwrap_err();
+        assert!(
+            e.contains("extends past the end of its 4096-byte file"),
+            "{e}"
+        );
+        let offset = Region {
+            size: 0x1000,
+            mmap_offset: 0x1000,
+            ..short
+        };
+        assert!(st.add_region(offset, &page()).is_err());
+        let wraps = Region {
+            mmap_offset: u64::MAX,
+            ..offset
+        };
+        assert!(st.add_region(wraps, &page()).is_err());
+        let e = st.set_memory(vec![short], &[page()]).unwrap_err();
+        assert!(e.contains("past the end"), "{e}");
+        // The proxy's view is the previous table's, and a region its file holds is taken.
+        assert_eq!(st.regions.len(), 1);
+        st.add_region(
+            Region {
+                size: 0x1000,
+                ..short
+            },
+            &page(),
+        )
+        .unwrap();
     }
 
     #[test]
