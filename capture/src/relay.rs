@@ -29,6 +29,8 @@ const MAX_FDS: usize = 32;
 pub mod req {
     /// RESET_OWNER.
     pub const RESET_OWNER: u32 = 4;
+    /// SET_MEM_TABLE.
+    pub const SET_MEM_TABLE: u32 = 5;
     /// GET_VRING_BASE (stops the ring).
     pub const GET_VRING_BASE: u32 = 11;
     /// SET_VRING_ENABLE.
@@ -37,8 +39,82 @@ pub mod req {
     pub const GPU_SET_SOCKET: u32 = 33;
     /// RESET_DEVICE.
     pub const RESET_DEVICE: u32 = 34;
+    /// ADD_MEM_REG.
+    pub const ADD_MEM_REG: u32 = 37;
     /// SET_STATUS.
     pub const SET_STATUS: u32 = 39;
+}
+
+/// Header flag: the front-end wants a reply (REPLY_ACK).
+pub const NEED_REPLY: u32 = 0x8;
+/// Header flags of a reply: version 1, reply.
+const REPLY_FLAGS: u32 = 0x1 | 0x4;
+
+/// Checks that the regular file behind a memory region holds all of it (`size` bytes at
+/// `mmap_offset`). vm-memory maps a region whatever the file's length, and the first read of a
+/// page past the end raises SIGBUS. Device files (device-DAX), which have no size, pass.
+pub fn check_region_file(fd: &OwnedFd, mmap_offset: u64, size: u64) -> Result<(), String> {
+    let file = std::fs::File::from(fd.try_clone().map_err(|e| format!("dup: {e}"))?);
+    let meta = file.metadata().map_err(|e| format!("fstat: {e}"))?;
+    if meta.is_file()
+        && mmap_offset
+            .checked_add(size)
+            .is_none_or(|end| end > meta.len())
+    {
+        return Err(format!(
+            "{size:#x} bytes at file offset {mmap_offset:#x} extend past the end of its {}-byte file",
+            meta.len()
+        ));
+    }
+    Ok(())
+}
+
+fn le64(p: &[u8], at: usize) -> u64 {
+    p.get(at..at + 8)
+        .and_then(|s| s.try_into().ok())
+        .map_or(0, u64::from_le_bytes)
+}
+
+/// Why a SET_MEM_TABLE or ADD_MEM_REG must not reach the built-in device: a region its file
+/// does not hold (mapped, it would take the process down at the first read past the file's
+/// end). Other malformations are the daemon's to answer.
+pub fn unmappable_memory(msg: &RawMessage) -> Option<String> {
+    let regions: Vec<(usize, u64, u64, u64)> = match msg.request() {
+        req::SET_MEM_TABLE => {
+            let n = msg.payload_u32(0).unwrap_or(0) as usize;
+            (0..n.min(msg.fds.len()))
+                .filter(|i| msg.payload.len() >= 8 + 32 * (i + 1))
+                .map(|i| {
+                    let o = 8 + 32 * i;
+                    let p = &msg.payload;
+                    (i, le64(p, o), le64(p, o + 8), le64(p, o + 24))
+                })
+                .collect()
+        }
+        req::ADD_MEM_REG if !msg.fds.is_empty() && msg.payload.len() >= 40 => {
+            let p = &msg.payload;
+            vec![(0, le64(p, 8), le64(p, 16), le64(p, 32))]
+        }
+        _ => return None,
+    };
+    regions.into_iter().find_map(|(i, gpa, size, offset)| {
+        check_region_file(&msg.fds[i], offset, size)
+            .err()
+            .map(|e| format!("region {i} at guest-physical {gpa:#x}: {e}"))
+    })
+}
+
+/// The reply a front-end gets for a request the relay refused (REPLY_ACK's failure value).
+fn refusal(msg: &RawMessage) -> RawMessage {
+    let mut header = [0u8; HEADER_LEN];
+    header[0..4].copy_from_slice(&msg.request().to_le_bytes());
+    header[4..8].copy_from_slice(&REPLY_FLAGS.to_le_bytes());
+    header[8..12].copy_from_slice(&8u32.to_le_bytes());
+    RawMessage {
+        header,
+        payload: 1u64.to_le_bytes().to_vec(),
+        fds: Vec::new(),
+    }
 }
 
 /// One vhost-user message as it travelled.
@@ -275,6 +351,29 @@ pub fn front_to_back(
         };
         record(recorder, Direction::FrontToBack, &msg);
         lifecycle_of(recorder, &msg);
+        if let Some(why) = unmappable_memory(&msg) {
+            // Refused as a device refuses a table it cannot map: the daemon keeps the memory it
+            // had, and a front-end that asked for a reply is told the request failed.
+            let _ = recorder.lifecycle(
+                LifecycleKind::Error,
+                None,
+                None,
+                format!(
+                    "vhost-user request {} refused, not passed to the device: {why}",
+                    msg.request()
+                ),
+            );
+            eprintln!(
+                "vgt-capture: error: vhost-user request {} refused: {why}",
+                msg.request()
+            );
+            if msg.flags() & NEED_REPLY != 0 {
+                let reply = refusal(&msg);
+                record(recorder, Direction::BackToFront, &reply);
+                write_message(front, &reply)?;
+            }
+            continue;
+        }
         if msg.request() == req::GPU_SET_SOCKET
             && let Some(fd) = msg.fds.first()
         {

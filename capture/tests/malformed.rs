@@ -335,3 +335,86 @@ fn malformed_requests_are_answered_recorded_and_survived() {
             .any(|r| matches!(&r.body, RecordBody::Lifecycle(l) if l.kind == LifecycleKind::Crash))
     );
 }
+
+/// Sends one vhost-user message with a descriptor on the front-end's socket.
+fn send_with_fd(fe: &TestFrontend, request: u32, flags: u32, payload: &[u8], fd: &std::fs::File) {
+    use std::os::fd::AsRawFd;
+    use vmm_sys_util::sock_ctrl_msg::ScmSocket;
+    let mut msg = Vec::new();
+    for v in [request, flags, payload.len() as u32] {
+        msg.extend_from_slice(&v.to_le_bytes());
+    }
+    msg.extend_from_slice(payload);
+    let sent = fe.raw.send_with_fd(&msg[..], fd.as_raw_fd()).unwrap();
+    assert_eq!(sent, msg.len());
+}
+
+#[test]
+fn memory_regions_their_file_does_not_hold_are_refused_and_survived() {
+    use std::io::Read;
+    use std::os::fd::FromRawFd;
+    let mut t = start_in_process(DisplayAnswers::default());
+    // A 4 KiB memfd announced as the whole of guest RAM: mapped, the device's next read of
+    // guest memory past 4 KiB raised SIGBUS and took vgt-capture down.
+    // SAFETY: memfd_create with a valid C string; checked, then owned by the File.
+    let fd = unsafe { libc::memfd_create(c"short".as_ptr(), libc::MFD_CLOEXEC) };
+    assert!(fd >= 0);
+    // SAFETY: a fresh descriptor nothing else owns.
+    let short = unsafe { std::fs::File::from_raw_fd(fd) };
+    short.set_len(4096).unwrap();
+    let ram = common::MEM_SIZE as u64;
+    let mut table = Vec::new();
+    for v in [1u64, 0, ram, 0x7f00_0000_0000, 0] {
+        table.extend_from_slice(&v.to_le_bytes());
+    }
+    // SET_MEM_TABLE with NEED_REPLY: refused with REPLY_ACK's failure value.
+    send_with_fd(&t.fe, 5, 0x1 | 0x8, &table, &short);
+    let mut reply = [0u8; 20];
+    t.fe.raw
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    (&t.fe.raw).read_exact(&mut reply).unwrap();
+    assert_eq!(reply[0..4], 5u32.to_le_bytes(), "a SET_MEM_TABLE reply");
+    assert_eq!(reply[4..8], 5u32.to_le_bytes(), "version 1, reply");
+    assert_eq!(reply[8..12], 8u32.to_le_bytes());
+    assert_ne!(reply[12..20], [0; 8], "REPLY_ACK says it failed");
+    // ADD_MEM_REG without NEED_REPLY (file offset past the end): refused silently.
+    let mut region = vec![0u8; 8];
+    for v in [ram, 0x1000, 0x7f10_0000_0000, 0x1000] {
+        region.extend_from_slice(&v.to_le_bytes());
+    }
+    send_with_fd(&t.fe, 37, 0x1, &region, &short);
+    // The device still serves, from the memory it had.
+    let mut seen = Vec::new();
+    still_serving(&mut t.fe, &mut seen);
+    still_serving(&mut t.fe, &mut seen);
+    let (_reader, records) = t.finish();
+    let refused: Vec<&str> = records
+        .iter()
+        .filter_map(|r| match &r.body {
+            RecordBody::Lifecycle(l) if l.kind == LifecycleKind::Error => Some(l.message.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(refused.len(), 2, "{refused:?}");
+    assert!(
+        refused[0].contains("request 5 refused")
+            && refused[0].contains("extend past the end of its 4096-byte file"),
+        "{refused:?}"
+    );
+    assert!(refused[1].contains("request 37 refused"), "{refused:?}");
+    // Both requests and the refusal are in the capture as they travelled.
+    let vhost: Vec<(u8, u32, u32)> = records
+        .iter()
+        .filter_map(|r| match &r.body {
+            RecordBody::VhostUser(m) if m.request == 5 || m.request == 37 => {
+                Some((m.direction as u8, m.request, m.flags))
+            }
+            _ => None,
+        })
+        .collect();
+    let last = &vhost[vhost.len() - 3..];
+    assert_eq!(last[0].1, 5);
+    assert_eq!((last[1].1, last[1].2), (5, 0x5), "{vhost:?}");
+    assert_eq!(last[2].1, 37);
+}

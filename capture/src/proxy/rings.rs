@@ -196,26 +196,13 @@ pub struct ProxyState {
     response: Vec<u8>,
 }
 
-/// The file behind a memory region, checked to hold the whole region: the proxy reads guest
-/// memory through a mapping, and a mapping past the end of a file raises SIGBUS at the first
-/// read. Files without a size (device files such as device-DAX) are taken as they are.
+/// The file behind a memory region, checked to hold the whole region
+/// ([`crate::relay::check_region_file`]: a mapping past the end of a file raises SIGBUS at the
+/// proxy's first read).
 pub fn region_file(fd: &OwnedFd, r: &Region) -> Result<File, String> {
-    let file = File::from(fd.try_clone().map_err(|e| format!("dup: {e}"))?);
-    let meta = file.metadata().map_err(|e| format!("fstat: {e}"))?;
-    if meta.is_file()
-        && r.mmap_offset
-            .checked_add(r.size)
-            .is_none_or(|end| end > meta.len())
-    {
-        return Err(format!(
-            "the region at guest-physical {:#x} ({:#x} bytes at file offset {:#x}) extends past the end of its {}-byte file",
-            r.gpa,
-            r.size,
-            r.mmap_offset,
-            meta.len()
-        ));
-    }
-    Ok(file)
+    crate::relay::check_region_file(fd, r.mmap_offset, r.size)
+        .map_err(|e| format!("the region at guest-physical {:#x}: {e}", r.gpa))?;
+    Ok(File::from(fd.try_clone().map_err(|e| format!("dup: {e}"))?))
 }
 
 /// Creates an anonymous shared-memory file of `size` bytes.
@@ -2350,7 +2337,7 @@ mod tests {
         let page = || OwnedFd::from(memfd(c"short", 0x1000).unwrap());
         let e = st.add_region(short, &page()).unwrap_err();
         assert!(
-            e.contains("extends past the end of its 4096-byte file"),
+            e.contains("extend past the end of its 4096-byte file"),
             "{e}"
         );
         let offset = Region {
