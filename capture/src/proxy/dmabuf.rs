@@ -9,6 +9,7 @@
 use std::os::fd::{AsRawFd, OwnedFd};
 
 use crate::display::to_bgrx;
+use vgt_device::display::MAX_FRAMEBUFFER_BYTES;
 
 /// Wire size of `VhostUserGpuDMABUFScanout`.
 pub const SCANOUT_LEN: usize = 40;
@@ -242,6 +243,15 @@ impl DmabufScanout {
             ));
         }
         let [x, y, w, h] = info.rect.map(u64::from);
+        // The visible rectangle is read whole at the scanout, into one buffer that becomes the
+        // framebuffer: no larger than a framebuffer can be (a backend's sparse memfd can claim
+        // any size).
+        if w * h * 4 > MAX_FRAMEBUFFER_BYTES {
+            return Err(format!(
+                "the visible {w}x{h} rectangle is larger than a framebuffer can be ({} MiB)",
+                MAX_FRAMEBUFFER_BYTES >> 20
+            ));
+        }
         if x + w > u64::from(info.fd_width)
             || y + h > u64::from(info.fd_height)
             || u64::from(info.fd_width) * 4 > u64::from(info.fd_stride)
@@ -419,6 +429,30 @@ mod tests {
         assert!(d.unreadable().is_some_and(|r| r.contains("not linear")));
         let d = DmabufScanout::new(info(None), memfd(&[0; 59]));
         assert!(d.unreadable().is_some_and(|r| r.contains("holds 59")));
+        assert_eq!(d.read([0, 0, 1, 1]), None);
+    }
+
+    #[test]
+    fn dmabuf_larger_than_a_framebuffer_is_unreadable_not_allocated() {
+        // 20000x20000 visible over a sparse 1.6 GB memfd: reading it whole at the scanout
+        // allocated 1.6 GB (a 65535-square one, 17 GB: the proxy aborted).
+        let big = ScanoutInfo {
+            rect: [0, 0, 20000, 20000],
+            fd_width: 20000,
+            fd_height: 20000,
+            fd_stride: 80000,
+            ..info(None)
+        };
+        let fd = memfd(&[]);
+        let f = std::fs::File::from(fd.try_clone().unwrap_or_else(|e| panic!("{e}")));
+        f.set_len(80000 * 20000).unwrap_or_else(|e| panic!("{e}"));
+        let d = DmabufScanout::new(big, fd);
+        assert!(
+            d.unreadable()
+                .is_some_and(|r| r.contains("larger than a framebuffer can be (512 MiB)")),
+            "{:?}",
+            d.unreadable()
+        );
         assert_eq!(d.read([0, 0, 1, 1]), None);
     }
 
