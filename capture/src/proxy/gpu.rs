@@ -29,6 +29,44 @@ pub const MAX_GPU_PAYLOAD: u32 = 16384 * 16384 * 4 + 64;
 /// at 1920x1080).
 const MAX_QUEUED_MESSAGES: usize = 32;
 
+/// Payload bytes queued before the relay stops reading the backend: 32 1080p frames, but not
+/// 32 messages of up to [`MAX_GPU_PAYLOAD`] each (32 GiB from a backend spraying huge UPDATEs
+/// while QEMU does not read). One message of any allowed size still passes an empty queue.
+const MAX_QUEUED_BYTES: u64 = 256 << 20;
+
+/// Counts the payload bytes between the display socket's reading and forwarding threads.
+#[derive(Debug, Default)]
+struct QueuedBytes {
+    state: Mutex<(u64, bool)>,
+    room: Condvar,
+}
+
+impl QueuedBytes {
+    /// Waits until `len` more bytes fit (or nothing is queued), then counts them. False when
+    /// the forwarding side has gone.
+    fn admit(&self, len: u64) -> bool {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        while !st.1 && st.0 > 0 && st.0.saturating_add(len) > MAX_QUEUED_BYTES {
+            st = self.room.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+        st.0 = st.0.saturating_add(len);
+        !st.1
+    }
+
+    /// `len` bytes were forwarded and recorded.
+    fn release(&self, len: u64) {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.0 = st.0.saturating_sub(len);
+        self.room.notify_all();
+    }
+
+    /// The forwarding side ends: nobody waits any more.
+    fn close(&self) {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).1 = true;
+        self.room.notify_all();
+    }
+}
+
 /// DMABUF_SCANOUT.
 const DMABUF_SCANOUT: u32 = 9;
 /// DMABUF_UPDATE.
@@ -173,8 +211,10 @@ pub fn start(shared: &Arc<Shared>, qemu: UnixStream, backend: UnixStream) {
     // Backend requests are read as soon as the backend sends them and written to QEMU by a
     // second thread: QEMU stops reading the display socket while its main loop waits for a
     // vhost-user reply, and a backend blocked on a full display socket could not send that
-    // reply. At most MAX_QUEUED_MESSAGES wait.
+    // reply. At most MAX_QUEUED_MESSAGES wait, holding at most MAX_QUEUED_BYTES.
     let (tx, rx) = std::sync::mpsc::sync_channel::<(RawMessage, Vec<u8>)>(MAX_QUEUED_MESSAGES);
+    let queued = Arc::new(QueuedBytes::default());
+    let fwd_queued = queued.clone();
     let fwd_gate = Arc::new(ReadGate::default());
     let rep_gate = fwd_gate.clone();
     let pool = Arc::new(PixelPool::default());
@@ -187,7 +227,8 @@ pub fn start(shared: &Arc<Shared>, qemu: UnixStream, backend: UnixStream) {
             update_header_len,
             reader_pool.take(),
         ) {
-            if tx.send(m).is_err() {
+            let len = (m.0.payload.len() + m.1.len()) as u64;
+            if !queued.admit(len) || tx.send(m).is_err() {
                 break;
             }
         }
@@ -198,7 +239,16 @@ pub fn start(shared: &Arc<Shared>, qemu: UnixStream, backend: UnixStream) {
         let mut fbs = Framebuffers::new();
         let mut dmabufs: HashMap<u32, DmabufScanout> = HashMap::new();
         let mut forwarding = true;
+        // Whatever ends this thread lets a waiting reader go.
+        struct Closing(Arc<QueuedBytes>);
+        impl Drop for Closing {
+            fn drop(&mut self) {
+                self.0.close();
+            }
+        }
+        let _closing = Closing(fwd_queued.clone());
         while let Ok((mut m, data)) = rx.recv() {
+            let len = (m.payload.len() + data.len()) as u64;
             // The backend waits for QEMU's reply to DMABUF_UPDATE before it touches the buffer
             // again. QEMU gets the message at once (its display work overlaps the proxy's
             // copy of the damaged rectangle), and the reply relay holds QEMU's answer until
@@ -222,6 +272,7 @@ pub fn start(shared: &Arc<Shared>, qemu: UnixStream, backend: UnixStream) {
             let stored = record_message(&s1, Direction::BackendRequest, &m, &data);
             let update = Update { data, stored };
             observe(&s1, &mut fbs, &pool, &mut dmabufs, &mut m, update, pixels);
+            fwd_queued.release(len);
         }
         // Mappings and descriptors are released here (drop), or on disable/replace above.
         drop(dmabufs);
@@ -528,4 +579,279 @@ fn observe(
         _ => {}
     }
     pool.give(update.data);
+}
+
+/// The display relay's forwarding side driven by arbitrary backend messages (the
+/// `proxy_display` fuzz target and its seeds in the tests): each message goes through the same
+/// steps as on the `vgt-proxy-gpu-fwd` thread after its write to QEMU (the dmabuf read of a
+/// DMABUF_UPDATE, the GpuSocket record, the Frame and Cursor records), into a null sink. Nothing
+/// a backend sends may make the proxy panic or allocate past its limits, and every framebuffer
+/// kept must be a scanout the protocol can have, holding exactly `width * height * 4` bytes.
+#[cfg(any(test, fuzzing))]
+pub mod fuzzing {
+    use super::*;
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::sync::atomic::AtomicBool;
+
+    use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
+
+    use crate::proxy::rings::ProxyState;
+    use crate::recorder::Recorder;
+    use crate::sink::NullSink;
+
+    const REQUESTS: [u32; 8] = [
+        gpu_req::SCANOUT,
+        gpu_req::UPDATE,
+        gpu_req::CURSOR_POS,
+        gpu_req::CURSOR_POS_HIDE,
+        gpu_req::CURSOR_UPDATE,
+        DMABUF_SCANOUT,
+        DMABUF_UPDATE,
+        DMABUF_SCANOUT2,
+    ];
+
+    fn memfd(len: u64, fill: u8) -> Option<OwnedFd> {
+        // SAFETY: memfd_create with a valid NUL-terminated name; the result is checked.
+        let fd = unsafe { libc::memfd_create(c"vgt-fuzz-dmabuf".as_ptr(), libc::MFD_CLOEXEC) };
+        if fd < 0 {
+            return None;
+        }
+        // SAFETY: `fd` is a fresh descriptor that nothing else owns.
+        let file = unsafe { std::fs::File::from_raw_fd(fd) };
+        file.set_len(len).ok()?;
+        if fill != 0 {
+            use std::os::unix::fs::FileExt;
+            let head = vec![fill; len.min(1 << 16) as usize];
+            file.write_all_at(&head, 0).ok()?;
+        }
+        Some(OwnedFd::from(file))
+    }
+
+    /// Runs one input: messages, each `sel: u8, len: u16, payload` (`sel % 9`: SCANOUT, UPDATE,
+    /// CURSOR_POS, CURSOR_POS_HIDE, CURSOR_UPDATE, DMABUF_SCANOUT, DMABUF_UPDATE,
+    /// DMABUF_SCANOUT2, then a raw `u32` code), then for UPDATE `w: u8, h: u8, fill: u8`
+    /// (pixels appended: `w * h * 4` bytes, as the reader splits them off) and for the dmabuf
+    /// scanouts `pages: u16, fill: u8` (a memfd of that many 4 KiB pages, sparse past 64 KiB).
+    pub fn run(data: &[u8]) {
+        let recorder = Arc::new(Recorder::new(Box::new(NullSink::default())));
+        let (Ok(state), Ok(worker_wake), Ok(main_wake)) = (
+            ProxyState::new(recorder.clone()),
+            EventFd::new(EFD_NONBLOCK),
+            EventFd::new(EFD_NONBLOCK),
+        ) else {
+            return;
+        };
+        let shared = Shared {
+            recorder,
+            state: Mutex::new(state),
+            front_closed: AtomicBool::new(false),
+            backend_crashed: Mutex::new(None),
+            stopping: AtomicBool::new(false),
+            worker_wake,
+            main_wake,
+            child: Mutex::new(None),
+            threads: Mutex::new(Vec::new()),
+            sockets: Mutex::new(Vec::new()),
+            shadow_mapped: AtomicBool::new(false),
+        };
+        let pool = PixelPool::default();
+        let mut fbs = Framebuffers::new();
+        let mut dmabufs: HashMap<u32, DmabufScanout> = HashMap::new();
+        let at = std::cell::Cell::new(0usize);
+        let byte = || {
+            let i = at.get();
+            at.set(i + 1);
+            data.get(i).copied().unwrap_or(0)
+        };
+        while at.get() < data.len() {
+            let sel = usize::from(byte() % 9);
+            let request = match REQUESTS.get(sel) {
+                Some(&r) => r,
+                None => u32::from_le_bytes([byte(), byte(), byte(), byte()]),
+            };
+            let len = usize::from(u16::from_le_bytes([byte(), byte()])) % 4096;
+            let payload: Vec<u8> = (0..len).map(|_| byte()).collect();
+            let mut fds = Vec::new();
+            let mut pixels = Vec::new();
+            if request == gpu_req::UPDATE {
+                let (w, h, fill) = (byte(), byte(), byte());
+                pixels = vec![fill; usize::from(w) * usize::from(h) * 4];
+            }
+            if request == DMABUF_SCANOUT || request == DMABUF_SCANOUT2 {
+                let pages = u64::from(u16::from_le_bytes([byte(), byte()]));
+                if let Some(fd) = memfd(pages * 4096, byte()) {
+                    fds.push(fd);
+                }
+            }
+            let mut header = [0u8; relay::HEADER_LEN];
+            header[0..4].copy_from_slice(&request.to_le_bytes());
+            let size = u32::try_from(payload.len() + pixels.len()).unwrap_or(u32::MAX);
+            header[8..12].copy_from_slice(&size.to_le_bytes());
+            let mut m = RawMessage {
+                header,
+                payload,
+                fds,
+            };
+            // The fwd thread's steps after its write to QEMU.
+            let reads = m.request() == DMABUF_UPDATE
+                && m.payload.len() >= 20
+                && dmabufs.contains_key(&u32_at(&m.payload, 0));
+            let dmabuf_pixels = reads
+                .then(|| read_dmabuf_update(&dmabufs, &m.payload))
+                .flatten();
+            let stored = record_message(&shared, Direction::BackendRequest, &m, &pixels);
+            let update = Update {
+                data: pixels,
+                stored,
+            };
+            observe(
+                &shared,
+                &mut fbs,
+                &pool,
+                &mut dmabufs,
+                &mut m,
+                update,
+                dmabuf_pixels,
+            );
+            for (id, fb) in fbs.iter() {
+                assert!(
+                    (id as usize) < vgt_device::MAX_SCANOUTS,
+                    "framebuffer for scanout {id}"
+                );
+                assert_eq!(
+                    fb.pixels.len() as u64,
+                    u64::from(fb.width) * u64::from(fb.height) * 4,
+                    "scanout {id}"
+                );
+            }
+            assert!(
+                dmabufs
+                    .keys()
+                    .all(|&id| (id as usize) < vgt_device::MAX_SCANOUTS)
+            );
+        }
+    }
+
+    /// What a backend sends, as [`run`] inputs: a SCANOUT and UPDATEs (a whole frame, a
+    /// rectangle past the edge), the cursor messages, a dmabuf scanout over a memfd and its
+    /// DMABUF_UPDATE, a huge sparse one.
+    pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
+        fn msg(sel: u8, words: &[u32], tail: &[u8]) -> Vec<u8> {
+            let payload: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+            let mut v = vec![sel];
+            v.extend_from_slice(&(payload.len() as u16).to_le_bytes());
+            v.extend(payload);
+            v.extend_from_slice(tail);
+            v
+        }
+        const XR24: u32 = u32::from_le_bytes(*b"XR24");
+        let display = [
+            msg(0, &[0, 16, 8], &[]),
+            msg(1, &[0, 0, 0, 16, 8], &[16, 8, 0x40]),
+            msg(1, &[0, 12, 6, 8, 8], &[8, 8, 0x80]),
+            msg(2, &[0, 5, 6], &[]),
+            msg(4, &[0, 1, 2, 3, 4], &[]),
+            msg(3, &[0, 0, 0], &[]),
+        ]
+        .concat();
+        let dmabuf = [
+            msg(5, &[1, 0, 0, 16, 8, 16, 8, 64, 0, XR24], &[1, 0, 0x33]),
+            msg(6, &[1, 2, 2, 4, 4], &[]),
+            msg(
+                7,
+                &[2, 0, 0, 16, 8, 16, 8, 64, 0, XR24, 0, 0],
+                &[1, 0, 0x33],
+            ),
+            msg(5, &[1, 0, 0, 0, 0, 0, 0, 0, 0, 0], &[0, 0, 0]),
+        ]
+        .concat();
+        let huge = [msg(
+            5,
+            &[0, 0, 0, 65535, 65535, 65535, 65535, 262_140, 0, XR24],
+            &[0xff, 0xff, 0],
+        )]
+        .concat();
+        vec![
+            ("display", display),
+            ("dmabuf", dmabuf),
+            ("huge_dmabuf", huge),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+
+    #[test]
+    fn queued_bytes_hold_the_reader_past_the_limit_and_let_it_go_on_release_or_close() {
+        let q = Arc::new(QueuedBytes::default());
+        // One message larger than the limit passes an empty queue.
+        assert!(q.admit(u64::from(MAX_GPU_PAYLOAD)));
+        let (tx, rx) = mpsc::channel();
+        let reader = {
+            let q = q.clone();
+            std::thread::spawn(move || {
+                let admitted = q.admit(1);
+                tx.send(admitted).unwrap_or_else(|e| panic!("{e}"));
+                // Then the forwarding side goes while it waits for room.
+                let admitted = q.admit(MAX_QUEUED_BYTES);
+                tx.send(admitted).unwrap_or_else(|e| panic!("{e}"));
+            })
+        };
+        assert!(
+            rx.recv_timeout(Duration::from_millis(200)).is_err(),
+            "the second message waits while 1 GiB is queued"
+        );
+        q.release(u64::from(MAX_GPU_PAYLOAD));
+        assert_eq!(rx.recv_timeout(Duration::from_secs(5)), Ok(true));
+        // 1 byte queued: MAX_QUEUED_BYTES more do not fit; closing releases the reader.
+        assert!(rx.recv_timeout(Duration::from_millis(200)).is_err());
+        q.close();
+        assert_eq!(rx.recv_timeout(Duration::from_secs(5)), Ok(false));
+        reader.join().unwrap_or_else(|_| panic!("reader panicked"));
+    }
+
+    #[test]
+    fn display_seeds_run_with_every_cut() {
+        for (name, input) in fuzzing::seeds() {
+            for cut in 0..=input.len() {
+                eprintln!("{name} cut at {cut}");
+                fuzzing::run(&input[..cut]);
+            }
+        }
+    }
+
+    #[test]
+    fn display_seeds_on_disk_are_the_generated_ones() {
+        // fuzz/seeds/proxy_display holds fuzzing::seeds() for the proxy_display fuzz target;
+        // VGT_WRITE_FUZZ_SEEDS=1 rewrites them.
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds/proxy_display");
+        let seeds = fuzzing::seeds();
+        if std::env::var_os("VGT_WRITE_FUZZ_SEEDS").is_some() {
+            std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+            for (name, bytes) in &seeds {
+                std::fs::write(dir.join(name), bytes).unwrap_or_else(|e| panic!("{e}"));
+            }
+        }
+        let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .map(|e| {
+                e.unwrap_or_else(|e| panic!("{e}"))
+                    .file_name()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect();
+        on_disk.sort();
+        let mut names: Vec<String> = seeds.iter().map(|(n, _)| (*n).to_owned()).collect();
+        names.sort();
+        assert_eq!(on_disk, names, "stale: rerun with VGT_WRITE_FUZZ_SEEDS=1");
+        for (name, bytes) in seeds {
+            let got = std::fs::read(dir.join(name)).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(got, bytes, "{name} is stale");
+        }
+    }
 }
