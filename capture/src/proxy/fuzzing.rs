@@ -221,6 +221,64 @@ fn sized(m: &RawMessage) -> bool {
         == m.payload.len()
 }
 
+/// A proxy connection's shared state over a null sink, with no threads, sockets or backend
+/// (the harnesses drive its parts directly).
+pub fn null_shared() -> Option<Shared> {
+    let recorder = Arc::new(Recorder::new(Box::new(NullSink::default())));
+    let (Ok(state), Ok(worker_wake), Ok(main_wake)) = (
+        ProxyState::new(recorder.clone()),
+        EventFd::new(EFD_NONBLOCK),
+        EventFd::new(EFD_NONBLOCK),
+    ) else {
+        return None;
+    };
+    Some(Shared {
+        recorder,
+        state: Mutex::new(state),
+        front_closed: AtomicBool::new(false),
+        backend_crashed: Mutex::new(None),
+        stopping: AtomicBool::new(false),
+        worker_wake,
+        main_wake,
+        child: Mutex::new(None),
+        threads: Mutex::new(Vec::new()),
+        sockets: Mutex::new(Vec::new()),
+        shadow_mapped: AtomicBool::new(false),
+    })
+}
+
+/// Checks that `fuzz/seeds/<target>` holds exactly `seeds` (`VGT_WRITE_FUZZ_SEEDS=1` writes
+/// them first), for the seed tests of the proxy's fuzz targets.
+#[cfg(test)]
+pub fn check_seeds_on_disk(target: &str, seeds: &[(&'static str, Vec<u8>)]) {
+    fn ok<T>(r: std::io::Result<T>, dir: &std::path::Path) -> T {
+        r.unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+    }
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/seeds")
+        .join(target);
+    if std::env::var_os("VGT_WRITE_FUZZ_SEEDS").is_some() {
+        ok(std::fs::create_dir_all(&dir), &dir);
+        for (name, bytes) in seeds {
+            ok(std::fs::write(dir.join(name), bytes), &dir);
+        }
+    }
+    let mut on_disk: Vec<String> = ok(std::fs::read_dir(&dir), &dir)
+        .map(|e| ok(e, &dir).file_name().to_string_lossy().into_owned())
+        .collect();
+    on_disk.sort();
+    let mut names: Vec<String> = seeds.iter().map(|(n, _)| (*n).to_owned()).collect();
+    names.sort();
+    assert_eq!(
+        on_disk, names,
+        "{target}: stale, rerun with VGT_WRITE_FUZZ_SEEDS=1"
+    );
+    for (name, bytes) in seeds {
+        let got = ok(std::fs::read(dir.join(name)), &dir);
+        assert_eq!(&got, bytes, "{target}/{name} is stale");
+    }
+}
+
 /// Runs one input: a sequence of operations, each an opcode byte and its arguments (missing
 /// bytes read as 0).
 /// - 0 `sel: u8 [code: u32 when sel >= 13], flags: u8, len: u8, payload, nfds: u8, fd: u8 *`:
@@ -236,27 +294,9 @@ fn sized(m: &RawMessage) -> bool {
 /// - 4 `q: u8, at: u16, len: u8, bytes`: the backend writes queue `q % 8`'s shadow rings.
 pub fn run(data: &[u8]) -> Outcome {
     let mut out = Outcome::default();
-    let recorder = Arc::new(Recorder::new(Box::new(NullSink::default())));
-    let (Ok(state), Ok(worker_wake), Ok(main_wake)) = (
-        ProxyState::new(recorder.clone()),
-        EventFd::new(EFD_NONBLOCK),
-        EventFd::new(EFD_NONBLOCK),
-    ) else {
+    let Some(shared) = null_shared().map(Arc::new) else {
         return out;
     };
-    let shared = Arc::new(Shared {
-        recorder,
-        state: Mutex::new(state),
-        front_closed: AtomicBool::new(false),
-        backend_crashed: Mutex::new(None),
-        stopping: AtomicBool::new(false),
-        worker_wake,
-        main_wake,
-        child: Mutex::new(None),
-        threads: Mutex::new(Vec::new()),
-        sockets: Mutex::new(Vec::new()),
-        shadow_mapped: AtomicBool::new(false),
-    });
     let mut files: Vec<File> = Vec::new();
     let mut input = Input { data, at: 0 };
     while !input.done() {
@@ -578,31 +618,7 @@ mod tests {
 
     #[test]
     fn message_seeds_on_disk_are_the_generated_ones() {
-        // fuzz/seeds/proxy_messages holds seeds() for the proxy_messages fuzz target;
-        // VGT_WRITE_FUZZ_SEEDS=1 rewrites them.
-        let dir =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds/proxy_messages");
-        let seeds = seeds();
-        if std::env::var_os("VGT_WRITE_FUZZ_SEEDS").is_some() {
-            std::fs::create_dir_all(&dir).unwrap();
-            for (name, bytes) in &seeds {
-                std::fs::write(dir.join(name), bytes).unwrap();
-            }
-        }
-        let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        on_disk.sort();
-        let mut names: Vec<String> = seeds.iter().map(|(n, _)| (*n).to_owned()).collect();
-        names.sort();
-        assert_eq!(on_disk, names, "stale: rerun with VGT_WRITE_FUZZ_SEEDS=1");
-        for (name, bytes) in seeds {
-            assert_eq!(
-                std::fs::read(dir.join(name)).unwrap(),
-                bytes,
-                "{name} is stale"
-            );
-        }
+        // fuzz/seeds/proxy_messages holds seeds() for the proxy_messages fuzz target.
+        check_seeds_on_disk("proxy_messages", &seeds());
     }
 }

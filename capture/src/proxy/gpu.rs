@@ -591,13 +591,6 @@ fn observe(
 pub mod fuzzing {
     use super::*;
     use std::os::fd::{FromRawFd, OwnedFd};
-    use std::sync::atomic::AtomicBool;
-
-    use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
-
-    use crate::proxy::rings::ProxyState;
-    use crate::recorder::Recorder;
-    use crate::sink::NullSink;
 
     const REQUESTS: [u32; 8] = [
         gpu_req::SCANOUT,
@@ -633,26 +626,8 @@ pub mod fuzzing {
     /// (pixels appended: `w * h * 4` bytes, as the reader splits them off) and for the dmabuf
     /// scanouts `pages: u16, fill: u8` (a memfd of that many 4 KiB pages, sparse past 64 KiB).
     pub fn run(data: &[u8]) {
-        let recorder = Arc::new(Recorder::new(Box::new(NullSink::default())));
-        let (Ok(state), Ok(worker_wake), Ok(main_wake)) = (
-            ProxyState::new(recorder.clone()),
-            EventFd::new(EFD_NONBLOCK),
-            EventFd::new(EFD_NONBLOCK),
-        ) else {
+        let Some(shared) = crate::proxy::fuzzing::null_shared() else {
             return;
-        };
-        let shared = Shared {
-            recorder,
-            state: Mutex::new(state),
-            front_closed: AtomicBool::new(false),
-            backend_crashed: Mutex::new(None),
-            stopping: AtomicBool::new(false),
-            worker_wake,
-            main_wake,
-            child: Mutex::new(None),
-            threads: Mutex::new(Vec::new()),
-            sockets: Mutex::new(Vec::new()),
-            shadow_mapped: AtomicBool::new(false),
         };
         let pool = PixelPool::default();
         let mut fbs = Framebuffers::new();
@@ -825,33 +800,7 @@ mod tests {
 
     #[test]
     fn display_seeds_on_disk_are_the_generated_ones() {
-        // fuzz/seeds/proxy_display holds fuzzing::seeds() for the proxy_display fuzz target;
-        // VGT_WRITE_FUZZ_SEEDS=1 rewrites them.
-        let dir =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds/proxy_display");
-        let seeds = fuzzing::seeds();
-        if std::env::var_os("VGT_WRITE_FUZZ_SEEDS").is_some() {
-            std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
-            for (name, bytes) in &seeds {
-                std::fs::write(dir.join(name), bytes).unwrap_or_else(|e| panic!("{e}"));
-            }
-        }
-        let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
-            .unwrap_or_else(|e| panic!("{e}"))
-            .map(|e| {
-                e.unwrap_or_else(|e| panic!("{e}"))
-                    .file_name()
-                    .to_string_lossy()
-                    .into_owned()
-            })
-            .collect();
-        on_disk.sort();
-        let mut names: Vec<String> = seeds.iter().map(|(n, _)| (*n).to_owned()).collect();
-        names.sort();
-        assert_eq!(on_disk, names, "stale: rerun with VGT_WRITE_FUZZ_SEEDS=1");
-        for (name, bytes) in seeds {
-            let got = std::fs::read(dir.join(name)).unwrap_or_else(|e| panic!("{e}"));
-            assert_eq!(got, bytes, "{name} is stale");
-        }
+        // fuzz/seeds/proxy_display holds fuzzing::seeds() for the proxy_display fuzz target.
+        crate::proxy::fuzzing::check_seeds_on_disk("proxy_display", &fuzzing::seeds());
     }
 }

@@ -2201,32 +2201,8 @@ mod tests {
 
     #[test]
     fn ring_seeds_on_disk_are_the_generated_ones() {
-        // fuzz/seeds/proxy_rings holds fuzzing::seeds() for the proxy_rings fuzz target;
-        // VGT_WRITE_FUZZ_SEEDS=1 rewrites them.
-        let dir =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds/proxy_rings");
-        let seeds = super::fuzzing::seeds();
-        if std::env::var_os("VGT_WRITE_FUZZ_SEEDS").is_some() {
-            std::fs::create_dir_all(&dir).unwrap();
-            for (name, bytes) in &seeds {
-                std::fs::write(dir.join(name), bytes).unwrap();
-            }
-        }
-        let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        on_disk.sort();
-        let mut names: Vec<String> = seeds.iter().map(|(n, _)| (*n).to_owned()).collect();
-        names.sort();
-        assert_eq!(on_disk, names, "stale: rerun with VGT_WRITE_FUZZ_SEEDS=1");
-        for (name, bytes) in seeds {
-            assert_eq!(
-                std::fs::read(dir.join(name)).unwrap(),
-                bytes,
-                "{name} is stale"
-            );
-        }
+        // fuzz/seeds/proxy_rings holds fuzzing::seeds() for the proxy_rings fuzz target.
+        crate::proxy::fuzzing::check_seeds_on_disk("proxy_rings", &super::fuzzing::seeds());
     }
 
     #[test]
