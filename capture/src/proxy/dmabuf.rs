@@ -246,7 +246,7 @@ impl DmabufScanout {
         // The visible rectangle is read whole at the scanout, into one buffer that becomes the
         // framebuffer: no larger than a framebuffer can be (a backend's sparse memfd can claim
         // any size).
-        if w * h * 4 > MAX_FRAMEBUFFER_BYTES {
+        if w * h > MAX_FRAMEBUFFER_BYTES / 4 {
             return Err(format!(
                 "the visible {w}x{h} rectangle is larger than a framebuffer can be ({} MiB)",
                 MAX_FRAMEBUFFER_BYTES >> 20
@@ -454,6 +454,16 @@ mod tests {
             d.unreadable()
         );
         assert_eq!(d.read([0, 0, 1, 1]), None);
+        // The largest rectangle there is (its byte count is past 2^64).
+        let max = ScanoutInfo {
+            rect: [0, 0, u32::MAX, u32::MAX],
+            ..big
+        };
+        let d = DmabufScanout::new(max, memfd(&[]));
+        assert!(
+            d.unreadable()
+                .is_some_and(|r| r.contains("larger than a framebuffer"))
+        );
     }
 
     #[test]
