@@ -50,10 +50,11 @@ pub const NEED_REPLY: u32 = 0x8;
 /// Header flags of a reply: version 1, reply.
 const REPLY_FLAGS: u32 = 0x1 | 0x4;
 
-/// Checks that the regular file behind a memory region holds all of it (`size` bytes at
-/// `mmap_offset`). vm-memory maps a region whatever the file's length, and the first read of a
-/// page past the end raises SIGBUS. Device files (device-DAX), which have no size, pass.
-pub fn check_region_file(fd: &OwnedFd, mmap_offset: u64, size: u64) -> Result<(), String> {
+/// The file behind a memory region (a duplicate of `fd`), checked to hold all of the region
+/// (`size` bytes at `mmap_offset`). vm-memory maps a region whatever the file's length, and the
+/// first read of a page past the end raises SIGBUS. Device files (device-DAX), which have no
+/// size, pass.
+pub fn region_file(fd: &OwnedFd, mmap_offset: u64, size: u64) -> Result<std::fs::File, String> {
     let file = std::fs::File::from(fd.try_clone().map_err(|e| format!("dup: {e}"))?);
     let meta = file.metadata().map_err(|e| format!("fstat: {e}"))?;
     if meta.is_file()
@@ -66,13 +67,7 @@ pub fn check_region_file(fd: &OwnedFd, mmap_offset: u64, size: u64) -> Result<()
             meta.len()
         ));
     }
-    Ok(())
-}
-
-fn le64(p: &[u8], at: usize) -> u64 {
-    p.get(at..at + 8)
-        .and_then(|s| s.try_into().ok())
-        .map_or(0, u64::from_le_bytes)
+    Ok(file)
 }
 
 /// Why a SET_MEM_TABLE or ADD_MEM_REG must not reach the built-in device: a region its file
@@ -86,19 +81,19 @@ pub fn unmappable_memory(msg: &RawMessage) -> Option<String> {
                 .filter(|i| msg.payload.len() >= 8 + 32 * (i + 1))
                 .map(|i| {
                     let o = 8 + 32 * i;
-                    let p = &msg.payload;
-                    (i, le64(p, o), le64(p, o + 8), le64(p, o + 24))
+                    let at = |k: usize| msg.payload_u64(o + k).unwrap_or(0);
+                    (i, at(0), at(8), at(24))
                 })
                 .collect()
         }
         req::ADD_MEM_REG if !msg.fds.is_empty() && msg.payload.len() >= 40 => {
-            let p = &msg.payload;
-            vec![(0, le64(p, 8), le64(p, 16), le64(p, 32))]
+            let at = |k: usize| msg.payload_u64(k).unwrap_or(0);
+            vec![(0, at(8), at(16), at(32))]
         }
         _ => return None,
     };
     regions.into_iter().find_map(|(i, gpa, size, offset)| {
-        check_region_file(&msg.fds[i], offset, size)
+        region_file(&msg.fds[i], offset, size)
             .err()
             .map(|e| format!("region {i} at guest-physical {gpa:#x}: {e}"))
     })
@@ -155,8 +150,10 @@ impl RawMessage {
         ))
     }
 
-    fn payload_u64(&self) -> Option<u64> {
-        Some(u64::from_le_bytes(self.payload.get(0..8)?.try_into().ok()?))
+    fn payload_u64(&self, at: usize) -> Option<u64> {
+        Some(u64::from_le_bytes(
+            self.payload.get(at..at + 8)?.try_into().ok()?,
+        ))
     }
 }
 
@@ -294,7 +291,7 @@ pub fn lifecycle_of(recorder: &Recorder, msg: &RawMessage) {
             None,
             "GPU_SET_SOCKET (QEMU hands over the display socket when the driver sets DRIVER_OK)",
         )),
-        req::SET_STATUS => match msg.payload_u64() {
+        req::SET_STATUS => match msg.payload_u64(0) {
             Some(s) if s & 4 != 0 => Some((LifecycleKind::DriverOk, None, "SET_STATUS DRIVER_OK")),
             Some(0) => Some((LifecycleKind::Reset, None, "SET_STATUS 0")),
             _ => None,

@@ -83,15 +83,7 @@ impl Input<'_> {
 }
 
 fn memfd(pages: u64) -> Option<File> {
-    // SAFETY: memfd_create with a valid NUL-terminated name; the result is checked.
-    let fd = unsafe { libc::memfd_create(c"vgt-fuzz-guest".as_ptr(), libc::MFD_CLOEXEC) };
-    if fd < 0 {
-        return None;
-    }
-    // SAFETY: `fd` is a fresh descriptor that nothing else owns.
-    let file = unsafe { File::from_raw_fd(fd) };
-    file.set_len(pages * 4096).ok()?;
-    Some(file)
+    super::rings::memfd(c"vgt-fuzz-guest", pages * 4096).ok()
 }
 
 fn code(sel: u8, raw: &mut Input<'_>) -> u32 {

@@ -590,7 +590,7 @@ fn observe(
 #[cfg(any(test, fuzzing))]
 pub mod fuzzing {
     use super::*;
-    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::os::fd::OwnedFd;
 
     const REQUESTS: [u32; 8] = [
         gpu_req::SCANOUT,
@@ -604,14 +604,7 @@ pub mod fuzzing {
     ];
 
     fn memfd(len: u64, fill: u8) -> Option<OwnedFd> {
-        // SAFETY: memfd_create with a valid NUL-terminated name; the result is checked.
-        let fd = unsafe { libc::memfd_create(c"vgt-fuzz-dmabuf".as_ptr(), libc::MFD_CLOEXEC) };
-        if fd < 0 {
-            return None;
-        }
-        // SAFETY: `fd` is a fresh descriptor that nothing else owns.
-        let file = unsafe { std::fs::File::from_raw_fd(fd) };
-        file.set_len(len).ok()?;
+        let file = crate::proxy::rings::memfd(c"vgt-fuzz-dmabuf", len).ok()?;
         if fill != 0 {
             use std::os::unix::fs::FileExt;
             let head = vec![fill; len.min(1 << 16) as usize];

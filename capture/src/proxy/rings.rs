@@ -197,16 +197,15 @@ pub struct ProxyState {
 }
 
 /// The file behind a memory region, checked to hold the whole region
-/// ([`crate::relay::check_region_file`]: a mapping past the end of a file raises SIGBUS at the
+/// ([`crate::relay::region_file`]: a mapping past the end of a file raises SIGBUS at the
 /// proxy's first read).
 pub fn region_file(fd: &OwnedFd, r: &Region) -> Result<File, String> {
-    crate::relay::check_region_file(fd, r.mmap_offset, r.size)
-        .map_err(|e| format!("the region at guest-physical {:#x}: {e}", r.gpa))?;
-    Ok(File::from(fd.try_clone().map_err(|e| format!("dup: {e}"))?))
+    crate::relay::region_file(fd, r.mmap_offset, r.size)
+        .map_err(|e| format!("the region at guest-physical {:#x}: {e}", r.gpa))
 }
 
 /// Creates an anonymous shared-memory file of `size` bytes.
-fn memfd(name: &std::ffi::CStr, size: u64) -> std::io::Result<File> {
+pub(crate) fn memfd(name: &std::ffi::CStr, size: u64) -> std::io::Result<File> {
     // SAFETY: memfd_create with a valid NUL-terminated name; the result is checked.
     let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
     if fd < 0 {
