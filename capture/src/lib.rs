@@ -37,6 +37,8 @@ pub mod backend;
 pub mod chain;
 pub mod direct_io;
 pub mod display;
+#[cfg(any(test, fuzzing))]
+pub mod fuzzing;
 pub mod gpu_socket;
 pub mod mapped_file;
 pub mod proxy;

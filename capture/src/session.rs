@@ -22,6 +22,9 @@ use crate::recorder::{RecordError, Recorder};
 use crate::relay;
 use crate::{CaptureError, RENDERER};
 
+#[cfg(any(test, fuzzing))]
+pub mod fuzzing;
+
 /// Flags a session's threads raise for the main loop, plus an eventfd that wakes it.
 pub struct SessionSignal {
     stopping: AtomicBool,

@@ -27,8 +27,9 @@ use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
 use super::rings::{MAX_QUEUES, ProxyState, Region, SHADOW_SIZE};
 use super::{STRIPPED_FEATURES, Shared, req, rewrite_reply, rewrite_request, step};
+use crate::fuzzing::{Input, header};
 use crate::recorder::Recorder;
-use crate::relay::{self, HEADER_LEN, RawMessage};
+use crate::relay::{self, RawMessage};
 use crate::sink::NullSink;
 use vgt_format::record::Direction;
 
@@ -54,34 +55,6 @@ const REQUESTS: [u32; 13] = [
     req::GET_MAX_MEM_SLOTS,
 ];
 
-struct Input<'a> {
-    data: &'a [u8],
-    at: usize,
-}
-
-impl Input<'_> {
-    fn u8(&mut self) -> u8 {
-        let b = self.data.get(self.at).copied().unwrap_or(0);
-        self.at += 1;
-        b
-    }
-
-    fn u32(&mut self) -> u32 {
-        u32::from_le_bytes([self.u8(), self.u8(), self.u8(), self.u8()])
-    }
-
-    fn bytes(&mut self, n: usize) -> &[u8] {
-        let from = self.at.min(self.data.len());
-        let to = self.at.saturating_add(n).min(self.data.len());
-        self.at = self.at.saturating_add(n);
-        &self.data[from..to]
-    }
-
-    fn done(&self) -> bool {
-        self.at >= self.data.len()
-    }
-}
-
 fn memfd(pages: u64) -> Option<File> {
     super::rings::memfd(c"vgt-fuzz-guest", pages * 4096).ok()
 }
@@ -91,14 +64,6 @@ fn code(sel: u8, raw: &mut Input<'_>) -> u32 {
         Some(&c) => c,
         None => raw.u32(),
     }
-}
-
-fn header(request: u32, flags: u32, len: usize) -> [u8; HEADER_LEN] {
-    let mut h = [0u8; HEADER_LEN];
-    h[0..4].copy_from_slice(&request.to_le_bytes());
-    h[4..8].copy_from_slice(&flags.to_le_bytes());
-    h[8..12].copy_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_le_bytes());
-    h
 }
 
 fn u64_at(p: &[u8], at: usize) -> u64 {
@@ -239,38 +204,6 @@ pub fn null_shared() -> Option<Shared> {
     })
 }
 
-/// Checks that `fuzz/seeds/<target>` holds exactly `seeds` (`VGT_WRITE_FUZZ_SEEDS=1` writes
-/// them first), for the seed tests of the proxy's fuzz targets.
-#[cfg(test)]
-pub fn check_seeds_on_disk(target: &str, seeds: &[(&'static str, Vec<u8>)]) {
-    fn ok<T>(r: std::io::Result<T>, dir: &std::path::Path) -> T {
-        r.unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-    }
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../fuzz/seeds")
-        .join(target);
-    if std::env::var_os("VGT_WRITE_FUZZ_SEEDS").is_some() {
-        ok(std::fs::create_dir_all(&dir), &dir);
-        for (name, bytes) in seeds {
-            ok(std::fs::write(dir.join(name), bytes), &dir);
-        }
-    }
-    let mut on_disk: Vec<String> = ok(std::fs::read_dir(&dir), &dir)
-        .map(|e| ok(e, &dir).file_name().to_string_lossy().into_owned())
-        .collect();
-    on_disk.sort();
-    let mut names: Vec<String> = seeds.iter().map(|(n, _)| (*n).to_owned()).collect();
-    names.sort();
-    assert_eq!(
-        on_disk, names,
-        "{target}: stale, rerun with VGT_WRITE_FUZZ_SEEDS=1"
-    );
-    for (name, bytes) in seeds {
-        let got = ok(std::fs::read(dir.join(name)), &dir);
-        assert_eq!(&got, bytes, "{target}/{name} is stale");
-    }
-}
-
 /// Runs one input: a sequence of operations, each an opcode byte and its arguments (missing
 /// bytes read as 0).
 /// - 0 `sel: u8 [code: u32 when sel >= 13], flags: u8, len: u8, payload, nfds: u8, fd: u8 *`:
@@ -290,7 +223,7 @@ pub fn run(data: &[u8]) -> Outcome {
         return out;
     };
     let mut files: Vec<File> = Vec::new();
-    let mut input = Input { data, at: 0 };
+    let mut input = Input::new(data);
     while !input.done() {
         match input.u8() % 5 {
             0 => {
@@ -388,7 +321,7 @@ pub fn run(data: &[u8]) -> Outcome {
             }
             _ => {
                 let q = usize::from(input.u8()) % MAX_QUEUES;
-                let at = u64::from(u16::from_le_bytes([input.u8(), input.u8()]));
+                let at = u64::from(input.u16());
                 let len = usize::from(input.u8());
                 let bytes = input.bytes(len).to_vec();
                 shared.lock().write_shadow(q, at, &bytes);
@@ -611,6 +544,6 @@ mod tests {
     #[test]
     fn message_seeds_on_disk_are_the_generated_ones() {
         // fuzz/seeds/proxy_messages holds seeds() for the proxy_messages fuzz target.
-        check_seeds_on_disk("proxy_messages", &seeds());
+        crate::fuzzing::check_seeds_on_disk("proxy_messages", &seeds());
     }
 }

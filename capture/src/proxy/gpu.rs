@@ -794,6 +794,6 @@ mod tests {
     #[test]
     fn display_seeds_on_disk_are_the_generated_ones() {
         // fuzz/seeds/proxy_display holds fuzzing::seeds() for the proxy_display fuzz target.
-        crate::proxy::fuzzing::check_seeds_on_disk("proxy_display", &fuzzing::seeds());
+        crate::fuzzing::check_seeds_on_disk("proxy_display", &fuzzing::seeds());
     }
 }

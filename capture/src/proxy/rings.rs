@@ -2201,7 +2201,7 @@ mod tests {
     #[test]
     fn ring_seeds_on_disk_are_the_generated_ones() {
         // fuzz/seeds/proxy_rings holds fuzzing::seeds() for the proxy_rings fuzz target.
-        crate::proxy::fuzzing::check_seeds_on_disk("proxy_rings", &super::fuzzing::seeds());
+        crate::fuzzing::check_seeds_on_disk("proxy_rings", &super::fuzzing::seeds());
     }
 
     #[test]

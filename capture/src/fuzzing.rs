@@ -1,0 +1,85 @@
+//! What the fuzz harnesses of this crate share (built only for the tests and with `--cfg
+//! fuzzing`): a reader over the fuzzer's bytes, vhost-user headers, and the check that the
+//! seed files under `fuzz/seeds` are the ones the harnesses generate.
+
+use crate::relay::HEADER_LEN;
+
+/// The fuzzer's bytes, read front to back; bytes past the end read as 0.
+pub(crate) struct Input<'a> {
+    data: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Input<'a> {
+    /// A reader at the start of `data`.
+    pub(crate) fn new(data: &'a [u8]) -> Self {
+        Input { data, at: 0 }
+    }
+
+    pub(crate) fn u8(&mut self) -> u8 {
+        let b = self.data.get(self.at).copied().unwrap_or(0);
+        self.at += 1;
+        b
+    }
+
+    pub(crate) fn u16(&mut self) -> u16 {
+        u16::from_le_bytes([self.u8(), self.u8()])
+    }
+
+    pub(crate) fn u32(&mut self) -> u32 {
+        u32::from_le_bytes([self.u8(), self.u8(), self.u8(), self.u8()])
+    }
+
+    /// The next `n` bytes (fewer at the end of the input).
+    pub(crate) fn bytes(&mut self, n: usize) -> &'a [u8] {
+        let from = self.at.min(self.data.len());
+        let to = self.at.saturating_add(n).min(self.data.len());
+        self.at = self.at.saturating_add(n);
+        &self.data[from..to]
+    }
+
+    pub(crate) fn done(&self) -> bool {
+        self.at >= self.data.len()
+    }
+}
+
+/// A vhost-user header whose size field is `len`.
+pub(crate) fn header(request: u32, flags: u32, len: usize) -> [u8; HEADER_LEN] {
+    let mut h = [0u8; HEADER_LEN];
+    h[0..4].copy_from_slice(&request.to_le_bytes());
+    h[4..8].copy_from_slice(&flags.to_le_bytes());
+    h[8..12].copy_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_le_bytes());
+    h
+}
+
+/// Checks that `fuzz/seeds/<target>` holds exactly `seeds` (`VGT_WRITE_FUZZ_SEEDS=1` writes
+/// them first), for the seed tests of this crate's fuzz targets.
+#[cfg(test)]
+pub fn check_seeds_on_disk(target: &str, seeds: &[(&'static str, Vec<u8>)]) {
+    fn ok<T>(r: std::io::Result<T>, dir: &std::path::Path) -> T {
+        r.unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+    }
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/seeds")
+        .join(target);
+    if std::env::var_os("VGT_WRITE_FUZZ_SEEDS").is_some() {
+        ok(std::fs::create_dir_all(&dir), &dir);
+        for (name, bytes) in seeds {
+            ok(std::fs::write(dir.join(name), bytes), &dir);
+        }
+    }
+    let mut on_disk: Vec<String> = ok(std::fs::read_dir(&dir), &dir)
+        .map(|e| ok(e, &dir).file_name().to_string_lossy().into_owned())
+        .collect();
+    on_disk.sort();
+    let mut names: Vec<String> = seeds.iter().map(|(n, _)| (*n).to_owned()).collect();
+    names.sort();
+    assert_eq!(
+        on_disk, names,
+        "{target}: stale, rerun with VGT_WRITE_FUZZ_SEEDS=1"
+    );
+    for (name, bytes) in seeds {
+        let got = ok(std::fs::read(dir.join(name)), &dir);
+        assert_eq!(&got, bytes, "{target}/{name} is stale");
+    }
+}
