@@ -13,16 +13,20 @@
 //!   one the daemon answered included;
 //! - every reply the front-end read is in the file, in order, byte for byte.
 //!
-//! The display socket (GPU_SET_SOCKET) is driven only with a socket whose peer is closed: a
-//! peer that never answers costs the device its five-second timeouts.
+//! The display socket (GPU_SET_SOCKET) is a socket whose peer is closed, or one whose peer
+//! answers with bytes the input scripts; a peer that never answers is not driven (it costs
+//! the device its five-second timeouts).
 
+use std::collections::VecDeque;
 use std::fs::File;
+use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use vgt_device::DeviceConfig;
@@ -31,6 +35,7 @@ use vgt_format::record::{Direction, LifecycleKind, RecordBody};
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
 use super::{EndReason, Session, SessionConfig};
+use crate::display::gpu_req;
 use crate::fuzzing::{Input, header};
 use crate::recorder::Recorder;
 use crate::relay::{self, RawMessage};
@@ -106,6 +111,79 @@ struct Frontend {
     features_answered: usize,
     /// False once the daemon or the relay closed the connection.
     open: bool,
+    /// The display socket's answering end, once one was handed over.
+    display: Option<DisplayPeer>,
+    /// What that peer answers, in order (raw bytes, header included).
+    script: Arc<Mutex<VecDeque<Vec<u8>>>>,
+}
+
+/// QEMU's end of the display socket: reads whatever the device sends and answers each request
+/// that wants a reply with the next scripted bytes, written as they are (a header that lies
+/// included); with the script used up it closes the socket, as a QEMU gone away.
+struct DisplayPeer {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<Outcome>,
+}
+
+impl DisplayPeer {
+    fn start(sock: UnixStream, script: Arc<Mutex<VecDeque<Vec<u8>>>>) -> Option<DisplayPeer> {
+        sock.set_read_timeout(Some(Duration::from_millis(20)))
+            .ok()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("vgt-fuzz-display".to_owned())
+            .spawn(move || {
+                let mut seen = Outcome::default();
+                let mut data = Vec::new();
+                while !flag.load(Ordering::SeqCst) {
+                    let got = relay::read_message_split(&sock, 1 << 30, |_, _| 0, data);
+                    data = Vec::new();
+                    let msg = match got {
+                        Ok(Some((msg, rest))) => {
+                            data = rest;
+                            msg
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                        Ok(None) | Err(_) => break,
+                    };
+                    seen.display_messages += 1;
+                    let asks = [
+                        gpu_req::GET_PROTOCOL_FEATURES,
+                        gpu_req::GET_DISPLAY_INFO,
+                        gpu_req::GET_EDID,
+                    ];
+                    if !asks.contains(&msg.request()) {
+                        continue;
+                    }
+                    let answer = script.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
+                    let Some(bytes) = answer else { break };
+                    // An answer shorter than its header says ends with the socket closed: the
+                    // device would otherwise wait out its timeout for the rest.
+                    let whole = bytes.len() >= 12
+                        && bytes.len() as u64
+                            >= 12
+                                + u64::from(u32::from_le_bytes([
+                                    bytes[8], bytes[9], bytes[10], bytes[11],
+                                ]));
+                    if (&sock).write_all(&bytes).is_err() || !whole {
+                        break;
+                    }
+                }
+                seen
+            })
+            .ok()?;
+        Some(DisplayPeer { stop, thread })
+    }
+
+    /// Stops the peer (once the session is over) and says how many messages it read.
+    fn finish(self) -> usize {
+        self.stop.store(true, Ordering::SeqCst);
+        match self.thread.join() {
+            Ok(seen) => seen.display_messages,
+            Err(_) => panic!("the display peer panicked"),
+        }
+    }
 }
 
 impl Frontend {
@@ -129,7 +207,14 @@ impl Frontend {
                 self.events.push(e);
                 fd
             }
-            _ => UnixStream::pair().ok().map(|(a, _)| OwnedFd::from(a)),
+            192..224 => UnixStream::pair().ok().map(|(a, _)| OwnedFd::from(a)),
+            _ => {
+                let (a, b) = UnixStream::pair().ok()?;
+                if self.display.is_none() {
+                    self.display = DisplayPeer::start(b, self.script.clone());
+                }
+                Some(OwnedFd::from(a))
+            }
         }
     }
 
@@ -192,17 +277,21 @@ impl Frontend {
     }
 }
 
-/// Runs one input: a sequence of operations, each an opcode byte (`% 5`) and its arguments
+/// Runs one input: a sequence of operations, each an opcode byte (`% 6`) and its arguments
 /// (missing bytes read as 0).
 /// - 0 `code: u8 [u32 when code >= 48], flags: u8, len: u16 (% 1024), payload, nfds: u8 (% 5),
 ///   kind: u8 *`: a front-end request; each descriptor a fresh memfd of `kind % 65` pages for
 ///   `kind < 128` (guest memory the input can write), an eventfd for `kind < 192` (the input
-///   can kick it), else a socket whose peer is closed.
+///   can kick it), a socket whose peer is closed for `kind < 224`, else a socket whose peer
+///   plays QEMU's display side (the first such socket; later ones have their peer closed).
 /// - 1 `file: u8, offset: u32, len: u16 (% 4096), bytes`: the guest writes one of the memfds.
 /// - 2 `event: u8`: the guest kicks one of the eventfds.
 /// - 3: GET_FEATURES and every reply up to its answer.
 /// - 4 `n: u8`: waits for `n` command records, within a budget of one second per input, and
 ///   only while the recorder was busy in the last 25 ms.
+/// - 5 `len: u16 (% 4096), bytes`: the display peer's next answer to a request that wants one
+///   (GET_PROTOCOL_FEATURES, GET_DISPLAY_INFO, GET_EDID), header included, sent as it is; an
+///   answer shorter than its header says, or none left, and the peer closes the socket.
 pub fn run(data: &[u8]) -> Outcome {
     run_quiet(data, QUIET)
 }
@@ -244,11 +333,13 @@ fn run_quiet(data: &[u8], quiet: Duration) -> Outcome {
         features_asked: 0,
         features_answered: 0,
         open: true,
+        display: None,
+        script: Arc::new(Mutex::new(VecDeque::new())),
     };
     let mut awaited = Duration::ZERO;
     let mut input = Input::new(data);
     while !input.done() {
-        match input.u8() % 5 {
+        match input.u8() % 6 {
             0 => {
                 let code = input.u8();
                 let request = if code < RAW_CODE {
@@ -289,6 +380,14 @@ fn run_quiet(data: &[u8], quiet: Duration) -> Outcome {
                 }
             }
             3 => fe.sync(),
+            5 => {
+                let len = usize::from(input.u16() % 4096);
+                let bytes = input.bytes(len).to_vec();
+                fe.script
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push_back(bytes);
+            }
             _ => {
                 let n = u64::from(input.u8());
                 let start = Instant::now();
@@ -317,6 +416,7 @@ fn run_quiet(data: &[u8], quiet: Duration) -> Outcome {
         sent,
         received,
         confirmed,
+        display,
         ..
     } = fe;
     drop(sock);
@@ -336,6 +436,7 @@ fn run_quiet(data: &[u8], quiet: Duration) -> Outcome {
     if let Err(e) = session.end(reason) {
         panic!("finishing the capture: {e}");
     }
+    out.display_messages = display.map_or(0, DisplayPeer::finish);
     check_capture(&path, &sent, &received, confirmed, &mut out);
     let _ = std::fs::remove_file(&path);
     out.sent = sent.len();
@@ -420,11 +521,14 @@ pub struct Outcome {
     pub validation_errors: u64,
     /// Error lifecycle records (refused requests among them).
     pub errors: usize,
+    /// Messages the display peer read.
+    pub display_messages: usize,
 }
 
 /// Seeds, as QEMU 10 would start a virtio-gpu device: a whole handshake and two queues, then a
-/// display's first frame on the control queue; a memory table a file does not hold; a reset
-/// mid-session with the rings set up again; a display socket whose peer is gone.
+/// display's first frame on the control queue; the same with QEMU's display side answering; a
+/// memory table a file does not hold; a reset mid-session with the rings set up again; a
+/// display socket whose peer is gone.
 pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     const UA: u64 = 0x7f00_0000_0000;
     const VERSION: u8 = 1;
@@ -579,9 +683,31 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     ]
     .concat();
     // The display socket handed over with its peer already gone: every display message fails.
-    let dead_display = [handshake, msg(33, VERSION, &[], &[255]), ring(0, 0), frame].concat();
+    // QEMU's display side answering: protocol features (EDID), then one 640x480 display.
+    let answer = |request: u32, payload: &[u8]| {
+        let mut bytes = [u32s(&[request, 0x4]), u32s(&[payload.len() as u32])].concat();
+        bytes.extend_from_slice(payload);
+        let mut v = vec![5];
+        v.extend_from_slice(&u16::try_from(bytes.len()).unwrap_or(0).to_le_bytes());
+        v.extend(bytes);
+        v
+    };
+    let mut info = u32s(&[0x1101, 0, 0, 0, 0, 0]);
+    info.extend(u32s(&[0, 0, 640, 480, 1, 0]));
+    info.resize(408, 0);
+    let display = [
+        handshake.clone(),
+        answer(gpu_req::GET_PROTOCOL_FEATURES, &words(&[1])),
+        answer(gpu_req::GET_DISPLAY_INFO, &info),
+        msg(33, VERSION, &[], &[255]),
+        ring(0, 0),
+        frame.clone(),
+    ]
+    .concat();
+    let dead_display = [handshake, msg(33, VERSION, &[], &[200]), ring(0, 0), frame].concat();
     vec![
         ("boot", boot),
+        ("display", display),
         ("short_file", short_file),
         ("reset", reset),
         ("dead_display", dead_display),
@@ -630,6 +756,14 @@ mod tests {
             "{reset:?}"
         );
         // Display messages fail (one Error record); the commands are served all the same.
+        // The display side answers two requests and is sent SET_PROTOCOL_FEATURES and the
+        // scanout's and the flush's display messages.
+        let display = run_seed("display");
+        assert_eq!(
+            (display.commands, display.errors, display.display_messages),
+            (6, 0, 6),
+            "{display:?}"
+        );
         let dead = run_seed("dead_display");
         assert_eq!((dead.commands, dead.errors), (6, 1), "{dead:?}");
     }
