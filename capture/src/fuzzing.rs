@@ -83,3 +83,25 @@ pub fn check_seeds_on_disk(target: &str, seeds: &[(&'static str, Vec<u8>)]) {
         assert_eq!(&got, bytes, "{target}/{name} is stale");
     }
 }
+
+/// Little-endian `u64`s, as vhost-user payloads carry them.
+pub(crate) fn words(ws: &[u64]) -> Vec<u8> {
+    ws.iter().flat_map(|w| w.to_le_bytes()).collect()
+}
+
+/// A SET_MEM_TABLE payload: the region count, then each `[gpa, size, uaddr, mmap_offset]`.
+pub(crate) fn mem_table(regions: &[[u64; 4]]) -> Vec<u8> {
+    let mut p = (regions.len() as u64).to_le_bytes().to_vec();
+    for r in regions {
+        p.extend(words(r));
+    }
+    p
+}
+
+/// A SET_VRING_ADDR payload for queue `q` (flags 0, no log) with its rings at `base` + 0x1000
+/// (descriptors), + 0x2000 (available) and + 0x3000 (used), front-end addresses.
+pub(crate) fn vring_addr(q: u32, base: u64) -> Vec<u8> {
+    let mut p = u64::from(q).to_le_bytes().to_vec();
+    p.extend(words(&[base + 0x1000, base + 0x3000, base + 0x2000, 0]));
+    p
+}

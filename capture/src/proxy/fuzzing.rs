@@ -27,7 +27,7 @@ use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
 use super::rings::{MAX_QUEUES, ProxyState, Region, SHADOW_SIZE};
 use super::{STRIPPED_FEATURES, Shared, req, rewrite_reply, rewrite_request, step};
-use crate::fuzzing::{Input, header};
+use crate::fuzzing::{Input, header, mem_table, vring_addr, words};
 use crate::recorder::Recorder;
 use crate::relay::{self, RawMessage};
 use crate::sink::NullSink;
@@ -362,16 +362,6 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         v.extend_from_slice(payload);
         v
     }
-    fn words(ws: &[u64]) -> Vec<u8> {
-        ws.iter().flat_map(|w| w.to_le_bytes()).collect()
-    }
-    fn table(regions: &[[u64; 4]]) -> Vec<u8> {
-        let mut p = (regions.len() as u64).to_le_bytes().to_vec();
-        for r in regions {
-            p.extend(words(r));
-        }
-        p
-    }
     fn q_u32(q: u32, v: u32) -> Vec<u8> {
         [q.to_le_bytes(), v.to_le_bytes()].concat()
     }
@@ -387,25 +377,12 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     let acked = request(0, &words(&[(1 << 29) | (1 << 32)]), &[]);
     // 256 KiB of RAM at guest-physical 0: rings at 0x1000 (desc), 0x2000 (avail), 0x3000 (used)
     // for queue 0 and 0x11000.. for queue 1.
-    let mem = request(1, &table(&[[0, 0x40000, UA, 0]]), &[64]);
+    let mem = request(1, &mem_table(&[[0, 0x40000, UA, 0]]), &[64]);
     let ring = |q: u32, base: u64| {
         [
             request(2, &q_u32(q, 16), &[]),
             request(4, &q_u32(q, 0), &[]),
-            request(
-                3,
-                &[
-                    u64::from(q).to_le_bytes().to_vec(),
-                    words(&[
-                        UA + base + 0x1000,
-                        UA + base + 0x3000,
-                        UA + base + 0x2000,
-                        0,
-                    ]),
-                ]
-                .concat(),
-                &[],
-            ),
+            request(3, &vring_addr(q, UA + base), &[]),
             request(6, &words(&[u64::from(q)]), &[200]),
             request(7, &words(&[u64::from(q)]), &[200]),
         ]
@@ -469,7 +446,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         acked.clone(),
         request(
             1,
-            &table(&[[0, 0x40000, UA, 0], [1 << 46, 0x40000, 0x4000_0000_0000, 0]]),
+            &mem_table(&[[0, 0x40000, UA, 0], [1 << 46, 0x40000, 0x4000_0000_0000, 0]]),
             &[64, 64],
         ),
         ring(0, 0),
@@ -479,7 +456,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     let top = u64::MAX - 0x40000 + 1;
     let high = [
         acked,
-        request(1, &table(&[[top - 1, 0x40000, UA, 0]]), &[64]),
+        request(1, &mem_table(&[[top - 1, 0x40000, UA, 0]]), &[64]),
         request(2, &q_u32(0, 16), &[]),
         request(
             3,

@@ -36,7 +36,7 @@ use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
 use super::{EndReason, Session, SessionConfig};
 use crate::display::gpu_req;
-use crate::fuzzing::{Input, header};
+use crate::fuzzing::{Input, header, mem_table, vring_addr, words};
 use crate::recorder::Recorder;
 use crate::relay::{self, RawMessage};
 
@@ -548,18 +548,8 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         v.extend_from_slice(bytes);
         v
     }
-    fn words(ws: &[u64]) -> Vec<u8> {
-        ws.iter().flat_map(|w| w.to_le_bytes()).collect()
-    }
     fn u32s(ws: &[u32]) -> Vec<u8> {
         ws.iter().flat_map(|w| w.to_le_bytes()).collect()
-    }
-    fn table(regions: &[[u64; 4]]) -> Vec<u8> {
-        let mut p = (regions.len() as u64).to_le_bytes().to_vec();
-        for r in regions {
-            p.extend(words(r));
-        }
-        p
     }
     let handshake = [
         msg(1, VERSION, &[], &[]),
@@ -572,7 +562,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         // VERSION_1 | PROTOCOL_FEATURES.
         msg(2, VERSION, &words(&[(1 << 32) | (1 << 30)]), &[]),
         // 256 KiB of RAM at guest-physical 0 (the first memfd).
-        msg(5, NEED_REPLY, &table(&[[0, 0x40000, UA, 0]]), &[64]),
+        msg(5, NEED_REPLY, &mem_table(&[[0, 0x40000, UA, 0]]), &[64]),
     ]
     .concat();
     // Queue q's rings at base: descriptors +0x1000, available +0x2000, used +0x3000, size 16;
@@ -581,21 +571,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         [
             msg(8, VERSION, &u32s(&[q, 16]), &[]),
             msg(10, VERSION, &u32s(&[q, 0]), &[]),
-            msg(
-                9,
-                VERSION,
-                &[
-                    u32s(&[q, 0]),
-                    words(&[
-                        UA + base + 0x1000,
-                        UA + base + 0x3000,
-                        UA + base + 0x2000,
-                        0,
-                    ]),
-                ]
-                .concat(),
-                &[],
-            ),
+            msg(9, VERSION, &vring_addr(q, UA + base), &[]),
             msg(12, VERSION, &words(&[u64::from(q)]), &[128]),
             msg(13, VERSION, &words(&[u64::from(q)]), &[128]),
             msg(18, VERSION, &u32s(&[q, 1]), &[]),
@@ -661,7 +637,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     // A region of 1 MiB in a 256 KiB file: refused, with a failure reply.
     let short_file = [
         handshake.clone(),
-        msg(5, NEED_REPLY, &table(&[[0, 0x10_0000, UA, 0]]), &[64]),
+        msg(5, NEED_REPLY, &mem_table(&[[0, 0x10_0000, UA, 0]]), &[64]),
         vec![3],
         ring(0, 0),
         vec![3],
