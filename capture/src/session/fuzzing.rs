@@ -218,9 +218,10 @@ impl Frontend {
         }
     }
 
-    fn send(&mut self, msg: &RawMessage) {
+    /// Sends `msg` unless the connection is gone or the input sent its most; says whether it did.
+    fn send(&mut self, msg: &RawMessage) -> bool {
         if !self.open || self.sent.len() >= MAX_MESSAGES {
-            return;
+            return false;
         }
         match relay::write_message(&self.sock, msg) {
             Ok(()) => {
@@ -229,8 +230,12 @@ impl Frontend {
                     self.features_asked += 1;
                 }
                 self.sent.push(w);
+                true
             }
-            Err(_) => self.open = false,
+            Err(_) => {
+                self.open = false;
+                false
+            }
         }
     }
 
@@ -241,8 +246,7 @@ impl Frontend {
             payload: Vec::new(),
             fds: Vec::new(),
         };
-        self.send(&ask);
-        if !self.open {
+        if !self.send(&ask) {
             return;
         }
         let deadline = Instant::now() + REPLY_WITHIN;
@@ -742,6 +746,14 @@ mod tests {
         );
         let dead = run_seed("dead_display");
         assert_eq!((dead.commands, dead.errors), (6, 1), "{dead:?}");
+    }
+
+    #[test]
+    fn syncs_past_the_message_limit_wait_for_nothing() {
+        // The first fuzzing finding was the harness's own: a sync past MAX_MESSAGES sent
+        // nothing and waited for its answer.
+        let out = run(&[3; MAX_MESSAGES + 10]);
+        assert_eq!((out.sent, out.replies), (MAX_MESSAGES, MAX_MESSAGES), "{out:?}");
     }
 
     #[test]
