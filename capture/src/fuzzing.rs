@@ -56,32 +56,10 @@ pub(crate) fn header(request: u32, flags: u32, len: usize) -> [u8; HEADER_LEN] {
 /// them first), for the seed tests of this crate's fuzz targets.
 #[cfg(test)]
 pub fn check_seeds_on_disk(target: &str, seeds: &[(&'static str, Vec<u8>)]) {
-    fn ok<T>(r: std::io::Result<T>, dir: &std::path::Path) -> T {
-        r.unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-    }
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../fuzz/seeds")
         .join(target);
-    if std::env::var_os("VGT_WRITE_FUZZ_SEEDS").is_some() {
-        ok(std::fs::create_dir_all(&dir), &dir);
-        for (name, bytes) in seeds {
-            ok(std::fs::write(dir.join(name), bytes), &dir);
-        }
-    }
-    let mut on_disk: Vec<String> = ok(std::fs::read_dir(&dir), &dir)
-        .map(|e| ok(e, &dir).file_name().to_string_lossy().into_owned())
-        .collect();
-    on_disk.sort();
-    let mut names: Vec<String> = seeds.iter().map(|(n, _)| (*n).to_owned()).collect();
-    names.sort();
-    assert_eq!(
-        on_disk, names,
-        "{target}: stale, rerun with VGT_WRITE_FUZZ_SEEDS=1"
-    );
-    for (name, bytes) in seeds {
-        let got = ok(std::fs::read(dir.join(name)), &dir);
-        assert_eq!(&got, bytes, "{target}/{name} is stale");
-    }
+    vgt_format::testing::check_seed_files(&dir, seeds);
 }
 
 /// Little-endian `u64`s, as vhost-user payloads carry them.

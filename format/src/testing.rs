@@ -290,6 +290,47 @@ impl<W: Write> CaptureBuilder<W> {
     pub fn finish(self) -> Result<crate::file::WriterStats> {
         self.writer.finish()
     }
+
+    /// Finishes the capture and returns what it was written to.
+    pub fn finish_into_inner(self) -> Result<W> {
+        self.writer.finish_into_inner().map(|(_, w)| w)
+    }
+}
+
+/// A small capture with something for every view of a browser: a Linux-like boot of a 32x16
+/// display with three updates, then a flush of a resource that does not exist (an error
+/// response), a fenced flush of resource 2 and the End record. Its records and their order are
+/// fixed (tests refer to them by number).
+pub fn boot_with_error_and_fence() -> Result<Vec<u8>> {
+    let writer = CaptureWriter::new(Vec::new(), crate::file::WriterOptions::default())?;
+    let mut b = CaptureBuilder::new(writer, 1)?;
+    b.linux_boot(32, 16, 3)?;
+    let flush = |resource_id, width, height| {
+        Request::new(Command::ResourceFlush(ResourceFlush {
+            r: Rect {
+                x: 0,
+                y: 0,
+                width,
+                height,
+            },
+            resource_id,
+            padding: 0,
+        }))
+    };
+    let bad = flush(9, 8, 8);
+    b.exchange(
+        bad.clone(),
+        &Response::error(
+            crate::wire::ResponseType::ERR_INVALID_RESOURCE_ID,
+            &bad.header,
+        ),
+    )?;
+    let mut fenced = flush(2, 32, 16);
+    fenced.header.flags = crate::wire::FLAG_FENCE;
+    fenced.header.fence_id = 1;
+    b.ok(fenced)?;
+    b.lifecycle(LifecycleKind::End, "capture finished")?;
+    b.finish_into_inner()
 }
 
 /// An OK_DISPLAY_INFO response with scanout 0 enabled at `width`x`height`.
@@ -359,4 +400,35 @@ pub fn patch_blob_ref(
     let crc = chunk_crc(h.kind, h.flags, h.body_len, &bytes[body]);
     bytes[at + 12..at + 16].copy_from_slice(&crc.to_le_bytes());
     Ok(())
+}
+
+/// Checks that the directory `dir` holds exactly `seeds`, one file per name with those bytes,
+/// writing them first when `VGT_WRITE_FUZZ_SEEDS` is set: the seed tests of the fuzz harnesses
+/// keep `fuzz/seeds/<target>` equal to what the harness generates. Panics naming what differs.
+pub fn check_seed_files(dir: &std::path::Path, seeds: &[(&str, Vec<u8>)]) {
+    fn ok<T>(r: std::io::Result<T>, dir: &std::path::Path) -> T {
+        r.unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+    }
+    if std::env::var_os("VGT_WRITE_FUZZ_SEEDS").is_some() {
+        ok(std::fs::create_dir_all(dir), dir);
+        for (name, bytes) in seeds {
+            ok(std::fs::write(dir.join(name), bytes), dir);
+        }
+    }
+    let mut on_disk: Vec<String> = ok(std::fs::read_dir(dir), dir)
+        .map(|e| ok(e, dir).file_name().to_string_lossy().into_owned())
+        .collect();
+    on_disk.sort();
+    let mut names: Vec<String> = seeds.iter().map(|(n, _)| (*n).to_owned()).collect();
+    names.sort();
+    assert_eq!(
+        on_disk,
+        names,
+        "{}: stale, rerun with VGT_WRITE_FUZZ_SEEDS=1",
+        dir.display()
+    );
+    for (name, bytes) in seeds {
+        let got = ok(std::fs::read(dir.join(name)), dir);
+        assert_eq!(&got, bytes, "{}/{name} is stale", dir.display());
+    }
 }

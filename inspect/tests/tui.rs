@@ -13,52 +13,22 @@ use std::sync::Arc;
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use ratatui::layout::Rect;
-use vgt_format::record::LifecycleKind;
 use vgt_format::testing::CaptureBuilder;
-use vgt_format::wire::{
-    Command, FLAG_FENCE, Rect as WRect, Request, ResourceFlush, Response, ResponseType,
-};
+use vgt_format::wire::{Command, FLAG_FENCE, Request};
 use vgt_format::{CaptureReader, CaptureWriter, WriterOptions};
 use vgt_inspect::tui::app::{Action, App, View};
 use vgt_inspect::tui::draw::draw;
 
-/// A boot with three updates, then a flush of a resource that does not exist (an error
-/// response and an `ids` finding), a fenced flush and the end of the capture.
+/// `vgt_format::testing::boot_with_error_and_fence`: a boot with three updates, then a flush
+/// of a resource that does not exist (an error response and an `ids` finding), a fenced flush
+/// and the end of the capture.
 fn capture(dir: &Path) -> PathBuf {
     let path = dir.join("boot.vgt");
-    let writer = CaptureWriter::create(&path, WriterOptions::default()).unwrap();
-    let mut b = CaptureBuilder::new(writer, 1).unwrap();
-    b.linux_boot(32, 16, 3).unwrap();
-    let bad = Request::new(Command::ResourceFlush(ResourceFlush {
-        r: WRect {
-            x: 0,
-            y: 0,
-            width: 8,
-            height: 8,
-        },
-        resource_id: 9,
-        padding: 0,
-    }));
-    b.exchange(
-        bad.clone(),
-        &Response::error(ResponseType::ERR_INVALID_RESOURCE_ID, &bad.header),
+    std::fs::write(
+        &path,
+        vgt_format::testing::boot_with_error_and_fence().unwrap(),
     )
     .unwrap();
-    let mut fenced = Request::new(Command::ResourceFlush(ResourceFlush {
-        r: WRect {
-            x: 0,
-            y: 0,
-            width: 32,
-            height: 16,
-        },
-        resource_id: 2,
-        padding: 0,
-    }));
-    fenced.header.flags = FLAG_FENCE;
-    fenced.header.fence_id = 1;
-    b.ok(fenced).unwrap();
-    b.lifecycle(LifecycleKind::End, "capture finished").unwrap();
-    b.finish().unwrap();
     path
 }
 

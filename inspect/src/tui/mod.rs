@@ -10,6 +10,8 @@ pub mod app;
 pub mod detail;
 pub mod draw;
 pub mod filter;
+#[cfg(any(test, fuzzing))]
+pub mod fuzzing;
 pub mod index;
 pub mod preview;
 
