@@ -299,10 +299,15 @@ impl<W: Write> CaptureBuilder<W> {
 
 /// A small capture with something for every view of a browser: a Linux-like boot of a 32x16
 /// display with three updates, then a flush of a resource that does not exist (an error
-/// response), a fenced flush of resource 2 and the End record. Its records and their order are
-/// fixed (tests refer to them by number).
+/// response), a fenced flush of resource 2 and the End record. Its bytes are the same on every
+/// call (the header's creation time is fixed; tests refer to records by number and fuzz seeds
+/// are built from it).
 pub fn boot_with_error_and_fence() -> Result<Vec<u8>> {
-    let writer = CaptureWriter::new(Vec::new(), crate::file::WriterOptions::default())?;
+    let opts = crate::file::WriterOptions {
+        created_unix_ns: Some(1_796_000_000_000_000_000),
+        ..crate::file::WriterOptions::default()
+    };
+    let writer = CaptureWriter::new(Vec::new(), opts)?;
     let mut b = CaptureBuilder::new(writer, 1)?;
     b.linux_boot(32, 16, 3)?;
     let flush = |resource_id, width, height| {
