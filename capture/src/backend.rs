@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::io;
+use std::os::fd::{AsRawFd, RawFd};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -72,6 +73,37 @@ pub fn protocol_features() -> VhostUserProtocolFeatures {
         | VhostUserProtocolFeatures::REPLY_ACK
 }
 
+/// The exit eventfds [`CaptureBackend`] handed to vhost-user-backend, which never closes them:
+/// 0.24's `VringEpollHandler::new` turns the consumer into a raw descriptor for its epoll set
+/// and keeps only the number (still so upstream in 2026), so each session would leave one
+/// eventfd open for the life of the process, and `--keep-listening` would run out of
+/// descriptors after about a thousand connections. The session closes them after the daemon
+/// and its worker threads are gone.
+#[derive(Debug, Default)]
+pub struct HandedOut(Mutex<Vec<RawFd>>);
+
+impl HandedOut {
+    fn push(&self, fd: RawFd) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).push(fd);
+    }
+
+    /// Closes the descriptors handed out. Call only when nothing can use them any more: after
+    /// the daemon was dropped (which joins its worker threads and drops their epoll sets).
+    /// Each number is closed only while it still names an eventfd, so that a vhost-user-backend
+    /// that closed it itself, and a number since reused for something else, are left alone.
+    pub fn close_all(&self) {
+        for fd in self.0.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
+            let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}"));
+            if info.is_ok_and(|i| i.lines().any(|l| l.starts_with("eventfd-count:"))) {
+                // SAFETY: `fd` was handed to vhost-user-backend, which dropped ownership of it
+                // (into_raw_fd) and will never use or close it once the daemon is gone; it is
+                // still an open eventfd, so no other owner's descriptor is closed here.
+                unsafe { libc::close(fd) };
+            }
+        }
+    }
+}
+
 /// The GPU socket QEMU handed over, and what was negotiated on it.
 struct GpuConn {
     socket: GpuSocket,
@@ -121,6 +153,7 @@ pub struct CaptureBackend {
     gpu_slot: Arc<GpuSlot>,
     event_idx: bool,
     exit: (EventConsumer, EventNotifier),
+    exit_handed_out: Arc<HandedOut>,
     display: DisplayState,
     pending: HashMap<u64, PendingChain>,
     fences: HashMap<u64, RecordId>,
@@ -145,12 +178,19 @@ impl CaptureBackend {
             gpu_slot,
             event_idx: false,
             exit: new_event_consumer_and_notifier(EventFlag::NONBLOCK)?,
+            exit_handed_out: Arc::default(),
             display: DisplayState::default(),
             pending: HashMap::new(),
             fences: HashMap::new(),
             queue_error_reported: [false; NUM_QUEUES],
             crashed: false,
         })
+    }
+
+    /// The exit descriptors handed to vhost-user-backend, for the session to close once the
+    /// daemon is gone (see [`HandedOut`]).
+    pub fn exit_descriptors(&self) -> Arc<HandedOut> {
+        self.exit_handed_out.clone()
     }
 
     /// All virtio feature bits offered: the device's plus the transport's.
@@ -1076,7 +1116,10 @@ impl VhostUserBackendMut for CaptureBackend {
     }
 
     fn exit_event(&self, _thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {
-        Some((self.exit.0.try_clone().ok()?, self.exit.1.try_clone().ok()?))
+        let consumer = self.exit.0.try_clone().ok()?;
+        let notifier = self.exit.1.try_clone().ok()?;
+        self.exit_handed_out.push(consumer.as_raw_fd());
+        Some((consumer, notifier))
     }
 
     fn handle_event(

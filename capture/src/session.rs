@@ -124,6 +124,7 @@ pub struct Session {
     front: UnixStream,
     back: UnixStream,
     relays: Vec<JoinHandle<()>>,
+    exit_descriptors: Arc<backend::HandedOut>,
 }
 
 static SESSION_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -174,6 +175,7 @@ impl Session {
         let backend =
             CaptureBackend::new(device, recorder.clone(), signal.clone(), gpu_slot.clone())
                 .map_err(|e| CaptureError::io("exit event", e))?;
+        let exit_descriptors = backend.exit_descriptors();
         let backend = Arc::new(RwLock::new(backend));
         let mut daemon = VhostUserDaemon::new(
             "vgt-capture".to_owned(),
@@ -271,6 +273,7 @@ impl Session {
             front,
             back,
             relays,
+            exit_descriptors,
         })
     }
 
@@ -316,8 +319,10 @@ impl Session {
                     .lifecycle(LifecycleKind::Error, None, None, detail);
             }
         }
-        // Dropping the daemon fires the exit event and joins the queue worker.
+        // Dropping the daemon fires the exit event and joins the queue worker; then nothing
+        // uses the exit descriptors vhost-user-backend would leave open.
         drop(self.daemon);
+        self.exit_descriptors.close_all();
         let message = match reason {
             EndReason::Disconnect => "front-end disconnected",
             EndReason::Signal => "stopped by signal",

@@ -11,7 +11,8 @@
 //! - the file reads back clean, and its front-end messages are exactly those sent, in order,
 //!   byte for byte (a prefix: the relay stops reading once the daemon closed its end), every
 //!   one the daemon answered included;
-//! - every reply the front-end read is in the file, in order, byte for byte.
+//! - every reply the front-end read is in the file, in order, byte for byte;
+//! - (fuzzing builds) the process has no descriptor more open than before the session.
 //!
 //! The display socket (GPU_SET_SOCKET) is a socket whose peer is closed, or one whose peer
 //! answers with bytes the input scripts; a peer that never answers is not driven (it costs
@@ -296,8 +297,22 @@ impl Frontend {
 /// - 5 `len: u16 (% 4096), bytes`: the display peer's next answer to a request that wants one
 ///   (GET_PROTOCOL_FEATURES, GET_DISPLAY_INFO, GET_EDID), header included, sent as it is; an
 ///   answer shorter than its header says, or none left, and the peer closes the socket.
+///
+/// In fuzzing builds (one thread per process besides the session's) it also fails when the
+/// process has a descriptor more open after the session than before.
 pub fn run(data: &[u8]) -> Outcome {
-    run_quiet(data, QUIET)
+    let open = || std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count());
+    let before = cfg!(fuzzing).then(open);
+    let out = run_quiet(data, QUIET);
+    if let Some(before) = before {
+        let after = open();
+        assert!(
+            after <= before,
+            "{} descriptors left open by the session",
+            after - before
+        );
+    }
+    out
 }
 
 /// [`run`], a wait for the queue worker giving up after `quiet` without a new record (the tests
@@ -753,7 +768,11 @@ mod tests {
         // The first fuzzing finding was the harness's own: a sync past MAX_MESSAGES sent
         // nothing and waited for its answer.
         let out = run(&[3; MAX_MESSAGES + 10]);
-        assert_eq!((out.sent, out.replies), (MAX_MESSAGES, MAX_MESSAGES), "{out:?}");
+        assert_eq!(
+            (out.sent, out.replies),
+            (MAX_MESSAGES, MAX_MESSAGES),
+            "{out:?}"
+        );
     }
 
     #[test]
