@@ -335,12 +335,42 @@ fn take_gpu_socket(fd: &OwnedFd) -> io::Result<UnixStream> {
     Ok(UnixStream::from(dup))
 }
 
+/// Orders the messages written to the front-end: the relay's own replies (refusals, from the
+/// thread reading the front-end) and the daemon's (from the thread reading the daemon) are
+/// each recorded and written under it, so the capture holds them in the order the front-end
+/// reads them.
+pub type FrontOrder = std::sync::Mutex<()>;
+
+/// Records `msg` as a reply to the front-end and writes it there, under `order`.
+fn reply_to_front(
+    front: &UnixStream,
+    msg: &RawMessage,
+    recorder: &Recorder,
+    order: &FrontOrder,
+) -> io::Result<()> {
+    let _turn = order.lock().unwrap_or_else(|p| p.into_inner());
+    record(recorder, Direction::BackToFront, msg);
+    #[cfg(test)]
+    {
+        let pause = REPLY_PAUSE_US.load(std::sync::atomic::Ordering::Relaxed);
+        std::thread::sleep(std::time::Duration::from_micros(pause));
+    }
+    write_message(front, msg)
+}
+
+/// Test hook: a pause between recording a reply to the front-end and writing it, which widens
+/// the window [`FrontOrder`] closes (the test of the ordering sets it).
+#[cfg(test)]
+pub(crate) static REPLY_PAUSE_US: std::sync::atomic::AtomicU64 =
+    std::sync::atomic::AtomicU64::new(0);
+
 /// Relays front-end requests to the daemon until either side closes. Returns why it stopped.
 pub fn front_to_back(
     front: &UnixStream,
     back: &UnixStream,
     recorder: &Arc<Recorder>,
     gpu_slot: &GpuSlot,
+    order: &FrontOrder,
 ) -> io::Result<()> {
     loop {
         let Some(msg) = read_message(front)? else {
@@ -365,9 +395,7 @@ pub fn front_to_back(
                 msg.request()
             );
             if msg.flags() & NEED_REPLY != 0 {
-                let reply = refusal(&msg);
-                record(recorder, Direction::BackToFront, &reply);
-                write_message(front, &reply)?;
+                reply_to_front(front, &refusal(&msg), recorder, order)?;
             }
             continue;
         }
@@ -395,13 +423,13 @@ pub fn back_to_front(
     back: &UnixStream,
     front: &UnixStream,
     recorder: &Arc<Recorder>,
+    order: &FrontOrder,
 ) -> io::Result<()> {
     loop {
         let Some(msg) = read_message(back)? else {
             return Ok(());
         };
-        record(recorder, Direction::BackToFront, &msg);
-        write_message(front, &msg)?;
+        reply_to_front(front, &msg, recorder, order)?;
     }
 }
 

@@ -207,8 +207,9 @@ impl Session {
             })?;
 
         let mut relays = Vec::new();
+        let order = Arc::new(relay::FrontOrder::default());
         {
-            let (f, b, r, s, g) = (
+            let (f, b, r, s, g, o) = (
                 front
                     .try_clone()
                     .map_err(|e| CaptureError::io("socket clone", e))?,
@@ -217,12 +218,13 @@ impl Session {
                 recorder.clone(),
                 signal.clone(),
                 gpu_slot,
+                order.clone(),
             );
             relays.push(
                 std::thread::Builder::new()
                     .name("vgt-relay-in".to_owned())
                     .spawn(move || {
-                        let why = match relay::front_to_back(&f, &b, &r, &g) {
+                        let why = match relay::front_to_back(&f, &b, &r, &g, &o) {
                             _ if s.is_stopping() => {
                                 "vgt-capture closed the connection (session ending)".to_owned()
                             }
@@ -237,7 +239,7 @@ impl Session {
             );
         }
         {
-            let (f, b, r, s) = (
+            let (f, b, r, s, o) = (
                 front
                     .try_clone()
                     .map_err(|e| CaptureError::io("socket clone", e))?,
@@ -245,12 +247,13 @@ impl Session {
                     .map_err(|e| CaptureError::io("socket clone", e))?,
                 recorder.clone(),
                 signal.clone(),
+                order,
             );
             relays.push(
                 std::thread::Builder::new()
                     .name("vgt-relay-out".to_owned())
                     .spawn(move || {
-                        if let Err(e) = relay::back_to_front(&b, &f, &r) {
+                        if let Err(e) = relay::back_to_front(&b, &f, &r, &o) {
                             let _ = r.lifecycle(
                                 LifecycleKind::Error,
                                 None,

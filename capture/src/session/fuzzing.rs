@@ -776,6 +776,30 @@ mod tests {
     }
 
     #[test]
+    fn refusals_and_daemon_replies_are_recorded_in_the_order_they_travel() {
+        // The relay answers a refused memory table itself while the daemon answers the request
+        // before it: two threads writing to the front-end, whose messages once reached the file
+        // in another order than the socket. GET_FEATURES then a table its file does not hold,
+        // both unanswered until the end; run() compares the replies read with the file.
+        // SET_MEM_TABLE with NEED_REPLY: 1 MiB at guest-physical 0 in a 256 KiB memfd.
+        let mut table = vec![0u8, 5, 9, 40, 0];
+        table.extend(mem_table(&[[0, 0x10_0000, 0x7f00_0000_0000, 0]]));
+        table.extend([1, 64]);
+        let mut input = Vec::new();
+        for _ in 0..100 {
+            input.extend([0u8, 1, 1, 0, 0, 0]);
+            input.extend(&table);
+        }
+        input.push(3);
+        // A pause between recording a reply and writing it lets the other thread in between
+        // (without the ordering, every run of this test failed with it, one in three without).
+        relay::REPLY_PAUSE_US.store(300, Ordering::Relaxed);
+        let out = run(&input);
+        relay::REPLY_PAUSE_US.store(0, Ordering::Relaxed);
+        assert_eq!((out.errors, out.replies), (100, 201), "{out:?}");
+    }
+
+    #[test]
     fn session_seeds_run_with_cuts() {
         // Every 7th cut (a whole session per run: every cut would take minutes).
         for (name, input) in seeds() {
