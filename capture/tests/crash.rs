@@ -6,7 +6,7 @@ mod common;
 
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{Buf, DisplayAnswers, TestFrontend, gpu};
 use vgt_capture::recorder::Recorder;
@@ -94,17 +94,7 @@ fn renderer_panic_is_recorded_with_its_command_and_the_file_finished() {
     assert_eq!(gpu::resp_type(&r), 0x1100);
     let bad = gpu::create_2d(0xBAD, 2, 8, 8);
     fe.push(0, &[Buf::Out(bad.clone()), Buf::In(24)], false);
-    let start = Instant::now();
-    let reason = loop {
-        if let Some(r) = session.signal().end_reason() {
-            break r;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "no crash reported"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    };
+    let reason = common::wait_end(&session, "no crash reported");
     assert_eq!(reason, EndReason::Crash);
     assert!(
         fe.no_used_within(0, Duration::from_millis(20)),

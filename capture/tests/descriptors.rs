@@ -48,17 +48,7 @@ fn session(dir: &std::path::Path, n: usize) {
     );
     assert_eq!(gpu::resp_type(&r), 0x1100);
     drop(fe);
-    let start = Instant::now();
-    let reason = loop {
-        if let Some(r) = session.signal().end_reason() {
-            break r;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "session did not end"
-        );
-        std::thread::sleep(Duration::from_millis(2));
-    };
+    let reason = common::wait_end(&session, "session did not end");
     assert_eq!(reason, EndReason::Disconnect);
     session.end(reason).unwrap();
 }

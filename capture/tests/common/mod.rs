@@ -897,3 +897,18 @@ pub fn read_capture(path: &Path) -> (vgt_format::file::CaptureReader, Vec<vgt_fo
     let records: Vec<vgt_format::Record> = reader.iter().map(|r| r.unwrap().1).collect();
     (reader, records)
 }
+
+/// Waits (up to 10 s, else panics with `what`) for the session to say why it should end.
+pub fn wait_end(
+    session: &vgt_capture::session::Session,
+    what: &str,
+) -> vgt_capture::session::EndReason {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(r) = session.signal().end_reason() {
+            return r;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "{what}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
