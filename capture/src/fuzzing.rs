@@ -2,6 +2,9 @@
 //! fuzzing`): a reader over the fuzzer's bytes, vhost-user headers, and the check that the
 //! seed files under `fuzz/seeds` are the ones the harnesses generate.
 
+use std::fs::File;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
 use crate::relay::HEADER_LEN;
 
 /// The fuzzer's bytes, read front to back; bytes past the end read as 0.
@@ -41,6 +44,19 @@ impl<'a> Input<'a> {
     pub(crate) fn done(&self) -> bool {
         self.at >= self.data.len()
     }
+}
+
+/// A memfd of `pages` 4 KiB pages: guest memory an input can write.
+pub(crate) fn memfd(pages: u64) -> Option<File> {
+    crate::proxy::rings::memfd(c"vgt-fuzz-guest", pages * 4096).ok()
+}
+
+/// A duplicate of `fd` (an eventfd to send while the harness keeps the original to kick).
+pub(crate) fn dup(fd: &impl AsRawFd) -> Option<OwnedFd> {
+    // SAFETY: dup of a live descriptor; the result is checked before it is owned.
+    let raw = unsafe { libc::dup(fd.as_raw_fd()) };
+    // SAFETY: `raw` is a fresh descriptor nothing else owns.
+    (raw >= 0).then(|| unsafe { OwnedFd::from_raw_fd(raw) })
 }
 
 /// A vhost-user header whose size field is `len`.

@@ -18,7 +18,7 @@
 //! the socket it is given; the proxy tests cover them).
 
 use std::fs::File;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -27,7 +27,7 @@ use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
 use super::rings::{MAX_QUEUES, ProxyState, Region, SHADOW_SIZE};
 use super::{STRIPPED_FEATURES, Shared, req, rewrite_reply, rewrite_request, step};
-use crate::fuzzing::{Input, header, mem_table, vring_addr, words};
+use crate::fuzzing::{Input, dup, header, mem_table, memfd, vring_addr, words};
 use crate::recorder::Recorder;
 use crate::relay::{self, RawMessage};
 use crate::sink::NullSink;
@@ -54,10 +54,6 @@ const REQUESTS: [u32; 13] = [
     req::GET_PROTOCOL_FEATURES,
     req::GET_MAX_MEM_SLOTS,
 ];
-
-fn memfd(pages: u64) -> Option<File> {
-    super::rings::memfd(c"vgt-fuzz-guest", pages * 4096).ok()
-}
 
 fn code(sel: u8, raw: &mut Input<'_>) -> u32 {
     match REQUESTS.get(usize::from(sel)) {
@@ -239,12 +235,7 @@ pub fn run(data: &[u8]) -> Outcome {
                 for _ in 0..input.u8() % 5 {
                     let kind = input.u8();
                     let fd = if kind >= 192 {
-                        EventFd::new(EFD_NONBLOCK).ok().map(|e| {
-                            // SAFETY: dup of a live eventfd; the result is checked and owned.
-                            let raw = unsafe { libc::dup(e.as_raw_fd()) };
-                            // SAFETY: `raw` is a fresh descriptor from dup (checked below).
-                            (raw >= 0).then(|| unsafe { OwnedFd::from_raw_fd(raw) })
-                        })
+                        EventFd::new(EFD_NONBLOCK).ok().map(|e| dup(&e))
                     } else {
                         memfd(u64::from(kind) % (MAX_PAGES + 1)).map(|f| {
                             let dup = f.try_clone().ok().map(OwnedFd::from);

@@ -625,38 +625,31 @@ pub mod fuzzing {
         let pool = PixelPool::default();
         let mut fbs = Framebuffers::new();
         let mut dmabufs: HashMap<u32, DmabufScanout> = HashMap::new();
-        let at = std::cell::Cell::new(0usize);
-        let byte = || {
-            let i = at.get();
-            at.set(i + 1);
-            data.get(i).copied().unwrap_or(0)
-        };
-        while at.get() < data.len() {
-            let sel = usize::from(byte() % 9);
+        let mut input = crate::fuzzing::Input::new(data);
+        while !input.done() {
+            let sel = usize::from(input.u8() % 9);
             let request = match REQUESTS.get(sel) {
                 Some(&r) => r,
-                None => u32::from_le_bytes([byte(), byte(), byte(), byte()]),
+                None => input.u32(),
             };
-            let len = usize::from(u16::from_le_bytes([byte(), byte()])) % 4096;
-            let payload: Vec<u8> = (0..len).map(|_| byte()).collect();
+            let len = usize::from(input.u16()) % 4096;
+            // Missing bytes read as 0: the payload is `len` bytes however short the input.
+            let mut payload = input.bytes(len).to_vec();
+            payload.resize(len, 0);
             let mut fds = Vec::new();
             let mut pixels = Vec::new();
             if request == gpu_req::UPDATE {
-                let (w, h, fill) = (byte(), byte(), byte());
+                let (w, h, fill) = (input.u8(), input.u8(), input.u8());
                 pixels = vec![fill; usize::from(w) * usize::from(h) * 4];
             }
             if request == DMABUF_SCANOUT || request == DMABUF_SCANOUT2 {
-                let pages = u64::from(u16::from_le_bytes([byte(), byte()]));
-                if let Some(fd) = memfd(pages * 4096, byte()) {
+                let pages = u64::from(input.u16());
+                if let Some(fd) = memfd(pages * 4096, input.u8()) {
                     fds.push(fd);
                 }
             }
-            let mut header = [0u8; relay::HEADER_LEN];
-            header[0..4].copy_from_slice(&request.to_le_bytes());
-            let size = u32::try_from(payload.len() + pixels.len()).unwrap_or(u32::MAX);
-            header[8..12].copy_from_slice(&size.to_le_bytes());
             let mut m = RawMessage {
-                header,
+                header: crate::fuzzing::header(request, 0, payload.len() + pixels.len()),
                 payload,
                 fds,
             };

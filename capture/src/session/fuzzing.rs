@@ -21,7 +21,7 @@
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::Write;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::FileExt;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
@@ -37,7 +37,7 @@ use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
 use super::{EndReason, Session, SessionConfig};
 use crate::display::gpu_req;
-use crate::fuzzing::{Input, header, mem_table, vring_addr, words};
+use crate::fuzzing::{Input, dup, header, mem_table, memfd, vring_addr, words};
 use crate::recorder::Recorder;
 use crate::relay::{self, RawMessage};
 
@@ -91,13 +91,6 @@ fn capture_path() -> PathBuf {
     ))
 }
 
-fn dup(fd: &impl AsRawFd) -> Option<OwnedFd> {
-    // SAFETY: dup of a live descriptor; the result is checked before it is owned.
-    let raw = unsafe { libc::dup(fd.as_raw_fd()) };
-    // SAFETY: `raw` is a fresh descriptor nothing else owns.
-    (raw >= 0).then(|| unsafe { OwnedFd::from_raw_fd(raw) })
-}
-
 /// The front-end's view of one input's run.
 struct Frontend {
     sock: UnixStream,
@@ -123,7 +116,7 @@ struct Frontend {
 /// included); with the script used up it closes the socket, as a QEMU gone away.
 struct DisplayPeer {
     stop: Arc<AtomicBool>,
-    thread: JoinHandle<Outcome>,
+    thread: JoinHandle<usize>,
 }
 
 impl DisplayPeer {
@@ -135,7 +128,7 @@ impl DisplayPeer {
         let thread = std::thread::Builder::new()
             .name("vgt-fuzz-display".to_owned())
             .spawn(move || {
-                let mut seen = Outcome::default();
+                let mut seen = 0;
                 let mut data = Vec::new();
                 while !flag.load(Ordering::SeqCst) {
                     let got = relay::read_message_split(&sock, 1 << 30, |_, _| 0, data);
@@ -148,7 +141,7 @@ impl DisplayPeer {
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
                         Ok(None) | Err(_) => break,
                     };
-                    seen.display_messages += 1;
+                    seen += 1;
                     let asks = [
                         gpu_req::GET_PROTOCOL_FEATURES,
                         gpu_req::GET_DISPLAY_INFO,
@@ -181,7 +174,7 @@ impl DisplayPeer {
     fn finish(self) -> usize {
         self.stop.store(true, Ordering::SeqCst);
         match self.thread.join() {
-            Ok(seen) => seen.display_messages,
+            Ok(seen) => seen,
             Err(_) => panic!("the display peer panicked"),
         }
     }
@@ -191,11 +184,7 @@ impl Frontend {
     fn descriptor(&mut self, kind: u8) -> Option<OwnedFd> {
         match kind {
             0..128 => {
-                let f = crate::proxy::rings::memfd(
-                    c"vgt-fuzz-guest",
-                    (u64::from(kind) % (MAX_PAGES + 1)) * 4096,
-                )
-                .ok()?;
+                let f = memfd(u64::from(kind) % (MAX_PAGES + 1))?;
                 let fd = dup(&f);
                 if self.files.len() < MAX_FILES {
                     self.files.push(f);
