@@ -295,6 +295,38 @@ fn proxy_c_backend_commands_pass_and_pair_with_their_responses() {
     assert!(gpu_requests.contains(&7) && gpu_requests.contains(&8));
 }
 
+/// The proxy's capture of the workload (an indirect chain, a fenced transfer from a scattered
+/// backing, a scanout, a flush, an error) replayed against a fresh C backend (`vgt-replay
+/// --backend-cmd`): the same responses byte for byte, the same fence, the same frames.
+#[test]
+fn proxy_capture_replays_identically_against_the_backend_it_was_recorded_from() {
+    if !have_backend() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (mut proxy, sock, out) = spawn_proxy(dir.path());
+    let mut fe = TestFrontend::connect(&sock, DisplayAnswers::default());
+    let done = workload(&mut fe);
+    fe.wait_display_until(|m| m.iter().any(|m| m.request == 8));
+    drop(fe);
+    assert!(wait_exit(&mut proxy, 20).success());
+    let reader = vgt_format::CaptureReader::open(&out).unwrap();
+    let options = vgt_replay::ReplayOptions {
+        keep_going: true,
+        backend: Some(vgt_replay::backend::BackendOptions::new(
+            vgt_replay::backend::BackendSpec::Command(format!("{C_BACKEND} --socket-path %s")),
+        )),
+        ..vgt_replay::ReplayOptions::default()
+    };
+    let report = vgt_replay::Replayer::new(&reader, options)
+        .run(&mut vgt_replay::Quiet)
+        .unwrap();
+    assert!(report.is_identical(), "{:#?}", report.divergences);
+    assert_eq!(report.commands, done.len() as u64);
+    assert_eq!(report.responses, done.len() as u64);
+    assert!(report.frames >= 1, "{report:?}");
+}
+
 /// A whole-scanout UPDATE and then a partial one through the proxy: QEMU's side gets exactly
 /// the backend's message (header and pixels), and the Frames are the composed pictures; the
 /// whole-scanout Frame shares its payload with the UPDATE's pixels (stored once, hashed once).

@@ -23,14 +23,15 @@ use vgt_device::{
 use vgt_format::CaptureReader;
 use vgt_format::hash::content_hash;
 use vgt_format::record::{
-    BlobRef, CommandRecord, CursorAction, Direction, FenceSignal, Frame, LifecycleKind, Payload,
-    Record, RecordBody, RecordId,
+    BlobRef, CaptureMode, CommandRecord, CursorAction, Direction, FenceSignal, Frame,
+    LifecycleKind, Payload, Record, RecordBody, RecordId,
 };
 use vgt_format::wire::{
     self, CommandType, FLAG_INFO_RING_IDX, GpuSocketRequest, Request, Response, ResponseBody,
     VhostUserPayload, VhostUserRequest,
 };
 
+use crate::backend::{BackendOptions, ExternalBackend, Plan};
 use crate::frames::PngError;
 use crate::memory::{SparseMemory, UnrecordedRead};
 use crate::report::{
@@ -120,6 +121,9 @@ pub struct ReplayOptions {
     /// everything on the reading thread, `None` decides from the cores available
     /// ([`decode_threads_for`]). Reports are the same either way.
     pub decode_threads: Option<usize>,
+    /// Replay against this external vhost-user backend instead of vgt-device
+    /// ([`crate::backend`]); `None` replays on vgt-device.
+    pub backend: Option<BackendOptions>,
 }
 
 /// Blobs of recorded guest memory at least this long are decoded on the decoding threads (a
@@ -200,6 +204,12 @@ pub enum ReplayError {
     /// A frame could not be written.
     #[error(transparent)]
     Png(#[from] PngError),
+    /// The external backend could not be started or connected to.
+    #[error("{detail}")]
+    Backend {
+        /// What went wrong.
+        detail: String,
+    },
     /// The options make no sense.
     #[error("bad options: {detail}")]
     Options {
@@ -363,13 +373,30 @@ impl<'r> Replayer<'r> {
             unfinished: false,
             ..ReplayReport::default()
         };
+        let plan = opts.backend.as_ref().map(|_| Plan::scan(self.reader));
+        let stream = stream_matched(self.reader);
         let started = Instant::now();
         let loops = opts.loops.max(1);
         for loop_index in 0..loops {
             observer.started(loop_index, self.reader.len());
             let device = vgt_device::Device::new(config.clone())
                 .map_err(|source| ReplayError::Device { source })?;
+            let backend = match (&opts.backend, &plan) {
+                (Some(b), Some(plan)) => Some(
+                    ExternalBackend::start(b, plan)
+                        .map_err(|detail| ReplayError::Backend { detail })?,
+                ),
+                _ => None,
+            };
+            if let Some(b) = &backend {
+                report.backend = Some(b.describe().to_owned());
+            }
             let mut run = Run {
+                stream,
+                cursors_in_order: InOrder::default(),
+                fences_in_order: InOrder::default(),
+                backend,
+                backend_failure: None,
                 reader: self.reader,
                 opts,
                 loop_index,
@@ -935,6 +962,15 @@ struct Run<'a> {
     opts: &'a ReplayOptions,
     loop_index: u32,
     device: vgt_device::Device,
+    /// Frames, cursor changes and fences are matched in order over the whole capture, not per
+    /// command window ([`stream_matched`]).
+    stream: bool,
+    cursors_in_order: InOrder<CursorSummary>,
+    fences_in_order: InOrder<FenceSummary>,
+    /// The external backend commands run on instead of `device`, when replaying against one.
+    backend: Option<ExternalBackend>,
+    /// The backend failed outside a command (resetting it): (record, why), filed next.
+    backend_failure: Option<(RecordId, String)>,
     memory: SparseMemory,
     /// Recorded responses not yet matched, by command record.
     expected: HashMap<RecordId, (RecordId, Vec<u8>)>,
@@ -988,6 +1024,7 @@ impl Run<'_> {
             .decode_threads
             .unwrap_or_else(|| decode_threads_for(cores))
             .min(MAX_DECODE_THREADS);
+        let stream = self.stream;
         let (jobs, job_queue) = std::sync::mpsc::channel::<DecodeJob>();
         let job_queue = Mutex::new(job_queue);
         std::thread::scope(|scope| {
@@ -1004,7 +1041,8 @@ impl Run<'_> {
                 let (jobs, job_rx) = std::sync::mpsc::channel::<FrameJob>();
                 let (outcome_tx, outcomes) = std::sync::mpsc::channel::<FrameOutcome>();
                 let (retired_tx, retired) = std::sync::mpsc::channel::<Vec<u8>>();
-                let verifier = Verifier::new(reader, reference, frames_dir, Some(retired_tx));
+                let verifier =
+                    Verifier::new(reader, reference, frames_dir, Some(retired_tx), stream);
                 scope.spawn(move || verifier.run(job_rx, outcome_tx));
                 FrameLink::Threaded {
                     jobs,
@@ -1019,6 +1057,7 @@ impl Run<'_> {
                         reference,
                         frames_dir,
                         Some(retired_tx),
+                        stream,
                     )),
                     outcomes: VecDeque::new(),
                     retired,
@@ -1118,6 +1157,27 @@ impl Run<'_> {
         }
         if !self.stop {
             self.file(&mut pending, &mut link, 0)?;
+        }
+        if !self.stop && !self.crashed && self.stream {
+            // Stream matching: the frames still unmatched are missing or extra.
+            let last = self.report.last_record.unwrap_or(0);
+            if link.send(FrameJob {
+                command: last,
+                compare: true,
+                write_png: false,
+                expected: Vec::new(),
+                events: Vec::new(),
+                reset: false,
+                finish: true,
+            }) {
+                let outcome = link.recv();
+                self.report.frames += outcome.frames;
+                self.report.frame_digests.extend(outcome.digests);
+                self.report.frames_written += outcome.frames_written;
+                for (rid, command, kind) in outcome.findings {
+                    self.diverge(rid, command, kind);
+                }
+            }
         }
         if let Some(start) = self.span_start {
             // Saturating: recorded timestamps are the capture's word, however far apart.
@@ -1294,12 +1354,18 @@ impl Run<'_> {
                 self.pace(ts);
             }
             self.observer.progress(id);
-            for (addr, bytes) in reads {
-                if let Some(spare) = self.memory.write_owned(addr, bytes)
-                    && let Some(r) = &self.recycle
-                {
-                    // A full pool: the buffer is simply dropped.
-                    let _ = r.try_send(spare);
+            // A backend gets the recorded bytes in its own (shared) memory, at submission.
+            let mut backend_reads = Vec::new();
+            if self.backend.is_some() {
+                backend_reads = reads;
+            } else {
+                for (addr, bytes) in reads {
+                    if let Some(spare) = self.memory.write_owned(addr, bytes)
+                        && let Some(r) = &self.recycle
+                    {
+                        // A full pool: the buffer is simply dropped.
+                        let _ = r.try_send(spare);
+                    }
                 }
             }
             let code = request
@@ -1316,8 +1382,15 @@ impl Run<'_> {
                 self.device.recycle_pixels(spare);
             }
             let ran = (!malformed).then(|| {
+                // The device takes the recorded display answers decoded, a backend as bytes.
+                let mut no_replies = VecDeque::new();
+                let (device_replies, backend_replies) = if self.backend.is_some() {
+                    (&mut no_replies, &mut replies)
+                } else {
+                    (&mut replies, &mut no_replies)
+                };
                 let mut host = Host {
-                    replies: &mut replies,
+                    replies: device_replies,
                     events: &mut events,
                     fences: Vec::new(),
                     cursors: Vec::new(),
@@ -1331,10 +1404,22 @@ impl Run<'_> {
                 };
                 let device = &mut self.device;
                 let memory = &self.memory;
-                let result = catch_unwind(AssertUnwindSafe(|| {
-                    device.submit(submission, memory, &mut host)
-                }))
-                .map_err(|panic| panic_message(panic.as_ref()));
+                let result = match &mut self.backend {
+                    Some(b) => b
+                        .submit(
+                            id,
+                            &cmd,
+                            &request,
+                            &backend_reads,
+                            backend_replies,
+                            &mut host,
+                        )
+                        .map_err(|f| f.0),
+                    None => catch_unwind(AssertUnwindSafe(|| {
+                        device.submit(submission, memory, &mut host)
+                    }))
+                    .map_err(|panic| panic_message(panic.as_ref())),
+                };
                 let Host {
                     fences: signalled,
                     cursors: shown,
@@ -1366,7 +1451,15 @@ impl Run<'_> {
             });
         }
         if reset {
-            self.device.reset();
+            match &mut self.backend {
+                Some(b) => {
+                    if let Err(f) = b.reset() {
+                        self.halted = true;
+                        self.backend_failure = Some((job_command, f.0));
+                    }
+                }
+                None => self.device.reset(),
+            }
         }
         for (req, bytes) in memory_ops {
             match wire::decode_vhost_user_payload(req, false, &bytes) {
@@ -1386,6 +1479,7 @@ impl Run<'_> {
                 expected: frames,
                 events,
                 reset,
+                finish: false,
             });
         Done {
             command: executed,
@@ -1450,6 +1544,11 @@ impl Run<'_> {
         if reset {
             self.expected.clear();
             self.actual.clear();
+        }
+        if let Some((record, message)) = self.backend_failure.take() {
+            self.crashed = true;
+            self.stop = true;
+            self.diverge(record, record, DivergenceKind::Backend { message });
         }
         self.emit();
         if !self.opts.keep_going && !self.report.divergences.is_empty() {
@@ -1550,6 +1649,9 @@ impl Run<'_> {
                             recorded,
                             replayed: message,
                         });
+                    }
+                    None if self.backend.is_some() => {
+                        self.diverge(id, id, DivergenceKind::Backend { message })
                     }
                     None => self.diverge(id, id, DivergenceKind::Crash { message }),
                 }
@@ -1667,17 +1769,46 @@ impl Run<'_> {
         expected: &[(RecordId, CursorSummary)],
         found: Vec<CursorSummary>,
     ) {
-        let n = expected.len().max(found.len());
-        let mut found = found.into_iter();
-        for i in 0..n {
-            let e = expected.get(i);
-            let g = found.next();
-            if e.map(|(_, c)| c) != g.as_ref() {
+        let pairs = if self.stream {
+            self.cursors_in_order
+                .push(id, expected.iter().cloned(), found)
+        } else {
+            in_window(id, expected.iter().cloned(), found)
+        };
+        self.cursor_findings(pairs);
+    }
+
+    fn cursor_findings(&mut self, pairs: Vec<Paired<CursorSummary>>) {
+        for (record, command, e, mut g) in pairs {
+            // A proxy capture's cursor records name no resource (the display socket does not
+            // carry it): resource 0 there means unknown.
+            if self.stream
+                && let (Some(e), Some(g)) = (&e, &mut g)
+                && e.resource_id == 0
+            {
+                g.resource_id = 0;
+            }
+            if e != g {
                 self.diverge(
-                    e.map_or(id, |(rid, _)| *rid),
-                    id,
+                    record,
+                    command,
                     DivergenceKind::Cursor {
-                        expected: e.map(|(_, c)| c.clone()),
+                        expected: e,
+                        found: g,
+                    },
+                );
+            }
+        }
+    }
+
+    fn fence_findings(&mut self, pairs: Vec<Paired<FenceSummary>>) {
+        for (record, command, e, g) in pairs {
+            if e != g {
+                self.diverge(
+                    record,
+                    command,
+                    DivergenceKind::Fence {
+                        expected: e,
                         found: g,
                     },
                 );
@@ -1691,41 +1822,40 @@ impl Run<'_> {
         expected: &[(RecordId, FenceSignal)],
         found: &[FenceInfo],
     ) {
-        let n = expected.len().max(found.len());
-        for i in 0..n {
-            let e = expected.get(i).map(|(rid, f)| {
-                (
-                    *rid,
-                    FenceSummary {
-                        fence_id: f.fence_id,
-                        ctx_id: f.ctx_id,
-                        ring_idx: f.ring_idx,
-                        context_ring: f.context_ring,
-                    },
-                )
-            });
-            let g = found.get(i).map(|f| FenceSummary {
-                fence_id: f.fence_id,
-                ctx_id: f.ctx_id,
-                ring_idx: f.ring_idx,
-                context_ring: f.flags & FLAG_INFO_RING_IDX != 0,
-            });
-            if e.map(|(_, s)| s) != g {
-                self.diverge(
-                    e.map_or(id, |(rid, _)| rid),
-                    id,
-                    DivergenceKind::Fence {
-                        expected: e.map(|(_, s)| s),
-                        found: g,
-                    },
-                );
-            }
-        }
+        let expected = expected.iter().map(|(rid, f)| {
+            (
+                *rid,
+                FenceSummary {
+                    fence_id: f.fence_id,
+                    ctx_id: f.ctx_id,
+                    ring_idx: f.ring_idx,
+                    context_ring: f.context_ring,
+                },
+            )
+        });
+        let found = found.iter().map(|f| FenceSummary {
+            fence_id: f.fence_id,
+            ctx_id: f.ctx_id,
+            ring_idx: f.ring_idx,
+            context_ring: f.flags & FLAG_INFO_RING_IDX != 0,
+        });
+        let pairs = if self.stream {
+            self.fences_in_order.push(id, expected, found)
+        } else {
+            in_window(id, expected, found)
+        };
+        self.fence_findings(pairs);
     }
 
     fn finish(&mut self, incomplete: bool) {
         if self.crashed || self.report.stopped_early || self.report.damaged.is_some() {
             return;
+        }
+        if !incomplete {
+            let cursors = self.cursors_in_order.rest();
+            self.cursor_findings(cursors);
+            let fences = self.fences_in_order.rest();
+            self.fence_findings(fences);
         }
         let mut actual: Vec<_> = self.actual.drain().collect();
         actual.sort_by_key(|(k, _)| *k);
@@ -1759,6 +1889,91 @@ impl Run<'_> {
             }
         }
     }
+}
+
+/// A recorded output and the replayed one it is compared with: (record to name, command,
+/// recorded, replayed); `None` where one side has nothing.
+type Paired<T> = (RecordId, RecordId, Option<T>, Option<T>);
+
+/// One command window's recorded and replayed outputs, paired by position.
+fn in_window<T>(
+    command: RecordId,
+    expected: impl IntoIterator<Item = (RecordId, T)>,
+    found: impl IntoIterator<Item = T>,
+) -> Vec<Paired<T>> {
+    let mut expected = expected.into_iter();
+    let mut found = found.into_iter();
+    let mut out = Vec::new();
+    loop {
+        match (expected.next(), found.next()) {
+            (None, None) => return out,
+            (e, g) => out.push((
+                e.as_ref().map_or(command, |(rid, _)| *rid),
+                command,
+                e.map(|(_, v)| v),
+                g,
+            )),
+        }
+    }
+}
+
+/// Recorded and replayed outputs matched in order over the whole capture (stream matching):
+/// what one side has that the other has not shown yet waits.
+struct InOrder<T> {
+    expected: VecDeque<(RecordId, T)>,
+    found: VecDeque<(RecordId, T)>,
+}
+
+impl<T> Default for InOrder<T> {
+    fn default() -> Self {
+        InOrder {
+            expected: VecDeque::new(),
+            found: VecDeque::new(),
+        }
+    }
+}
+
+impl<T> InOrder<T> {
+    /// Adds a window's outputs; returns the pairs that met.
+    fn push(
+        &mut self,
+        command: RecordId,
+        expected: impl IntoIterator<Item = (RecordId, T)>,
+        found: impl IntoIterator<Item = T>,
+    ) -> Vec<Paired<T>> {
+        self.expected.extend(expected);
+        self.found.extend(found.into_iter().map(|v| (command, v)));
+        let mut out = Vec::new();
+        while !self.expected.is_empty() && !self.found.is_empty() {
+            if let (Some((rid, e)), Some((command, g))) =
+                (self.expected.pop_front(), self.found.pop_front())
+            {
+                out.push((rid, command, Some(e), Some(g)));
+            }
+        }
+        out
+    }
+
+    /// What never met anything (at the end of the capture).
+    fn rest(&mut self) -> Vec<Paired<T>> {
+        let mut out: Vec<Paired<T>> = self
+            .expected
+            .drain(..)
+            .map(|(rid, e)| (rid, rid, Some(e), None))
+            .collect();
+        out.extend(self.found.drain(..).map(|(c, g)| (c, c, None, Some(g))));
+        out
+    }
+}
+
+/// Frames are matched in order over the whole capture, not per command window, for proxy
+/// captures: the proxy names the last command it took as a frame's cause (the display socket
+/// does not say), and with a guest that queues several commands that is not always the command
+/// whose execution showed the frame.
+fn stream_matched(reader: &CaptureReader) -> bool {
+    reader.iter().take(8).any(|item| {
+        matches!(item, Ok((_, Record { body: RecordBody::SessionStart(s), .. })) if s.mode == CaptureMode::Proxy)
+    })
 }
 
 fn hex(h: u128) -> String {

@@ -15,6 +15,7 @@
 //! - [`report`]: divergences and the summary.
 //! - [`frames`]: PNG output of frames in every virtio-gpu format.
 
+pub mod backend;
 pub mod engine;
 pub mod frames;
 pub mod memory;

@@ -9,10 +9,11 @@ use clap::Parser;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use vgt_format::CaptureReader;
 use vgt_format::record::RecordId;
+use vgt_replay::backend::{BackendOptions, BackendSpec, DEFAULT_BACKEND_TIMEOUT};
 use vgt_replay::{Divergence, ReplayObserver, ReplayOptions, Replayer, Timing, Unsupported};
 
-/// Replay a vgt capture through vgt-device (rutabaga_gfx 2D) and compare every response and
-/// frame with the recording.
+/// Replay a vgt capture through vgt-device (rutabaga_gfx 2D), or through a real vhost-user GPU
+/// backend binary, and compare every response and frame with the recording.
 ///
 /// Exit status: 0 identical, 1 diverged (or commands this renderer cannot replay),
 /// 2 unreadable input or bad arguments.
@@ -44,6 +45,27 @@ struct Cli {
     /// Print the summary as JSON on stdout.
     #[arg(long)]
     json: bool,
+    /// Replay against the vhost-user GPU backend started by this shell command (every `%s`
+    /// becomes the socket path it must listen on), e.g.
+    /// '/usr/lib/qemu/vhost-user-gpu --socket-path %s'. Started anew for every loop.
+    #[arg(long, value_name = "CMD", conflicts_with = "backend")]
+    backend_cmd: Option<String>,
+    /// Replay against the vhost-user GPU backend listening on this socket.
+    #[arg(long, value_name = "SOCKET")]
+    backend: Option<PathBuf>,
+    /// With a backend: seconds one command may take before the backend counts as stalled.
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_BACKEND_TIMEOUT.as_secs_f64(),
+          value_parser = parse_timeout)]
+    backend_timeout: f64,
+}
+
+fn parse_timeout(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|e| format!("{s:?}: {e}"))?;
+    if v.is_finite() && v > 0.0 && v <= 86_400.0 {
+        Ok(v)
+    } else {
+        Err(format!("{s}: expected seconds above 0 and at most 86400"))
+    }
 }
 
 fn parse_range(s: &str) -> Result<(RecordId, Option<RecordId>), String> {
@@ -130,7 +152,21 @@ fn main() -> ExitCode {
         device_config: None,
         verify_thread: None,
         decode_threads: None,
+        backend: cli
+            .backend_cmd
+            .map(BackendSpec::Command)
+            .or(cli.backend.map(BackendSpec::Socket))
+            .map(|spec| BackendOptions {
+                spec,
+                timeout: std::time::Duration::from_secs_f64(cli.backend_timeout),
+            }),
     };
+    if options.backend.is_some() && options.loops > 1 && cli_uses_socket(&options) {
+        eprintln!(
+            "vgt-replay: error: --loop needs --backend-cmd (a backend on a socket serves one connection)"
+        );
+        return ExitCode::from(2);
+    }
     let bar = ProgressBar::with_draw_target(
         Some(reader.len()),
         if std::io::stderr().is_terminal() {
@@ -185,4 +221,11 @@ fn main() -> ExitCode {
     } else {
         ExitCode::from(1)
     }
+}
+
+fn cli_uses_socket(options: &ReplayOptions) -> bool {
+    matches!(
+        options.backend.as_ref().map(|b| &b.spec),
+        Some(BackendSpec::Socket(_))
+    )
 }

@@ -217,6 +217,12 @@ pub enum DivergenceKind {
         /// The panic message.
         message: String,
     },
+    /// The external backend replay runs on died, stopped answering or broke the protocol
+    /// (replay against a backend binary).
+    Backend {
+        /// What happened.
+        message: String,
+    },
     /// The capture recorded a renderer crash on this command; replay did not crash.
     CrashNotReproduced {
         /// The recorded crash message.
@@ -324,6 +330,9 @@ impl fmt::Display for Divergence {
             ),
             DivergenceKind::Crash { message } => {
                 write!(f, "the device panicked on replay: {message}")
+            }
+            DivergenceKind::Backend { message } => {
+                write!(f, "the backend failed on replay: {message}")
             }
             DivergenceKind::CrashNotReproduced { recorded } => write!(
                 f,
@@ -440,6 +449,8 @@ pub struct ReplayReport {
     pub stopped_early: bool,
     /// Last record taken into account.
     pub last_record: Option<RecordId>,
+    /// The external backend replayed against (`None`: vgt-device).
+    pub backend: Option<String>,
     /// Wall time of the replay in nanoseconds.
     pub wall_ns: u64,
     /// Capture time the replayed records span (all loops), in nanoseconds.
@@ -473,6 +484,9 @@ impl ReplayReport {
             "replayed {} commands ({} verified), {} responses and {} frames compared, {} loop(s)",
             self.commands, self.verified_commands, self.responses, self.frames, self.loops
         )?;
+        if let Some(b) = &self.backend {
+            writeln!(out, "replayed against the {b}")?;
+        }
         let speed = match self.x_realtime() {
             Some(x) => format!("{x:.2}x realtime"),
             None => "realtime ratio unknown (capture spans no time)".to_owned(),

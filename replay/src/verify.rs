@@ -10,7 +10,7 @@
 //! compared, so divergences come out in exactly the order (and with exactly the record numbers)
 //! of a replay that verifies every frame before running the next command.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, Sender};
@@ -39,6 +39,8 @@ pub(crate) struct FrameJob {
     pub events: Vec<DisplayEvent>,
     /// A device reset follows the command: the framebuffers are dropped after the events.
     pub reset: bool,
+    /// The last job of a run: in stream matching, frames still unmatched are reported.
+    pub finish: bool,
 }
 
 /// What the verifier found for one [`FrameJob`].
@@ -82,6 +84,15 @@ pub(crate) struct Verifier<'r> {
     /// the device for the next frames' pixels (no fresh allocation, no page faults). None:
     /// dropped here.
     retired: Option<Sender<Vec<u8>>>,
+    /// Match frames in order over the whole capture instead of per command window (for proxy
+    /// captures, whose Frame records follow the command the proxy last took, not always the
+    /// one whose execution showed them).
+    stream: bool,
+    /// Stream matching: recorded frames no produced frame has met yet, and produced frames
+    /// (with the command that showed them) no recorded frame has met yet; one of the two is
+    /// always empty.
+    waiting_expected: VecDeque<(RecordId, Frame)>,
+    waiting_produced: VecDeque<(RecordId, Produced)>,
 }
 
 impl<'r> Verifier<'r> {
@@ -92,8 +103,12 @@ impl<'r> Verifier<'r> {
         reference: Option<Vec<FrameDigest>>,
         frames_dir: Option<PathBuf>,
         retired: Option<Sender<Vec<u8>>>,
+        stream: bool,
     ) -> Self {
         Verifier {
+            stream,
+            waiting_expected: VecDeque::new(),
+            waiting_produced: VecDeque::new(),
             reader,
             fbs: Framebuffers::new(),
             hashes: BTreeMap::new(),
@@ -156,8 +171,19 @@ impl<'r> Verifier<'r> {
             expected,
             events,
             reset,
+            finish,
         } = job;
         let mut out = FrameOutcome::default();
+        // Stream matching: the recorded frames join the queue, and each produced frame is
+        // checked against the one it will meet (known when the recording showed it earlier).
+        let expected = if self.stream {
+            if compare {
+                self.waiting_expected.extend(expected);
+            }
+            Vec::new()
+        } else {
+            expected
+        };
         let mut produced = Vec::new();
         for event in events {
             let (change, spare) = self.fbs.apply_owned_returning(event);
@@ -171,7 +197,14 @@ impl<'r> Verifier<'r> {
                 continue;
             };
             let index = produced.len();
-            let recorded = expected.get(index);
+            let recorded = if self.stream {
+                self.waiting_expected
+                    .get(self.waiting_produced.len() + index)
+                    .cloned()
+            } else {
+                expected.get(index).cloned()
+            };
+            let recorded = recorded.as_ref();
             let (hash, expected_hash) = if compare {
                 let Some(hash) = self.hash(change.scanout_id) else {
                     continue;
@@ -243,10 +276,102 @@ impl<'r> Verifier<'r> {
         if reset {
             self.fbs.clear();
         }
-        if compare {
+        if self.stream {
+            if compare {
+                self.waiting_produced
+                    .extend(produced.into_iter().map(|p| (command, p)));
+            } else {
+                out.frames_written += produced.iter().filter(|p| p.written).count() as u64;
+            }
+            self.match_stream(finish, &mut out);
+        } else if compare {
             self.compare(command, &expected, &produced, &mut out);
         }
         out
+    }
+
+    /// Stream matching: pairs the oldest waiting recorded and produced frames; at the finish,
+    /// what is left is missing or extra.
+    fn match_stream(&mut self, finish: bool, out: &mut FrameOutcome) {
+        while !self.waiting_expected.is_empty() && !self.waiting_produced.is_empty() {
+            let (Some((rid, f)), Some((command, p))) = (
+                self.waiting_expected.pop_front(),
+                self.waiting_produced.pop_front(),
+            ) else {
+                break;
+            };
+            out.frames_written += u64::from(p.written);
+            self.compare_pair(command, rid, &f, &p, out);
+        }
+        if finish {
+            for (rid, f) in std::mem::take(&mut self.waiting_expected) {
+                out.findings.push((
+                    rid,
+                    f.command,
+                    DivergenceKind::MissingFrame {
+                        expected: shape_of(&f),
+                    },
+                ));
+            }
+            for (command, p) in std::mem::take(&mut self.waiting_produced) {
+                out.frames_written += u64::from(p.written);
+                self.extra(command, &p, out);
+            }
+        }
+    }
+
+    /// One recorded frame against the produced frame it met.
+    fn compare_pair(
+        &mut self,
+        id: RecordId,
+        rid: RecordId,
+        f: &Frame,
+        p: &Produced,
+        out: &mut FrameOutcome,
+    ) {
+        out.frames += 1;
+        let digest = FrameDigest {
+            record: rid,
+            scanout_id: p.shape.scanout_id,
+            hash: p.hash,
+        };
+        self.check_digest(rid, id, digest, out);
+        let want = shape_of(f);
+        let expected_hash = p.expected_hash.or_else(|| Some(payload_hash(&f.pixels)));
+        if want != p.shape {
+            out.findings.push((
+                rid,
+                id,
+                DivergenceKind::FrameShape {
+                    expected: want,
+                    found: p.shape,
+                },
+            ));
+        } else if expected_hash != Some(p.hash) {
+            out.findings.push((
+                rid,
+                id,
+                DivergenceKind::Frame {
+                    shape: p.shape,
+                    expected_hash: expected_hash
+                        .map_or_else(|| "(unreadable)".to_owned(), |h| format!("{h:032x}")),
+                    found_hash: format!("{:032x}", p.hash),
+                    first_difference: p.first_difference,
+                },
+            ));
+        }
+    }
+
+    /// A produced frame the recording does not show.
+    fn extra(&mut self, id: RecordId, p: &Produced, out: &mut FrameOutcome) {
+        let digest = FrameDigest {
+            record: id,
+            scanout_id: p.shape.scanout_id,
+            hash: p.hash,
+        };
+        self.check_digest(id, id, digest, out);
+        out.findings
+            .push((id, id, DivergenceKind::ExtraFrame { found: p.shape }));
     }
 
     /// Compares the frames a command showed with the recorded ones.
@@ -260,67 +385,15 @@ impl<'r> Verifier<'r> {
         let n = expected.len().max(produced.len());
         for i in 0..n {
             match (expected.get(i), produced.get(i)) {
-                (Some((rid, f)), Some(p)) => {
-                    out.frames += 1;
-                    let digest = FrameDigest {
-                        record: *rid,
-                        scanout_id: p.shape.scanout_id,
-                        hash: p.hash,
-                    };
-                    self.check_digest(*rid, id, digest, out);
-                    let want = FrameShape {
-                        scanout_id: f.scanout_id,
-                        width: f.width,
-                        height: f.height,
-                        rect: f.rect,
-                    };
-                    if want != p.shape {
-                        out.findings.push((
-                            *rid,
-                            id,
-                            DivergenceKind::FrameShape {
-                                expected: want,
-                                found: p.shape,
-                            },
-                        ));
-                    } else if p.expected_hash != Some(p.hash) {
-                        out.findings.push((
-                            *rid,
-                            id,
-                            DivergenceKind::Frame {
-                                shape: p.shape,
-                                expected_hash: p.expected_hash.map_or_else(
-                                    || "(unreadable)".to_owned(),
-                                    |h| format!("{h:032x}"),
-                                ),
-                                found_hash: format!("{:032x}", p.hash),
-                                first_difference: p.first_difference,
-                            },
-                        ));
-                    }
-                }
+                (Some((rid, f)), Some(p)) => self.compare_pair(id, *rid, f, p, out),
                 (Some((rid, f)), None) => out.findings.push((
                     *rid,
                     id,
                     DivergenceKind::MissingFrame {
-                        expected: FrameShape {
-                            scanout_id: f.scanout_id,
-                            width: f.width,
-                            height: f.height,
-                            rect: f.rect,
-                        },
+                        expected: shape_of(f),
                     },
                 )),
-                (None, Some(p)) => {
-                    let digest = FrameDigest {
-                        record: id,
-                        scanout_id: p.shape.scanout_id,
-                        hash: p.hash,
-                    };
-                    self.check_digest(id, id, digest, out);
-                    out.findings
-                        .push((id, id, DivergenceKind::ExtraFrame { found: p.shape }));
-                }
+                (None, Some(p)) => self.extra(id, p, out),
                 (None, None) => {}
             }
         }
@@ -357,5 +430,14 @@ pub(crate) fn payload_hash(p: &vgt_format::record::Payload) -> u128 {
     match p {
         vgt_format::record::Payload::Blob(r) => r.hash.0,
         vgt_format::record::Payload::Inline(b) => content_hash(b),
+    }
+}
+
+fn shape_of(f: &Frame) -> FrameShape {
+    FrameShape {
+        scanout_id: f.scanout_id,
+        width: f.width,
+        height: f.height,
+        rect: f.rect,
     }
 }

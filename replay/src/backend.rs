@@ -1,0 +1,1382 @@
+//! Replay against an external vhost-user GPU backend (`vgt-replay --backend-cmd` / `--backend`).
+//!
+//! Instead of running each recorded command on vgt-device, replay plays QEMU's part towards a
+//! real backend binary (QEMU's `vhost-user-gpu`, rust-vmm's `vhost-device-gpu`, crosvm's, your
+//! own): the vhost-user handshake QEMU 10 makes, guest memory in a memfd shared with the
+//! backend, split virtqueues in that memory, and QEMU's side of the vhost-user-gpu display
+//! socket. Each recorded command goes into the control or cursor queue exactly as the guest laid
+//! it out (the recorded descriptors, at their recorded ring indices and guest addresses, indirect
+//! tables included), after the guest bytes the capture recorded for it have been written at their
+//! addresses. What the backend answers (used-ring entry and response bytes), the fences its
+//! completions signal and what it shows on the display socket (SCANOUT, UPDATE pixels, cursor
+//! messages) go through the same comparison as a replay on vgt-device. A backend that dies or
+//! stops answering ends the replay with a divergence that names the command; where the capture
+//! recorded a crash on that command, the crash is reported as reproduced.
+//!
+//! One command is in the rings at a time: replay waits for its used entry (at most
+//! [`BackendOptions::timeout`]) before it writes the next one's memory, so the backend never
+//! reads a buffer that a later command has already overwritten.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::fs::File;
+use std::io::{ErrorKind, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{Ordering, fence};
+use std::time::{Duration, Instant};
+
+use vgt_device::{Completion, DeviceHost, DisplayEvent, FenceInfo};
+use vgt_format::CaptureReader;
+use vgt_format::record::{CommandRecord, Direction, RecordBody};
+use vgt_format::wire::{
+    self, CommandType, CtrlHeader, FLAG_FENCE, Request, VhostUserPayload, VhostUserRequest,
+};
+use vhost::vhost_user::message::{VhostUserConfigFlags, VhostUserProtocolFeatures};
+use vhost::vhost_user::{Frontend, VhostUserFrontend};
+use vhost::{VhostBackend, VhostUserMemoryRegionInfo, VringConfigData};
+use vm_memory::{Bytes, FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
+use vmm_sys_util::sock_ctrl_msg::ScmSocket;
+
+/// How long replay waits for the backend to answer one command, by default.
+pub const DEFAULT_BACKEND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long replay waits for a backend started with a command to listen on its socket.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The most guest memory (sparse: only written pages cost) replay maps for a backend.
+pub const MAX_GUEST_MEMORY: u64 = 1 << 40;
+
+/// Guest memory above the highest recorded address that holds replay's own rings.
+const RING_AREA: u64 = 2 << 20;
+
+/// Space for one queue's rings in the ring area.
+const RING_STRIDE: u64 = 256 << 10;
+
+/// The largest queue replay lays out (its rings must fit in [`RING_STRIDE`]).
+pub const MAX_QUEUE_SIZE: u16 = 8192;
+
+/// Queue size used when the capture holds no SET_VRING_NUM (QEMU's virtio-gpu default).
+const DEFAULT_QUEUE_SIZE: u16 = 256;
+
+/// The vhost-user-gpu protocol features QEMU answers GET_PROTOCOL_FEATURES with (EDID, DMABUF2),
+/// used when the capture recorded no answer.
+const QEMU_GPU_PROTOCOL_FEATURES: u64 = 0x3;
+
+/// Display messages larger than this are a protocol error (an UPDATE of 16384x16384 pixels).
+const MAX_DISPLAY_MESSAGE: usize = (16384 * 16384 * 4) + 20;
+
+/// The feature bits a Linux guest under QEMU acks of an offer, when the capture recorded no
+/// SET_FEATURES: VIRGL..CONTEXT_INIT, INDIRECT_DESC, EVENT_IDX, PROTOCOL_FEATURES, VERSION_1,
+/// RING_RESET.
+const DEFAULT_ACKS: u64 = 0x1f | 1 << 28 | 1 << 29 | 1 << 30 | 1 << 32 | 1 << 40;
+
+/// vhost-user's PROTOCOL_FEATURES feature bit (rings start disabled; SET_VRING_ENABLE).
+const F_PROTOCOL_FEATURES: u64 = 1 << 30;
+
+/// Virtqueue descriptor flags.
+const DESC_NEXT: u16 = 1;
+const DESC_WRITE: u16 = 2;
+const DESC_INDIRECT: u16 = 4;
+
+/// The vhost-user front-end request that hands over the display socket.
+const GPU_SET_SOCKET: u32 = 33;
+
+/// Display-socket requests (QEMU's docs/interop/vhost-user-gpu.rst).
+mod gpu_req {
+    pub const GET_PROTOCOL_FEATURES: u32 = 1;
+    pub const GET_DISPLAY_INFO: u32 = 3;
+    pub const CURSOR_POS: u32 = 4;
+    pub const CURSOR_POS_HIDE: u32 = 5;
+    pub const CURSOR_UPDATE: u32 = 6;
+    pub const SCANOUT: u32 = 7;
+    pub const UPDATE: u32 = 8;
+    pub const DMABUF_SCANOUT: u32 = 9;
+    pub const DMABUF_UPDATE: u32 = 10;
+    pub const GET_EDID: u32 = 11;
+    pub const DMABUF_SCANOUT2: u32 = 12;
+    /// Header flag of a reply.
+    pub const REPLY: u32 = 0x4;
+}
+
+/// Which backend to replay against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackendSpec {
+    /// Connect to a backend already listening on this socket (a backend serves one front-end,
+    /// so `--loop` needs [`BackendSpec::Command`]).
+    Socket(PathBuf),
+    /// Start this shell command for every loop (`sh -c 'exec CMD'`, every `%s` replaced by a
+    /// socket path replay chooses) and connect to it.
+    Command(String),
+}
+
+/// Options of a replay against an external backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendOptions {
+    /// The backend.
+    pub spec: BackendSpec,
+    /// How long one command may take before the backend counts as stalled.
+    pub timeout: Duration,
+}
+
+impl BackendOptions {
+    /// Options for `spec` with [`DEFAULT_BACKEND_TIMEOUT`].
+    pub fn new(spec: BackendSpec) -> Self {
+        BackendOptions {
+            spec,
+            timeout: DEFAULT_BACKEND_TIMEOUT,
+        }
+    }
+}
+
+/// What replay needs to know about the capture before it connects: one pass over the records.
+#[derive(Debug, Clone)]
+pub(crate) struct Plan {
+    /// One past the highest guest-physical byte a command, its descriptors or a recorded read
+    /// touches.
+    mem_end: u64,
+    /// Queue sizes (recorded SET_VRING_NUM, grown to hold every recorded descriptor index).
+    queue_sizes: [u16; 2],
+    /// The recorded SET_FEATURES (the last one before the first command).
+    acked: Option<u64>,
+    /// Answers to display-socket requests a backend makes where the command's window has no
+    /// recorded reply (during the handshake, or more often than the original).
+    answers: Answers,
+}
+
+/// What replay answers a backend's display requests with when the command's window holds no
+/// recorded reply: the capture's first reply to the same request (and, for GET_EDID, the same
+/// scanout), else what QEMU would answer for the capture's displays.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Answers {
+    /// (request, scanout for GET_EDID else 0) -> reply payload.
+    recorded: HashMap<(u32, u32), Vec<u8>>,
+    /// The capture's scanout sizes ([`crate::device_config_for`]).
+    scanouts: Vec<(u32, u32)>,
+}
+
+impl Answers {
+    fn answer(&self, request: u32, scanout: u32) -> Vec<u8> {
+        let key = (
+            request,
+            if request == gpu_req::GET_EDID {
+                scanout
+            } else {
+                0
+            },
+        );
+        if let Some(b) = self.recorded.get(&key) {
+            return b.clone();
+        }
+        match request {
+            gpu_req::GET_PROTOCOL_FEATURES => QEMU_GPU_PROTOCOL_FEATURES.to_le_bytes().to_vec(),
+            gpu_req::GET_DISPLAY_INFO => {
+                let mut info = wire::DisplayInfo::default();
+                for (m, &(width, height)) in info.pmodes.iter_mut().zip(&self.scanouts) {
+                    m.r = wire::Rect {
+                        x: 0,
+                        y: 0,
+                        width,
+                        height,
+                    };
+                    m.enabled = 1;
+                }
+                wire::Response::new(
+                    CtrlHeader::new(wire::ResponseType::OK_DISPLAY_INFO.0),
+                    wire::ResponseBody::OkDisplayInfo(info),
+                )
+                .encode()
+            }
+            gpu_req::GET_EDID => {
+                let (w, h) = self
+                    .scanouts
+                    .get(scanout as usize)
+                    .copied()
+                    .unwrap_or((0, 0));
+                let block = wire::edid::edid_for_mode(w, h, 60, scanout);
+                wire::Response::new(
+                    CtrlHeader::new(wire::ResponseType::OK_EDID.0),
+                    wire::ResponseBody::OkEdid(wire::Edid::from_blob(&block)),
+                )
+                .encode()
+            }
+            _ => Vec::new(),
+        }
+    }
+}
+
+impl Plan {
+    /// Reads what the plan needs from the capture (stops at the first unreadable record: the
+    /// replay reports that damage itself).
+    pub(crate) fn scan(reader: &CaptureReader) -> Plan {
+        let mut plan = Plan {
+            mem_end: 0,
+            queue_sizes: [0; 2],
+            acked: None,
+            answers: Answers {
+                recorded: HashMap::new(),
+                scanouts: crate::device_config_for(reader).scanouts,
+            },
+        };
+        let mut edid_scanout = 0;
+        let mut need = [0u32; 2];
+        let mut commands = false;
+        for item in reader.iter() {
+            let Ok((_, record)) = item else { break };
+            match record.body {
+                RecordBody::Command(c) => {
+                    commands = true;
+                    for d in &c.descriptors {
+                        plan.mem_end = plan.mem_end.max(d.addr.saturating_add(u64::from(d.len)));
+                    }
+                    if let Some(n) = need.get_mut(usize::from(c.queue)) {
+                        *n = (*n).max(max_ring_index(&c) + 1);
+                    }
+                }
+                RecordBody::MemoryRead(r) => {
+                    plan.mem_end = plan.mem_end.max(r.addr.saturating_add(r.data.len()));
+                }
+                RecordBody::VhostUser(m) if m.direction == Direction::FrontToBack => {
+                    let req = VhostUserRequest(m.request);
+                    let Ok(bytes) = reader.read_payload(&m.payload) else {
+                        continue;
+                    };
+                    match wire::decode_vhost_user_payload(req, false, &bytes) {
+                        Ok(VhostUserPayload::VringState(s))
+                            if req == VhostUserRequest::SET_VRING_NUM =>
+                        {
+                            if let Some(q) = plan.queue_sizes.get_mut(s.index as usize) {
+                                *q = u16::try_from(s.num).unwrap_or(u16::MAX);
+                            }
+                        }
+                        Ok(VhostUserPayload::Features(f))
+                            if req == VhostUserRequest::SET_FEATURES && !commands =>
+                        {
+                            plan.acked = Some(f);
+                        }
+                        _ => {}
+                    }
+                }
+                RecordBody::GpuSocket(g)
+                    if g.direction == Direction::BackendRequest
+                        && g.request == gpu_req::GET_EDID =>
+                {
+                    if let Ok(bytes) = reader.read_payload(&g.payload) {
+                        edid_scanout = u32_at(&bytes, 0);
+                    }
+                }
+                RecordBody::GpuSocket(g) if g.direction == Direction::BackendReply => {
+                    let key = (
+                        g.request,
+                        if g.request == gpu_req::GET_EDID {
+                            edid_scanout
+                        } else {
+                            0
+                        },
+                    );
+                    if !plan.answers.recorded.contains_key(&key)
+                        && let Ok(bytes) = reader.read_payload(&g.payload)
+                    {
+                        plan.answers.recorded.insert(key, bytes.into_owned());
+                    }
+                }
+                _ => {}
+            }
+        }
+        for (size, need) in plan.queue_sizes.iter_mut().zip(need) {
+            if *size == 0 {
+                *size = DEFAULT_QUEUE_SIZE;
+            }
+            while u32::from(*size) < need && *size < MAX_QUEUE_SIZE {
+                *size = size.saturating_mul(2).min(MAX_QUEUE_SIZE);
+            }
+        }
+        plan
+    }
+
+    /// Where replay's rings start (above every recorded address) and how much memory it maps.
+    fn memory_size(&self) -> Result<(u64, u64), String> {
+        let ring_base = self
+            .mem_end
+            .checked_next_multiple_of(RING_AREA)
+            .unwrap_or(u64::MAX);
+        let size = ring_base.saturating_add(RING_AREA);
+        if size > MAX_GUEST_MEMORY {
+            return Err(format!(
+                "the capture's guest addresses reach {:#x}: beyond the {} GiB of guest memory replay maps for a backend",
+                self.mem_end,
+                MAX_GUEST_MEMORY >> 30
+            ));
+        }
+        if let Some(&size) = self.queue_sizes.iter().find(|&&s| s > MAX_QUEUE_SIZE) {
+            return Err(format!(
+                "queue size {size}: replay against a backend lays out at most {MAX_QUEUE_SIZE}"
+            ));
+        }
+        Ok((ring_base, size))
+    }
+}
+
+/// The highest ring (not indirect-table) index a recorded chain uses.
+fn max_ring_index(c: &CommandRecord) -> u32 {
+    let mut max = u32::from(c.head);
+    for d in &c.descriptors {
+        if d.flags & DESC_INDIRECT != 0 {
+            break;
+        }
+        if d.flags & DESC_NEXT != 0 {
+            max = max.max(u32::from(d.next));
+        }
+    }
+    max
+}
+
+/// One split virtqueue as replay (the driver) lays it out.
+#[derive(Debug)]
+struct Ring {
+    size: u16,
+    desc: u64,
+    avail: u64,
+    used: u64,
+    avail_idx: u16,
+    last_used: u16,
+    kick: EventFd,
+    call: EventFd,
+}
+
+impl Ring {
+    fn new(base: u64, size: u16) -> std::io::Result<Ring> {
+        let desc = base;
+        let avail = desc + 16 * u64::from(size);
+        let used = (avail + 6 + 2 * u64::from(size)).next_multiple_of(4);
+        Ok(Ring {
+            size,
+            desc,
+            avail,
+            used,
+            avail_idx: 0,
+            last_used: 0,
+            kick: EventFd::new(EFD_NONBLOCK)?,
+            call: EventFd::new(EFD_NONBLOCK)?,
+        })
+    }
+
+    /// The driver's `used_event` word (EVENT_IDX), after the available ring.
+    fn used_event(&self) -> GuestAddress {
+        GuestAddress(self.avail + 4 + 2 * u64::from(self.size))
+    }
+}
+
+/// A chain in the rings, waiting for its used entry.
+#[derive(Debug)]
+struct InFlight {
+    token: u64,
+    writable: Vec<(u64, u32)>,
+    writable_len: u32,
+    fence: Option<FenceInfo>,
+}
+
+/// Why replay on the backend cannot go on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct BackendFailure(pub(crate) String);
+
+/// A connected backend with replay's guest memory, rings and display socket.
+pub(crate) struct ExternalBackend {
+    /// How it was started or reached, for messages.
+    desc: String,
+    child: Option<Child>,
+    /// Where a started backend's socket lives (removed on drop).
+    dir: Option<PathBuf>,
+    frontend: Frontend,
+    /// The same connection as `frontend`'s, for GPU_SET_SOCKET and for noticing a hang-up.
+    raw: UnixStream,
+    mem: GuestMemoryMmap<()>,
+    rings: [Ring; 2],
+    display: Display,
+    answers: Answers,
+    in_flight: HashMap<(u16, u16), InFlight>,
+    /// Scanout -> resource last set on it (UPDATE messages carry no resource id).
+    scanout_resource: HashMap<u32, u32>,
+    timeout: Duration,
+    /// Display events the backend sent outside any command (during the handshake).
+    early: Vec<DisplayEvent>,
+    acked: u64,
+}
+
+/// QEMU's end of the vhost-user-gpu display socket.
+struct Display {
+    sock: UnixStream,
+    buf: Vec<u8>,
+    open: bool,
+}
+
+/// One whole display-socket message.
+struct DisplayMessage {
+    request: u32,
+    payload: Vec<u8>,
+}
+
+impl Display {
+    fn new(sock: UnixStream) -> std::io::Result<Display> {
+        sock.set_nonblocking(true)?;
+        Ok(Display {
+            sock,
+            buf: Vec::new(),
+            open: true,
+        })
+    }
+
+    /// Reads everything the socket holds now; false when the backend closed it.
+    fn fill(&mut self) -> Result<(), BackendFailure> {
+        const CHUNK: usize = 256 << 10;
+        while self.open {
+            let start = self.buf.len();
+            self.buf.resize(start + CHUNK, 0);
+            let r = self.sock.read(&mut self.buf[start..]);
+            let n = match &r {
+                Ok(n) => *n,
+                Err(_) => 0,
+            };
+            self.buf.truncate(start + n);
+            match r {
+                Ok(0) => self.open = false,
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => {
+                    return Err(BackendFailure(format!(
+                        "reading the display socket failed: {e}"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The next whole message in the buffer.
+    fn next(&mut self) -> Result<Option<DisplayMessage>, BackendFailure> {
+        let Some(hdr) = self.buf.get(..12) else {
+            return Ok(None);
+        };
+        let word = |i: usize| u32::from_le_bytes([hdr[i], hdr[i + 1], hdr[i + 2], hdr[i + 3]]);
+        let (request, size) = (word(0), word(8) as usize);
+        if size > MAX_DISPLAY_MESSAGE {
+            return Err(BackendFailure(format!(
+                "the backend sent a display message (request {request}) of {size} bytes, more than any the protocol has"
+            )));
+        }
+        if self.buf.len() < 12 + size {
+            return Ok(None);
+        }
+        let payload = self.buf[12..12 + size].to_vec();
+        self.buf.drain(..12 + size);
+        Ok(Some(DisplayMessage { request, payload }))
+    }
+
+    fn reply(&mut self, request: u32, body: &[u8]) -> Result<(), BackendFailure> {
+        let mut msg = Vec::with_capacity(12 + body.len());
+        msg.extend_from_slice(&request.to_le_bytes());
+        msg.extend_from_slice(&gpu_req::REPLY.to_le_bytes());
+        msg.extend_from_slice(&u32::try_from(body.len()).unwrap_or(u32::MAX).to_le_bytes());
+        msg.extend_from_slice(body);
+        let mut at = 0;
+        let start = Instant::now();
+        while at < msg.len() {
+            match self.sock.write(&msg[at..]) {
+                Ok(0) => break,
+                Ok(n) => at += n,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    if start.elapsed() > Duration::from_secs(5) {
+                        return Err(BackendFailure(
+                            "the backend does not read its display socket (a reply could not be written for 5 s)"
+                                .to_owned(),
+                        ));
+                    }
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+                Err(e) => {
+                    return Err(BackendFailure(format!(
+                        "writing a display reply failed: {e}"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn u32_at(p: &[u8], i: usize) -> u32 {
+    p.get(4 * i..4 * i + 4)
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u32::from_le_bytes)
+}
+
+/// A guest memory of `size` bytes from address 0 in a fresh memfd.
+fn guest_memory(size: u64) -> Result<GuestMemoryMmap<()>, String> {
+    let name = c"vgt-replay-guest";
+    // SAFETY: memfd_create with a valid NUL-terminated name; the result is checked.
+    let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(format!("memfd_create: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: fd is a fresh descriptor that nothing else owns.
+    let file = unsafe { File::from_raw_fd(fd) };
+    file.set_len(size)
+        .map_err(|e| format!("sizing guest memory to {size} bytes: {e}"))?;
+    let len = usize::try_from(size).map_err(|_| format!("guest memory of {size} bytes"))?;
+    GuestMemoryMmap::from_ranges_with_files([(
+        GuestAddress(0),
+        len,
+        Some(FileOffset::new(file, 0)),
+    )])
+    .map_err(|e| format!("mapping guest memory: {e}"))
+}
+
+/// Polls `fds` for input for at most `wait`; returns each one's `revents`.
+fn poll_in(fds: &[RawFd], wait: Duration) -> Vec<i16> {
+    let mut p: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|&fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN | libc::POLLRDHUP,
+            revents: 0,
+        })
+        .collect();
+    let ms = libc::c_int::try_from(wait.as_millis()).unwrap_or(libc::c_int::MAX);
+    // SAFETY: `p` is a valid array of `p.len()` pollfd structs that outlives the call.
+    let n = unsafe { libc::poll(p.as_mut_ptr(), p.len() as libc::nfds_t, ms) };
+    if n <= 0 {
+        return vec![0; fds.len()];
+    }
+    p.iter().map(|p| p.revents).collect()
+}
+
+impl ExternalBackend {
+    /// Starts (or reaches) the backend and makes QEMU 10's handshake with it.
+    pub(crate) fn start(opts: &BackendOptions, plan: &Plan) -> Result<ExternalBackend, String> {
+        let (ring_base, size) = plan.memory_size()?;
+        let mem = guest_memory(size)?;
+        let (stream, child, dir, desc) = connect(&opts.spec)?;
+        let built = (|| {
+            // A backend that stops answering fails the vhost-user call instead of hanging it.
+            stream
+                .set_read_timeout(Some(opts.timeout))
+                .map_err(|e| format!("setting a read timeout: {e}"))?;
+            let raw = stream
+                .try_clone()
+                .map_err(|e| format!("duplicating the backend connection: {e}"))?;
+            let frontend = Frontend::from_stream(stream, 2);
+            let (ours, theirs) =
+                UnixStream::pair().map_err(|e| format!("display socket pair: {e}"))?;
+            let rings = [
+                Ring::new(ring_base, plan.queue_sizes[0]),
+                Ring::new(ring_base + RING_STRIDE, plan.queue_sizes[1]),
+            ];
+            let [Ok(r0), Ok(r1)] = rings else {
+                return Err("creating eventfds for the rings failed".to_owned());
+            };
+            Ok::<_, String>((
+                ExternalBackend {
+                    desc,
+                    child: None,
+                    dir: None,
+                    frontend,
+                    raw,
+                    mem,
+                    rings: [r0, r1],
+                    display: Display::new(ours).map_err(|e| format!("display socket: {e}"))?,
+                    answers: plan.answers.clone(),
+                    in_flight: HashMap::new(),
+                    scanout_resource: HashMap::new(),
+                    timeout: opts.timeout,
+                    early: Vec::new(),
+                    acked: 0,
+                },
+                theirs,
+            ))
+        })();
+        let (mut b, theirs) = match built {
+            Ok(v) => v,
+            Err(e) => {
+                stop_child(child);
+                cleanup_dir(dir.as_deref());
+                return Err(e);
+            }
+        };
+        b.child = child;
+        b.dir = dir;
+        let acked = plan.acked;
+        let handshake = b.with_display(|b| b.handshake(acked, &theirs));
+        drop(theirs);
+        match handshake {
+            Ok(()) => Ok(b),
+            Err(e) => {
+                let why = b.exit_reason();
+                Err(format!("{}: handshake: {e}{why}", b.desc))
+            }
+        }
+    }
+
+    /// The backend as the report names it.
+    pub(crate) fn describe(&self) -> &str {
+        &self.desc
+    }
+
+    /// Runs `work` on a thread of its own while this thread serves the display socket (a
+    /// backend may ask QEMU for its display, and wait for the answer, while it handles a
+    /// vhost-user message).
+    fn with_display<T: Send>(
+        &mut self,
+        work: impl FnOnce(&mut Core<'_>) -> Result<T, String> + Send,
+    ) -> Result<T, String> {
+        let Self {
+            frontend,
+            raw,
+            mem,
+            rings,
+            display,
+            answers,
+            early,
+            acked,
+            scanout_resource,
+            ..
+        } = self;
+        let mut core = Core {
+            frontend,
+            raw,
+            mem,
+            rings,
+            acked,
+        };
+        std::thread::scope(|s| {
+            let worker = s.spawn(move || work(&mut core));
+            let mut replies = VecDeque::new();
+            let mut sink = EarlyEvents { events: early };
+            let mut failure = None;
+            while !worker.is_finished() {
+                let r = poll_in(&[display.sock.as_raw_fd()], Duration::from_millis(5));
+                if r.first().is_some_and(|&r| r != 0) && failure.is_none() {
+                    failure = serve_display(
+                        display,
+                        answers,
+                        scanout_resource,
+                        &mut replies,
+                        &mut sink,
+                        0,
+                    )
+                    .err();
+                }
+            }
+            let result = worker
+                .join()
+                .unwrap_or_else(|_| Err("the handshake thread panicked".to_owned()));
+            match (result, failure) {
+                (_, Some(BackendFailure(f))) => Err(f),
+                (result, None) => result,
+            }
+        })
+    }
+
+    /// Runs one recorded command on the backend: writes its recorded guest bytes, lays its chain
+    /// out as recorded, publishes and kicks it, and serves the display socket until its used
+    /// entry comes. Returns the completions (this command's, with its response bytes).
+    pub(crate) fn submit(
+        &mut self,
+        token: u64,
+        cmd: &CommandRecord,
+        request: &[u8],
+        reads: &[(u64, Vec<u8>)],
+        replies: &mut VecDeque<(u32, Vec<u8>)>,
+        host: &mut dyn DeviceHost,
+    ) -> Result<Vec<Completion>, BackendFailure> {
+        for e in self.early.drain(..) {
+            host.display(e);
+        }
+        let q = usize::from(cmd.queue);
+        if q >= self.rings.len() {
+            return Err(BackendFailure(format!(
+                "queue {} does not exist (virtio-gpu has 2)",
+                cmd.queue
+            )));
+        }
+        for (addr, bytes) in reads {
+            self.mem
+                .write_slice(bytes, GuestAddress(*addr))
+                .map_err(|e| BackendFailure(format!("writing recorded guest memory: {e}")))?;
+        }
+        let (writable, readable) = self.lay_out(cmd)?;
+        let mut rest = request;
+        for (addr, len) in readable {
+            let n = rest.len().min(len as usize);
+            let (now, later) = rest.split_at(n);
+            self.write(addr, now)?;
+            rest = later;
+        }
+        for &(addr, len) in &writable {
+            self.write(addr, &vec![0u8; len as usize])?;
+        }
+        let hdr = CtrlHeader::decode(request).ok();
+        let fence = hdr
+            .filter(|h| h.flags & FLAG_FENCE != 0)
+            .map(|h| FenceInfo {
+                flags: h.flags,
+                fence_id: h.fence_id,
+                ctx_id: h.ctx_id,
+                ring_idx: h.ring_idx,
+            });
+        // The display socket names no resource: remember what the command shows.
+        let cursor_resource = match Request::decode(request).map(|r| r.command) {
+            Ok(wire::Command::SetScanout(s)) => {
+                self.scanout_resource.insert(s.scanout_id, s.resource_id);
+                0
+            }
+            Ok(wire::Command::UpdateCursor(c)) => c.resource_id,
+            _ => 0,
+        };
+        if self.in_flight.contains_key(&(cmd.queue, cmd.head)) {
+            return Err(BackendFailure(format!(
+                "descriptor {} of queue {} is still in flight from an earlier command",
+                cmd.head, cmd.queue
+            )));
+        }
+        self.in_flight.insert(
+            (cmd.queue, cmd.head),
+            InFlight {
+                token,
+                writable,
+                writable_len: cmd.writable_len,
+                fence,
+            },
+        );
+        self.publish(q, cmd.head)?;
+        let mut done = Vec::new();
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            self.collect_used(&mut done, host)?;
+            if done.iter().any(|c: &Completion| c.token == token) {
+                break;
+            }
+            if Instant::now() > deadline {
+                let name = hdr.map_or_else(
+                    || "a command".to_owned(),
+                    |h| {
+                        CommandType(h.type_)
+                            .name()
+                            .unwrap_or("a command")
+                            .to_owned()
+                    },
+                );
+                return Err(BackendFailure(format!(
+                    "the backend did not complete {name} within {} ms{}",
+                    self.timeout.as_millis(),
+                    self.exit_reason()
+                )));
+            }
+            let fds = [
+                self.display.sock.as_raw_fd(),
+                self.rings[0].call.as_raw_fd(),
+                self.rings[1].call.as_raw_fd(),
+                self.raw.as_raw_fd(),
+            ];
+            let n = if self.display.open { 4 } else { 3 };
+            let ready = poll_in(&fds[4 - n..], Duration::from_millis(10));
+            let ready: Vec<i16> = if n == 4 {
+                ready
+            } else {
+                std::iter::once(0).chain(ready).collect()
+            };
+            if ready.first().is_some_and(|&r| r != 0) {
+                serve_display(
+                    &mut self.display,
+                    &self.answers,
+                    &mut self.scanout_resource,
+                    replies,
+                    host,
+                    cursor_resource,
+                )?;
+            }
+            for r in &self.rings {
+                let _ = r.call.read();
+            }
+            let main = ready.get(3).copied().unwrap_or(0);
+            if main & (libc::POLLHUP | libc::POLLRDHUP | libc::POLLERR) != 0 || self.child_exited()
+            {
+                return Err(BackendFailure(format!(
+                    "the backend closed its connection{}",
+                    self.exit_reason()
+                )));
+            }
+            if main & libc::POLLIN != 0 {
+                // Nothing was asked: a backend speaks on this socket only to answer.
+                return Err(BackendFailure(
+                    "the backend sent a message nobody asked for on its vhost-user socket"
+                        .to_owned(),
+                ));
+            }
+        }
+        // Everything the backend sent before it published the entry is in the socket now.
+        serve_display(
+            &mut self.display,
+            &self.answers,
+            &mut self.scanout_resource,
+            replies,
+            host,
+            cursor_resource,
+        )?;
+        Ok(done)
+    }
+
+    /// The recorded chain written into the rings (ring descriptors at their recorded indices,
+    /// an indirect table at its recorded address): (writable, readable) buffers in chain order.
+    #[allow(clippy::type_complexity)]
+    fn lay_out(
+        &mut self,
+        cmd: &CommandRecord,
+    ) -> Result<(Vec<(u64, u32)>, Vec<(u64, u32)>), BackendFailure> {
+        let ring = &self.rings[usize::from(cmd.queue)];
+        let (ring_desc, size) = (ring.desc, ring.size);
+        let mut writable = Vec::new();
+        let mut readable = Vec::new();
+        let mut table: Option<(u64, u32)> = None;
+        let mut index = cmd.head;
+        let mut seen = HashSet::new();
+        for d in &cmd.descriptors {
+            let at = match table {
+                None if index < size => ring_desc + 16 * u64::from(index),
+                Some((base, len)) if u64::from(index) * 16 + 16 <= u64::from(len) => {
+                    base + 16 * u64::from(index)
+                }
+                _ => {
+                    return Err(BackendFailure(format!(
+                        "the recorded chain uses descriptor {index}, outside its {}",
+                        if table.is_some() {
+                            "indirect table"
+                        } else {
+                            "queue"
+                        }
+                    )));
+                }
+            };
+            if !seen.insert(at) {
+                return Err(BackendFailure(
+                    "the recorded chain uses one descriptor twice".to_owned(),
+                ));
+            }
+            let mut b = [0u8; 16];
+            b[0..8].copy_from_slice(&d.addr.to_le_bytes());
+            b[8..12].copy_from_slice(&d.len.to_le_bytes());
+            b[12..14].copy_from_slice(&d.flags.to_le_bytes());
+            b[14..16].copy_from_slice(&d.next.to_le_bytes());
+            self.write(at, &b)?;
+            if d.flags & DESC_INDIRECT != 0 && table.is_none() {
+                table = Some((d.addr, d.len));
+                index = 0;
+                continue;
+            }
+            if d.flags & DESC_WRITE != 0 {
+                writable.push((d.addr, d.len));
+            } else {
+                readable.push((d.addr, d.len));
+            }
+            index = d.next;
+        }
+        Ok((writable, readable))
+    }
+
+    fn write(&self, addr: u64, bytes: &[u8]) -> Result<(), BackendFailure> {
+        self.mem
+            .write_slice(bytes, GuestAddress(addr))
+            .map_err(|e| BackendFailure(format!("writing guest memory at {addr:#x}: {e}")))
+    }
+
+    /// Puts `head` in the available ring, asks for an interrupt at the next used entry and kicks.
+    fn publish(&mut self, q: usize, head: u16) -> Result<(), BackendFailure> {
+        let ring = &mut self.rings[q];
+        let err = |e: vm_memory::GuestMemoryError| BackendFailure(format!("ring memory: {e}"));
+        let slot = ring.avail + 4 + 2 * u64::from(ring.avail_idx % ring.size);
+        self.mem.write_obj(head, GuestAddress(slot)).map_err(err)?;
+        self.mem
+            .store(ring.last_used, ring.used_event(), Ordering::Release)
+            .map_err(err)?;
+        ring.avail_idx = ring.avail_idx.wrapping_add(1);
+        fence(Ordering::SeqCst);
+        self.mem
+            .store(
+                ring.avail_idx,
+                GuestAddress(ring.avail + 2),
+                Ordering::Release,
+            )
+            .map_err(err)?;
+        fence(Ordering::SeqCst);
+        ring.kick
+            .write(1)
+            .map_err(|e| BackendFailure(format!("kicking queue {q}: {e}")))
+    }
+
+    /// Takes every new used entry of both queues.
+    fn collect_used(
+        &mut self,
+        done: &mut Vec<Completion>,
+        host: &mut dyn DeviceHost,
+    ) -> Result<(), BackendFailure> {
+        let err = |e: vm_memory::GuestMemoryError| BackendFailure(format!("ring memory: {e}"));
+        for q in 0..self.rings.len() {
+            loop {
+                let ring = &self.rings[q];
+                let idx: u16 = self
+                    .mem
+                    .load(GuestAddress(ring.used + 2), Ordering::Acquire)
+                    .map_err(err)?;
+                if idx == ring.last_used {
+                    break;
+                }
+                let slot = ring.used + 4 + 8 * u64::from(ring.last_used % ring.size);
+                let id: u32 = self.mem.read_obj(GuestAddress(slot)).map_err(err)?;
+                let len: u32 = self.mem.read_obj(GuestAddress(slot + 4)).map_err(err)?;
+                self.rings[q].last_used = self.rings[q].last_used.wrapping_add(1);
+                let key = (q as u16, u16::try_from(id).unwrap_or(u16::MAX));
+                let Some(f) = self.in_flight.remove(&key) else {
+                    return Err(BackendFailure(format!(
+                        "the backend put descriptor {id} in the used ring of queue {q}, which starts no chain in flight"
+                    )));
+                };
+                let mut response = Vec::new();
+                let mut left = len.min(f.writable_len) as usize;
+                for (addr, dlen) in &f.writable {
+                    let n = left.min(*dlen as usize);
+                    let mut part = vec![0u8; n];
+                    self.mem
+                        .read_slice(&mut part, GuestAddress(*addr))
+                        .map_err(err)?;
+                    response.extend_from_slice(&part);
+                    left -= n;
+                }
+                if let Some(fence) = f.fence {
+                    host.fence_signalled(fence);
+                }
+                done.push(Completion {
+                    token: f.token,
+                    response,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// QEMU's vhost stop and start around a guest reset: rings disabled and stopped
+    /// (GET_VRING_BASE), a new display socket, the rings set up again from index 0.
+    pub(crate) fn reset(&mut self) -> Result<(), BackendFailure> {
+        self.in_flight.clear();
+        let (ours, theirs) =
+            UnixStream::pair().map_err(|e| BackendFailure(format!("display socket pair: {e}")))?;
+        // QEMU tears the display socket down at a reset (a backend takes a new one only once
+        // it has seen the old one close), then hands over a fresh one at DRIVER_OK.
+        let _ = self.display.sock.shutdown(std::net::Shutdown::Both);
+        self.display =
+            Display::new(ours).map_err(|e| BackendFailure(format!("display socket: {e}")))?;
+        let r = self.with_display(move |c| c.restart(&theirs));
+        r.map_err(|e| BackendFailure(format!("resetting the backend: {e}")))
+    }
+
+    fn child_exited(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))))
+    }
+
+    /// " (process killed by signal N)" and the like, for a started backend that ended (waits up
+    /// to 2 s for it to).
+    fn exit_reason(&mut self) -> String {
+        let Some(child) = self.child.as_mut() else {
+            return String::new();
+        };
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(2) {
+            if let Ok(Some(st)) = child.try_wait() {
+                use std::os::unix::process::ExitStatusExt;
+                return match (st.code(), st.signal()) {
+                    (_, Some(sig)) => {
+                        format!(" (process killed by signal {sig}{})", signal_name(sig))
+                    }
+                    (Some(code), _) => format!(" (process exit status {code})"),
+                    _ => String::new(),
+                };
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        " (process still running)".to_owned()
+    }
+}
+
+fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        libc::SIGABRT => ", SIGABRT",
+        libc::SIGSEGV => ", SIGSEGV",
+        libc::SIGBUS => ", SIGBUS",
+        libc::SIGKILL => ", SIGKILL",
+        libc::SIGILL => ", SIGILL",
+        libc::SIGFPE => ", SIGFPE",
+        libc::SIGTERM => ", SIGTERM",
+        _ => "",
+    }
+}
+
+impl Drop for ExternalBackend {
+    fn drop(&mut self) {
+        // Closing the connection ends the backend (the ones above exit when their front-end
+        // goes); one that does not is killed.
+        let _ = self.raw.shutdown(std::net::Shutdown::Both);
+        let _ = self.display.sock.shutdown(std::net::Shutdown::Both);
+        if let Some(mut c) = self.child.take() {
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(2) {
+                if matches!(c.try_wait(), Ok(Some(_))) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            stop_child(Some(c));
+        }
+        cleanup_dir(self.dir.as_deref());
+    }
+}
+
+/// The parts of an [`ExternalBackend`] the vhost-user side needs, lent to a worker thread.
+struct Core<'a> {
+    frontend: &'a mut Frontend,
+    raw: &'a mut UnixStream,
+    mem: &'a mut GuestMemoryMmap<()>,
+    rings: &'a mut [Ring; 2],
+    acked: &'a mut u64,
+}
+
+impl Core<'_> {
+    /// QEMU 10's handshake (the order in the samples' vhost-user records).
+    fn handshake(&mut self, acked: Option<u64>, display: &UnixStream) -> Result<(), String> {
+        let e = |what: &str| {
+            let what = what.to_owned();
+            move |err: vhost::Error| format!("{what}: {err}")
+        };
+        let f = &mut *self.frontend;
+        let offered = f.get_features().map_err(e("GET_FEATURES"))?;
+        let mut protocol = VhostUserProtocolFeatures::empty();
+        if offered & F_PROTOCOL_FEATURES != 0 {
+            let pf = f
+                .get_protocol_features()
+                .map_err(e("GET_PROTOCOL_FEATURES"))?;
+            protocol = pf
+                & (VhostUserProtocolFeatures::MQ
+                    | VhostUserProtocolFeatures::CONFIG
+                    | VhostUserProtocolFeatures::REPLY_ACK);
+            f.set_protocol_features(protocol)
+                .map_err(e("SET_PROTOCOL_FEATURES"))?;
+            if protocol.contains(VhostUserProtocolFeatures::MQ) {
+                let n = f.get_queue_num().map_err(e("GET_QUEUE_NUM"))?;
+                if n < 2 {
+                    return Err(format!("the backend has {n} queue(s); virtio-gpu needs 2"));
+                }
+            }
+        }
+        f.set_owner().map_err(e("SET_OWNER"))?;
+        f.get_features().map_err(e("GET_FEATURES"))?;
+        for (i, r) in self.rings.iter().enumerate() {
+            f.set_vring_call(i, &r.call).map_err(e("SET_VRING_CALL"))?;
+            f.set_vring_err(i, &r.call).map_err(e("SET_VRING_ERR"))?;
+        }
+        if protocol.contains(VhostUserProtocolFeatures::CONFIG) {
+            f.get_config(0, 16, VhostUserConfigFlags::WRITABLE, &[0u8; 16])
+                .map_err(e("GET_CONFIG"))?;
+        }
+        send_gpu_socket(self.raw, display)?;
+        for (i, r) in self.rings.iter().enumerate() {
+            f.set_vring_call(i, &r.call).map_err(e("SET_VRING_CALL"))?;
+        }
+        let acked = acked.unwrap_or(DEFAULT_ACKS) & offered;
+        *self.acked = acked;
+        f.set_features(acked).map_err(e("SET_FEATURES"))?;
+        let region = self
+            .mem
+            .find_region(GuestAddress(0))
+            .ok_or("guest memory has no region at 0")?;
+        let info = VhostUserMemoryRegionInfo::from_guest_region(region)
+            .map_err(|err| format!("describing guest memory: {err}"))?;
+        f.set_mem_table(&[info]).map_err(e("SET_MEM_TABLE"))?;
+        let host = info.userspace_addr;
+        for (i, r) in self.rings.iter().enumerate() {
+            set_up_ring(f, i, r, host)?;
+        }
+        if acked & F_PROTOCOL_FEATURES != 0 {
+            for i in 0..self.rings.len() {
+                f.set_vring_enable(i, true).map_err(e("SET_VRING_ENABLE"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The restart of [`ExternalBackend::reset`].
+    fn restart(&mut self, display: &UnixStream) -> Result<(), String> {
+        let e = |what: &'static str| move |err: vhost::Error| format!("{what}: {err}");
+        let f = &mut *self.frontend;
+        let enable = *self.acked & F_PROTOCOL_FEATURES != 0;
+        for i in 0..self.rings.len() {
+            if enable {
+                f.set_vring_enable(i, false)
+                    .map_err(e("SET_VRING_ENABLE"))?;
+            }
+        }
+        for i in 0..self.rings.len() {
+            f.get_vring_base(i).map_err(e("GET_VRING_BASE"))?;
+        }
+        send_gpu_socket(self.raw, display)?;
+        let region = self
+            .mem
+            .find_region(GuestAddress(0))
+            .ok_or("guest memory has no region at 0")?;
+        let info = VhostUserMemoryRegionInfo::from_guest_region(region)
+            .map_err(|err| format!("describing guest memory: {err}"))?;
+        let host = info.userspace_addr;
+        for (i, r) in self.rings.iter_mut().enumerate() {
+            let len = usize::try_from(r.used + 6 + 8 * u64::from(r.size) - r.desc).unwrap_or(0);
+            self.mem
+                .write_slice(&vec![0u8; len], GuestAddress(r.desc))
+                .map_err(|err| format!("clearing ring {i}: {err}"))?;
+            r.avail_idx = 0;
+            r.last_used = 0;
+            f.set_vring_call(i, &r.call).map_err(e("SET_VRING_CALL"))?;
+            set_up_ring(f, i, r, host)?;
+        }
+        if enable {
+            for i in 0..self.rings.len() {
+                f.set_vring_enable(i, true).map_err(e("SET_VRING_ENABLE"))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// QEMU's per-ring start: SET_VRING_NUM, SET_VRING_BASE 0, SET_VRING_ADDR (front-end
+/// addresses), SET_VRING_KICK.
+fn set_up_ring(f: &mut Frontend, i: usize, r: &Ring, host: u64) -> Result<(), String> {
+    let e = |what: &'static str| move |err: vhost::Error| format!("{what}: {err}");
+    f.set_vring_num(i, r.size).map_err(e("SET_VRING_NUM"))?;
+    f.set_vring_base(i, 0).map_err(e("SET_VRING_BASE"))?;
+    f.set_vring_addr(
+        i,
+        &VringConfigData {
+            queue_max_size: r.size,
+            queue_size: r.size,
+            flags: 0,
+            desc_table_addr: host + r.desc,
+            used_ring_addr: host + r.used,
+            avail_ring_addr: host + r.avail,
+            log_addr: None,
+        },
+    )
+    .map_err(e("SET_VRING_ADDR"))?;
+    f.set_vring_kick(i, &r.kick).map_err(e("SET_VRING_KICK"))
+}
+
+/// GPU_SET_SOCKET (not in the vhost crate's front-end): the header and the backend's end of
+/// the display socket.
+fn send_gpu_socket(raw: &UnixStream, display: &UnixStream) -> Result<(), String> {
+    let mut hdr = [0u8; 12];
+    hdr[0..4].copy_from_slice(&GPU_SET_SOCKET.to_le_bytes());
+    hdr[4..8].copy_from_slice(&1u32.to_le_bytes());
+    raw.send_with_fds(&[&hdr[..]], &[display.as_raw_fd()])
+        .map(|_| ())
+        .map_err(|e| format!("GPU_SET_SOCKET: {e}"))
+}
+
+/// Display events that come outside any command, kept for the first command.
+struct EarlyEvents<'a> {
+    events: &'a mut Vec<DisplayEvent>,
+}
+
+impl DeviceHost for EarlyEvents<'_> {
+    fn display(&mut self, event: DisplayEvent) {
+        self.events.push(event);
+    }
+}
+
+/// Reads what the display socket holds, answers the backend's requests (the command's recorded
+/// replies first, then the capture's first reply to the same request, then QEMU's defaults) and
+/// hands the display output to `host` as the device's display events.
+fn serve_display(
+    display: &mut Display,
+    answers: &Answers,
+    scanout_resource: &mut HashMap<u32, u32>,
+    replies: &mut VecDeque<(u32, Vec<u8>)>,
+    host: &mut dyn DeviceHost,
+    cursor_resource: u32,
+) -> Result<(), BackendFailure> {
+    display.fill()?;
+    while let Some(m) = display.next()? {
+        let p = &m.payload;
+        match m.request {
+            gpu_req::GET_PROTOCOL_FEATURES | gpu_req::GET_DISPLAY_INFO | gpu_req::GET_EDID => {
+                let body = replies
+                    .iter()
+                    .position(|(r, _)| *r == m.request)
+                    .and_then(|i| replies.remove(i))
+                    .map_or_else(|| answers.answer(m.request, u32_at(p, 0)), |(_, b)| b);
+                display.reply(m.request, &body)?;
+            }
+            gpu_req::DMABUF_UPDATE => {
+                // QEMU answers once its console has flushed; the pixels of a dmabuf are not
+                // read here.
+                display.reply(m.request, &[])?;
+            }
+            gpu_req::SCANOUT if p.len() >= 12 => host.display(DisplayEvent::Scanout {
+                scanout_id: u32_at(p, 0),
+                width: u32_at(p, 1),
+                height: u32_at(p, 2),
+            }),
+            gpu_req::DMABUF_SCANOUT | gpu_req::DMABUF_SCANOUT2 if p.len() >= 20 => {
+                host.display(DisplayEvent::Scanout {
+                    scanout_id: u32_at(p, 0),
+                    width: u32_at(p, 3),
+                    height: u32_at(p, 4),
+                });
+            }
+            gpu_req::UPDATE if p.len() >= 20 => {
+                let (id, x, y, w, h) = (
+                    u32_at(p, 0),
+                    u32_at(p, 1),
+                    u32_at(p, 2),
+                    u32_at(p, 3),
+                    u32_at(p, 4),
+                );
+                let need = (w as usize).saturating_mul(h as usize).saturating_mul(4);
+                let Some(pixels) = p.get(20..20usize.saturating_add(need)) else {
+                    continue;
+                };
+                host.display(DisplayEvent::Update {
+                    scanout_id: id,
+                    resource_id: scanout_resource.get(&id).copied().unwrap_or(0),
+                    x,
+                    y,
+                    width: w,
+                    height: h,
+                    format: vgt_device::display::FRAME_FORMAT,
+                    stride: w.saturating_mul(4),
+                    pixels: pixels.to_vec(),
+                    copy_of_read: None,
+                });
+            }
+            gpu_req::CURSOR_POS if p.len() >= 12 => host.display(DisplayEvent::CursorMove {
+                scanout_id: u32_at(p, 0),
+                x: u32_at(p, 1),
+                y: u32_at(p, 2),
+            }),
+            gpu_req::CURSOR_POS_HIDE if p.len() >= 12 => host.display(DisplayEvent::CursorHide {
+                scanout_id: u32_at(p, 0),
+                x: u32_at(p, 1),
+                y: u32_at(p, 2),
+            }),
+            gpu_req::CURSOR_UPDATE => {
+                let Some(image) = p
+                    .get(20..20 + vgt_device::CURSOR_IMAGE_BYTES)
+                    .and_then(|i| {
+                        Box::<[u8; vgt_device::CURSOR_IMAGE_BYTES]>::try_from(
+                            i.to_vec().into_boxed_slice(),
+                        )
+                        .ok()
+                    })
+                else {
+                    continue;
+                };
+                host.display(DisplayEvent::CursorUpdate {
+                    scanout_id: u32_at(p, 0),
+                    x: u32_at(p, 1),
+                    y: u32_at(p, 2),
+                    hot_x: u32_at(p, 3),
+                    hot_y: u32_at(p, 4),
+                    resource_id: cursor_resource,
+                    image,
+                });
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Reaches the backend: (connection, started child, its socket directory, description).
+#[allow(clippy::type_complexity)]
+fn connect(
+    spec: &BackendSpec,
+) -> Result<(UnixStream, Option<Child>, Option<PathBuf>, String), String> {
+    match spec {
+        BackendSpec::Socket(path) => UnixStream::connect(path)
+            .map(|s| (s, None, None, format!("backend at {}", path.display())))
+            .map_err(|e| format!("cannot connect to the backend at {}: {e}", path.display())),
+        BackendSpec::Command(cmd) => {
+            static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+            let dir = std::env::temp_dir().join(format!(
+                "vgt-replay-{}-{}",
+                std::process::id(),
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            ));
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            let path = dir.join("backend.sock");
+            let line = cmd.replace("%s", &path.to_string_lossy());
+            let mut child = match Command::new("sh")
+                .arg("-c")
+                .arg(format!("exec {line}"))
+                .stdin(Stdio::null())
+                .spawn()
+            {
+                Ok(c) => c,
+                Err(e) => {
+                    cleanup_dir(Some(&dir));
+                    return Err(format!("cannot start backend `{line}`: {e}"));
+                }
+            };
+            let start = Instant::now();
+            loop {
+                match UnixStream::connect(&path) {
+                    Ok(s) => return Ok((s, Some(child), Some(dir), format!("backend `{line}`"))),
+                    Err(e) => {
+                        let failed = match child.try_wait() {
+                            Ok(Some(st)) => Some(format!(
+                                "the backend `{line}` exited ({st}) before listening on {}",
+                                path.display()
+                            )),
+                            _ if start.elapsed() > CONNECT_TIMEOUT => Some(format!(
+                                "the backend `{line}` did not listen on {} within {} s: {e}",
+                                path.display(),
+                                CONNECT_TIMEOUT.as_secs()
+                            )),
+                            _ => None,
+                        };
+                        if let Some(why) = failed {
+                            stop_child(Some(child));
+                            cleanup_dir(Some(&dir));
+                            return Err(why);
+                        }
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn stop_child(child: Option<Child>) {
+    if let Some(mut c) = child {
+        if !matches!(c.try_wait(), Ok(Some(_))) {
+            let _ = c.kill();
+        }
+        let _ = c.wait();
+    }
+}
+
+fn cleanup_dir(dir: Option<&Path>) {
+    if let Some(d) = dir {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
