@@ -203,7 +203,12 @@ pub fn describe(record: &Record, src: &dyn PayloadSource) -> String {
             );
         }
         RecordBody::GpuSocket(g) => {
-            let is_reply = g.direction == Direction::FrontToBack;
+            // Capture records QEMU's replies as BackendReply (the display socket is the
+            // back-end's request channel to QEMU); FrontToBack is accepted from other writers.
+            let is_reply = matches!(
+                g.direction,
+                Direction::BackendReply | Direction::FrontToBack
+            );
             let _ = write!(
                 s,
                 "{} {} flags={:#x} fds={}",

@@ -7,8 +7,11 @@ use std::path::Path;
 use anyhow::{Context as _, Result};
 use serde_json::json;
 use vgt_format::CaptureReader;
-use vgt_format::record::{ContentHash, Payload, RecordBody, RecordKind, SessionStart};
-use vgt_format::wire::{CommandType, Request, Response, ResponseType};
+use vgt_format::record::{ContentHash, Direction, Payload, RecordBody, RecordKind, SessionStart};
+use vgt_format::wire::{
+    CommandType, Request, Response, ResponseType, VhostUserPayload, VhostUserRequest,
+    decode_vhost_user_payload,
+};
 
 use crate::cli::Outcome;
 use crate::describe::format_ts;
@@ -19,6 +22,9 @@ use crate::progress;
 pub struct Summary {
     /// The session start record, when the capture has one.
     pub session: Option<SessionStart>,
+    /// The feature bits the driver acked: the last SET_FEATURES the front-end sent (the session
+    /// start record is written before negotiation, so its `features_acked` is often 0).
+    pub features_acked: Option<u64>,
     /// Records read.
     pub records: u64,
     /// Records that could not be read (corrupt).
@@ -80,6 +86,17 @@ impl Summary {
             match &record.body {
                 RecordBody::SessionStart(st) if s.session.is_none() => {
                     s.session = Some(st.clone());
+                }
+                RecordBody::VhostUser(m)
+                    if m.direction == Direction::FrontToBack
+                        && m.request == VhostUserRequest::SET_FEATURES.0 =>
+                {
+                    if let Ok(b) = reader.read_payload(&m.payload)
+                        && let Ok(VhostUserPayload::Features(f)) =
+                            decode_vhost_user_payload(VhostUserRequest::SET_FEATURES, false, &b)
+                    {
+                        s.features_acked = Some(f);
+                    }
                 }
                 RecordBody::Command(c) => {
                     let name = match reader.read_payload(&c.request) {
@@ -193,6 +210,7 @@ pub fn run(path: &Path, json: bool, out: &mut dyn Write) -> Result<Outcome> {
             "created_unix_ns": header.created_unix_ns,
             "indexed": health.indexed,
             "session": summary.session,
+            "features_acked": summary.features_acked,
             "duration_ns": summary.last_ts_ns,
             "records": summary.records,
             "unreadable_records": summary.unreadable_records,
@@ -260,12 +278,13 @@ pub fn run(path: &Path, json: bool, out: &mut dyn Write) -> Result<Outcome> {
             },
             st.renderer
         )?;
+        let acked = summary.features_acked.unwrap_or(st.features_acked);
         writeln!(
             out,
             "features:    offered {:#x} acked {:#x} [{}]",
             st.features_offered,
-            st.features_acked,
-            vgt_format::wire::vhost_user::feature_names(st.features_acked).join(" ")
+            acked,
+            vgt_format::wire::vhost_user::feature_names(acked).join(" ")
         )?;
     }
     writeln!(out, "duration:    {} s", format_ts(summary.last_ts_ns))?;

@@ -588,3 +588,42 @@ fn blob_references_claiming_absurd_lengths_are_counted_saturated_not_overflowed(
         assert!(!stderr(&o).contains("panicked"), "{verb}: {}", stderr(&o));
     }
 }
+
+/// The boot sample as `info` and `dump` show it: the features the driver acked come from the
+/// recorded SET_FEATURES (the session start is written before negotiation and says 0), and
+/// QEMU's display-socket replies are decoded as replies, in QEMU's direction.
+#[test]
+fn real_sample_shows_negotiated_features_and_decoded_display_replies() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../samples/boot.vgt");
+    if !Path::new(path).exists() {
+        println!("skipped: no {path}");
+        return;
+    }
+    let o = inspect(&["info", path]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let info = stdout(&o);
+    assert!(
+        info.contains("offered 0x1017000000e acked 0x10170000006 [VIRTIO_GPU_F_EDID"),
+        "{info}"
+    );
+    let o = inspect(&["info", "--json", path]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["features_acked"], 0x10170000006u64);
+    let o = inspect(&["dump", path]);
+    let dump = stdout(&o);
+    let replies: Vec<&str> = dump
+        .lines()
+        .filter(|l| l.contains("gpu-socket") && l.contains("flags=0x4"))
+        .collect();
+    assert_eq!(replies.len(), 3, "{replies:#?}");
+    assert!(
+        replies.iter().all(|l| l.contains("qemu->backend")),
+        "{replies:#?}"
+    );
+    assert!(
+        replies[0].contains("GET_PROTOCOL_FEATURES") && replies[0].contains("0x3 EDID DMABUF2")
+    );
+    assert!(replies[1].contains("GET_EDID") && replies[1].contains("OK_EDID size=1024"));
+    assert!(replies[2].contains("GET_DISPLAY_INFO") && replies[2].contains("OK_DISPLAY_INFO"));
+    assert!(!dump.contains("undecodable"), "{dump}");
+}
