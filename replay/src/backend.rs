@@ -65,6 +65,10 @@ const DEFAULT_QUEUE_SIZE: u16 = 256;
 /// used when the capture recorded no answer.
 const QEMU_GPU_PROTOCOL_FEATURES: u64 = 0x3;
 
+/// The most response bytes read back from a chain (the largest response, a capset, is far
+/// smaller; a backend may claim any used length).
+const MAX_RESPONSE: usize = 16 << 20;
+
 /// Display messages larger than this are a protocol error (an UPDATE of 16384x16384 pixels).
 const MAX_DISPLAY_MESSAGE: usize = (16384 * 16384 * 4) + 20;
 
@@ -715,8 +719,13 @@ impl ExternalBackend {
             self.write(addr, now)?;
             rest = later;
         }
+        // Zeroed as far as a response is read back (a recorded writable descriptor may claim
+        // up to 4 GiB, which the memfd would have to allocate).
+        let mut budget = MAX_RESPONSE as u64;
         for &(addr, len) in &writable {
-            self.write(addr, &vec![0u8; len as usize])?;
+            let n = u64::from(len).min(budget);
+            self.zero(addr, n)?;
+            budget -= n;
         }
         let hdr = CtrlHeader::decode(request).ok();
         let fence = hdr
@@ -886,6 +895,22 @@ impl ExternalBackend {
         Ok((writable, readable))
     }
 
+    /// Zeroes `len` bytes at `addr` (a recorded writable descriptor may claim up to 4 GiB).
+    fn zero(&self, addr: u64, len: u64) -> Result<(), BackendFailure> {
+        const ZEROS: [u8; 4096] = [0; 4096];
+        let mut done = 0u64;
+        while done < len {
+            let n = (len - done).min(ZEROS.len() as u64);
+            let at = addr.checked_add(done).ok_or_else(|| {
+                BackendFailure(format!("a recorded descriptor at {addr:#x} wraps around"))
+            })?;
+            // n <= 4096: the cast cannot truncate.
+            self.write(at, &ZEROS[..n as usize])?;
+            done += n;
+        }
+        Ok(())
+    }
+
     fn write(&self, addr: u64, bytes: &[u8]) -> Result<(), BackendFailure> {
         self.mem
             .write_slice(bytes, GuestAddress(addr))
@@ -944,7 +969,9 @@ impl ExternalBackend {
                     )));
                 };
                 let mut response = Vec::new();
-                let mut left = len.min(f.writable_len) as usize;
+                // The backend's used length, within the chain's writable bytes and what any
+                // response can be.
+                let mut left = (len.min(f.writable_len) as usize).min(MAX_RESPONSE);
                 for (addr, dlen) in &f.writable {
                     let n = left.min(*dlen as usize);
                     let mut part = vec![0u8; n];
@@ -1378,5 +1405,470 @@ fn stop_child(child: Option<Child>) {
 fn cleanup_dir(dir: Option<&Path>) {
     if let Some(d) = dir {
         let _ = std::fs::remove_dir_all(d);
+    }
+}
+
+/// What a backend sends replay, driven by arbitrary bytes (the `replay_backend` fuzz target and
+/// its seeds in the tests): display-socket messages (any code, size and payload, split anywhere),
+/// used-ring entries (any descriptor id, length and index), chains in flight with their
+/// writable buffers, and recorded chains laid out into the rings. A backend is the thing under
+/// suspicion: nothing it does may make replay panic or allocate without bound, a completion is
+/// only ever one of a chain in flight, and its response never exceeds the chain's writable
+/// bytes.
+#[cfg(any(test, fuzzing))]
+pub mod fuzzing {
+    use super::*;
+    use vgt_device::display::Framebuffers;
+    use vgt_format::record::Descriptor;
+
+    /// Guest memory of the harness (rings at [`RING_BASE`]).
+    const MEM: u64 = 4 << 20;
+    const RING_BASE: u64 = 2 << 20;
+
+    /// Op codes (`op % 4`).
+    const OP_DISPLAY: u8 = 0;
+    const OP_IN_FLIGHT: u8 = 1;
+    const OP_USED: u8 = 2;
+    const OP_LAY_OUT: u8 = 3;
+
+    /// The display output, composed as the verifier composes it.
+    struct Sink {
+        fbs: Framebuffers,
+    }
+
+    impl DeviceHost for Sink {
+        fn display(&mut self, event: DisplayEvent) {
+            if !matches!(
+                event,
+                DisplayEvent::CursorUpdate { .. }
+                    | DisplayEvent::CursorMove { .. }
+                    | DisplayEvent::CursorHide { .. }
+            ) {
+                let _ = self.fbs.apply_owned_returning(event);
+            }
+        }
+    }
+
+    struct Input<'a> {
+        data: &'a [u8],
+    }
+
+    impl Input<'_> {
+        fn bytes(&mut self, n: usize) -> &[u8] {
+            let n = n.min(self.data.len());
+            let (a, b) = self.data.split_at(n);
+            self.data = b;
+            a
+        }
+        fn u8(&mut self) -> u8 {
+            self.bytes(1).first().copied().unwrap_or(0)
+        }
+        fn u16(&mut self) -> u16 {
+            u16::from(self.u8()) | u16::from(self.u8()) << 8
+        }
+        fn u32(&mut self) -> u32 {
+            u32::from(self.u16()) | u32::from(self.u16()) << 16
+        }
+    }
+
+    /// A backend without a process: replay's memory, rings and display socket, a vhost-user
+    /// connection nobody answers (`_peer` keeps it open).
+    fn harness(sizes: [u16; 2]) -> Option<(ExternalBackend, UnixStream, UnixStream)> {
+        let mem = guest_memory(MEM).ok()?;
+        let (main, peer) = UnixStream::pair().ok()?;
+        let raw = main.try_clone().ok()?;
+        let (ours, theirs) = UnixStream::pair().ok()?;
+        theirs.set_nonblocking(true).ok()?;
+        let r0 = Ring::new(RING_BASE, sizes[0]).ok()?;
+        let r1 = Ring::new(RING_BASE + RING_STRIDE, sizes[1]).ok()?;
+        let b = ExternalBackend {
+            desc: "fuzzed backend".to_owned(),
+            child: None,
+            dir: None,
+            frontend: Frontend::from_stream(main, 2),
+            raw,
+            mem,
+            rings: [r0, r1],
+            display: Display::new(ours).ok()?,
+            answers: Answers::default(),
+            in_flight: HashMap::new(),
+            scanout_resource: HashMap::new(),
+            timeout: Duration::from_millis(1),
+            early: Vec::new(),
+            acked: 0,
+        };
+        Some((b, peer, theirs))
+    }
+
+    /// What one input did (for the seeds' tests).
+    #[derive(Debug, Default, PartialEq, Eq)]
+    pub struct Outcome {
+        /// Completions taken from the used rings.
+        pub completions: usize,
+        /// Scanouts holding a picture at the end.
+        pub pictures: usize,
+        /// Chains laid out.
+        pub laid_out: usize,
+        /// Why the input ended early: replay's failure for the backend.
+        pub failure: Option<String>,
+    }
+
+    /// Runs one input (see the module docs); panics when an invariant breaks.
+    pub fn run(data: &[u8]) {
+        let _ = run_counting(data);
+    }
+
+    /// [`run`], saying what happened.
+    pub fn run_counting(data: &[u8]) -> Outcome {
+        let mut out = Outcome::default();
+        let mut input = Input { data };
+        let size = |v: u8| 1u16 << (v % 9); // 1 .. 256
+        let sizes = [size(input.u8()), size(input.u8())];
+        let Some((mut b, _peer, mut backend_end)) = harness(sizes) else {
+            return out;
+        };
+        let mut sink = Sink {
+            fbs: Framebuffers::new(),
+        };
+        let mut replies = VecDeque::new();
+        // token -> (writable bytes, writable_len) of the chains registered in flight.
+        let mut registered: HashMap<u64, u64> = HashMap::new();
+        let mut steps = 0;
+        while !input.data.is_empty() && steps < 256 {
+            steps += 1;
+            match input.u8() % 4 {
+                OP_DISPLAY => {
+                    let len = usize::from(input.u16());
+                    let bytes = input.bytes(len).to_vec();
+                    let _ = backend_end.write(&bytes);
+                    let r = serve_display(
+                        &mut b.display,
+                        &b.answers,
+                        &mut b.scanout_resource,
+                        &mut replies,
+                        &mut sink,
+                        0,
+                    );
+                    // Replay's answers, read as the backend would (and so the socket never
+                    // fills).
+                    let mut buf = [0u8; 4096];
+                    while matches!(backend_end.read(&mut buf), Ok(n) if n > 0) {}
+                    if let Err(BackendFailure(f)) = r {
+                        out.failure = Some(f);
+                        break;
+                    }
+                }
+                OP_IN_FLIGHT => {
+                    let q = input.u8() % 2;
+                    let head = input.u16() % b.rings[usize::from(q)].size;
+                    let token = u64::from(input.u32());
+                    let n = input.u8() % 4;
+                    let writable: Vec<(u64, u32)> = (0..n)
+                        .map(|_| (u64::from(input.u32()) % MEM, u32::from(input.u16())))
+                        .collect();
+                    let writable_len = input.u32();
+                    if b.in_flight.len() < 64 && !registered.contains_key(&token) {
+                        let total: u64 = writable.iter().map(|w| u64::from(w.1)).sum();
+                        registered.insert(token, total.min(u64::from(writable_len)));
+                        b.in_flight.insert(
+                            (u16::from(q), head),
+                            InFlight {
+                                token,
+                                writable,
+                                writable_len,
+                                fence: None,
+                            },
+                        );
+                    }
+                }
+                OP_USED => {
+                    let q = usize::from(input.u8() % 2);
+                    let (id, len, step) = (input.u32(), input.u32(), input.u16());
+                    let ring = &b.rings[q];
+                    let idx: u16 = b
+                        .mem
+                        .load(GuestAddress(ring.used + 2), Ordering::Acquire)
+                        .unwrap_or(0);
+                    let slot = ring.used + 4 + 8 * u64::from(idx % ring.size);
+                    let _ = b.mem.write_obj(id, GuestAddress(slot));
+                    let _ = b.mem.write_obj(len, GuestAddress(slot + 4));
+                    // Mostly one entry; sometimes the backend jumps its index.
+                    let next = idx.wrapping_add(if step < 0xf000 { 1 } else { step });
+                    let _ = b
+                        .mem
+                        .store(next, GuestAddress(ring.used + 2), Ordering::Release);
+                    let mut done = Vec::new();
+                    let r = b.collect_used(&mut done, &mut sink);
+                    out.completions += done.len();
+                    for c in &done {
+                        let Some(limit) = registered.remove(&c.token) else {
+                            panic!("completion of token {} that was not in flight", c.token);
+                        };
+                        assert!(
+                            c.response.len() as u64 <= limit,
+                            "a response of {} bytes from a chain with {limit} writable",
+                            c.response.len()
+                        );
+                    }
+                    if let Err(BackendFailure(f)) = r {
+                        out.failure = Some(f);
+                        break;
+                    }
+                }
+                OP_LAY_OUT => {
+                    let queue = u16::from(input.u8() % 2);
+                    let head = input.u16();
+                    let n = input.u8() % 9;
+                    let descriptors: Vec<Descriptor> = (0..n)
+                        .map(|_| Descriptor {
+                            addr: u64::from(input.u32()) % (MEM + (64 << 10)),
+                            len: input.u32(),
+                            flags: input.u16() & 7,
+                            next: input.u16(),
+                        })
+                        .collect();
+                    let cmd = CommandRecord {
+                        queue,
+                        head,
+                        descriptors: descriptors.clone(),
+                        writable_len: 0,
+                        request: vgt_format::record::Payload::empty(),
+                    };
+                    if let Ok((w, r)) = b.lay_out(&cmd) {
+                        out.laid_out += 1;
+                        assert!(w.len() + r.len() <= descriptors.len());
+                        for (addr, len) in w.iter().chain(&r) {
+                            assert!(
+                                descriptors.iter().any(|d| d.addr == *addr && d.len == *len),
+                                "a buffer the chain does not have"
+                            );
+                        }
+                    }
+                    let _ = b.zero(u64::from(input.u32()) % MEM, u64::from(input.u16()));
+                }
+                _ => {}
+            }
+        }
+        out.pictures = (0..16).filter(|&i| sink.fbs.get(i).is_some()).count();
+        out
+    }
+
+    /// Inputs that reach each operation: display requests, frames and cursors, a completion,
+    /// an unknown used entry, chains direct and indirect.
+    pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
+        fn msg(request: u32, flags: u32, payload: &[u8]) -> Vec<u8> {
+            let mut m = Vec::new();
+            m.extend_from_slice(&request.to_le_bytes());
+            m.extend_from_slice(&flags.to_le_bytes());
+            m.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+            m.extend_from_slice(payload);
+            m
+        }
+        fn display(bytes: &[u8]) -> Vec<u8> {
+            let mut v = vec![OP_DISPLAY];
+            v.extend_from_slice(&(bytes.len() as u16).to_le_bytes());
+            v.extend_from_slice(bytes);
+            v
+        }
+        let words = |w: &[u32]| w.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+        let mut update = words(&[0, 1, 1, 2, 2]);
+        update.extend(std::iter::repeat_n(0xab, 16));
+        let mut cursor = words(&[0, 3, 4, 1, 1]);
+        cursor.extend(std::iter::repeat_n(0x7f, vgt_device::CURSOR_IMAGE_BYTES));
+
+        let mut frames = vec![6, 4];
+        frames.extend(display(&msg(gpu_req::GET_PROTOCOL_FEATURES, 0, &[])));
+        frames.extend(display(&msg(gpu_req::GET_DISPLAY_INFO, 0, &[])));
+        frames.extend(display(&msg(gpu_req::GET_EDID, 0, &words(&[0]))));
+        frames.extend(display(&msg(gpu_req::SCANOUT, 0, &words(&[0, 4, 4]))));
+        // An UPDATE split across two writes.
+        let u = msg(gpu_req::UPDATE, 0, &update);
+        frames.extend(display(&u[..15]));
+        frames.extend(display(&u[15..]));
+        frames.extend(display(&msg(
+            gpu_req::DMABUF_UPDATE,
+            0,
+            &words(&[0, 0, 0, 4, 4]),
+        )));
+        frames.extend(display(&msg(99, 0, b"unknown")));
+
+        let mut cursors = vec![0, 0];
+        let c = msg(gpu_req::CURSOR_UPDATE, 0, &cursor);
+        for part in c.chunks(4000) {
+            cursors.extend(display(part));
+        }
+        cursors.extend(display(&msg(gpu_req::CURSOR_POS, 0, &words(&[0, 9, 9]))));
+        cursors.extend(display(&msg(
+            gpu_req::CURSOR_POS_HIDE,
+            0,
+            &words(&[0, 9, 9]),
+        )));
+
+        let mut huge = vec![0, 0];
+        huge.extend(display(&[8, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0x7f]));
+
+        // A chain in flight on queue 0 at head 3, answered with a 24-byte response; then an
+        // entry for a head nobody submitted.
+        let mut used = vec![6, 4, OP_IN_FLIGHT, 0, 3, 0];
+        used.extend_from_slice(&7u32.to_le_bytes());
+        used.push(2);
+        used.extend_from_slice(&0x1000u32.to_le_bytes());
+        used.extend_from_slice(&16u16.to_le_bytes());
+        used.extend_from_slice(&0x2000u32.to_le_bytes());
+        used.extend_from_slice(&16u16.to_le_bytes());
+        used.extend_from_slice(&4096u32.to_le_bytes());
+        used.push(OP_USED);
+        used.push(0);
+        used.extend_from_slice(&3u32.to_le_bytes());
+        used.extend_from_slice(&24u32.to_le_bytes());
+        used.extend_from_slice(&1u16.to_le_bytes());
+        used.push(OP_USED);
+        used.push(0);
+        used.extend_from_slice(&9u32.to_le_bytes());
+        used.extend_from_slice(&24u32.to_le_bytes());
+        used.extend_from_slice(&1u16.to_le_bytes());
+
+        let desc = |addr: u32, len: u32, flags: u16, next: u16| {
+            let mut d = addr.to_le_bytes().to_vec();
+            d.extend_from_slice(&len.to_le_bytes());
+            d.extend_from_slice(&flags.to_le_bytes());
+            d.extend_from_slice(&next.to_le_bytes());
+            d
+        };
+        let mut chains = vec![6, 4, OP_LAY_OUT, 0];
+        chains.extend_from_slice(&5u16.to_le_bytes());
+        chains.push(2);
+        chains.extend(desc(0x1000, 64, DESC_NEXT, 6));
+        chains.extend(desc(0x2000, 24, DESC_WRITE, 0));
+        chains.extend_from_slice(&[0; 6]);
+        chains.push(OP_LAY_OUT);
+        chains.push(1);
+        chains.extend_from_slice(&0u16.to_le_bytes());
+        chains.push(3);
+        chains.extend(desc(0x3000, 32, DESC_INDIRECT, 0));
+        chains.extend(desc(0x1000, 64, DESC_NEXT, 1));
+        chains.extend(desc(0x2000, 0xffff_ffff, DESC_WRITE, 0));
+        chains.extend_from_slice(&0x2000u32.to_le_bytes());
+        chains.extend_from_slice(&0xffffu16.to_le_bytes());
+        vec![
+            ("display", frames),
+            ("cursors", cursors),
+            ("huge_message", huge),
+            ("used", used),
+            ("chains", chains),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_seeds_reach_what_they_are_for_and_run_with_cuts() {
+        let seeds: HashMap<&str, Vec<u8>> = fuzzing::seeds().into_iter().collect();
+        let run = |name: &str| fuzzing::run_counting(&seeds[name]);
+        let display = run("display");
+        assert_eq!((display.pictures, display.failure), (1, None));
+        assert_eq!(run("cursors").failure, None);
+        let huge = run("huge_message").failure.unwrap();
+        assert!(huge.contains("more than any the protocol has"), "{huge}");
+        let used = run("used");
+        assert_eq!(used.completions, 1);
+        assert!(
+            used.failure
+                .as_deref()
+                .is_some_and(|f| f.contains("descriptor 9") && f.contains("no chain in flight")),
+            "{used:?}"
+        );
+        assert_eq!(run("chains").laid_out, 2);
+        // Cuts: every one for the short seeds, every 97th for the long cursor image.
+        for (name, seed) in &seeds {
+            let step = if seed.len() > 4096 { 97 } else { 1 };
+            for cut in (0..=seed.len()).step_by(step) {
+                let r = std::panic::catch_unwind(|| fuzzing::run(&seed[..cut]));
+                assert!(r.is_ok(), "{name} cut at {cut}");
+            }
+        }
+    }
+
+    #[test]
+    fn backend_seeds_on_disk_are_the_generated_ones() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds/replay_backend");
+        vgt_format::testing::check_seed_files(&dir, &fuzzing::seeds());
+    }
+
+    #[test]
+    fn plans_refuse_guest_memory_beyond_the_limit_and_grow_queues_to_their_indices() {
+        let plan = Plan {
+            mem_end: MAX_GUEST_MEMORY,
+            queue_sizes: [64, 16],
+            acked: None,
+            answers: Answers::default(),
+        };
+        let e = plan.memory_size().unwrap_err();
+        assert!(e.contains("beyond the 1024 GiB"), "{e}");
+        let plan = Plan {
+            mem_end: 0x1234_5678,
+            ..plan
+        };
+        let (rings, size) = plan.memory_size().unwrap();
+        assert_eq!(rings, 0x1240_0000);
+        assert_eq!(size, 0x1260_0000);
+        let c = CommandRecord {
+            queue: 0,
+            head: 70,
+            descriptors: vec![
+                vgt_format::record::Descriptor {
+                    addr: 0,
+                    len: 24,
+                    flags: DESC_NEXT,
+                    next: 200,
+                },
+                vgt_format::record::Descriptor {
+                    addr: 0,
+                    len: 24,
+                    flags: DESC_WRITE,
+                    next: 0,
+                },
+            ],
+            writable_len: 24,
+            request: vgt_format::record::Payload::empty(),
+        };
+        assert_eq!(max_ring_index(&c), 200);
+    }
+
+    #[test]
+    fn missing_display_answers_are_what_qemu_gives_for_the_captures_displays() {
+        let a = Answers {
+            recorded: HashMap::new(),
+            scanouts: vec![(1280, 800), (1024, 768)],
+        };
+        let info = wire::Response::decode(&a.answer(gpu_req::GET_DISPLAY_INFO, 0)).unwrap();
+        let wire::ResponseBody::OkDisplayInfo(info) = info.body else {
+            panic!("{info:?}")
+        };
+        assert_eq!(
+            (info.pmodes[1].r.width, info.pmodes[1].r.height),
+            (1024, 768)
+        );
+        assert_eq!(info.pmodes[1].enabled, 1);
+        assert_eq!(info.pmodes[2].enabled, 0);
+        let edid = wire::Response::decode(&a.answer(gpu_req::GET_EDID, 1)).unwrap();
+        let wire::ResponseBody::OkEdid(e) = edid.body else {
+            panic!("{edid:?}")
+        };
+        let t = wire::edid::parse_detailed_timing(&e.edid[wire::edid::DTD_OFFSET..]).unwrap();
+        assert_eq!((t.h_active, t.v_active), (1024, 768));
+        assert_eq!(
+            a.answer(gpu_req::GET_PROTOCOL_FEATURES, 0),
+            QEMU_GPU_PROTOCOL_FEATURES.to_le_bytes()
+        );
+        let recorded = Answers {
+            recorded: HashMap::from([((gpu_req::GET_EDID, 1), vec![1, 2, 3])]),
+            ..a
+        };
+        assert_eq!(recorded.answer(gpu_req::GET_EDID, 1), [1, 2, 3]);
+        assert_ne!(recorded.answer(gpu_req::GET_EDID, 0), [1, 2, 3]);
     }
 }
