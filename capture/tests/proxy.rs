@@ -306,10 +306,45 @@ fn proxy_capture_replays_identically_against_the_backend_it_was_recorded_from() 
     let dir = tempfile::tempdir().unwrap();
     let (mut proxy, sock, out) = spawn_proxy(dir.path());
     let mut fe = TestFrontend::connect(&sock, DisplayAnswers::default());
-    let done = workload(&mut fe);
-    fe.wait_display_until(|m| m.iter().any(|m| m.request == 8));
+    let mut done = workload(&mut fe);
+    // A 64x64 cursor: resource 5, its image transferred, shown, moved.
+    let image: Vec<u8> = (0..64 * 64 * 4).map(|i| (i * 13 % 241) as u8).collect();
+    let at = fe.put(&image);
+    for req in [
+        gpu::create_2d(5, 2, 64, 64),
+        gpu::attach_backing(5, 1),
+        gpu::transfer_2d(5, [0, 0, 64, 64], 0, None),
+    ] {
+        let mut bufs = vec![Buf::Out(req.clone())];
+        if u32::from_le_bytes(req[0..4].try_into().unwrap()) == 0x106 {
+            bufs.push(Buf::Out(gpu::mem_entries(&[(at, 64 * 64 * 4)])));
+        }
+        bufs.push(Buf::In(24));
+        let (_, _, resp) = fe.command(0, &bufs, false);
+        assert_eq!(gpu::resp_type(&resp), 0x1100);
+        done.push((req, resp));
+    }
+    for req in [
+        gpu::update_cursor(0, 10, 20, 5, 1, 2),
+        gpu::move_cursor(0, 30, 40),
+    ] {
+        fe.command(1, &[Buf::Out(req.clone())], false);
+        done.push((req, Vec::new()));
+    }
+    // The C backend answers a MOVE_CURSOR of resource 0 with CURSOR_POS_HIDE.
+    fe.wait_display_until(|m| m.iter().any(|m| m.request == 8) && m.iter().any(|m| m.request == 5));
     drop(fe);
     assert!(wait_exit(&mut proxy, 20).success());
+    // The cursor record names the cursor's resource (the display message does not).
+    let (_, records) = common::read_capture(&out);
+    let cursors: Vec<(u32, u32)> = records
+        .iter()
+        .filter_map(|r| match &r.body {
+            RecordBody::Cursor(c) => Some((c.x, c.resource_id)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(cursors, [(10, 5), (30, 0)]);
     let reader = vgt_format::CaptureReader::open(&out).unwrap();
     let options = vgt_replay::ReplayOptions {
         keep_going: true,

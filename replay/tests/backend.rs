@@ -428,6 +428,57 @@ fn a_device_reset_restarts_the_backends_rings_and_replay_goes_on() {
 }
 
 #[test]
+fn a_backend_already_listening_on_a_socket_is_replayed_against_with_a_json_summary() {
+    if c_backend().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), "s.vgt", &linux_like(16, 8, 2).finish());
+    let sock = dir.path().join("backend.sock");
+    let mut backend = Command::new(C_BACKEND)
+        .arg("--socket-path")
+        .arg(&sock)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while !sock.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no backend socket"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = vgt_replay(&[
+        "--backend",
+        sock.to_str().unwrap(),
+        "--keep-going",
+        "--json",
+        path.to_str().unwrap(),
+    ]);
+    // The C backend's SET_SCANOUT difference: diverged, exit status 1.
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        v["backend"],
+        format!("backend at {}", sock.display()),
+        "{v}"
+    );
+    assert_eq!(v["responses"], v["commands"]);
+    assert_eq!(v["identical"], false);
+    // The backend ends with its front-end.
+    let start = std::time::Instant::now();
+    while backend.try_wait().unwrap().is_none() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "backend still running"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
 fn bad_backend_arguments_get_one_line_and_exit_status_2() {
     let dir = tempfile::tempdir().unwrap();
     let path = write(dir.path(), "s.vgt", &linux_like(8, 4, 1).finish());

@@ -463,12 +463,13 @@ fn observe(
     dmabuf_pixels: Option<DmabufPixels>,
 ) {
     let p = &m.payload;
-    let (control_cmd, cursor_cmd, resources) = {
+    let (control_cmd, cursor_cmd, resources, cursor_resource) = {
         let st = shared.lock();
         (
             st.last_command[0].unwrap_or(u64::MAX),
             st.last_command[1].unwrap_or(u64::MAX),
             st.scanout_resource.clone(),
+            st.cursor_resource,
         )
     };
     match m.request() {
@@ -550,7 +551,7 @@ fn observe(
                 y: u32_at(p, 2),
                 hot_x: u32_at(p, 3),
                 hot_y: u32_at(p, 4),
-                resource_id: 0,
+                resource_id: cursor_resource,
                 image,
             }));
         }

@@ -177,6 +177,8 @@ pub struct ProxyState {
     pub last_command: [Option<RecordId>; 2],
     /// Resource shown per scanout (from SET_SCANOUT).
     pub scanout_resource: BTreeMap<u32, u32>,
+    /// The resource of the last UPDATE_CURSOR taken (a CURSOR_UPDATE message names none).
+    pub cursor_resource: u32,
     resources: HashMap<u32, Resource>,
     /// The backend is gone: no further chains are taken (so the crash record's in-flight list
     /// is final).
@@ -276,6 +278,7 @@ impl ProxyState {
             last_completed: None,
             last_command: [None; 2],
             scanout_resource: BTreeMap::new(),
+            cursor_resource: 0,
             resources: HashMap::new(),
             closed: false,
             pending_reads: Vec::new(),
@@ -944,6 +947,9 @@ impl ProxyState {
             }
             Command::SetScanout(c) => {
                 self.scanout_resource.insert(c.scanout_id, c.resource_id);
+            }
+            Command::UpdateCursor(c) => {
+                self.cursor_resource = c.resource_id;
             }
             Command::TransferToHost2d(t) => {
                 let Some(res) = self.resources.get(&t.resource_id) else {
