@@ -31,6 +31,8 @@ pub mod req {
     pub const RESET_OWNER: u32 = 4;
     /// SET_MEM_TABLE.
     pub const SET_MEM_TABLE: u32 = 5;
+    /// SET_VRING_BASE.
+    pub const SET_VRING_BASE: u32 = 10;
     /// GET_VRING_BASE (stops the ring).
     pub const GET_VRING_BASE: u32 = 11;
     /// SET_VRING_ENABLE.
@@ -364,13 +366,66 @@ fn reply_to_front(
 pub(crate) static REPLY_PAUSE_US: std::sync::atomic::AtomicU64 =
     std::sync::atomic::AtomicU64::new(0);
 
+/// Where each ring last stopped (the base GET_VRING_BASE answered), to tell a guest reset from
+/// a pause. QEMU sends the back-end nothing at a guest reset that it does not also send when
+/// the VM is paused: both stop the rings (GET_VRING_BASE), close the display socket and later
+/// hand over a new one. What differs is the restart: after a pause the rings go on from where
+/// they stopped; after a reset the driver has set the device up anew, and its rings start from
+/// index 0. A ring set up at 0 that had stopped anywhere else therefore means the device was
+/// reset, and its resources, scanouts and fences must go (the driver will create them again,
+/// with the same ids). A ring that stopped at a multiple of 65536 is indistinguishable and is
+/// taken for a pause.
+#[derive(Debug, Default)]
+pub struct RingRestarts {
+    stopped_at: std::sync::Mutex<[Option<u16>; 2]>,
+}
+
+impl RingRestarts {
+    /// A GET_VRING_BASE reply passed to the front-end.
+    pub fn stopped(&self, msg: &RawMessage) {
+        if msg.request() != req::GET_VRING_BASE {
+            return;
+        }
+        let (Some(q), Some(base)) = (msg.payload_u32(0), msg.payload_u32(4)) else {
+            return;
+        };
+        let mut at = self.stopped_at.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(slot) = at.get_mut(q as usize) {
+            // The split ring's index is 16 bits wide.
+            *slot = Some(base as u16);
+        }
+    }
+
+    /// A SET_VRING_BASE from the front-end: the index the ring had stopped at when it restarts
+    /// from 0 after stopping elsewhere (a device reset), else None. Either way the ring's stop
+    /// is consumed; a reset consumes every ring's.
+    pub fn restarted(&self, msg: &RawMessage) -> Option<(u16, u16)> {
+        if msg.request() != req::SET_VRING_BASE {
+            return None;
+        }
+        let q = msg.payload_u32(0)?;
+        let base = msg.payload_u32(4)?;
+        let mut at = self.stopped_at.lock().unwrap_or_else(|p| p.into_inner());
+        let was = at.get_mut(q as usize)?.take()?;
+        if base != 0 || was == 0 {
+            return None;
+        }
+        *at = [None; 2];
+        Some((u16::try_from(q).ok()?, was))
+    }
+}
+
 /// Relays front-end requests to the daemon until either side closes. Returns why it stopped.
+/// `reset` resets the device; it runs when a ring restart shows a guest reset
+/// ([`RingRestarts`]), before the message that shows it reaches the daemon.
 pub fn front_to_back(
     front: &UnixStream,
     back: &UnixStream,
     recorder: &Arc<Recorder>,
     gpu_slot: &GpuSlot,
     order: &FrontOrder,
+    restarts: &RingRestarts,
+    reset: &dyn Fn(),
 ) -> io::Result<()> {
     loop {
         let Some(msg) = read_message(front)? else {
@@ -414,6 +469,20 @@ pub fn front_to_back(
                 }
             }
         }
+        if let Some((queue, was)) = restarts.restarted(&msg) {
+            // The rings are stopped (QEMU waited for every GET_VRING_BASE reply): the device
+            // is idle while it resets.
+            reset();
+            let _ = recorder.lifecycle(
+                LifecycleKind::Reset,
+                Some(queue),
+                None,
+                format!(
+                    "queue {queue} set up again from index 0 after it stopped at {was}: the driver \
+                     reinitialized the device (a guest reset); device reset"
+                ),
+            );
+        }
         write_message(back, &msg)?;
     }
 }
@@ -424,11 +493,13 @@ pub fn back_to_front(
     front: &UnixStream,
     recorder: &Arc<Recorder>,
     order: &FrontOrder,
+    restarts: &RingRestarts,
 ) -> io::Result<()> {
     loop {
         let Some(msg) = read_message(back)? else {
             return Ok(());
         };
+        restarts.stopped(&msg);
         reply_to_front(front, &msg, recorder, order)?;
     }
 }

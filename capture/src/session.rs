@@ -12,7 +12,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use vgt_device::{Device, DeviceConfig};
 use vgt_format::record::{CaptureMode, LifecycleKind, RecordBody, SessionStart};
 use vhost::vhost_user::Listener;
-use vhost_user_backend::VhostUserDaemon;
+use vhost_user_backend::{VhostUserBackendMut, VhostUserDaemon};
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
@@ -177,6 +177,7 @@ impl Session {
                 .map_err(|e| CaptureError::io("exit event", e))?;
         let exit_descriptors = backend.exit_descriptors();
         let backend = Arc::new(RwLock::new(backend));
+        let device = backend.clone();
         let mut daemon = VhostUserDaemon::new(
             "vgt-capture".to_owned(),
             backend,
@@ -208,7 +209,15 @@ impl Session {
 
         let mut relays = Vec::new();
         let order = Arc::new(relay::FrontOrder::default());
+        let restarts = Arc::new(relay::RingRestarts::default());
         {
+            let reset = move || {
+                device
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .reset_device();
+            };
+            let rs = restarts.clone();
             let (f, b, r, s, g, o) = (
                 front
                     .try_clone()
@@ -224,7 +233,7 @@ impl Session {
                 std::thread::Builder::new()
                     .name("vgt-relay-in".to_owned())
                     .spawn(move || {
-                        let why = match relay::front_to_back(&f, &b, &r, &g, &o) {
+                        let why = match relay::front_to_back(&f, &b, &r, &g, &o, &rs, &reset) {
                             _ if s.is_stopping() => {
                                 "vgt-capture closed the connection (session ending)".to_owned()
                             }
@@ -253,7 +262,7 @@ impl Session {
                 std::thread::Builder::new()
                     .name("vgt-relay-out".to_owned())
                     .spawn(move || {
-                        if let Err(e) = relay::back_to_front(&b, &f, &r, &o) {
+                        if let Err(e) = relay::back_to_front(&b, &f, &r, &o, &restarts) {
                             let _ = r.lifecycle(
                                 LifecycleKind::Error,
                                 None,

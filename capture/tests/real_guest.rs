@@ -19,6 +19,7 @@ use vgt_e2e::capture::Summary;
 use vgt_e2e::guest::{BootOptions, CaptureProcess, GuestPaths, GuestRun, wait_timeout};
 use vgt_e2e::image::{FB_FRAMES, Rgb, cursor_image, drm_pattern, fb_frame};
 use vgt_e2e::qmp::Qmp;
+use vgt_format::record::{LifecycleKind, RecordBody};
 use vgt_format::wire::CommandType as C;
 
 /// One guest at a time: the machine has few cores and the guests run under TCG.
@@ -118,6 +119,7 @@ fn run_workload(
             qmp: true,
             timeout_s: 400,
             append: Vec::new(),
+            reboot: false,
         },
     )?;
     guest.wait_done(Duration::from_secs(240))?;
@@ -341,6 +343,7 @@ fn sigkill_mid_fb_workload_keeps_every_command() {
             qmp: false,
             timeout_s: 300,
             append: Vec::new(),
+            reboot: false,
         },
     )
     .unwrap();
@@ -408,5 +411,82 @@ fn sigkill_mid_fb_workload_keeps_every_command() {
         in_flight.len(),
         s.frame_counts.get(&0).copied().unwrap_or(0),
         start.elapsed().as_secs_f64()
+    );
+}
+
+/// A guest reboot (QMP system_reset) under vgt-capture: QEMU stops the rings as for a pause and
+/// the rebooted driver sets them up from index 0. Before vgt-capture reset its device there, the
+/// second boot's RESOURCE_CREATE_2D of resource 2 got ERR_INVALID_RESOURCE_ID and the guest had
+/// no display. Both boots now run the fb workload without a driver error, the capture records
+/// the reset, and it replays identically.
+#[test]
+fn a_rebooted_guest_finds_a_fresh_device_and_the_capture_replays() {
+    let Some(_paths) = guest_or_skip("reboot") else {
+        return;
+    };
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (_tmp, root) = keep_dir();
+    let dir = root.join("reboot");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut capture = CaptureProcess::spawn(&capture_bin(), &dir, 1, &[]).unwrap();
+    let mut guest = GuestRun::boot(
+        &capture.socket,
+        &dir,
+        &BootOptions {
+            workload: "fb".into(),
+            outputs: 1,
+            hold: 120,
+            qmp: true,
+            timeout_s: 300,
+            append: Vec::new(),
+            reboot: true,
+        },
+    )
+    .unwrap();
+    guest.wait_done(Duration::from_secs(240)).unwrap();
+    let mut qmp = Qmp::connect(guest.qmp.as_deref().unwrap(), Duration::from_secs(10)).unwrap();
+    qmp.execute("system_reset", None).unwrap();
+    let start = Instant::now();
+    let done = |t: &str| t.lines().filter(|l| *l == "VGT-WORKLOAD-DONE fb").count();
+    while done(&guest.serial_text()) < 2 {
+        assert!(
+            start.elapsed() < Duration::from_secs(240),
+            "no second VGT-WORKLOAD-DONE: {}",
+            guest.serial_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    qmp.quit().unwrap();
+    guest.wait_exit(Duration::from_secs(60)).unwrap();
+    let status = wait_timeout(&mut capture.child, Duration::from_secs(30))
+        .unwrap()
+        .expect("vgt-capture did not exit within 30 s of QEMU");
+    assert!(status.success(), "{}", capture.log_text());
+    let serial = guest.serial_text();
+    assert_eq!(
+        serial.matches("[drm] Initialized virtio_gpu").count(),
+        2,
+        "{serial}"
+    );
+    assert!(
+        !serial.lines().any(|l| l.contains("*ERROR*")),
+        "the guest driver logged an error:\n{serial}"
+    );
+    let reader = vgt_format::CaptureReader::open(&capture.output).unwrap();
+    let resets = reader
+        .iter()
+        .filter_map(|r| r.ok())
+        .filter(
+            |(_, r)| matches!(&r.body, RecordBody::Lifecycle(l) if l.kind == LifecycleKind::Reset),
+        )
+        .count();
+    assert_eq!(resets, 1);
+    let report = vgt_replay::Replayer::new(&reader, vgt_replay::ReplayOptions::default())
+        .run(&mut vgt_replay::Quiet)
+        .unwrap();
+    assert!(report.is_identical(), "{:?}", report.divergences);
+    eprintln!(
+        "real-guest: reboot: ok; {} commands over two boots replayed identically",
+        report.commands
     );
 }

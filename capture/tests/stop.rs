@@ -90,3 +90,52 @@ fn rings_started_again_at_their_base_serve_the_next_command() {
     drop(fe);
     session.end(EndReason::Disconnect).unwrap();
 }
+
+/// A guest reset on the built-in backend: QEMU stops the rings as for a pause, and the driver
+/// sets them up again from index 0. The device must be reset there (a rebooted Linux guest
+/// creates resource 2 again, and got ERR_INVALID_RESOURCE_ID and no display before), the
+/// capture says so, and replay resets at the same point and replays identically. A pause (the
+/// test above) keeps the resources.
+#[test]
+fn rings_set_up_again_from_zero_after_a_guest_reset_find_a_fresh_device() {
+    let mut t = start_in_process(DisplayAnswers::default());
+    let create = |t: &mut common::InProcess| {
+        let (_, _, r) = t.fe.command(
+            0,
+            &[Buf::Out(gpu::create_2d(2, 2, 64, 64)), Buf::In(24)],
+            false,
+        );
+        gpu::resp_type(&r)
+    };
+    assert_eq!(create(&mut t), 0x1100);
+    let (_, _, r) = t.fe.command(
+        0,
+        &[Buf::Out(gpu::flush(2, [0, 0, 1, 1])), Buf::In(24)],
+        false,
+    );
+    assert_eq!(gpu::resp_type(&r), 0x1100);
+    assert_eq!(t.fe.stop(), [2, 0]);
+    t.fe.reinit_rings();
+    t.fe.start(&[0, 0]);
+    // The same id again, as after a reboot: a fresh device takes it.
+    assert_eq!(create(&mut t), 0x1100);
+    let (reader, records) = t.finish();
+    let resets: Vec<&str> = records
+        .iter()
+        .filter_map(|r| match &r.body {
+            vgt_format::record::RecordBody::Lifecycle(l)
+                if l.kind == vgt_format::record::LifecycleKind::Reset =>
+            {
+                Some(l.message.as_str())
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(resets.len(), 1, "{resets:?}");
+    assert!(resets[0].contains("stopped at 2"), "{}", resets[0]);
+    let report = vgt_replay::Replayer::new(&reader, vgt_replay::ReplayOptions::default())
+        .run(&mut vgt_replay::Quiet)
+        .unwrap();
+    assert!(report.is_identical(), "{:?}", report.divergences);
+    assert_eq!(report.commands, 3);
+}

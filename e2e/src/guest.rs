@@ -199,6 +199,8 @@ pub struct BootOptions {
     pub timeout_s: u32,
     /// Extra kernel parameters.
     pub append: Vec<String>,
+    /// A guest reset reboots the guest (run-guest.sh --reboot) instead of ending QEMU.
+    pub reboot: bool,
 }
 
 /// The guest under QEMU (run-guest.sh). Dropping it kills QEMU (its pid file) and the script.
@@ -239,6 +241,9 @@ impl GuestRun {
         }
         for a in &opts.append {
             cmd.arg("--append").arg(a);
+        }
+        if opts.reboot {
+            cmd.arg("--reboot");
         }
         let child = cmd
             .stdin(Stdio::null())

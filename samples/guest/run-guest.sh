@@ -4,7 +4,7 @@
 #
 #   run-guest.sh --socket SOCK --workload boot|fb|modes|cursor [--qmp QMP_SOCK] [--outputs N]
 #                [--serial-log FILE] [--timeout SECS] [--hold SECS] [--pidfile FILE]
-#                [--append PARAM]...
+#                [--append PARAM]... [--reboot]
 #
 # --qmp      QEMU gets `-qmp unix:QMP_SOCK,server=on,wait=off`; the guest then holds for
 #            --hold seconds (default 60 with --qmp, else 0) after printing VGT-WORKLOAD-DONE, so
@@ -16,6 +16,8 @@
 # --timeout  kill QEMU after SECS seconds (default 120) and exit 124.
 # --pidfile  QEMU writes its pid there (-pidfile), so that a test can kill it for sure.
 # --append   one more kernel parameter (repeatable), e.g. vgt.fb_frames=10.
+# --reboot   a guest reset (QMP system_reset) reboots the guest instead of ending QEMU
+#            (no -no-reboot); the workload then runs again after the second boot.
 # Exit status: QEMU's, except 124 on timeout and 3 when QEMU exited 0 but the serial log has no
 # `VGT-WORKLOAD-DONE <workload>` line (the workload failed or the guest panicked).
 set -euo pipefail
@@ -28,7 +30,7 @@ die() {
     exit 2
 }
 
-socket= workload= qmp= outputs=1 serial_log= timeout=120 hold= pidfile=
+socket= workload= qmp= outputs=1 serial_log= timeout=120 hold= pidfile= reboot=no
 extra_append=()
 while (($#)); do
     case $1 in
@@ -41,6 +43,7 @@ while (($#)); do
         --hold) hold=${2:?}; shift 2 ;;
         --pidfile) pidfile=${2:?}; shift 2 ;;
         --append) extra_append+=("${2:?}"); shift 2 ;;
+        --reboot) reboot=yes; shift ;;
         -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown argument '$1' (see --help)" ;;
     esac
@@ -82,8 +85,10 @@ if [[ -z $serial_log ]]; then
 fi
 : >"$serial_log"
 
+no_reboot=(-no-reboot)
+[[ $reboot == no ]] || no_reboot=()
 qemu_args=(
-    -accel tcg -cpu max -smp 1 -nodefaults -no-reboot -no-user-config
+    -accel tcg -cpu max -smp 1 -nodefaults "${no_reboot[@]}" -no-user-config
     -display none -vga none -serial "file:$serial_log" -monitor none
     -kernel "$VGT_GUEST_KERNEL" -initrd "$VGT_GUEST_INITRD"
     -m 512M -object memory-backend-memfd,id=mem,size=512M,share=on -machine q35,memory-backend=mem

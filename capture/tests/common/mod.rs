@@ -527,6 +527,21 @@ impl TestFrontend {
         }
     }
 
+    /// A guest reset as the driver sees it, between [`TestFrontend::stop`] and
+    /// [`TestFrontend::start`] at base 0: every ring's memory cleared and its indices back to 0
+    /// (the driver sets the device up anew).
+    pub fn reinit_rings(&mut self) {
+        for q in &mut self.queues {
+            let len = (q.used + 6 + 8 * u64::from(q.size) - q.desc) as usize;
+            self.mem
+                .write_slice(&vec![0u8; len], GuestAddress(q.desc))
+                .unwrap();
+            q.next_desc = 0;
+            q.avail_idx = 0;
+            q.last_used = 0;
+        }
+    }
+
     /// Allocates guest memory for a buffer (16-byte aligned).
     pub fn alloc(&mut self, len: usize) -> u64 {
         let at = self.heap;
