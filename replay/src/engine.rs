@@ -397,6 +397,7 @@ impl<'r> Replayer<'r> {
                 fences_in_order: InOrder::default(),
                 backend,
                 backend_failure: None,
+                executed_any: false,
                 reader: self.reader,
                 opts,
                 loop_index,
@@ -456,6 +457,8 @@ struct Window {
     malformed: bool,
     crash: Option<String>,
     reset: bool,
+    /// The window holds a DriverOk lifecycle record (QEMU handed over a display socket).
+    driver_ok: bool,
     memory_ops: Vec<(VhostUserRequest, Vec<u8>)>,
     last_ts: u64,
     /// The last window of the capture.
@@ -824,6 +827,7 @@ fn push(
                     w.crash = Some(l.message);
                 }
                 LifecycleKind::Reset => w.reset = true,
+                LifecycleKind::DriverOk => w.driver_ok = true,
                 LifecycleKind::End => w.end = true,
                 _ => {}
             }
@@ -971,6 +975,8 @@ struct Run<'a> {
     backend: Option<ExternalBackend>,
     /// The backend failed outside a command (resetting it): (record, why), filed next.
     backend_failure: Option<(RecordId, String)>,
+    /// A command was executed in this loop (a later DriverOk restarts a backend's rings).
+    executed_any: bool,
     memory: SparseMemory,
     /// Recorded responses not yet matched, by command record.
     expected: HashMap<RecordId, (RecordId, Vec<u8>)>,
@@ -1336,6 +1342,7 @@ impl Run<'_> {
             malformed,
             crash,
             reset,
+            driver_ok,
             memory_ops,
             last_ts,
             last: _,
@@ -1450,16 +1457,22 @@ impl Run<'_> {
                 ran,
             });
         }
-        if reset {
-            match &mut self.backend {
-                Some(b) => {
-                    if let Err(f) = b.reset() {
-                        self.halted = true;
-                        self.backend_failure = Some((job_command, f.0));
-                    }
+        if executed.is_some() {
+            self.executed_any = true;
+        }
+        match &mut self.backend {
+            // A backend gets what QEMU sent: a DriverOk after commands ran is QEMU's stop,
+            // new display socket and ring restart (a guest reset or a VM pause; vgt-capture's
+            // Reset records are its own device's inference and change nothing here).
+            Some(b) if driver_ok && self.executed_any => {
+                if let Err(f) = b.reset() {
+                    self.halted = true;
+                    self.backend_failure = Some((job_command, f.0));
                 }
-                None => self.device.reset(),
             }
+            Some(_) => {}
+            None if reset => self.device.reset(),
+            None => {}
         }
         for (req, bytes) in memory_ops {
             match wire::decode_vhost_user_payload(req, false, &bytes) {

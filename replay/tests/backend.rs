@@ -372,7 +372,7 @@ fn a_backend_that_stops_answering_or_dies_is_reported_at_the_command() {
 }
 
 #[test]
-fn a_device_reset_restarts_the_backends_rings_and_replay_goes_on() {
+fn a_driver_restart_restarts_the_backends_rings_and_replay_goes_on() {
     // vhost-device-gpu takes the display socket QEMU hands over after a reset. (QEMU's C
     // backend keeps the first one until a write to it fails: it refuses the second
     // GPU_SET_SOCKET, "assertion 'g->sock_fd == -1' failed", and dies of SIGPIPE at its next
@@ -383,6 +383,14 @@ fn a_device_reset_restarts_the_backends_rings_and_replay_goes_on() {
     let dir = tempfile::tempdir().unwrap();
     let mut r = linux_like(16, 8, 2);
     r.reset();
+    // QEMU hands over a new display socket when the rebooted driver sets DRIVER_OK: that is
+    // what makes replay restart a backend (the Reset record is vgt-capture's own device's).
+    r.append(RecordBody::Lifecycle(Lifecycle {
+        kind: LifecycleKind::DriverOk,
+        queue: None,
+        command: None,
+        message: "GPU_SET_SOCKET".to_owned(),
+    }));
     // After the reset the guest starts over (its resources went with the reset).
     let fb = RAM_BASE + 0x20_0000;
     r.submit(&Request::new(Cmd::GetDisplayInfo));
