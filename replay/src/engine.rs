@@ -27,8 +27,8 @@ use vgt_format::record::{
     LifecycleKind, Payload, Record, RecordBody, RecordId,
 };
 use vgt_format::wire::{
-    self, CommandType, FLAG_INFO_RING_IDX, GpuSocketRequest, Request, Response, ResponseBody,
-    VhostUserPayload, VhostUserRequest,
+    self, Command, CommandType, FLAG_INFO_RING_IDX, GpuSocketRequest, Request, Response,
+    ResponseBody, VhostUserPayload, VhostUserRequest,
 };
 
 use crate::backend::{BackendOptions, ExternalBackend, Plan};
@@ -225,6 +225,11 @@ pub enum ReplayError {
 /// the first GET_DISPLAY_INFO response's sizes are used, then [`DEFAULT_SCANOUT_SIZE`].
 pub fn device_config_for(reader: &CaptureReader) -> DeviceConfig {
     let mut num_scanouts = 1usize;
+    // A capture whose session start holds no config space (proxy mode: it is in the recorded
+    // GET_CONFIG, where QEMU then replaces num_scanouts with its own): the scanouts the driver
+    // used tell how many it was given.
+    let mut config_known = false;
+    let mut used_scanouts = 1usize;
     let mut edid = true;
     // The command whose window we are in: (id, code, EDID scanout), and whether a GPU-socket
     // reply answered it.
@@ -254,10 +259,25 @@ pub fn device_config_for(reader: &CaptureReader) -> DeviceConfig {
                     && let Some(n) = cfg.get(8..12).and_then(|b| b.try_into().ok())
                 {
                     num_scanouts = (u32::from_le_bytes(n) as usize).clamp(1, 16);
+                    config_known = true;
                 }
             }
             RecordBody::Command(c) => {
                 replied = false;
+                if let Ok(req) = reader.read_payload(&c.request)
+                    && let Ok(r) = Request::decode(&req)
+                {
+                    let scanout = match r.command {
+                        Command::GetEdid(g) => Some(g.scanout),
+                        Command::SetScanout(s) => Some(s.scanout_id),
+                        Command::SetScanoutBlob(s) => Some(s.scanout_id),
+                        Command::UpdateCursor(u) | Command::MoveCursor(u) => Some(u.pos.scanout_id),
+                        _ => None,
+                    };
+                    if let Some(id) = scanout.filter(|&id| id < 16) {
+                        used_scanouts = used_scanouts.max(id as usize + 1);
+                    }
+                }
                 current = reader.read_payload(&c.request).ok().and_then(|req| {
                     let code = u32::from_le_bytes(req.get(0..4)?.try_into().ok()?);
                     let scanout = req
@@ -316,6 +336,9 @@ pub fn device_config_for(reader: &CaptureReader) -> DeviceConfig {
             }
             _ => {}
         }
+    }
+    if !config_known {
+        num_scanouts = used_scanouts;
     }
     let scanouts = (0..num_scanouts)
         .map(|i| {
@@ -395,6 +418,11 @@ impl<'r> Replayer<'r> {
                 stream,
                 cursors_in_order: InOrder::default(),
                 fences_in_order: InOrder::default(),
+                stream_replies: if stream {
+                    recorded_replies(self.reader)
+                } else {
+                    VecDeque::new()
+                },
                 backend,
                 backend_failure: None,
                 executed_any: false,
@@ -971,6 +999,8 @@ struct Run<'a> {
     stream: bool,
     cursors_in_order: InOrder<CursorSummary>,
     fences_in_order: InOrder<FenceSummary>,
+    /// Stream matching: every recorded GPU-socket reply, in order, for the host questions.
+    stream_replies: VecDeque<(u32, Vec<u8>)>,
     /// The external backend commands run on instead of `device`, when replaying against one.
     backend: Option<ExternalBackend>,
     /// The backend failed outside a command (resetting it): (record, why), filed next.
@@ -1390,11 +1420,18 @@ impl Run<'_> {
             }
             let ran = (!malformed).then(|| {
                 // The device takes the recorded display answers decoded, a backend as bytes.
+                // Stream-matched captures answer from all replies in order: a queued command's
+                // reply can sit in a later command's window.
                 let mut no_replies = VecDeque::new();
-                let (device_replies, backend_replies) = if self.backend.is_some() {
-                    (&mut no_replies, &mut replies)
+                let answers = if self.stream {
+                    &mut self.stream_replies
                 } else {
-                    (&mut replies, &mut no_replies)
+                    &mut replies
+                };
+                let (device_replies, backend_replies) = if self.backend.is_some() {
+                    (&mut no_replies, answers)
+                } else {
+                    (answers, &mut no_replies)
                 };
                 let mut host = Host {
                     replies: device_replies,
@@ -1977,6 +2014,22 @@ impl<T> InOrder<T> {
         out.extend(self.found.drain(..).map(|(c, g)| (c, c, None, Some(g))));
         out
     }
+}
+
+/// Every GPU-socket reply the capture recorded (request, payload), in order (unreadable ones
+/// skipped: the replay reports that damage where it meets it).
+fn recorded_replies(reader: &CaptureReader) -> VecDeque<(u32, Vec<u8>)> {
+    reader
+        .iter()
+        .map_while(Result::ok)
+        .filter_map(|(_, r)| match r.body {
+            RecordBody::GpuSocket(g) if g.direction == Direction::BackendReply => reader
+                .read_payload(&g.payload)
+                .ok()
+                .map(|b| (g.request, b.into_owned())),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Frames are matched in order over the whole capture, not per command window, for proxy

@@ -62,6 +62,9 @@ pub(crate) struct FrameOutcome {
 struct Produced {
     shape: FrameShape,
     hash: u128,
+    /// The recorded frame `expected_hash` and `first_difference` were taken from (the one at
+    /// the same place when the frame was produced).
+    anticipated: Option<RecordId>,
     expected_hash: Option<u128>,
     first_difference: Option<PixelDifference>,
     written: bool,
@@ -88,11 +91,17 @@ pub(crate) struct Verifier<'r> {
     /// captures, whose Frame records follow the command the proxy last took, not always the
     /// one whose execution showed them).
     stream: bool,
-    /// Stream matching: recorded frames no produced frame has met yet, and produced frames
-    /// (with the command that showed them) no recorded frame has met yet; one of the two is
-    /// always empty.
-    waiting_expected: VecDeque<(RecordId, Frame)>,
-    waiting_produced: VecDeque<(RecordId, Produced)>,
+    /// Stream matching, per scanout.
+    streams: BTreeMap<u32, Stream>,
+}
+
+/// Stream matching on one scanout (the order of frames across scanouts is the backend's
+/// business): recorded frames no produced frame has met yet, and produced frames (with the
+/// command that showed them) no recorded frame has met yet.
+#[derive(Default)]
+struct Stream {
+    expected: VecDeque<(RecordId, Frame)>,
+    produced: VecDeque<(RecordId, Produced)>,
 }
 
 impl<'r> Verifier<'r> {
@@ -107,8 +116,7 @@ impl<'r> Verifier<'r> {
     ) -> Self {
         Verifier {
             stream,
-            waiting_expected: VecDeque::new(),
-            waiting_produced: VecDeque::new(),
+            streams: BTreeMap::new(),
             reader,
             fbs: Framebuffers::new(),
             hashes: BTreeMap::new(),
@@ -178,7 +186,13 @@ impl<'r> Verifier<'r> {
         // checked against the one it will meet (known when the recording showed it earlier).
         let expected = if self.stream {
             if compare {
-                self.waiting_expected.extend(expected);
+                for (rid, f) in expected {
+                    self.streams
+                        .entry(f.scanout_id)
+                        .or_default()
+                        .expected
+                        .push_back((rid, f));
+                }
             }
             Vec::new()
         } else {
@@ -198,9 +212,13 @@ impl<'r> Verifier<'r> {
             };
             let index = produced.len();
             let recorded = if self.stream {
-                self.waiting_expected
-                    .get(self.waiting_produced.len() + index)
-                    .cloned()
+                let on_scanout = produced
+                    .iter()
+                    .filter(|p: &&Produced| p.shape.scanout_id == change.scanout_id)
+                    .count();
+                self.streams
+                    .get(&change.scanout_id)
+                    .and_then(|st| st.expected.get(st.produced.len() + on_scanout).cloned())
             } else {
                 expected.get(index).cloned()
             };
@@ -268,6 +286,7 @@ impl<'r> Verifier<'r> {
                     rect: change.rect,
                 },
                 hash,
+                anticipated: recorded.map(|(rid, _)| *rid),
                 expected_hash,
                 first_difference,
                 written,
@@ -278,8 +297,13 @@ impl<'r> Verifier<'r> {
         }
         if self.stream {
             if compare {
-                self.waiting_produced
-                    .extend(produced.into_iter().map(|p| (command, p)));
+                for p in produced {
+                    self.streams
+                        .entry(p.shape.scanout_id)
+                        .or_default()
+                        .produced
+                        .push_back((command, p));
+                }
             } else {
                 out.frames_written += produced.iter().filter(|p| p.written).count() as u64;
             }
@@ -292,19 +316,66 @@ impl<'r> Verifier<'r> {
 
     /// Stream matching: pairs the oldest waiting recorded and produced frames; at the finish,
     /// what is left is missing or extra.
+    ///
+    /// Where the two differ, a frame one side showed and the other did not would shift every
+    /// later pair: so when the produced frame equals (shape and hash) one of the next
+    /// [`RESYNC`] recorded frames, the recorded ones before it are missing; when the recorded
+    /// frame equals one of the next produced ones, the produced ones before it are extra.
+    /// Otherwise the pair differs, decided once both sides have their lookahead (or at the
+    /// finish).
     fn match_stream(&mut self, finish: bool, out: &mut FrameOutcome) {
-        while !self.waiting_expected.is_empty() && !self.waiting_produced.is_empty() {
-            let (Some((rid, f)), Some((command, p))) = (
-                self.waiting_expected.pop_front(),
-                self.waiting_produced.pop_front(),
-            ) else {
+        let mut streams = std::mem::take(&mut self.streams);
+        for st in streams.values_mut() {
+            self.match_one(st, finish, out);
+        }
+        streams.retain(|_, st| !st.expected.is_empty() || !st.produced.is_empty());
+        self.streams = streams;
+    }
+
+    /// [`Verifier::match_stream`] on one scanout.
+    fn match_one(&mut self, st: &mut Stream, finish: bool, out: &mut FrameOutcome) {
+        let same =
+            |f: &Frame, p: &Produced| shape_of(f) == p.shape && payload_hash(&f.pixels) == p.hash;
+        loop {
+            let (ne, np) = (st.expected.len(), st.produced.len());
+            let (Some((_, e0)), Some((_, p0))) = (st.expected.front(), st.produced.front()) else {
+                break;
+            };
+            if !same(e0, p0) {
+                if let Some(k) = (1..ne.min(RESYNC + 1)).find(|&k| same(&st.expected[k].1, p0)) {
+                    for (rid, f) in st.expected.drain(..k) {
+                        out.findings.push((
+                            rid,
+                            f.command,
+                            DivergenceKind::MissingFrame {
+                                expected: shape_of(&f),
+                            },
+                        ));
+                    }
+                    continue;
+                }
+                if let Some(k) = (1..np.min(RESYNC + 1)).find(|&k| same(e0, &st.produced[k].1)) {
+                    for (command, p) in st.produced.drain(..k).collect::<Vec<_>>() {
+                        out.frames_written += u64::from(p.written);
+                        self.extra(command, &p, out);
+                    }
+                    continue;
+                }
+                if !finish && (ne <= RESYNC || np <= RESYNC) {
+                    // Either may still turn up a few frames on: wait for more.
+                    break;
+                }
+            }
+            let (Some((rid, f)), Some((command, p))) =
+                (st.expected.pop_front(), st.produced.pop_front())
+            else {
                 break;
             };
             out.frames_written += u64::from(p.written);
             self.compare_pair(command, rid, &f, &p, out);
         }
         if finish {
-            for (rid, f) in std::mem::take(&mut self.waiting_expected) {
+            for (rid, f) in std::mem::take(&mut st.expected) {
                 out.findings.push((
                     rid,
                     f.command,
@@ -313,7 +384,7 @@ impl<'r> Verifier<'r> {
                     },
                 ));
             }
-            for (command, p) in std::mem::take(&mut self.waiting_produced) {
+            for (command, p) in std::mem::take(&mut st.produced) {
                 out.frames_written += u64::from(p.written);
                 self.extra(command, &p, out);
             }
@@ -337,7 +408,11 @@ impl<'r> Verifier<'r> {
         };
         self.check_digest(rid, id, digest, out);
         let want = shape_of(f);
-        let expected_hash = p.expected_hash.or_else(|| Some(payload_hash(&f.pixels)));
+        let anticipated = p.anticipated == Some(rid);
+        let expected_hash = p
+            .expected_hash
+            .filter(|_| anticipated)
+            .or_else(|| Some(payload_hash(&f.pixels)));
         if want != p.shape {
             out.findings.push((
                 rid,
@@ -356,7 +431,7 @@ impl<'r> Verifier<'r> {
                     expected_hash: expected_hash
                         .map_or_else(|| "(unreadable)".to_owned(), |h| format!("{h:032x}")),
                     found_hash: format!("{:032x}", p.hash),
-                    first_difference: p.first_difference,
+                    first_difference: p.first_difference.filter(|_| anticipated),
                 },
             ));
         }
@@ -432,6 +507,9 @@ pub(crate) fn payload_hash(p: &vgt_format::record::Payload) -> u128 {
         vgt_format::record::Payload::Inline(b) => content_hash(b),
     }
 }
+
+/// How far stream matching looks ahead for a frame one side showed and the other did not.
+const RESYNC: usize = 8;
 
 fn shape_of(f: &Frame) -> FrameShape {
     FrameShape {
