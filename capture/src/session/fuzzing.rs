@@ -642,6 +642,18 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         frame.clone(),
     ]
     .concat();
+    // A guest reboot: the control ring stopped after the first frame (GET_VRING_BASE, its
+    // answer awaited), set up again from index 0 with a fresh kick eventfd (the input's fifth),
+    // and the same commands again, resource 1 included.
+    let reboot = [
+        boot.clone(),
+        msg(11, VERSION, &u32s(&[0, 0]), &[]),
+        vec![3],
+        ring(0, 0),
+        frame[..frame.len() - 5].to_vec(),
+        vec![2, 4, 4, 2 * n, 3],
+    ]
+    .concat();
     // A region of 1 MiB in a 256 KiB file: refused, with a failure reply.
     let short_file = [
         handshake.clone(),
@@ -691,6 +703,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     let dead_display = [handshake, msg(33, VERSION, &[], &[200]), ring(0, 0), frame].concat();
     vec![
         ("boot", boot),
+        ("reboot", reboot),
         ("display", display),
         ("short_file", short_file),
         ("reset", reset),
@@ -727,6 +740,13 @@ mod tests {
             ),
             (7, 6, 2, 0),
             "{boot:?}"
+        );
+        // The rebooted guest's commands find a fresh device: resource 1 is created again.
+        let reboot = run_seed("reboot");
+        assert_eq!(
+            (reboot.commands, reboot.validation_errors),
+            (12, 0),
+            "{reboot:?}"
         );
         // The table is refused (an Error record and a failure reply), the session goes on
         // with the table before it.
