@@ -620,7 +620,7 @@ fn commands_survive_stop_and_cont(polling: bool) {
     }
     let dir = tempfile::tempdir().unwrap();
     let window = Duration::from_millis(300);
-    let (mut proxy, sock, _out) = if polling {
+    let (mut proxy, sock, out) = if polling {
         spawn_polling_proxy(dir.path(), window)
     } else {
         spawn_proxy_env(dir.path(), &[("VGT_PROXY_POLL_US", "0")])
@@ -654,6 +654,46 @@ fn commands_survive_stop_and_cont(polling: bool) {
     drop(fe);
     let status = wait_exit(&mut proxy, 20);
     assert!(status.success(), "proxy exit {status:?}");
+    // A pause, not a reset.
+    assert_eq!(resets(&out), 0);
+}
+
+/// The Reset lifecycle records of a capture.
+fn resets(out: &Path) -> usize {
+    let (_, records) = common::read_capture(out);
+    records
+        .iter()
+        .filter(|r| matches!(&r.body, RecordBody::Lifecycle(l) if l.kind == LifecycleKind::Reset))
+        .count()
+}
+
+/// A guest reset through the proxy: the rings stopped and set up again from index 0 on fresh
+/// memory (what a rebooted driver does). The shadow rings follow, the next command is served,
+/// and the capture records the reset (so that replay and the checks drop the first boot's
+/// resources); the backend gets only QEMU's messages.
+#[test]
+fn proxy_rings_set_up_again_from_zero_serve_the_next_command_and_record_a_reset() {
+    if !have_backend() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (mut proxy, sock, out) = spawn_proxy(dir.path());
+    let mut fe = TestFrontend::connect(&sock, DisplayAnswers::default());
+    ok_nodata(&mut fe, gpu::create_2d(99, 2, 64, 64));
+    ok_nodata(&mut fe, gpu::flush(99, [0, 0, 1, 1]));
+    assert_eq!(fe.stop()[0], 2);
+    fe.reinit_rings();
+    // The rings are the driver's now: the queue worker, still polling after the last
+    // completion, must leave the fresh used ring alone (it once wrote its old used index
+    // back there, and the next response was read from an empty slot).
+    std::thread::sleep(Duration::from_millis(50));
+    fe.start(&[0, 0]);
+    // QEMU's C backend keeps its resources (it is told nothing but the ring restart).
+    ok_nodata(&mut fe, gpu::flush(99, [0, 0, 1, 1]));
+    ok_nodata(&mut fe, gpu::create_2d(7, 2, 8, 8));
+    drop(fe);
+    assert!(wait_exit(&mut proxy, 20).success());
+    assert_eq!(resets(&out), 1);
 }
 
 /// Rings restarted at a base other than 0: the backend is kicked for the first chain (the

@@ -197,6 +197,7 @@ pub fn null_shared() -> Option<Shared> {
         threads: Mutex::new(Vec::new()),
         sockets: Mutex::new(Vec::new()),
         shadow_mapped: AtomicBool::new(false),
+        restarts: crate::relay::RingRestarts::default(),
     })
 }
 

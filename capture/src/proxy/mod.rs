@@ -170,6 +170,9 @@ pub struct Shared {
     /// The backend's memory table holds the shadow region (SET_MEM_TABLE rewritten, or the
     /// proxy's own ADD_MEM_REG sent): only then are rings moved to it.
     pub shadow_mapped: AtomicBool,
+    /// Where the rings stopped, to tell a guest reset (rings set up again from 0) from a pause
+    /// in the capture (the backend is told only what QEMU tells it).
+    pub restarts: relay::RingRestarts,
 }
 
 impl Shared {
@@ -588,6 +591,10 @@ fn rewrite_reply(shared: &Arc<Shared>, msg: &mut RawMessage) {
             let moved = st.take_used(q);
             if moved && let Some(f) = st.queues.get(q).and_then(|x| x.call_front.as_ref()) {
                 rings::signal_eventfd(f);
+            }
+            // From here the guest's rings are the front-end's: the worker leaves them alone.
+            if let Some(queue) = st.queues.get_mut(q) {
+                queue.handed_back = true;
             }
         }
         _ => {}
@@ -1227,6 +1234,7 @@ fn run_inner(
         threads: Mutex::new(Vec::new()),
         sockets: Mutex::new(Vec::new()),
         shadow_mapped: AtomicBool::new(false),
+        restarts: relay::RingRestarts::default(),
     });
     let outcome = serve(&shared, front, back, sig_read);
     // Stop the helpers and finish the file.
@@ -1299,6 +1307,18 @@ fn serve(
                     Ok(Some(mut msg)) => {
                         relay::record(&s.recorder, Direction::FrontToBack, &msg);
                         relay::lifecycle_of(&s.recorder, &msg);
+                        if let Some((queue, was)) = s.restarts.restarted(&msg) {
+                            // Only a record: the backend gets QEMU's messages, nothing more.
+                            let _ = s.recorder.lifecycle(
+                                LifecycleKind::Reset,
+                                Some(queue),
+                                None,
+                                format!(
+                                    "queue {queue} set up again from index 0 after it stopped at {was}: \
+                                     the driver reinitialized the device (a guest reset)"
+                                ),
+                            );
+                        }
                         let mut before = None;
                         rewrite_request(&s, &mut msg, &mut before);
                         if let Some(own) = before
@@ -1332,6 +1352,7 @@ fn serve(
                 match relay::read_message(&b2) {
                     Ok(Some(mut msg)) => {
                         rewrite_reply(&s, &mut msg);
+                        s.restarts.stopped(&msg);
                         relay::record(&s.recorder, Direction::BackToFront, &msg);
                         if let Err(e) = relay::write_message(&f2, &msg) {
                             break Some(format!("forwarding to the front-end failed: {e}"));

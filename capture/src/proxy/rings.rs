@@ -102,6 +102,9 @@ pub struct Queue {
     pub call_back: EventFd,
     /// True between SET_VRING_KICK and GET_VRING_BASE.
     pub running: bool,
+    /// The GET_VRING_BASE reply went to the front-end: the guest's rings are the driver's
+    /// again (a rebooted driver clears them) until the next SET_VRING_ADDR.
+    pub handed_back: bool,
     /// Next guest available index to take.
     pub last_avail: u16,
     /// Next shadow available index to fill.
@@ -129,6 +132,7 @@ impl Queue {
             call_front: None,
             call_back: EventFd::new(EFD_NONBLOCK)?,
             running: false,
+            handed_back: false,
             last_avail: 0,
             shadow_avail: 0,
             last_used: 0,
@@ -552,6 +556,7 @@ impl ProxyState {
             .store(used_idx, used_event_at(sa, size), Ordering::Release);
         let queue = &mut self.queues[q];
         queue.guest = Some((d, a, u));
+        queue.handed_back = false;
         queue.last_used = used_idx;
         queue.guest_used = used_idx;
         queue.signalled_used = None;
@@ -1028,7 +1033,7 @@ impl ProxyState {
 
     fn take_used_inner(&mut self, q: usize, stage: bool) -> bool {
         self.record_reads();
-        let Some(queue) = self.queues.get(q).filter(|x| x.size > 0) else {
+        let Some(queue) = self.queues.get(q).filter(|x| x.size > 0 && !x.handed_back) else {
             return false;
         };
         let (Some((_, _, gu)), Some(guest)) = (queue.guest, self.guest.clone()) else {
