@@ -674,3 +674,75 @@ fn check_memory_messages(path: &Path) {
         assert!(!requests.contains(&5));
     }
 }
+
+/// A guest reboot (QMP system_reset) through the proxy in front of vhost-device-gpu: both
+/// boots run the fb workload and the capture records the reset. (The proxy once wrote its old
+/// used index into the rebooted driver's fresh ring, and the second boot hung when the worker
+/// was still polling then; `proxy_rings_set_up_again_from_zero_serve_the_next_command_and_record_a_reset`
+/// in proxy.rs catches that every time, this only when the timing falls so.)
+#[test]
+fn proxy_real_guest_reboot_boots_twice_and_records_the_reset() {
+    if !guest_ready("proxy_real_guest_reboot") {
+        return;
+    }
+    let Some(vdg) = vhost_device_gpu() else {
+        panic!("vhost-device-gpu could not be installed (scripts/install-vhost-device-gpu.sh)");
+    };
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("gpu.sock");
+    let out = dir.path().join("proxy.vgt");
+    let mut proxy = start_proxy(
+        &format!("{} --socket-path %s --gpu-mode null", vdg.display()),
+        &sock,
+        &out,
+        Stdio::inherit(),
+    );
+    let mut guest = vgt_e2e::guest::GuestRun::boot(
+        &sock,
+        dir.path(),
+        &vgt_e2e::guest::BootOptions {
+            workload: "fb".into(),
+            outputs: 1,
+            hold: 120,
+            qmp: true,
+            timeout_s: 300,
+            // The null backend shows no scanout unless the connector is forced.
+            append: vec!["video=Virtual-1:1024x768e".into()],
+            reboot: true,
+        },
+    )
+    .unwrap();
+    guest.wait_done(Duration::from_secs(240)).unwrap();
+    let mut qmp =
+        vgt_e2e::qmp::Qmp::connect(guest.qmp.as_deref().unwrap(), Duration::from_secs(10)).unwrap();
+    qmp.execute("system_reset", None).unwrap();
+    let start = Instant::now();
+    let done = |t: &str| t.lines().filter(|l| *l == "VGT-WORKLOAD-DONE fb").count();
+    while done(&guest.serial_text()) < 2 {
+        assert!(
+            start.elapsed() < Duration::from_secs(240),
+            "the rebooted guest never finished: {}",
+            guest.serial_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    qmp.quit().unwrap();
+    guest.wait_exit(Duration::from_secs(60)).unwrap();
+    let status = wait_child(&mut proxy, 30).expect("the proxy did not exit");
+    assert!(status.success(), "proxy exit {status:?}");
+    let serial = guest.serial_text();
+    assert!(
+        !serial.lines().any(|l| l.contains("*ERROR*")),
+        "the guest driver logged an error:\n{serial}"
+    );
+    let reader = vgt_format::CaptureReader::open(&out).unwrap();
+    let resets = reader
+        .iter()
+        .filter_map(|r| r.ok())
+        .filter(
+            |(_, r)| matches!(&r.body, RecordBody::Lifecycle(l) if l.kind == LifecycleKind::Reset),
+        )
+        .count();
+    assert_eq!(resets, 1);
+}
