@@ -717,16 +717,7 @@ fn proxy_real_guest_reboot_boots_twice_and_records_the_reset() {
     let mut qmp =
         vgt_e2e::qmp::Qmp::connect(guest.qmp.as_deref().unwrap(), Duration::from_secs(10)).unwrap();
     qmp.execute("system_reset", None).unwrap();
-    let start = Instant::now();
-    let done = |t: &str| t.lines().filter(|l| *l == "VGT-WORKLOAD-DONE fb").count();
-    while done(&guest.serial_text()) < 2 {
-        assert!(
-            start.elapsed() < Duration::from_secs(240),
-            "the rebooted guest never finished: {}",
-            guest.serial_text()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    guest.wait_done_times(2, Duration::from_secs(240)).unwrap();
     qmp.quit().unwrap();
     guest.wait_exit(Duration::from_secs(60)).unwrap();
     let status = wait_child(&mut proxy, 30).expect("the proxy did not exit");

@@ -446,16 +446,7 @@ fn a_rebooted_guest_finds_a_fresh_device_and_the_capture_replays() {
     guest.wait_done(Duration::from_secs(240)).unwrap();
     let mut qmp = Qmp::connect(guest.qmp.as_deref().unwrap(), Duration::from_secs(10)).unwrap();
     qmp.execute("system_reset", None).unwrap();
-    let start = Instant::now();
-    let done = |t: &str| t.lines().filter(|l| *l == "VGT-WORKLOAD-DONE fb").count();
-    while done(&guest.serial_text()) < 2 {
-        assert!(
-            start.elapsed() < Duration::from_secs(240),
-            "no second VGT-WORKLOAD-DONE: {}",
-            guest.serial_text()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    guest.wait_done_times(2, Duration::from_secs(240)).unwrap();
     qmp.quit().unwrap();
     guest.wait_exit(Duration::from_secs(60)).unwrap();
     let status = wait_timeout(&mut capture.child, Duration::from_secs(30))

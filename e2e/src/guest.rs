@@ -299,6 +299,23 @@ impl GuestRun {
         }
     }
 
+    /// Waits until the serial log has `VGT-WORKLOAD-DONE <workload>` `times` times (a guest
+    /// that rebooted runs its workload again); an error after `limit`.
+    pub fn wait_done_times(&mut self, times: usize, limit: Duration) -> Result<()> {
+        let start = Instant::now();
+        let done = format!("VGT-WORKLOAD-DONE {}", self.workload);
+        loop {
+            let text = self.serial_text();
+            if text.lines().filter(|l| *l == done).count() >= times {
+                return Ok(());
+            }
+            if start.elapsed() > limit {
+                bail!("{done:?} not {times} times within {limit:?}; serial log:\n{text}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Waits up to `limit` for run-guest.sh (and so QEMU) to exit.
     pub fn wait_exit(&mut self, limit: Duration) -> Result<Option<ExitStatus>> {
         wait_timeout(&mut self.child, limit)

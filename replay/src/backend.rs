@@ -31,7 +31,8 @@ use vgt_device::{Completion, DeviceHost, DisplayEvent, FenceInfo};
 use vgt_format::CaptureReader;
 use vgt_format::record::{CommandRecord, Direction, RecordBody};
 use vgt_format::wire::{
-    self, CommandType, CtrlHeader, FLAG_FENCE, Request, VhostUserPayload, VhostUserRequest,
+    self, CommandType, CtrlHeader, FLAG_FENCE, GpuSocketRequest as R, Request, VhostUserPayload,
+    VhostUserRequest,
 };
 use vhost::vhost_user::message::{VhostUserConfigFlags, VhostUserProtocolFeatures};
 use vhost::vhost_user::{Frontend, VhostUserFrontend};
@@ -87,23 +88,6 @@ const DESC_INDIRECT: u16 = 4;
 
 /// The vhost-user front-end request that hands over the display socket.
 const GPU_SET_SOCKET: u32 = 33;
-
-/// Display-socket requests (QEMU's docs/interop/vhost-user-gpu.rst).
-mod gpu_req {
-    pub const GET_PROTOCOL_FEATURES: u32 = 1;
-    pub const GET_DISPLAY_INFO: u32 = 3;
-    pub const CURSOR_POS: u32 = 4;
-    pub const CURSOR_POS_HIDE: u32 = 5;
-    pub const CURSOR_UPDATE: u32 = 6;
-    pub const SCANOUT: u32 = 7;
-    pub const UPDATE: u32 = 8;
-    pub const DMABUF_SCANOUT: u32 = 9;
-    pub const DMABUF_UPDATE: u32 = 10;
-    pub const GET_EDID: u32 = 11;
-    pub const DMABUF_SCANOUT2: u32 = 12;
-    /// Header flag of a reply.
-    pub const REPLY: u32 = 0x4;
-}
 
 /// Which backend to replay against.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -163,20 +147,13 @@ pub(crate) struct Answers {
 
 impl Answers {
     fn answer(&self, request: u32, scanout: u32) -> Vec<u8> {
-        let key = (
-            request,
-            if request == gpu_req::GET_EDID {
-                scanout
-            } else {
-                0
-            },
-        );
+        let key = (request, if request == R::GET_EDID.0 { scanout } else { 0 });
         if let Some(b) = self.recorded.get(&key) {
             return b.clone();
         }
-        match request {
-            gpu_req::GET_PROTOCOL_FEATURES => QEMU_GPU_PROTOCOL_FEATURES.to_le_bytes().to_vec(),
-            gpu_req::GET_DISPLAY_INFO => {
+        match R(request) {
+            R::GET_PROTOCOL_FEATURES => QEMU_GPU_PROTOCOL_FEATURES.to_le_bytes().to_vec(),
+            R::GET_DISPLAY_INFO => {
                 let mut info = wire::DisplayInfo::default();
                 for (m, &(width, height)) in info.pmodes.iter_mut().zip(&self.scanouts) {
                     m.r = wire::Rect {
@@ -193,7 +170,7 @@ impl Answers {
                 )
                 .encode()
             }
-            gpu_req::GET_EDID => {
+            R::GET_EDID => {
                 let (w, h) = self
                     .scanouts
                     .get(scanout as usize)
@@ -264,8 +241,7 @@ impl Plan {
                     }
                 }
                 RecordBody::GpuSocket(g)
-                    if g.direction == Direction::BackendRequest
-                        && g.request == gpu_req::GET_EDID =>
+                    if g.direction == Direction::BackendRequest && g.request == R::GET_EDID.0 =>
                 {
                     if let Ok(bytes) = reader.read_payload(&g.payload) {
                         edid_scanout = u32_at(&bytes, 0);
@@ -274,7 +250,7 @@ impl Plan {
                 RecordBody::GpuSocket(g) if g.direction == Direction::BackendReply => {
                     let key = (
                         g.request,
-                        if g.request == gpu_req::GET_EDID {
+                        if g.request == R::GET_EDID.0 {
                             edid_scanout
                         } else {
                             0
@@ -482,7 +458,7 @@ impl Display {
     fn reply(&mut self, request: u32, body: &[u8]) -> Result<(), BackendFailure> {
         let mut msg = Vec::with_capacity(12 + body.len());
         msg.extend_from_slice(&request.to_le_bytes());
-        msg.extend_from_slice(&gpu_req::REPLY.to_le_bytes());
+        msg.extend_from_slice(&vgt_format::wire::gpu_socket::FLAG_REPLY.to_le_bytes());
         msg.extend_from_slice(&u32::try_from(body.len()).unwrap_or(u32::MAX).to_le_bytes());
         msg.extend_from_slice(body);
         let mut at = 0;
@@ -1242,8 +1218,8 @@ fn serve_display(
     display.fill()?;
     while let Some(m) = display.next()? {
         let p = &m.payload;
-        match m.request {
-            gpu_req::GET_PROTOCOL_FEATURES | gpu_req::GET_DISPLAY_INFO | gpu_req::GET_EDID => {
+        match R(m.request) {
+            R::GET_PROTOCOL_FEATURES | R::GET_DISPLAY_INFO | R::GET_EDID => {
                 let body = replies
                     .iter()
                     .position(|(r, _)| *r == m.request)
@@ -1251,24 +1227,24 @@ fn serve_display(
                     .map_or_else(|| answers.answer(m.request, u32_at(p, 0)), |(_, b)| b);
                 display.reply(m.request, &body)?;
             }
-            gpu_req::DMABUF_UPDATE => {
+            R::DMABUF_UPDATE => {
                 // QEMU answers once its console has flushed; the pixels of a dmabuf are not
                 // read here.
                 display.reply(m.request, &[])?;
             }
-            gpu_req::SCANOUT if p.len() >= 12 => host.display(DisplayEvent::Scanout {
+            R::SCANOUT if p.len() >= 12 => host.display(DisplayEvent::Scanout {
                 scanout_id: u32_at(p, 0),
                 width: u32_at(p, 1),
                 height: u32_at(p, 2),
             }),
-            gpu_req::DMABUF_SCANOUT | gpu_req::DMABUF_SCANOUT2 if p.len() >= 20 => {
+            R::DMABUF_SCANOUT | R::DMABUF_SCANOUT2 if p.len() >= 20 => {
                 host.display(DisplayEvent::Scanout {
                     scanout_id: u32_at(p, 0),
                     width: u32_at(p, 3),
                     height: u32_at(p, 4),
                 });
             }
-            gpu_req::UPDATE if p.len() >= 20 => {
+            R::UPDATE if p.len() >= 20 => {
                 let (id, x, y, w, h) = (
                     u32_at(p, 0),
                     u32_at(p, 1),
@@ -1293,17 +1269,17 @@ fn serve_display(
                     copy_of_read: None,
                 });
             }
-            gpu_req::CURSOR_POS if p.len() >= 12 => host.display(DisplayEvent::CursorMove {
+            R::CURSOR_POS if p.len() >= 12 => host.display(DisplayEvent::CursorMove {
                 scanout_id: u32_at(p, 0),
                 x: u32_at(p, 1),
                 y: u32_at(p, 2),
             }),
-            gpu_req::CURSOR_POS_HIDE if p.len() >= 12 => host.display(DisplayEvent::CursorHide {
+            R::CURSOR_POS_HIDE if p.len() >= 12 => host.display(DisplayEvent::CursorHide {
                 scanout_id: u32_at(p, 0),
                 x: u32_at(p, 1),
                 y: u32_at(p, 2),
             }),
-            gpu_req::CURSOR_UPDATE => {
+            R::CURSOR_UPDATE => {
                 let Some(image) = p
                     .get(20..20 + vgt_device::CURSOR_IMAGE_BYTES)
                     .and_then(|i| {
@@ -1677,32 +1653,28 @@ pub mod fuzzing {
         cursor.extend(std::iter::repeat_n(0x7f, vgt_device::CURSOR_IMAGE_BYTES));
 
         let mut frames = vec![6, 4];
-        frames.extend(display(&msg(gpu_req::GET_PROTOCOL_FEATURES, 0, &[])));
-        frames.extend(display(&msg(gpu_req::GET_DISPLAY_INFO, 0, &[])));
-        frames.extend(display(&msg(gpu_req::GET_EDID, 0, &words(&[0]))));
-        frames.extend(display(&msg(gpu_req::SCANOUT, 0, &words(&[0, 4, 4]))));
+        frames.extend(display(&msg(R::GET_PROTOCOL_FEATURES.0, 0, &[])));
+        frames.extend(display(&msg(R::GET_DISPLAY_INFO.0, 0, &[])));
+        frames.extend(display(&msg(R::GET_EDID.0, 0, &words(&[0]))));
+        frames.extend(display(&msg(R::SCANOUT.0, 0, &words(&[0, 4, 4]))));
         // An UPDATE split across two writes.
-        let u = msg(gpu_req::UPDATE, 0, &update);
+        let u = msg(R::UPDATE.0, 0, &update);
         frames.extend(display(&u[..15]));
         frames.extend(display(&u[15..]));
         frames.extend(display(&msg(
-            gpu_req::DMABUF_UPDATE,
+            R::DMABUF_UPDATE.0,
             0,
             &words(&[0, 0, 0, 4, 4]),
         )));
         frames.extend(display(&msg(99, 0, b"unknown")));
 
         let mut cursors = vec![0, 0];
-        let c = msg(gpu_req::CURSOR_UPDATE, 0, &cursor);
+        let c = msg(R::CURSOR_UPDATE.0, 0, &cursor);
         for part in c.chunks(4000) {
             cursors.extend(display(part));
         }
-        cursors.extend(display(&msg(gpu_req::CURSOR_POS, 0, &words(&[0, 9, 9]))));
-        cursors.extend(display(&msg(
-            gpu_req::CURSOR_POS_HIDE,
-            0,
-            &words(&[0, 9, 9]),
-        )));
+        cursors.extend(display(&msg(R::CURSOR_POS.0, 0, &words(&[0, 9, 9]))));
+        cursors.extend(display(&msg(R::CURSOR_POS_HIDE.0, 0, &words(&[0, 9, 9]))));
 
         let mut huge = vec![0, 0];
         huge.extend(display(&[8, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0x7f]));
@@ -1844,7 +1816,7 @@ mod tests {
             recorded: HashMap::new(),
             scanouts: vec![(1280, 800), (1024, 768)],
         };
-        let info = wire::Response::decode(&a.answer(gpu_req::GET_DISPLAY_INFO, 0)).unwrap();
+        let info = wire::Response::decode(&a.answer(R::GET_DISPLAY_INFO.0, 0)).unwrap();
         let wire::ResponseBody::OkDisplayInfo(info) = info.body else {
             panic!("{info:?}")
         };
@@ -1854,21 +1826,21 @@ mod tests {
         );
         assert_eq!(info.pmodes[1].enabled, 1);
         assert_eq!(info.pmodes[2].enabled, 0);
-        let edid = wire::Response::decode(&a.answer(gpu_req::GET_EDID, 1)).unwrap();
+        let edid = wire::Response::decode(&a.answer(R::GET_EDID.0, 1)).unwrap();
         let wire::ResponseBody::OkEdid(e) = edid.body else {
             panic!("{edid:?}")
         };
         let t = wire::edid::parse_detailed_timing(&e.edid[wire::edid::DTD_OFFSET..]).unwrap();
         assert_eq!((t.h_active, t.v_active), (1024, 768));
         assert_eq!(
-            a.answer(gpu_req::GET_PROTOCOL_FEATURES, 0),
+            a.answer(R::GET_PROTOCOL_FEATURES.0, 0),
             QEMU_GPU_PROTOCOL_FEATURES.to_le_bytes()
         );
         let recorded = Answers {
-            recorded: HashMap::from([((gpu_req::GET_EDID, 1), vec![1, 2, 3])]),
+            recorded: HashMap::from([((R::GET_EDID.0, 1), vec![1, 2, 3])]),
             ..a
         };
-        assert_eq!(recorded.answer(gpu_req::GET_EDID, 1), [1, 2, 3]);
-        assert_ne!(recorded.answer(gpu_req::GET_EDID, 0), [1, 2, 3]);
+        assert_eq!(recorded.answer(R::GET_EDID.0, 1), [1, 2, 3]);
+        assert_ne!(recorded.answer(R::GET_EDID.0, 0), [1, 2, 3]);
     }
 }
