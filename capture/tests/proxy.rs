@@ -658,6 +658,59 @@ fn commands_survive_stop_and_cont(polling: bool) {
     assert_eq!(resets(&out), 0);
 }
 
+/// QEMU closes the display socket (at a stop or a reset): the backend must find it closed,
+/// as it would without the proxy. QEMU's C backend writes its next display message to it and
+/// dies of SIGPIPE, directly or through the proxy; the proxy used to keep reading the backend's
+/// end, and the backend went on writing into a socket nobody answered.
+#[test]
+fn proxy_display_socket_closed_by_qemu_is_closed_for_the_backend_too() {
+    if !have_backend() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (mut proxy, sock, out) = spawn_proxy(dir.path());
+    let mut fe = TestFrontend::connect(&sock, DisplayAnswers::default());
+    ok_nodata(&mut fe, gpu::create_2d(1, 2, 8, 8));
+    let px = fe.put(&[0x33; 256]);
+    let (_, _, r) = fe.command(
+        0,
+        &[
+            Buf::Out(gpu::attach_backing(1, 1)),
+            Buf::Out(gpu::mem_entries(&[(px, 256)])),
+            Buf::In(24),
+        ],
+        false,
+    );
+    assert_eq!(gpu::resp_type(&r), 0x1100);
+    ok_nodata(&mut fe, gpu::set_scanout(0, 1, [0, 0, 8, 8]));
+    ok_nodata(&mut fe, gpu::flush(1, [0, 0, 8, 8]));
+    fe.wait_display_until(|m| m.iter().any(|m| m.request == 8));
+    fe.display_sock.shutdown(std::net::Shutdown::Both).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    // The next flush makes the backend write an UPDATE into the closed socket.
+    fe.push(
+        0,
+        &[Buf::Out(gpu::flush(1, [0, 0, 8, 8])), Buf::In(24)],
+        false,
+    );
+    let status = wait_exit(&mut proxy, 20);
+    assert_eq!(
+        status.code(),
+        Some(3),
+        "the proxy reports the backend's death"
+    );
+    drop(fe);
+    let (_, records) = common::read_capture(&out);
+    let crash = records
+        .iter()
+        .find_map(|r| match &r.body {
+            RecordBody::Lifecycle(l) if l.kind == LifecycleKind::Crash => Some(l.message.clone()),
+            _ => None,
+        })
+        .expect("a crash record");
+    assert!(crash.contains("signal 13"), "{crash}");
+}
+
 /// The Reset lifecycle records of a capture.
 fn resets(out: &Path) -> usize {
     let (_, records) = common::read_capture(out);

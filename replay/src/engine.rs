@@ -398,6 +398,7 @@ impl<'r> Replayer<'r> {
         };
         let plan = opts.backend.as_ref().map(|_| Plan::scan(self.reader));
         let stream = stream_matched(self.reader);
+        let crashes = recorded_crashes(self.reader);
         let started = Instant::now();
         let loops = opts.loops.max(1);
         for loop_index in 0..loops {
@@ -418,6 +419,7 @@ impl<'r> Replayer<'r> {
                 stream,
                 cursors_in_order: InOrder::default(),
                 fences_in_order: InOrder::default(),
+                crashes: crashes.clone(),
                 stream_replies: if stream {
                     recorded_replies(self.reader)
                 } else {
@@ -1001,6 +1003,9 @@ struct Run<'a> {
     fences_in_order: InOrder<FenceSummary>,
     /// Stream matching: every recorded GPU-socket reply, in order, for the host questions.
     stream_replies: VecDeque<(u32, Vec<u8>)>,
+    /// The commands the capture records a crash on (a device panic, or in flight when the
+    /// backend went away), with the message.
+    crashes: HashMap<RecordId, String>,
     /// The external backend commands run on instead of `device`, when replaying against one.
     backend: Option<ExternalBackend>,
     /// The backend failed outside a command (resetting it): (record, why), filed next.
@@ -1379,6 +1384,12 @@ impl Run<'_> {
             end: _,
             unread: _,
         } = w;
+        // A proxy files the crash records of every command in flight after the last command
+        // it took, in that command's window: each names its command.
+        let crash = match &command {
+            Some((id, ..)) => crash.or_else(|| self.crashes.get(id).cloned()),
+            None => crash,
+        };
         let crash_recorded = crash.is_some();
         let mut events = Vec::new();
         let mut executed = None;
@@ -2014,6 +2025,22 @@ impl<T> InOrder<T> {
         out.extend(self.found.drain(..).map(|(c, g)| (c, c, None, Some(g))));
         out
     }
+}
+
+/// The commands Crash records name with their queue (the crashed command, or one in flight
+/// when a proxied backend went away; the proxy's summary record names the last completed
+/// command without a queue, as context).
+fn recorded_crashes(reader: &CaptureReader) -> HashMap<RecordId, String> {
+    reader
+        .iter()
+        .map_while(Result::ok)
+        .filter_map(|(_, r)| match r.body {
+            RecordBody::Lifecycle(l) if l.kind == LifecycleKind::Crash && l.queue.is_some() => {
+                Some((l.command?, l.message))
+            }
+            _ => None,
+        })
+        .collect()
 }
 
 /// Every GPU-socket reply the capture recorded (request, payload), in order (unreadable ones

@@ -289,7 +289,10 @@ pub fn start(shared: &Arc<Shared>, qemu: UnixStream, backend: UnixStream) {
                 break;
             }
         }
-        let _ = b2.shutdown(std::net::Shutdown::Write);
+        // QEMU closed its end (a stop or reset closes the display socket): the backend sees its
+        // peer gone, as without the proxy (its reads end, its writes fail), not a socket that
+        // still takes its messages and never answers.
+        let _ = b2.shutdown(std::net::Shutdown::Both);
     });
 }
 

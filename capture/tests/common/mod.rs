@@ -334,6 +334,9 @@ pub struct TestFrontend {
     pub heap: u64,
     pub display_log: Arc<Mutex<Vec<DisplayMsg>>>,
     pub display_thread: Option<JoinHandle<()>>,
+    /// QEMU's end of the display socket (a clone of what the display thread reads), for
+    /// closing it as QEMU does at a stop or reset.
+    pub display_sock: UnixStream,
     /// What the device offered (GET_FEATURES).
     pub features: u64,
     /// What the front-end acked (SET_FEATURES): [`LINUX_GUEST_ACKS`] of the offer.
@@ -437,6 +440,7 @@ impl TestFrontend {
         raw.send_with_fds(&[&hdr[..]], &[theirs.as_raw_fd()])
             .unwrap();
         drop(theirs);
+        let display_sock = ours.try_clone().unwrap();
         let (display_log, display_thread) = spawn_display(ours, answers);
         for q in &queues {
             frontend
@@ -472,6 +476,7 @@ impl TestFrontend {
             heap: HEAP_BASE,
             display_log,
             display_thread: Some(display_thread),
+            display_sock,
             features,
             acked,
             config,
