@@ -208,8 +208,9 @@ fn a_synthetic_session_replays_on_qemus_backend_frames_fences_and_cursor_include
     );
 }
 
-/// A capture whose command `at` (a guest-memory RESOURCE_CREATE_BLOB) vgt-device serves; with
-/// `crash`, as if the backend it was recorded with had crashed on it.
+/// A capture whose command `at` (a guest-memory RESOURCE_CREATE_BLOB) vgt-device serves, then a
+/// flush; with `crash`, as if the backend it was recorded with (through the proxy) had gone
+/// away with the blob command in flight.
 fn blob_capture(crash: bool) -> (Vec<u8>, RecordId) {
     let mut r = linux_like(16, 8, 2);
     let blob = Request::new(Cmd::ResourceCreateBlob(wire::ResourceCreateBlob {
@@ -226,15 +227,16 @@ fn blob_capture(crash: bool) -> (Vec<u8>, RecordId) {
         }],
     }));
     let at = r.submit(&blob);
+    r.submit(&flush(1, rect(0, 0, 16, 8)));
     if crash {
+        // As a proxy files it: after the last command it took, naming the one in flight.
         r.append(RecordBody::Lifecycle(Lifecycle {
             kind: LifecycleKind::Crash,
             queue: Some(0),
             command: Some(at),
-            message: "the backend closed its connection (process exit status 101)".to_owned(),
+            message: "in flight when the backend went away: RESOURCE_CREATE_BLOB".to_owned(),
         }));
     }
-    r.submit(&flush(1, rect(0, 0, 16, 8)));
     (r.finish(), at)
 }
 
