@@ -56,7 +56,7 @@ const RING_AREA: u64 = 2 << 20;
 /// Space for one queue's rings in the ring area.
 const RING_STRIDE: u64 = 256 << 10;
 
-/// The largest queue replay lays out (its rings must fit in [`RING_STRIDE`]).
+/// The largest queue replay lays out (its rings must fit in the 256 KiB it keeps per queue).
 pub const MAX_QUEUE_SIZE: u16 = 8192;
 
 /// Queue size used when the capture holds no SET_VRING_NUM (QEMU's virtio-gpu default).
@@ -1397,7 +1397,7 @@ pub mod fuzzing {
     use vgt_device::display::Framebuffers;
     use vgt_format::record::Descriptor;
 
-    /// Guest memory of the harness (rings at [`RING_BASE`]).
+    /// Guest memory of the harness (rings at `RING_BASE`).
     const MEM: u64 = 4 << 20;
     const RING_BASE: u64 = 2 << 20;
 
