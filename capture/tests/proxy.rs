@@ -21,7 +21,7 @@ use common::{Buf, DisplayAnswers, Gate, TestFrontend, gpu};
 use vgt_format::record::{CaptureMode, LifecycleKind, RecordBody};
 use vm_memory::{Bytes, GuestAddress};
 
-const C_BACKEND: &str = "/usr/lib/qemu/vhost-user-gpu";
+use vgt_e2e::backends::QEMU_GPU_BACKEND as C_BACKEND;
 
 fn have_backend() -> bool {
     if Path::new(C_BACKEND).exists() {
@@ -700,23 +700,19 @@ fn proxy_display_socket_closed_by_qemu_is_closed_for_the_backend_too() {
         "the proxy reports the backend's death"
     );
     drop(fe);
-    let (_, records) = common::read_capture(&out);
-    let crash = records
-        .iter()
-        .find_map(|r| match &r.body {
-            RecordBody::Lifecycle(l) if l.kind == LifecycleKind::Crash => Some(l.message.clone()),
-            _ => None,
-        })
+    let summary = vgt_e2e::capture::Summary::read(&out).unwrap();
+    let crash = summary
+        .lifecycles(LifecycleKind::Crash)
+        .next()
         .expect("a crash record");
-    assert!(crash.contains("signal 13"), "{crash}");
+    assert!(crash.message.contains("signal 13"), "{}", crash.message);
 }
 
 /// The Reset lifecycle records of a capture.
 fn resets(out: &Path) -> usize {
-    let (_, records) = common::read_capture(out);
-    records
-        .iter()
-        .filter(|r| matches!(&r.body, RecordBody::Lifecycle(l) if l.kind == LifecycleKind::Reset))
+    vgt_e2e::capture::Summary::read(out)
+        .unwrap()
+        .lifecycles(LifecycleKind::Reset)
         .count()
 }
 

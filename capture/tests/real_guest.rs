@@ -19,7 +19,7 @@ use vgt_e2e::capture::Summary;
 use vgt_e2e::guest::{BootOptions, CaptureProcess, GuestPaths, GuestRun, wait_timeout};
 use vgt_e2e::image::{FB_FRAMES, Rgb, cursor_image, drm_pattern, fb_frame};
 use vgt_e2e::qmp::Qmp;
-use vgt_format::record::{LifecycleKind, RecordBody};
+use vgt_format::record::LifecycleKind;
 use vgt_format::wire::CommandType as C;
 
 /// One guest at a time: the machine has few cores and the guests run under TCG.
@@ -463,16 +463,9 @@ fn a_rebooted_guest_finds_a_fresh_device_and_the_capture_replays() {
         !serial.lines().any(|l| l.contains("*ERROR*")),
         "the guest driver logged an error:\n{serial}"
     );
-    let reader = vgt_format::CaptureReader::open(&capture.output).unwrap();
-    let resets = reader
-        .iter()
-        .filter_map(|r| r.ok())
-        .filter(
-            |(_, r)| matches!(&r.body, RecordBody::Lifecycle(l) if l.kind == LifecycleKind::Reset),
-        )
-        .count();
-    assert_eq!(resets, 1);
-    let report = vgt_replay::Replayer::new(&reader, vgt_replay::ReplayOptions::default())
+    let summary = Summary::read(&capture.output).unwrap();
+    assert_eq!(summary.lifecycles(LifecycleKind::Reset).count(), 1);
+    let report = vgt_replay::Replayer::new(&summary.reader, vgt_replay::ReplayOptions::default())
         .run(&mut vgt_replay::Quiet)
         .unwrap();
     assert!(report.is_identical(), "{:?}", report.divergences);

@@ -198,6 +198,11 @@ pub const START_UP: [CommandType; 6] = [
 ];
 
 impl Summary {
+    /// The lifecycle records of one kind, in order.
+    pub fn lifecycles(&self, kind: LifecycleKind) -> impl Iterator<Item = &Lifecycle> {
+        self.lifecycle.iter().filter(move |l| l.kind == kind)
+    }
+
     /// The checks every finished capture of a healthy guest passes: the file is clean and
     /// indexed and verifies, every record decodes, no validation-error, error or crash
     /// lifecycle record and a clean end, every command answered and none with an error, cursor

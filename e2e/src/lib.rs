@@ -7,6 +7,7 @@
 //! kernel and an initramfs, all prepared by `samples/guest/setup.sh`; [`guest::GuestPaths::load`]
 //! says so when they are missing.
 
+pub mod backends;
 pub mod capture;
 pub mod guest;
 pub mod image;

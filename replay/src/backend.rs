@@ -22,7 +22,7 @@ use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{Ordering, fence};
 use std::time::{Duration, Instant};
@@ -366,9 +366,8 @@ pub(crate) struct BackendFailure(pub(crate) String);
 pub(crate) struct ExternalBackend {
     /// How it was started or reached, for messages.
     desc: String,
-    child: Option<Child>,
-    /// Where a started backend's socket lives (removed on drop).
-    dir: Option<PathBuf>,
+    /// The process replay started (`--backend-cmd`); dropped after the connection closes.
+    process: Started,
     frontend: Frontend,
     /// The same connection as `frontend`'s, for GPU_SET_SOCKET and for noticing a hang-up.
     raw: UnixStream,
@@ -539,55 +538,40 @@ impl ExternalBackend {
     pub(crate) fn start(opts: &BackendOptions, plan: &Plan) -> Result<ExternalBackend, String> {
         let (ring_base, size) = plan.memory_size()?;
         let mem = guest_memory(size)?;
-        let (stream, child, dir, desc) = connect(&opts.spec)?;
-        let built = (|| {
-            // A backend that stops answering fails the vhost-user call instead of hanging it.
-            stream
-                .set_read_timeout(Some(opts.timeout))
-                .map_err(|e| format!("setting a read timeout: {e}"))?;
-            let raw = stream
-                .try_clone()
-                .map_err(|e| format!("duplicating the backend connection: {e}"))?;
-            let frontend = Frontend::from_stream(stream, 2);
-            let (ours, theirs) =
-                UnixStream::pair().map_err(|e| format!("display socket pair: {e}"))?;
-            let rings = [
-                Ring::new(ring_base, plan.queue_sizes[0]),
-                Ring::new(ring_base + RING_STRIDE, plan.queue_sizes[1]),
-            ];
-            let [Ok(r0), Ok(r1)] = rings else {
-                return Err("creating eventfds for the rings failed".to_owned());
-            };
-            Ok::<_, String>((
-                ExternalBackend {
-                    desc,
-                    child: None,
-                    dir: None,
-                    frontend,
-                    raw,
-                    mem,
-                    rings: [r0, r1],
-                    display: Display::new(ours).map_err(|e| format!("display socket: {e}"))?,
-                    answers: plan.answers.clone(),
-                    in_flight: HashMap::new(),
-                    scanout_resource: HashMap::new(),
-                    timeout: opts.timeout,
-                    early: Vec::new(),
-                    acked: 0,
-                },
-                theirs,
-            ))
-        })();
-        let (mut b, theirs) = match built {
-            Ok(v) => v,
-            Err(e) => {
-                stop_child(child);
-                cleanup_dir(dir.as_deref());
-                return Err(e);
-            }
+        // From here an error drops `process`, which ends a started backend and removes its
+        // directory.
+        let (stream, process, desc) = connect(&opts.spec)?;
+        // A backend that stops answering fails the vhost-user call instead of hanging it.
+        stream
+            .set_read_timeout(Some(opts.timeout))
+            .map_err(|e| format!("setting a read timeout: {e}"))?;
+        let raw = stream
+            .try_clone()
+            .map_err(|e| format!("duplicating the backend connection: {e}"))?;
+        let frontend = Frontend::from_stream(stream, 2);
+        let (ours, theirs) = UnixStream::pair().map_err(|e| format!("display socket pair: {e}"))?;
+        let ring = |base, size| {
+            Ring::new(base, size).map_err(|e| format!("creating eventfds for the rings: {e}"))
         };
-        b.child = child;
-        b.dir = dir;
+        let rings = [
+            ring(ring_base, plan.queue_sizes[0])?,
+            ring(ring_base + RING_STRIDE, plan.queue_sizes[1])?,
+        ];
+        let mut b = ExternalBackend {
+            desc,
+            process,
+            frontend,
+            raw,
+            mem,
+            rings,
+            display: Display::new(ours).map_err(|e| format!("display socket: {e}"))?,
+            answers: plan.answers.clone(),
+            in_flight: HashMap::new(),
+            scanout_resource: HashMap::new(),
+            timeout: opts.timeout,
+            early: Vec::new(),
+            acked: 0,
+        };
         let acked = plan.acked;
         let handshake = b.with_display(|b| b.handshake(acked, &theirs));
         drop(theirs);
@@ -760,19 +744,18 @@ impl ExternalBackend {
                     self.exit_reason()
                 )));
             }
+            // A closed display socket is polled as -1, which poll(2) skips.
             let fds = [
-                self.display.sock.as_raw_fd(),
+                if self.display.open {
+                    self.display.sock.as_raw_fd()
+                } else {
+                    -1
+                },
                 self.rings[0].call.as_raw_fd(),
                 self.rings[1].call.as_raw_fd(),
                 self.raw.as_raw_fd(),
             ];
-            let n = if self.display.open { 4 } else { 3 };
-            let ready = poll_in(&fds[4 - n..], Duration::from_millis(10));
-            let ready: Vec<i16> = if n == 4 {
-                ready
-            } else {
-                std::iter::once(0).chain(ready).collect()
-            };
+            let ready = poll_in(&fds, Duration::from_millis(10));
             if ready.first().is_some_and(|&r| r != 0) {
                 serve_display(
                     &mut self.display,
@@ -985,7 +968,8 @@ impl ExternalBackend {
     }
 
     fn child_exited(&mut self) -> bool {
-        self.child
+        self.process
+            .child
             .as_mut()
             .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))))
     }
@@ -993,7 +977,7 @@ impl ExternalBackend {
     /// " (process killed by signal N)" and the like, for a started backend that ended (waits up
     /// to 2 s for it to).
     fn exit_reason(&mut self) -> String {
-        let Some(child) = self.child.as_mut() else {
+        let Some(child) = self.process.child.as_mut() else {
             return String::new();
         };
         let start = Instant::now();
@@ -1030,20 +1014,36 @@ fn signal_name(sig: i32) -> &'static str {
 impl Drop for ExternalBackend {
     fn drop(&mut self) {
         // Closing the connection ends the backend (the ones above exit when their front-end
-        // goes); one that does not is killed.
+        // goes); `process`, dropped next, kills one that does not.
         let _ = self.raw.shutdown(std::net::Shutdown::Both);
         let _ = self.display.sock.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+/// A backend process replay started and the directory of its socket. Dropping it gives the
+/// process 2 s to end by itself, kills it if it has not, and removes the directory.
+#[derive(Debug, Default)]
+struct Started {
+    child: Option<Child>,
+    dir: Option<PathBuf>,
+}
+
+impl Drop for Started {
+    fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let start = Instant::now();
-            while start.elapsed() < Duration::from_secs(2) {
-                if matches!(c.try_wait(), Ok(Some(_))) {
+            while !matches!(c.try_wait(), Ok(Some(_))) {
+                if start.elapsed() > Duration::from_secs(2) {
+                    let _ = c.kill();
                     break;
                 }
                 std::thread::sleep(Duration::from_millis(10));
             }
-            stop_child(Some(c));
+            let _ = c.wait();
         }
-        cleanup_dir(self.dir.as_deref());
+        if let Some(d) = &self.dir {
+            let _ = std::fs::remove_dir_all(d);
+        }
     }
 }
 
@@ -1307,14 +1307,17 @@ fn serve_display(
     Ok(())
 }
 
-/// Reaches the backend: (connection, started child, its socket directory, description).
-#[allow(clippy::type_complexity)]
-fn connect(
-    spec: &BackendSpec,
-) -> Result<(UnixStream, Option<Child>, Option<PathBuf>, String), String> {
+/// Reaches the backend: (connection, the process replay started, description).
+fn connect(spec: &BackendSpec) -> Result<(UnixStream, Started, String), String> {
     match spec {
         BackendSpec::Socket(path) => UnixStream::connect(path)
-            .map(|s| (s, None, None, format!("backend at {}", path.display())))
+            .map(|s| {
+                (
+                    s,
+                    Started::default(),
+                    format!("backend at {}", path.display()),
+                )
+            })
             .map_err(|e| format!("cannot connect to the backend at {}: {e}", path.display())),
         BackendSpec::Command(cmd) => {
             static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
@@ -1327,60 +1330,40 @@ fn connect(
                 .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
             let path = dir.join("backend.sock");
             let line = cmd.replace("%s", &path.to_string_lossy());
-            let mut child = match Command::new("sh")
+            let mut started = Started {
+                child: None,
+                dir: Some(dir),
+            };
+            let child = Command::new("sh")
                 .arg("-c")
                 .arg(format!("exec {line}"))
                 .stdin(Stdio::null())
                 .spawn()
-            {
-                Ok(c) => c,
-                Err(e) => {
-                    cleanup_dir(Some(&dir));
-                    return Err(format!("cannot start backend `{line}`: {e}"));
-                }
-            };
+                .map_err(|e| format!("cannot start backend `{line}`: {e}"))?;
+            let child = started.child.insert(child);
             let start = Instant::now();
             loop {
                 match UnixStream::connect(&path) {
-                    Ok(s) => return Ok((s, Some(child), Some(dir), format!("backend `{line}`"))),
+                    Ok(s) => return Ok((s, started, format!("backend `{line}`"))),
                     Err(e) => {
-                        let failed = match child.try_wait() {
-                            Ok(Some(st)) => Some(format!(
+                        if let Ok(Some(st)) = child.try_wait() {
+                            return Err(format!(
                                 "the backend `{line}` exited ({st}) before listening on {}",
                                 path.display()
-                            )),
-                            _ if start.elapsed() > CONNECT_TIMEOUT => Some(format!(
+                            ));
+                        }
+                        if start.elapsed() > CONNECT_TIMEOUT {
+                            return Err(format!(
                                 "the backend `{line}` did not listen on {} within {} s: {e}",
                                 path.display(),
                                 CONNECT_TIMEOUT.as_secs()
-                            )),
-                            _ => None,
-                        };
-                        if let Some(why) = failed {
-                            stop_child(Some(child));
-                            cleanup_dir(Some(&dir));
-                            return Err(why);
+                            ));
                         }
                         std::thread::sleep(Duration::from_millis(20));
                     }
                 }
             }
         }
-    }
-}
-
-fn stop_child(child: Option<Child>) {
-    if let Some(mut c) = child {
-        if !matches!(c.try_wait(), Ok(Some(_))) {
-            let _ = c.kill();
-        }
-        let _ = c.wait();
-    }
-}
-
-fn cleanup_dir(dir: Option<&Path>) {
-    if let Some(d) = dir {
-        let _ = std::fs::remove_dir_all(d);
     }
 }
 
@@ -1459,8 +1442,7 @@ pub mod fuzzing {
         let r1 = Ring::new(RING_BASE + RING_STRIDE, sizes[1]).ok()?;
         let b = ExternalBackend {
             desc: "fuzzed backend".to_owned(),
-            child: None,
-            dir: None,
+            process: Started::default(),
             frontend: Frontend::from_stream(main, 2),
             raw,
             mem,
@@ -1735,6 +1717,7 @@ pub mod fuzzing {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     #[test]
     fn backend_seeds_reach_what_they_are_for_and_run_with_cuts() {

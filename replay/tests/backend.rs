@@ -22,7 +22,7 @@ use vgt_format::wire::{self, BlobFlags, BlobMem, Command as Cmd, MemEntry, Reque
 use vgt_replay::backend::{BackendOptions, BackendSpec};
 use vgt_replay::{DivergenceKind, ReplayObserver, ReplayOptions, ReplayReport, Replayer};
 
-const C_BACKEND: &str = "/usr/lib/qemu/vhost-user-gpu";
+use vgt_e2e::backends::QEMU_GPU_BACKEND as C_BACKEND;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -39,19 +39,14 @@ fn c_backend() -> Option<String> {
 
 /// vhost-device-gpu in null mode (installs it into the cache outside the repo when missing).
 fn vhost_device_gpu() -> Option<String> {
-    let out = Command::new(root().join("scripts/install-vhost-device-gpu.sh"))
-        .stdin(Stdio::null())
-        .output()
-        .ok()?;
-    if !out.status.success() {
-        eprintln!(
-            "skipped: vhost-device-gpu could not be installed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+    let Some(bin) = vgt_e2e::backends::vhost_device_gpu() else {
+        eprintln!("skipped: vhost-device-gpu could not be installed");
         return None;
-    }
-    let bin = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    Some(format!("{bin} --socket-path %s --gpu-mode null"))
+    };
+    Some(format!(
+        "{} --socket-path %s --gpu-mode null",
+        bin.display()
+    ))
 }
 
 fn replay_on(bytes_or_path: &Path, cmd: &str, observer: &mut dyn ReplayObserver) -> ReplayReport {
