@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use vgt_format::record::{LifecycleKind, RecordBody};
 use vgt_format::wire::CommandType;
 
-const C_BACKEND: &str = "/usr/lib/qemu/vhost-user-gpu";
+use vgt_e2e::backends::{QEMU_GPU_BACKEND as C_BACKEND, vhost_device_gpu};
 
 /// One guest at a time (2 cores, TCG).
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -569,31 +569,12 @@ fn proxy_real_guest_stop_and_cont_kill_the_c_backend_as_without_the_proxy() {
     let (_guest, proxy, out) =
         stop_and_cont(&format!("{C_BACKEND} --socket-path %s"), &[], dir.path());
     assert_eq!(proxy.code(), Some(3), "proxy exit {proxy:?}");
-    let (_, records) = common::read_capture(&out);
-    let crash = records
-        .iter()
-        .find_map(|r| match &r.body {
-            RecordBody::Lifecycle(l) if l.kind == LifecycleKind::Crash => Some(l.message.clone()),
-            _ => None,
-        })
+    let summary = vgt_e2e::capture::Summary::read(&out).unwrap();
+    let crash = summary
+        .lifecycles(LifecycleKind::Crash)
+        .next()
         .expect("a crash record");
-    assert!(crash.contains("signal 13"), "{crash}");
-}
-
-/// Installs vhost-device-gpu (scripts/install-vhost-device-gpu.sh, a cache outside the repo).
-fn vhost_device_gpu() -> Option<PathBuf> {
-    let out = Command::new(root().join("scripts/install-vhost-device-gpu.sh"))
-        .stdin(Stdio::null())
-        .output()
-        .ok()?;
-    if !out.status.success() {
-        eprintln!(
-            "vhost-device-gpu install failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        return None;
-    }
-    Some(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+    assert!(crash.message.contains("signal 13"), "{}", crash.message);
 }
 
 /// Boots `workload` against a backend started by `backend` (socket path substituted for
@@ -779,13 +760,6 @@ fn proxy_real_guest_reboot_boots_twice_and_records_the_reset() {
         !serial.lines().any(|l| l.contains("*ERROR*")),
         "the guest driver logged an error:\n{serial}"
     );
-    let reader = vgt_format::CaptureReader::open(&out).unwrap();
-    let resets = reader
-        .iter()
-        .filter_map(|r| r.ok())
-        .filter(
-            |(_, r)| matches!(&r.body, RecordBody::Lifecycle(l) if l.kind == LifecycleKind::Reset),
-        )
-        .count();
-    assert_eq!(resets, 1);
+    let summary = vgt_e2e::capture::Summary::read(&out).unwrap();
+    assert_eq!(summary.lifecycles(LifecycleKind::Reset).count(), 1);
 }
