@@ -398,7 +398,8 @@ impl<'r> Replayer<'r> {
         };
         let plan = opts.backend.as_ref().map(|_| Plan::scan(self.reader));
         let stream = stream_matched(self.reader);
-        let crashes = recorded_crashes(self.reader);
+        // One pass over the records for what lies outside its command's window.
+        let (crashes, stream_replies) = recorded_elsewhere(self.reader, stream);
         let started = Instant::now();
         let loops = opts.loops.max(1);
         for loop_index in 0..loops {
@@ -420,11 +421,7 @@ impl<'r> Replayer<'r> {
                 cursors_in_order: InOrder::default(),
                 fences_in_order: InOrder::default(),
                 crashes: crashes.clone(),
-                stream_replies: if stream {
-                    recorded_replies(self.reader)
-                } else {
-                    VecDeque::new()
-                },
+                stream_replies: stream_replies.clone(),
                 backend,
                 backend_failure: None,
                 executed_any: false,
@@ -2027,36 +2024,36 @@ impl<T> InOrder<T> {
     }
 }
 
-/// The commands Crash records name with their queue (the crashed command, or one in flight
-/// when a proxied backend went away; the proxy's summary record names the last completed
-/// command without a queue, as context).
-fn recorded_crashes(reader: &CaptureReader) -> HashMap<RecordId, String> {
-    reader
-        .iter()
-        .map_while(Result::ok)
-        .filter_map(|(_, r)| match r.body {
-            RecordBody::Lifecycle(l) if l.kind == LifecycleKind::Crash && l.queue.is_some() => {
-                Some((l.command?, l.message))
-            }
-            _ => None,
-        })
-        .collect()
-}
+/// Commands the capture records a crash on, with the message.
+type Crashes = HashMap<RecordId, String>;
+/// GPU-socket replies in order: (request, payload).
+type Replies = VecDeque<(u32, Vec<u8>)>;
 
-/// Every GPU-socket reply the capture recorded (request, payload), in order (unreadable ones
-/// skipped: the replay reports that damage where it meets it).
-fn recorded_replies(reader: &CaptureReader) -> VecDeque<(u32, Vec<u8>)> {
-    reader
-        .iter()
-        .map_while(Result::ok)
-        .filter_map(|(_, r)| match r.body {
-            RecordBody::GpuSocket(g) if g.direction == Direction::BackendReply => reader
-                .read_payload(&g.payload)
-                .ok()
-                .map(|b| (g.request, b.into_owned())),
-            _ => None,
-        })
-        .collect()
+/// What replay takes from anywhere in the capture, not from the command's window (one pass):
+/// the commands Crash records name with their queue (the crashed command, or one in flight
+/// when a proxied backend went away; the proxy's summary record names the last completed
+/// command without a queue, as context), and, with `replies`, every GPU-socket reply
+/// (request, payload) in order, for stream-matched captures. Unreadable records end the pass
+/// (the replay reports that damage where it meets it).
+fn recorded_elsewhere(reader: &CaptureReader, replies: bool) -> (Crashes, Replies) {
+    let mut crashes = HashMap::new();
+    let mut answers = VecDeque::new();
+    for (_, r) in reader.iter().map_while(Result::ok) {
+        match r.body {
+            RecordBody::Lifecycle(l) if l.kind == LifecycleKind::Crash && l.queue.is_some() => {
+                if let Some(c) = l.command {
+                    crashes.insert(c, l.message);
+                }
+            }
+            RecordBody::GpuSocket(g) if replies && g.direction == Direction::BackendReply => {
+                if let Ok(b) = reader.read_payload(&g.payload) {
+                    answers.push_back((g.request, b.into_owned()));
+                }
+            }
+            _ => {}
+        }
+    }
+    (crashes, answers)
 }
 
 /// Frames are matched in order over the whole capture, not per command window, for proxy
