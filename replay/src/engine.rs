@@ -1318,10 +1318,11 @@ impl Run<'_> {
     }
 
     fn diverge(&mut self, record: RecordId, command: RecordId, kind: DivergenceKind) {
-        let command_name = self
-            .commands
-            .get(&command)
-            .map_or_else(|| "?".to_owned(), |c| c.name.clone());
+        let command_name = match self.commands.get(&command) {
+            Some(c) => c.name.clone(),
+            // Stream matching files frames after their command's response was compared.
+            None => recorded_command_name(self.reader, command),
+        };
         self.batch.push(Divergence {
             record,
             command,
@@ -2028,6 +2029,25 @@ impl<T> InOrder<T> {
 type Crashes = HashMap<RecordId, String>;
 /// GPU-socket replies in order: (request, payload).
 type Replies = VecDeque<(u32, Vec<u8>)>;
+
+/// The type name of the command recorded at `id`, read back from the capture ("?" when that
+/// record is not a readable command).
+fn recorded_command_name(reader: &CaptureReader, id: RecordId) -> String {
+    let Ok(Record {
+        body: RecordBody::Command(c),
+        ..
+    }) = reader.record(id)
+    else {
+        return "?".to_owned();
+    };
+    let code = reader.read_payload(&c.request).ok().and_then(|request| {
+        request
+            .get(0..4)
+            .and_then(|b| b.try_into().ok())
+            .map(u32::from_le_bytes)
+    });
+    command_name(code)
+}
 
 /// What replay takes from anywhere in the capture, not from the command's window (one pass):
 /// the commands Crash records name with their queue (the crashed command, or one in flight

@@ -23,6 +23,17 @@ fn replay(bytes: &[u8]) -> ReplayReport {
         .unwrap()
 }
 
+/// The type name of the command recorded at `id`, as reports spell it.
+fn recorded_name(bytes: &[u8], id: vgt_format::RecordId) -> String {
+    let reader = CaptureReader::from_bytes(bytes.to_vec()).unwrap();
+    let RecordBody::Command(c) = reader.record(id).unwrap().body else {
+        panic!("record {id:?} is not a command");
+    };
+    let request = reader.read_payload(&c.request).unwrap();
+    let code = u32::from_le_bytes(request[0..4].try_into().unwrap());
+    vgt_format::wire::CommandType(code).to_string()
+}
+
 fn is_display(r: &Record) -> bool {
     matches!(r.body, RecordBody::Frame(_) | RecordBody::Cursor(_))
 }
@@ -98,6 +109,13 @@ fn a_frame_one_side_lacks_is_one_divergence_not_a_shift_of_every_later_pair() {
         "{}",
         report.divergences[0]
     );
+    // Matched after its command's response, the frame still names the command that showed it.
+    assert_eq!(
+        report.divergences[0].command_name,
+        recorded_name(&proxy, report.divergences[0].command),
+        "{}",
+        report.divergences[0]
+    );
     // And a frame the capture has that replay does not show.
     let mut moved = Vec::new();
     rewrite(&bytes, |_, r| {
@@ -130,6 +148,12 @@ fn a_frame_one_side_lacks_is_one_divergence_not_a_shift_of_every_later_pair() {
             report.divergences[0].kind,
             DivergenceKind::MissingFrame { .. }
         ),
+        "{}",
+        report.divergences[0]
+    );
+    assert_eq!(
+        report.divergences[0].command_name,
+        recorded_name(&proxy, report.divergences[0].command),
         "{}",
         report.divergences[0]
     );
