@@ -13,12 +13,16 @@
 //! - [`hash`]: [`hash::content_hash`], the XXH3-128 content hash stored for blobs and frames.
 //! - [`state`]: folds records into the device state (resources, contexts, scanouts, fences) at
 //!   any record, and [`state::StateIndex`] checkpoints it for fast random access.
+//! - `image` (feature `png`): PNG encoding of frames and cursor images in every virtio-gpu
+//!   format.
 //! - [`summary`]: a fixed-size integer summary of each record, for tools that index and filter
 //!   whole captures.
 #![forbid(unsafe_code)]
 
 pub mod file;
 pub mod hash;
+#[cfg(feature = "png")]
+pub mod image;
 pub mod record;
 pub mod state;
 pub mod summary;

@@ -85,11 +85,29 @@ pub enum Verb {
         #[arg(long, default_value = "zstd:19", value_name = "lz4|zstd[:LEVEL]|none")]
         compression: Compression,
     },
-    /// Export commands and fences as Chrome trace / Perfetto JSON.
+    /// Export commands and fences as Chrome trace / Perfetto JSON, and the recorded frames and
+    /// cursor images as PNG files.
+    #[command(group(
+        clap::ArgGroup::new("output").required(true).multiple(true).args(["chrome_trace", "frames"])
+    ))]
     Export {
         /// Write a Chrome trace event file here.
         #[arg(long, value_name = "OUT.json")]
-        chrome_trace: PathBuf,
+        chrome_trace: Option<PathBuf>,
+        /// Write every recorded frame as a PNG into DIR (created when missing), named
+        /// frame-RECORD-sSCANOUT.png as `vgt-replay --frames-dir` names the replayed ones.
+        #[arg(long, value_name = "DIR")]
+        frames: Option<PathBuf>,
+        /// With --frames: also every cursor image (cursor-RECORD-sSCANOUT.png, 64x64 RGBA).
+        #[arg(long, requires = "frames")]
+        cursors: bool,
+        /// With --frames: only records in this range of record numbers (`A..B`, `A..=B`,
+        /// `A..`, `..B` or `N`).
+        #[arg(long, requires = "frames", value_parser = parse_range)]
+        range: Option<Range<u64>>,
+        /// With --frames: only this scanout.
+        #[arg(long, requires = "frames", value_name = "N")]
+        scanout: Option<u32>,
         /// The capture file.
         file: PathBuf,
     },
@@ -163,7 +181,22 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
         } => crate::dump::run(&file, range, &kind, json, out),
         Verb::Check { file, json } => crate::check_cmd::run(&file, json, out),
         Verb::Stats { file, json } => crate::stats::run(&file, json, out),
-        Verb::Export { chrome_trace, file } => crate::export::run(&file, &chrome_trace, out),
+        Verb::Export {
+            chrome_trace,
+            frames,
+            cursors,
+            range,
+            scanout,
+            file,
+        } => {
+            let frames = frames.map(|dir| crate::frames::FrameExport {
+                dir,
+                cursors,
+                range,
+                scanout,
+            });
+            crate::export::run(&file, chrome_trace.as_deref(), frames.as_ref(), out)
+        }
         Verb::Repack {
             input,
             output,

@@ -1,5 +1,5 @@
 //! `vgt-inspect export --chrome-trace`: commands and fences as Chrome trace event JSON
-//! (loadable by ui.perfetto.dev and chrome://tracing).
+//! (loadable by ui.perfetto.dev and chrome://tracing); `--frames` is [`crate::frames`].
 //!
 //! Process 1 ("virtqueues") has one thread per virtqueue with a complete (`X`) event per command
 //! from submission to response. Process 2 ("fence rings") has one thread per fence timeline
@@ -18,6 +18,7 @@ use vgt_format::record::{RecordBody, RecordId};
 use vgt_format::wire::{CommandType, CtrlHeader, Request, Response};
 
 use crate::cli::Outcome;
+use crate::frames::{FrameExport, export_frames, summarize};
 use crate::stats::command_name;
 
 const PID_QUEUES: u32 = 1;
@@ -304,23 +305,51 @@ pub fn write_chrome_trace(reader: &CaptureReader, w: &mut dyn Write) -> std::io:
     Ok(n)
 }
 
-/// Runs `export --chrome-trace OUT FILE`.
-pub fn run(path: &Path, chrome_trace_out: &Path, out: &mut dyn Write) -> Result<Outcome> {
+/// `vgt-inspect export`: the Chrome trace to `chrome_trace_out` and/or the frames as `frames`
+/// says.
+pub fn run(
+    path: &Path,
+    chrome_trace_out: Option<&Path>,
+    frames: Option<&FrameExport>,
+    out: &mut dyn Write,
+) -> Result<Outcome> {
     let reader =
         CaptureReader::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let file = std::fs::File::create(chrome_trace_out)
-        .with_context(|| format!("cannot create {}", chrome_trace_out.display()))?;
-    let mut w = std::io::BufWriter::new(file);
-    let n = write_chrome_trace(&reader, &mut w)
-        .and_then(|n| w.flush().map(|()| n))
-        .with_context(|| format!("writing {}", chrome_trace_out.display()))?;
-    writeln!(
-        out,
-        "wrote {n} trace events to {}",
-        chrome_trace_out.display()
-    )?;
+    let health = reader.health();
+    if let Some(at) = health.truncated_at {
+        eprintln!(
+            "vgt-inspect: warning: {} is truncated at byte {at}: {} complete records recovered",
+            path.display(),
+            reader.len()
+        );
+    }
+    let mut damaged = !health.corrupt.is_empty();
+    if let Some(trace) = chrome_trace_out {
+        let file = std::fs::File::create(trace)
+            .with_context(|| format!("cannot create {}", trace.display()))?;
+        let mut w = std::io::BufWriter::new(file);
+        let n = write_chrome_trace(&reader, &mut w)
+            .and_then(|n| w.flush().map(|()| n))
+            .with_context(|| format!("writing {}", trace.display()))?;
+        writeln!(out, "wrote {n} trace events to {}", trace.display())?;
+    }
+    if let Some(what) = frames {
+        let done = export_frames(&reader, what)?;
+        for (id, why) in &done.failed {
+            eprintln!("vgt-inspect: error: record {id}: {why}");
+        }
+        if done.unreadable > 0 {
+            eprintln!(
+                "vgt-inspect: error: {} records of {} could not be read",
+                done.unreadable,
+                path.display()
+            );
+        }
+        damaged |= !done.failed.is_empty() || done.unreadable > 0;
+        summarize(&done, &what.dir, out)?;
+    }
     Ok(Outcome {
-        damaged: !reader.health().corrupt.is_empty(),
+        damaged,
         ..Outcome::default()
     })
 }

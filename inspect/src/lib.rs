@@ -10,6 +10,7 @@ pub mod cli;
 pub mod describe;
 pub mod dump;
 pub mod export;
+pub mod frames;
 pub mod info;
 pub mod progress;
 pub mod repack;

@@ -13,11 +13,11 @@
 //! - [`engine`]: the replayer, its options and observer.
 //! - [`memory`]: guest memory rebuilt from recorded reads.
 //! - [`report`]: divergences and the summary.
-//! - [`frames`]: PNG output of frames in every virtio-gpu format.
+//! - [`frames`]: PNG output of frames in every virtio-gpu format (`vgt_format::image`).
 
 pub mod backend;
 pub mod engine;
-pub mod frames;
+pub use vgt_format::image as frames;
 pub mod memory;
 pub mod report;
 mod verify;

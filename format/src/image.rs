@@ -1,10 +1,13 @@
-//! Frames as images: PNG encoding of virtio-gpu pixel buffers in any of the eight formats.
+//! Frames and cursors as images: PNG encoding of virtio-gpu pixel buffers in any of the eight
+//! formats, and the file names vgt's tools give them (`png` feature). vgt-replay writes the
+//! frames it replays with these, vgt-inspect the frames and cursor images a capture recorded,
+//! so that the two directories compare file by file.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use vgt_format::record::RecordId;
-use vgt_format::wire::Format;
+use crate::record::RecordId;
+use crate::wire::Format;
 
 /// Why a frame could not be written as a PNG.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +59,19 @@ pub enum PngError {
 pub fn frame_file_name(record: RecordId, scanout_id: u32) -> String {
     format!("frame-{record:06}-s{scanout_id}.png")
 }
+
+/// The file name of a cursor image: `cursor-RECORD-sSCANOUT.png`, record zero-padded to six
+/// digits.
+pub fn cursor_file_name(record: RecordId, scanout_id: u32) -> String {
+    format!("cursor-{record:06}-s{scanout_id}.png")
+}
+
+/// Side of the square cursor image a CURSOR_UPDATE carries, in pixels.
+pub const CURSOR_SIZE: u32 = 64;
+
+/// The format of a cursor image as recorded (QEMU's 32-bit ARGB, little-endian in memory: the
+/// guest's B8G8R8A8 cursor resource).
+pub const CURSOR_FORMAT: Format = Format::B8G8R8A8_UNORM;
 
 /// Converts `height` rows of `format` pixels (`stride` bytes apart) to tightly packed RGBA
 /// (X formats get an opaque alpha).
@@ -238,5 +254,6 @@ mod tests {
     #[test]
     fn frame_file_name_pads_record_number() {
         assert_eq!(frame_file_name(123, 0), "frame-000123-s0.png");
+        assert_eq!(cursor_file_name(7, 1), "cursor-000007-s1.png");
     }
 }
