@@ -4,7 +4,8 @@
 //! for pixel with the last Frame of each scanout and with what the guest drew, and the capture
 //! is checked: clean file, expected command sequence, no error responses, no validation or
 //! error lifecycle events, a driver log free of errors. A second test kills vgt-capture with
-//! SIGKILL in the middle of the fb workload and opens what it left.
+//! SIGKILL in the middle of the fb workload and opens what it left. Others reboot the guest, and
+//! run README's first command, `scripts/capture-demo`, as a newcomer would.
 //!
 //! Needs QEMU >= 8 and the guest from `samples/guest/setup.sh` (scripts/test runs it first).
 //! Without them these tests fail and say so, unless `VGT_SKIP_E2E=1` is set.
@@ -473,4 +474,53 @@ fn a_rebooted_guest_finds_a_fresh_device_and_the_capture_replays() {
         "real-guest: reboot: ok; {} commands over two boots replayed identically",
         report.commands
     );
+}
+
+/// README's first command, as a newcomer runs it: `scripts/capture-demo` builds vgt-capture,
+/// boots the guest through it and leaves a capture that holds what the guest drew, then says
+/// what to run next. (setup.sh already ran: scripts/test runs it first, so `--no-setup`.)
+#[test]
+fn readme_capture_demo_records_the_guest_and_says_what_next() {
+    let Some(_paths) = guest_or_skip("capture-demo") else {
+        return;
+    };
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (_tmp, dir) = keep_dir();
+    let out = dir.join("demo.vgt");
+    let demo = vgt_e2e::workspace_root().join("scripts/capture-demo");
+    let run = std::process::Command::new(&demo)
+        .args(["--no-setup", "--workload", "fb", "--fb-frames", "4", "-o"])
+        .arg(&out)
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr),
+    );
+    assert_eq!(run.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains(&out.display().to_string()) && stdout.contains("vgt-inspect -- info"),
+        "{stdout}"
+    );
+    let s = Summary::read(&out).unwrap();
+    s.check_healthy().unwrap();
+    assert!(s.count(C::TRANSFER_TO_HOST_2D) >= 4, "{:?}", s.sequence());
+    // The fb workload's last frame, as the guest computed it (4 frames: 0..=3).
+    s.last_frame_rgb(0)
+        .unwrap()
+        .check_equal(
+            &fb_frame(3, 1280, 800),
+            "capture-demo's last frame vs fb frame 3",
+        )
+        .unwrap();
+    // A wrong argument: one line, exit 2, nothing booted.
+    let bad = std::process::Command::new(&demo)
+        .args(["--no-setup", "--workload", "nope"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with("capture-demo: error: "), "{err}");
 }
