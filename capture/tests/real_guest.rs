@@ -514,13 +514,98 @@ fn readme_capture_demo_records_the_guest_and_says_what_next() {
             "capture-demo's last frame vs fb frame 3",
         )
         .unwrap();
-    // A wrong argument: one line, exit 2, nothing booted.
-    let bad = std::process::Command::new(&demo)
-        .args(["--no-setup", "--workload", "nope"])
+    // The same through the proxy, in front of QEMU's own backend (`--proxy`).
+    let out = dir.join("demo-proxy.vgt");
+    let run = std::process::Command::new(&demo)
+        .args(["--no-setup", "--workload", "fb", "--fb-frames", "4", "-o"])
+        .arg(&out)
+        .args([
+            "--proxy",
+            &format!("{} --socket-path %s", vgt_e2e::backends::QEMU_GPU_BACKEND),
+        ])
+        .current_dir(&dir)
         .output()
         .unwrap();
-    assert_eq!(bad.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&bad.stderr);
-    assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.starts_with("capture-demo: error: "), "{err}");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert_eq!(
+        run.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(stdout.contains("vgt-replay -- --backend-cmd"), "{stdout}");
+    let s = Summary::read(&out).unwrap();
+    s.check_healthy().unwrap();
+    let reader = vgt_format::CaptureReader::open(&out).unwrap();
+    let (_, first) = reader.iter().next().unwrap().unwrap();
+    assert!(
+        matches!(&first.body, vgt_format::record::RecordBody::SessionStart(st)
+            if st.mode == vgt_format::record::CaptureMode::Proxy),
+        "{first:?}"
+    );
+    s.last_frame_rgb(0)
+        .unwrap()
+        .check_equal(
+            &fb_frame(3, 1280, 800),
+            "proxy capture-demo's last frame vs fb frame 3",
+        )
+        .unwrap();
+    // A backend killed mid-workload (3 s after it started: QEMU has long connected, and 2000
+    // whole-screen frames take far longer): exit 1, what the proxy said, a finished capture.
+    let killer = dir.join("killed-backend.sh");
+    std::fs::write(
+        &killer,
+        format!(
+            "#!/bin/sh\n{} --socket-path \"$1\" &\npid=$!\nsleep 3\nkill -9 $pid\nwait $pid\n",
+            vgt_e2e::backends::QEMU_GPU_BACKEND
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&killer, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let out = dir.join("demo-crash.vgt");
+    let started = Instant::now();
+    let run = std::process::Command::new(&demo)
+        .args([
+            "--no-setup",
+            "--workload",
+            "fb",
+            "--fb-frames",
+            "2000",
+            "-o",
+        ])
+        .arg(&out)
+        .args(["--proxy", &format!("{} %s", killer.display())])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(1), "{stderr}");
+    // The demo stops the guest when the proxy ends; the stalled guest's driver would take
+    // about a minute of timeouts to give up on its own.
+    assert!(
+        started.elapsed() < Duration::from_secs(40),
+        "the demo waited {:?} for the stalled guest",
+        started.elapsed()
+    );
+    assert!(
+        stderr.contains("the backend crashed or closed its connection")
+            && stderr.contains("status 137")
+            && stderr.contains("reproduce with: vgt-replay --backend-cmd"),
+        "{stderr}"
+    );
+    Summary::read(&out).unwrap();
+    // A wrong argument: one line, exit 2, nothing booted.
+    for args in [
+        &["--no-setup", "--workload", "nope"][..],
+        &["--no-setup", "--proxy", "a-backend-without-its-socket"],
+    ] {
+        let bad = std::process::Command::new(&demo)
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(bad.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&bad.stderr);
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.starts_with("capture-demo: error: "), "{args:?}: {err}");
+    }
 }
