@@ -1177,3 +1177,211 @@ fn proxy_add_mem_reg_front_end_is_interposed_like_set_mem_table() {
         "{notes:?}"
     );
 }
+
+/// Waits (up to 10 s) until the live capture at `out` holds a MemoryRead of command `cmd`.
+fn wait_memory_read_of(out: &Path, cmd: u64) {
+    let start = Instant::now();
+    loop {
+        if let Ok(reader) = vgt_format::CaptureReader::open(out)
+            && reader.iter().any(|r| {
+                matches!(r, Ok((_, rec)) if matches!(&rec.body, RecordBody::MemoryRead(m) if m.command == cmd))
+            })
+        {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no memory read of #{cmd} in the capture"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The guest rewrites a transfer's source while the backend still holds the transfer (behind a
+/// GET_DISPLAY_INFO the display does not answer yet): the backend reads the newer bytes, so the
+/// capture's recorded bytes are not what the backend saw. The proxy checks the source again at
+/// the response and records an InFlightWrite naming the transfer; a transfer whose source the
+/// guest leaves alone gets none. The replay of that capture diverges and says why.
+#[test]
+fn proxy_transfer_source_changed_in_flight_is_recorded_as_a_driver_race() {
+    if !have_backend() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (mut proxy, sock, out) = spawn_proxy(dir.path());
+    let gate = Arc::new(Gate::default());
+    let answers = DisplayAnswers {
+        display_info_gate: Some(gate.clone()),
+        ..DisplayAnswers::default()
+    };
+    let mut fe = TestFrontend::connect(&sock, answers);
+    let ok = |r: &[u8]| assert_eq!(gpu::resp_type(r), 0x1100);
+    let (_, _, r) = fe.command(
+        0,
+        &[Buf::Out(gpu::create_2d(7, 2, 16, 16)), Buf::In(24)],
+        false,
+    );
+    ok(&r);
+    let before: Vec<u8> = (0..16 * 16 * 4).map(|i| (i * 7 % 251) as u8).collect();
+    let after: Vec<u8> = before.iter().map(|b| b ^ 0x5a).collect();
+    let backing = fe.put(&before);
+    let (_, _, r) = fe.command(
+        0,
+        &[
+            Buf::Out(gpu::attach_backing(7, 1)),
+            Buf::Out(gpu::mem_entries(&[(backing, before.len() as u32)])),
+            Buf::In(24),
+        ],
+        false,
+    );
+    ok(&r);
+    let (_, _, r) = fe.command(
+        0,
+        &[
+            Buf::Out(gpu::set_scanout(0, 7, [0, 0, 16, 16])),
+            Buf::In(24),
+        ],
+        false,
+    );
+    ok(&r);
+    // A transfer whose source stays as it was: no event.
+    let (calm, _, r) = fe.command(
+        0,
+        &[
+            Buf::Out(gpu::transfer_2d(7, [0, 0, 16, 16], 0, None)),
+            Buf::In(24),
+        ],
+        false,
+    );
+    ok(&r);
+    // The backend is held inside GET_DISPLAY_INFO; the transfer queued behind it is taken (and
+    // recorded) by the proxy, then the guest writes new bytes, then the backend goes on.
+    fe.push(0, &[Buf::Out(gpu::get_display_info()), Buf::In(408)], false);
+    let raced = fe.push(
+        0,
+        &[
+            Buf::Out(gpu::transfer_2d(7, [0, 0, 16, 16], 0, None)),
+            Buf::In(24),
+        ],
+        false,
+    );
+    assert!(fe.no_used_within(0, Duration::from_millis(100)));
+    let commands = |out: &Path| -> Vec<(u64, u16)> {
+        let (_, records) = common::read_capture(out);
+        records
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| match &r.body {
+                RecordBody::Command(c) => Some((i as u64, c.head)),
+                _ => None,
+            })
+            .collect()
+    };
+    // The proxy takes both right away; the transfer is the last command recorded.
+    let start = Instant::now();
+    let raced_id = loop {
+        if let Some(&(id, head)) = commands(&out).last()
+            && head == raced.head
+        {
+            break id;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "transfer not taken"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    wait_memory_read_of(&out, raced_id);
+    fe.mem.write_slice(&after, GuestAddress(backing)).unwrap();
+    gate.open();
+    fe.wait_used(0);
+    fe.wait_used(0);
+    let (_, _, r) = fe.command(
+        0,
+        &[Buf::Out(gpu::flush(7, [0, 0, 16, 16])), Buf::In(24)],
+        false,
+    );
+    ok(&r);
+    drop(fe);
+    let status = wait_exit(&mut proxy, 20);
+    assert!(status.success(), "proxy exit {status:?}");
+
+    let (reader, records) = common::read_capture(&out);
+    let calm_id = records
+        .iter()
+        .position(|r| matches!(&r.body, RecordBody::Command(c) if c.head == calm.head && c.request.inline().is_some_and(|b| b[0] == 0x05)))
+        .unwrap() as u64;
+    let events: Vec<_> = records
+        .iter()
+        .filter_map(|r| match &r.body {
+            RecordBody::Lifecycle(l) if l.kind == LifecycleKind::InFlightWrite => Some(l.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].command, Some(raced_id));
+    assert_ne!(events[0].command, Some(calm_id));
+    assert!(
+        events[0].message.contains(&format!(
+            "TRANSFER_TO_HOST_2D #{raced_id} read while it was in flight: 1 of its 1 runs (1024 of 1024 bytes), the first at {backing:#x}"
+        )),
+        "{}",
+        events[0].message
+    );
+    // The capture holds the older bytes for the transfer; the backend showed the newer ones.
+    let read = records
+        .iter()
+        .find_map(|r| match &r.body {
+            RecordBody::MemoryRead(m) if m.command == raced_id => Some(m.data.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(reader.read_payload(&read).unwrap().to_vec(), before);
+    let frame = records
+        .iter()
+        .rev()
+        .find_map(|r| match &r.body {
+            RecordBody::Frame(f) => Some(f.pixels.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(reader.read_payload(&frame).unwrap().to_vec(), after);
+    // The event comes before the transfer's response.
+    let event_at = records
+        .iter()
+        .position(|r| matches!(&r.body, RecordBody::Lifecycle(l) if l.kind == LifecycleKind::InFlightWrite))
+        .unwrap();
+    let response_at = records
+        .iter()
+        .position(|r| matches!(&r.body, RecordBody::Response(x) if x.command == raced_id))
+        .unwrap();
+    assert!(event_at < response_at);
+    // Replay shows the older bytes, so its frame differs, and it says what may explain it.
+    let report = vgt_replay::Replayer::new(
+        &reader,
+        vgt_replay::ReplayOptions {
+            keep_going: true,
+            ..vgt_replay::ReplayOptions::default()
+        },
+    )
+    .run(&mut vgt_replay::Quiet)
+    .unwrap();
+    assert_eq!(report.in_flight_writes, vec![raced_id]);
+    assert!(
+        report
+            .divergences
+            .iter()
+            .any(|d| matches!(d.kind, vgt_replay::DivergenceKind::Frame { .. })),
+        "{:#?}",
+        report.divergences
+    );
+    let mut summary = Vec::new();
+    report.write_summary(&mut summary).unwrap();
+    let summary = String::from_utf8(summary).unwrap();
+    assert!(
+        summary.contains(&format!(
+            "note: the guest changed memory under 1 command(s) while they were in flight (#{raced_id})"
+        )),
+        "{summary}"
+    );
+}

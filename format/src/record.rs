@@ -517,6 +517,10 @@ pub enum LifecycleKind {
     Crash = 11,
     /// The capture was finished cleanly.
     End = 12,
+    /// The guest changed guest memory that a command in flight had read (`command` names the
+    /// command): a driver race. In proxy mode the backend may have read the newer bytes, which
+    /// the capture does not hold (it holds what was there when the command was taken).
+    InFlightWrite = 13,
     /// A code this version does not know.
     Other = 0xffff,
 }

@@ -79,6 +79,7 @@ pub fn lifecycle_name(k: LifecycleKind) -> &'static str {
         LifecycleKind::Error => "error",
         LifecycleKind::Crash => "crash",
         LifecycleKind::End => "end",
+        LifecycleKind::InFlightWrite => "in-flight-write",
         LifecycleKind::Other => "other",
     }
 }

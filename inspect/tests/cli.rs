@@ -283,7 +283,7 @@ fn check_on_a_clean_boot_exits_0_with_no_finding() {
     assert_eq!(o.status.code(), Some(0));
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(v["total"], 0);
-    assert_eq!(v["checks"].as_array().unwrap().len(), 10);
+    assert_eq!(v["checks"].as_array().unwrap().len(), 11);
 }
 
 #[test]
@@ -517,6 +517,7 @@ fn real_samples_break_no_protocol_rule() {
         "fences",
         "blob-maps",
         "use-after-teardown",
+        "in-flight-writes",
     ];
     for path in samples {
         let o = inspect(&["check", "--json", path.to_str().unwrap()]);

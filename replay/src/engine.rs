@@ -399,7 +399,7 @@ impl<'r> Replayer<'r> {
         let plan = opts.backend.as_ref().map(|_| Plan::scan(self.reader));
         let stream = stream_matched(self.reader);
         // One pass over the records for what lies outside its command's window.
-        let (crashes, stream_replies) = recorded_elsewhere(self.reader, stream);
+        let (crashes, stream_replies, in_flight_writes) = recorded_elsewhere(self.reader, stream);
         let started = Instant::now();
         let loops = opts.loops.max(1);
         for loop_index in 0..loops {
@@ -456,6 +456,12 @@ impl<'r> Replayer<'r> {
             }
         }
         report.wall_ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        // The races that concern what was replayed.
+        let last = report.last_record;
+        report.in_flight_writes = in_flight_writes
+            .into_iter()
+            .filter(|c| last.is_some_and(|l| *c <= l))
+            .collect();
         Ok(report)
     }
 }
@@ -2055,11 +2061,15 @@ fn recorded_command_name(reader: &CaptureReader, id: RecordId) -> String {
 /// command without a queue, as context), and, with `replies`, every GPU-socket reply
 /// (request, payload) in order, for stream-matched captures. Unreadable records end the pass
 /// (the replay reports that damage where it meets it).
-fn recorded_elsewhere(reader: &CaptureReader, replies: bool) -> (Crashes, Replies) {
+fn recorded_elsewhere(reader: &CaptureReader, replies: bool) -> (Crashes, Replies, Vec<RecordId>) {
     let mut crashes = HashMap::new();
     let mut answers = VecDeque::new();
+    let mut in_flight_writes = Vec::new();
     for (_, r) in reader.iter().map_while(Result::ok) {
         match r.body {
+            RecordBody::Lifecycle(l) if l.kind == LifecycleKind::InFlightWrite => {
+                in_flight_writes.extend(l.command);
+            }
             RecordBody::Lifecycle(l) if l.kind == LifecycleKind::Crash && l.queue.is_some() => {
                 if let Some(c) = l.command {
                     crashes.insert(c, l.message);
@@ -2073,7 +2083,7 @@ fn recorded_elsewhere(reader: &CaptureReader, replies: bool) -> (Crashes, Replie
             _ => {}
         }
     }
-    (crashes, answers)
+    (crashes, answers, in_flight_writes)
 }
 
 /// Frames are matched in order over the whole capture, not per command window, for proxy

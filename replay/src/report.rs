@@ -451,6 +451,10 @@ pub struct ReplayReport {
     pub last_record: Option<RecordId>,
     /// The external backend replayed against (`None`: vgt-device).
     pub backend: Option<String>,
+    /// Commands (up to the last record replayed) under which the capture records that the
+    /// guest changed memory they had read while they were in flight (`InFlightWrite`, proxy
+    /// captures): the backend may have read bytes the capture does not hold.
+    pub in_flight_writes: Vec<RecordId>,
     /// Wall time of the replay in nanoseconds.
     pub wall_ns: u64,
     /// Capture time the replayed records span (all loops), in nanoseconds.
@@ -533,6 +537,23 @@ impl ReplayReport {
                 out,
                 "{} malformed chain(s) were rejected by the capturing transport (not replayed)",
                 self.transport_rejected.len()
+            )?;
+        }
+        if !self.in_flight_writes.is_empty() {
+            let mut ids: Vec<String> = self
+                .in_flight_writes
+                .iter()
+                .take(8)
+                .map(|c| format!("#{c}"))
+                .collect();
+            if self.in_flight_writes.len() > 8 {
+                ids.push("...".to_owned());
+            }
+            writeln!(
+                out,
+                "note: the guest changed memory under {} command(s) while they were in flight ({}): the backend may have read bytes the capture does not hold, so frames or responses after them can differ without a renderer bug",
+                self.in_flight_writes.len(),
+                ids.join(", ")
             )?;
         }
         if let Some(c) = &self.reproduced_crash {

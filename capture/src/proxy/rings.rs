@@ -11,6 +11,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{Ordering, fence};
 
+use vgt_format::hash::content_hash;
 use vgt_format::record::{
     CommandRecord, FenceSignal, LifecycleKind, MemoryRead, Payload, RecordBody, RecordId,
     ResponseRecord,
@@ -82,6 +83,8 @@ pub struct InFlight {
     pub writable: Vec<(u64, u32)>,
     /// Fence id when the request asked for one.
     pub fence: Option<u64>,
+    /// The guest memory recorded for it, checked again when its response comes.
+    pub reads: Vec<ReadSum>,
 }
 
 /// Per-queue state.
@@ -151,8 +154,13 @@ struct Resource {
     entries: Vec<(u64, u32)>,
 }
 
-/// A transfer's guest memory still to be recorded: (command, resource, (address, length) runs).
-type PendingRead = (RecordId, u32, Vec<(u64, u64)>);
+/// A transfer's guest memory still to be recorded: (command, its (queue, head), resource,
+/// (address, length) runs).
+type PendingRead = (RecordId, (u16, u16), u32, Vec<(u64, u64)>);
+
+/// A run of guest memory a command in flight had read, as recorded: (address, length, content
+/// hash). Checked again when the response comes ([`LifecycleKind::InFlightWrite`]).
+type ReadSum = (u64, u64, u128);
 
 /// Everything the proxy knows about the device, behind one mutex.
 pub struct ProxyState {
@@ -895,7 +903,7 @@ impl ProxyState {
         }
         let flags = le32(&request, 4);
         let fence = (flags & FLAG_FENCE != 0).then(|| le64(&request, 8));
-        self.decode(record, &request);
+        self.decode(record, (queue, head), &request);
         self.in_flight.insert(
             (queue, head),
             InFlight {
@@ -909,12 +917,13 @@ impl ProxyState {
                 },
                 writable,
                 fence,
+                reads: Vec::new(),
             },
         );
     }
 
     /// Keeps the resource map and records the guest memory a command makes the backend read.
-    fn decode(&mut self, record: RecordId, request: &[u8]) {
+    fn decode(&mut self, record: RecordId, key: (u16, u16), request: &[u8]) {
         let Ok(req) = Request::decode(request) else {
             return;
         };
@@ -969,7 +978,7 @@ impl ProxyState {
                 // Read and recorded right after the backend is kicked (record_reads), so that
                 // hashing and compressing a large transfer overlaps the backend's own work; the
                 // records still precede the command's response.
-                self.pending_reads.push((record, t.resource_id, runs));
+                self.pending_reads.push((record, key, t.resource_id, runs));
             }
             _ => {}
         }
@@ -987,7 +996,8 @@ impl ProxyState {
         // One buffer reused for every read (a fresh 8 MB allocation per 1080p frame costs
         // its page faults each time).
         let mut buf = std::mem::take(&mut self.scratch);
-        for (record, resource_id, runs) in std::mem::take(&mut self.pending_reads) {
+        for (record, key, resource_id, runs) in std::mem::take(&mut self.pending_reads) {
+            let mut sums = Vec::with_capacity(runs.len());
             for (addr, len) in runs {
                 let Ok(n) = usize::try_from(len) else {
                     continue;
@@ -1000,6 +1010,11 @@ impl ProxyState {
                     continue;
                 }
                 let r = self.recorder.store(data).and_then(|data| {
+                    let hash = match &data {
+                        Payload::Blob(b) => b.hash.0,
+                        Payload::Inline(bytes) => content_hash(bytes),
+                    };
+                    sums.push((addr, len, hash));
                     self.recorder.append(RecordBody::MemoryRead(MemoryRead {
                         command: record,
                         resource_id,
@@ -1011,8 +1026,57 @@ impl ProxyState {
                     self.error(None, Some(record), format!("recording a memory read: {e}"));
                 }
             }
+            if let Some(p) = self.in_flight.get_mut(&key).filter(|p| p.record == record) {
+                p.reads = sums;
+            }
         }
         self.scratch = buf;
+    }
+
+    /// Reads again the guest memory recorded for command `p` now that its response has come,
+    /// before the guest can see the response: memory the guest changed meanwhile is a driver
+    /// race, and the backend may have read the newer bytes. Records an
+    /// [`LifecycleKind::InFlightWrite`] naming the command when anything changed.
+    fn check_reads(&mut self, guest: &GuestMemoryMmap, queue: u16, p: &InFlight) {
+        if p.reads.is_empty() {
+            return;
+        }
+        let mut buf = std::mem::take(&mut self.scratch);
+        let (mut changed_runs, mut changed_bytes, mut total, mut first) =
+            (0usize, 0u64, 0u64, None);
+        for &(addr, len, hash) in &p.reads {
+            total += len;
+            let Ok(n) = usize::try_from(len) else {
+                continue;
+            };
+            if buf.len() < n {
+                buf.resize(n, 0);
+            }
+            let data = &mut buf[..n];
+            if guest.read_slice(data, GuestAddress(addr)).is_err() || content_hash(data) == hash {
+                continue;
+            }
+            changed_runs += 1;
+            changed_bytes += len;
+            first.get_or_insert(addr);
+        }
+        self.scratch = buf;
+        let Some(first) = first else {
+            return;
+        };
+        let _ = self.recorder.lifecycle(
+            LifecycleKind::InFlightWrite,
+            Some(queue),
+            Some(p.record),
+            format!(
+                "the guest changed the memory {} #{} read while it was in flight: {changed_runs} of \
+                 its {} runs ({changed_bytes} of {total} bytes), the first at {first:#x}; the \
+                 backend may have read the newer bytes, the capture holds the older",
+                p.name,
+                p.record,
+                p.reads.len()
+            ),
+        );
     }
 
     /// Moves every new shadow used entry of queue `q` to the guest's used ring, recording each
@@ -1150,6 +1214,7 @@ impl ProxyState {
             }));
             return false;
         };
+        self.check_reads(guest, queue, &p);
         // The bytes the backend wrote: the first `len` bytes of the writable buffers, read
         // straight into one buffer kept for the next response.
         let mut bytes = std::mem::take(&mut self.response);

@@ -881,7 +881,7 @@ fn cursor_action(v: u8) -> CursorAction {
 
 fn lifecycle_kind(v: u16) -> LifecycleKind {
     use LifecycleKind as L;
-    const ALL: [LifecycleKind; 12] = [
+    const ALL: [LifecycleKind; 13] = [
         L::Connect,
         L::Disconnect,
         L::Reset,
@@ -894,6 +894,7 @@ fn lifecycle_kind(v: u16) -> LifecycleKind {
         L::Error,
         L::Crash,
         L::End,
+        L::InFlightWrite,
     ];
     ALL.into_iter().find(|k| *k as u16 == v).unwrap_or(L::Other)
 }

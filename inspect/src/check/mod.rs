@@ -64,11 +64,14 @@ pub enum CheckId {
     RedundantCopies,
     /// Commands that name objects after unref, context destroy or device reset.
     UseAfterTeardown,
+    /// Guest memory a command had read, changed by the guest while the command was in flight
+    /// (recorded by the proxy as `InFlightWrite`): driver races.
+    InFlightWrites,
 }
 
 impl CheckId {
     /// Every check.
-    pub const ALL: [CheckId; 10] = [
+    pub const ALL: [CheckId; 11] = [
         CheckId::Lifecycle,
         CheckId::TransferBounds,
         CheckId::Ids,
@@ -79,6 +82,7 @@ impl CheckId {
         CheckId::BlobMaps,
         CheckId::RedundantCopies,
         CheckId::UseAfterTeardown,
+        CheckId::InFlightWrites,
     ];
 
     /// The name printed in reports and JSON.
@@ -94,6 +98,7 @@ impl CheckId {
             CheckId::BlobMaps => "blob-maps",
             CheckId::RedundantCopies => "redundant-copies",
             CheckId::UseAfterTeardown => "use-after-teardown",
+            CheckId::InFlightWrites => "in-flight-writes",
         }
     }
 }
@@ -390,6 +395,21 @@ impl Checker {
                     self.last_fence_submitted.clear();
                     self.last_fence_signalled.clear();
                     self.awaiting.clear();
+                }
+                LifecycleKind::InFlightWrite => {
+                    let mut records = vec![id];
+                    records.extend(l.command);
+                    self.find(
+                        CheckId::InFlightWrites,
+                        Severity::Warning,
+                        records,
+                        if l.message.is_empty() {
+                            "driver race: the guest changed memory a command in flight had read"
+                                .to_string()
+                        } else {
+                            format!("driver race: {}", l.message)
+                        },
+                    );
                 }
                 LifecycleKind::ValidationError | LifecycleKind::Error | LifecycleKind::Crash => {
                     let mut records = vec![id];

@@ -7,7 +7,7 @@ use std::cell::RefCell;
 use std::io::Write;
 use std::rc::Rc;
 
-use vgt_format::record::{Direction, LifecycleKind, RecordBody, VhostUserMessage};
+use vgt_format::record::{Direction, Lifecycle, LifecycleKind, RecordBody, VhostUserMessage};
 use vgt_format::testing::{CaptureBuilder, FRAMEBUFFER_GPA};
 use vgt_format::wire::{
     BlobFlags, BlobMem, Box3d, CapsetId, CapsetInfo, Command, CtrlHeader, CtxCreate, CtxResource,
@@ -19,7 +19,7 @@ use vgt_format::wire::{
 };
 use vgt_format::{CaptureReader, CaptureWriter, WriterOptions};
 
-use super::{CheckId, Report, Severity, check_capture};
+use super::{CheckId, Finding, Report, Severity, check_capture};
 
 /// A `Write` whose bytes stay readable after the writer is consumed.
 #[derive(Clone, Default)]
@@ -1018,6 +1018,49 @@ fn guest_sizes_past_64_bits_are_findings_not_overflows() {
         report.findings.iter().any(|f| f
             .message
             .contains(&format!("resource 5 ({} host bytes", u64::MAX))),
+        "{:#?}",
+        report.findings
+    );
+}
+
+// ---- 11. in-flight writes ------------------------------------------------------------------
+
+#[test]
+fn in_flight_write_event_is_a_driver_race_warning_naming_the_command() {
+    let message = "the guest changed the memory TRANSFER_TO_HOST_2D #5 read while it was in flight";
+    let mut ids = (0, 0);
+    let report = check(|b| {
+        create(b, 7, 8, 8);
+        let cmd = b
+            .command(
+                0,
+                &req(Command::TransferToHost2d(TransferToHost2d {
+                    r: rect(0, 0, 8, 8),
+                    offset: 0,
+                    resource_id: 7,
+                    padding: 0,
+                })),
+                24,
+            )
+            .unwrap();
+        let event = b
+            .append(RecordBody::Lifecycle(Lifecycle {
+                kind: LifecycleKind::InFlightWrite,
+                queue: Some(0),
+                command: Some(cmd),
+                message: message.to_owned(),
+            }))
+            .unwrap();
+        ids = (event, cmd);
+    });
+    let found: Vec<&Finding> = report.of(CheckId::InFlightWrites).collect();
+    assert_eq!(found.len(), 1, "{:#?}", report.findings);
+    assert_eq!(found[0].severity, Severity::Warning);
+    assert_eq!(found[0].records, vec![ids.0, ids.1]);
+    assert_eq!(found[0].message, format!("driver race: {message}"));
+    // Not an error event: the errors check leaves it alone.
+    assert!(
+        only(&report, CheckId::Errors).is_empty(),
         "{:#?}",
         report.findings
     );
