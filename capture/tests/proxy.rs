@@ -1385,3 +1385,89 @@ fn proxy_transfer_source_changed_in_flight_is_recorded_as_a_driver_race() {
         "{summary}"
     );
 }
+
+/// A transfer over a backing the guest says is 68 GiB of contiguous memory far outside guest
+/// RAM (17 entries of 4 GiB - 4 KiB from 1 TiB, rows as wide as the stride, so every row joins
+/// one run): the proxy neither reads nor allocates it (it used to size one buffer for the whole
+/// run, which the allocator refused: an abort), records why, and serves the next command.
+#[test]
+fn proxy_transfer_over_an_absurd_backing_is_not_read_and_the_proxy_serves_on() {
+    if !have_backend() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (mut proxy, sock, out) = spawn_proxy(dir.path());
+    let mut fe = TestFrontend::connect(&sock, DisplayAnswers::default());
+    // The backend refuses a resource this large; the transfer's reading is the proxy's own.
+    fe.command(
+        0,
+        &[Buf::Out(gpu::create_2d(9, 2, 1 << 30, 16)), Buf::In(24)],
+        false,
+    );
+    let len = 0xffff_f000u32;
+    let entries: Vec<(u64, u32)> = (0..17u64)
+        .map(|i| ((1u64 << 40) + i * u64::from(len), len))
+        .collect();
+    fe.command(
+        0,
+        &[
+            Buf::Out(gpu::attach_backing(9, entries.len() as u32)),
+            Buf::Out(gpu::mem_entries(&entries)),
+            Buf::In(24),
+        ],
+        false,
+    );
+    fe.command(
+        0,
+        &[
+            Buf::Out(gpu::transfer_2d(9, [0, 0, 1 << 30, 16], 0, None)),
+            Buf::In(24),
+        ],
+        false,
+    );
+    // Still serving.
+    let (_, _, r) = fe.command(
+        0,
+        &[Buf::Out(gpu::create_2d(10, 2, 8, 8)), Buf::In(24)],
+        false,
+    );
+    assert_eq!(gpu::resp_type(&r), 0x1100);
+    // A rect outside its resource: the backend refuses it before reading, so the proxy records
+    // no memory for it either.
+    let backing = fe.put(&[0x11; 8 * 8 * 4]);
+    let (_, _, r) = fe.command(
+        0,
+        &[
+            Buf::Out(gpu::attach_backing(10, 1)),
+            Buf::Out(gpu::mem_entries(&[(backing, 8 * 8 * 4)])),
+            Buf::In(24),
+        ],
+        false,
+    );
+    assert_eq!(gpu::resp_type(&r), 0x1100);
+    let (_, _, r) = fe.command(
+        0,
+        &[
+            Buf::Out(gpu::transfer_2d(10, [4, 0, 8, 8], 0, None)),
+            Buf::In(24),
+        ],
+        false,
+    );
+    assert_eq!(gpu::resp_type(&r), 0x1205, "ERR_INVALID_PARAMETER");
+    drop(fe);
+    let status = wait_exit(&mut proxy, 20);
+    assert!(status.success(), "proxy exit {status:?}");
+    let (_, records) = common::read_capture(&out);
+    assert!(
+        !records.iter().any(|r| matches!(&r.body, RecordBody::MemoryRead(m)
+            if m.resource_id == 9 || m.resource_id == 10)),
+        "memory outside guest RAM, or of a refused transfer, was recorded"
+    );
+    assert!(
+        records
+            .iter()
+            .any(|r| matches!(&r.body, RecordBody::Lifecycle(l)
+            if l.kind == LifecycleKind::Error && l.message.contains("outside guest memory"))),
+        "no record says why the transfer's memory is missing"
+    );
+}

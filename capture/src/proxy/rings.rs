@@ -151,6 +151,7 @@ impl Queue {
 #[derive(Debug, Clone, Default)]
 struct Resource {
     width: u32,
+    height: u32,
     entries: Vec<(u64, u32)>,
 }
 
@@ -933,6 +934,7 @@ impl ProxyState {
                     c.resource_id,
                     Resource {
                         width: c.width,
+                        height: c.height,
                         entries: Vec::new(),
                     },
                 );
@@ -942,6 +944,7 @@ impl ProxyState {
                     c.resource_id,
                     Resource {
                         width: 0,
+                        height: 0,
                         entries: c.entries.iter().map(|e| (e.addr, e.length)).collect(),
                     },
                 );
@@ -972,6 +975,14 @@ impl ProxyState {
                 if t.r.width == 0 || t.r.height == 0 || res.width == 0 {
                     return;
                 }
+                // A rect outside the resource is refused by the backends (QEMU's and
+                // rutabaga's answer ERR_INVALID_PARAMETER) before they read anything.
+                let inside = |at: u32, len: u32, size: u32| {
+                    u64::from(at) + u64::from(len) <= u64::from(size)
+                };
+                if !inside(t.r.x, t.r.width, res.width) || !inside(t.r.y, t.r.height, res.height) {
+                    return;
+                }
                 let stride = u64::from(res.width) * 4;
                 let row_len = u64::from(t.r.width) * 4;
                 let runs = row_runs(&res.entries, t.offset, row_len, stride, t.r.height);
@@ -998,10 +1009,19 @@ impl ProxyState {
         let mut buf = std::mem::take(&mut self.scratch);
         for (record, key, resource_id, runs) in std::mem::take(&mut self.pending_reads) {
             let mut sums = Vec::with_capacity(runs.len());
-            for (addr, len) in runs {
+            let (mut outside, mut outside_bytes, mut first_outside) = (0usize, 0u64, None);
+            for (addr, len) in read_chunks(&runs) {
                 let Ok(n) = usize::try_from(len) else {
                     continue;
                 };
+                // The guest names the backing: a run outside guest RAM is neither read nor
+                // given a buffer (a backing of absurd size would be an allocation as large).
+                if !guest.check_range(GuestAddress(addr), n) {
+                    outside += 1;
+                    outside_bytes = outside_bytes.saturating_add(len);
+                    first_outside.get_or_insert(addr);
+                    continue;
+                }
                 if buf.len() < n {
                     buf.resize(n, 0);
                 }
@@ -1025,6 +1045,17 @@ impl ProxyState {
                 if let Err(e) = r {
                     self.error(None, Some(record), format!("recording a memory read: {e}"));
                 }
+            }
+            if let Some(first) = first_outside {
+                // Guest input, recorded but not printed (a guest may send any number).
+                let _ = self.recorder.lifecycle(
+                    LifecycleKind::Error,
+                    None,
+                    Some(record),
+                    format!(
+                        "{outside} piece(s) of the memory transfer #{record} reads lie outside guest memory ({outside_bytes} bytes from {first:#x}): not recorded"
+                    ),
+                );
             }
             if let Some(p) = self.in_flight.get_mut(&key).filter(|p| p.record == record) {
                 p.reads = sums;
@@ -1280,6 +1311,20 @@ impl ProxyState {
 
 /// Guest ranges read by a 2D transfer: `rows` rows of `row_len` bytes, row r at backing offset
 /// `first + r * stride`, merged where contiguous in guest memory (as vgt-device reports them).
+/// The most guest memory one MemoryRead record holds (and so the largest buffer a transfer's
+/// recording and its in-flight check need): longer runs are split.
+const MAX_READ_CHUNK: u64 = 16 << 20;
+
+/// `runs` split into pieces of at most [`MAX_READ_CHUNK`] bytes.
+fn read_chunks(runs: &[(u64, u64)]) -> impl Iterator<Item = (u64, u64)> + '_ {
+    runs.iter().flat_map(|&(addr, len)| {
+        (0..len.div_ceil(MAX_READ_CHUNK)).map(move |i| {
+            let off = i * MAX_READ_CHUNK;
+            (addr.wrapping_add(off), (len - off).min(MAX_READ_CHUNK))
+        })
+    })
+}
+
 fn row_runs(
     entries: &[(u64, u32)],
     first: u64,
@@ -2154,6 +2199,7 @@ mod tests {
                 3,
                 Resource {
                     width: 4,
+                    height: 4,
                     entries: vec![(0x8000, 64)],
                 },
             );
@@ -2195,6 +2241,24 @@ mod tests {
                 "event_idx {event_idx}"
             );
         }
+    }
+
+    #[test]
+    fn read_chunks_split_long_runs_and_keep_short_ones() {
+        let m = MAX_READ_CHUNK;
+        let runs = [(0x1000, 64), (1 << 40, 2 * m + 5), (0x9000, m)];
+        let chunks: Vec<(u64, u64)> = read_chunks(&runs).collect();
+        assert_eq!(
+            chunks,
+            vec![
+                (0x1000, 64),
+                (1 << 40, m),
+                ((1 << 40) + m, m),
+                ((1 << 40) + 2 * m, 5),
+                (0x9000, m),
+            ]
+        );
+        assert_eq!(read_chunks(&[(0, 0)]).count(), 0);
     }
 
     #[test]
