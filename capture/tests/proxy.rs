@@ -1459,7 +1459,9 @@ fn proxy_transfer_over_an_absurd_backing_is_not_read_and_the_proxy_serves_on() {
     assert!(status.success(), "proxy exit {status:?}");
     let (_, records) = common::read_capture(&out);
     assert!(
-        !records.iter().any(|r| matches!(&r.body, RecordBody::MemoryRead(m)
+        !records
+            .iter()
+            .any(|r| matches!(&r.body, RecordBody::MemoryRead(m)
             if m.resource_id == 9 || m.resource_id == 10)),
         "memory outside guest RAM, or of a refused transfer, was recorded"
     );

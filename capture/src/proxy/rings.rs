@@ -1250,12 +1250,18 @@ impl ProxyState {
         // straight into one buffer kept for the next response.
         let mut bytes = std::mem::take(&mut self.response);
         bytes.clear();
-        let mut left = len as usize;
+        // The used length is the backend's word and the buffers the guest's: at most
+        // MAX_READ_CHUNK bytes, and only those inside guest memory, are read (a response is a
+        // few KiB; this buffer is kept for the next one).
+        let mut left = (len as usize).min(MAX_READ_CHUNK as usize);
         for &(addr, l) in &p.writable {
             if left == 0 {
                 break;
             }
             let n = (l as usize).min(left);
+            if !guest.check_range(GuestAddress(addr), n) {
+                break;
+            }
             let at = bytes.len();
             bytes.resize(at + n, 0);
             if guest
@@ -1675,13 +1681,18 @@ mod tests {
 
     /// A proxy state over 1 MiB of guest memory with queue 0 (size 16) set up and running.
     fn setup() -> (ProxyState, MemorySink) {
+        setup_with(1 << 20)
+    }
+
+    /// [`setup`] with `size` bytes of guest memory.
+    fn setup_with(size: u64) -> (ProxyState, MemorySink) {
         let sink = MemorySink::default();
         let recorder = Arc::new(Recorder::new(Box::new(sink.clone())));
         let mut st = ProxyState::new(recorder).unwrap();
-        let file = memfd(c"guest", 1 << 20).unwrap();
+        let file = memfd(c"guest", size).unwrap();
         let region = Region {
             gpa: 0,
-            size: 1 << 20,
+            size,
             uaddr: UA,
             mmap_offset: 0,
         };
@@ -1783,6 +1794,35 @@ mod tests {
         assert_eq!(resp_rec.bytes, Payload::Inline(resp));
         assert!(st.in_flight.is_empty());
         assert_eq!(st.last_completed.as_ref().map(|l| l.0), Some(cmd));
+    }
+
+    #[test]
+    fn a_response_claim_as_large_as_the_guest_buffer_is_read_16_mib_at_most() {
+        // The guest's writable buffer is 48 MiB of its 64 MiB, the backend's used entry says it
+        // wrote 4 GiB - 1: the proxy used to read all 48 MiB as "the response" and keep a
+        // buffer that large for every later one. A virtio-gpu response is a few KiB.
+        let (mut st, sink) = setup_with(64 << 20);
+        publish_create(&st, 1);
+        let g = guest(&st);
+        g.write_obj(48u32 << 20, GuestAddress(DESC + 16 + 8))
+            .unwrap();
+        assert!(st.take_avail(0));
+        backend_entry(&st, 0, 0, u32::MAX);
+        backend_used_idx(&st, 1);
+        assert!(st.take_used(0));
+        assert!(
+            st.response.capacity() <= MAX_READ_CHUNK as usize,
+            "{} bytes kept",
+            st.response.capacity()
+        );
+        let resp = bodies(&sink)
+            .into_iter()
+            .find_map(|r| match r {
+                RecordBody::Response(x) => Some(x),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(resp.used_len, u32::MAX);
     }
 
     #[test]
