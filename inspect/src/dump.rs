@@ -23,16 +23,9 @@ impl PayloadSource for ReaderPayloads<'_> {
     }
 }
 
-/// Runs `dump`.
-pub fn run(
-    path: &Path,
-    range: Option<Range<u64>>,
-    kinds: &[RecordKind],
-    json: bool,
-    out: &mut dyn Write,
-) -> Result<Outcome> {
-    let reader =
-        CaptureReader::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+/// Prints a line for a truncated capture (warning) and one per damaged place (error); true when
+/// anything is damaged.
+pub fn report_health(path: &Path, reader: &CaptureReader) -> bool {
     let health = reader.health();
     if let Some(at) = health.truncated_at {
         eprintln!(
@@ -50,7 +43,20 @@ pub fn run(
             c.detail
         );
     }
-    let mut damaged = !health.corrupt.is_empty();
+    !health.corrupt.is_empty()
+}
+
+/// Runs `dump`.
+pub fn run(
+    path: &Path,
+    range: Option<Range<u64>>,
+    kinds: &[RecordKind],
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<Outcome> {
+    let reader =
+        CaptureReader::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut damaged = report_health(path, &reader);
     let len = reader.len();
     let range = range.unwrap_or(0..len);
     let range = range.start.min(len)..range.end.min(len);

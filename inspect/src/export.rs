@@ -315,15 +315,7 @@ pub fn run(
 ) -> Result<Outcome> {
     let reader =
         CaptureReader::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let health = reader.health();
-    if let Some(at) = health.truncated_at {
-        eprintln!(
-            "vgt-inspect: warning: {} is truncated at byte {at}: {} complete records recovered",
-            path.display(),
-            reader.len()
-        );
-    }
-    let mut damaged = !health.corrupt.is_empty();
+    let mut damaged = crate::dump::report_health(path, &reader);
     if let Some(trace) = chrome_trace_out {
         let file = std::fs::File::create(trace)
             .with_context(|| format!("cannot create {}", trace.display()))?;
