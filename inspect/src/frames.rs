@@ -131,48 +131,36 @@ pub fn export_frames(reader: &CaptureReader, what: &FrameExport) -> Result<Expor
                 let name = image::frame_file_name(id, f.scanout_id);
                 let hash = blob_hash(&f.pixels);
                 let key = hash.map(|h| (h, f.format, f.width, f.height, f.stride));
-                let cached = last
-                    .get(&f.scanout_id)
-                    .filter(|e| Some(e.key) == key)
-                    .map(|e| e.png.clone());
-                let png = match cached {
-                    Some(png) => png,
-                    None => {
-                        let pixels = match reader.read_payload(&f.pixels) {
-                            Ok(p) => p,
-                            Err(e) => {
-                                done.failed
-                                    .push((id, format!("frame pixels unreadable: {e}")));
-                                continue;
-                            }
-                        };
-                        let png = match encode(
-                            Format(f.format),
-                            f.width,
-                            f.height,
-                            f.stride,
-                            &pixels,
-                            &name,
-                        ) {
-                            Ok(png) => png,
-                            Err(e) => {
-                                done.failed.push((id, e));
-                                continue;
-                            }
-                        };
-                        if let Some(key) = key {
-                            last.insert(
-                                f.scanout_id,
-                                Encoded {
-                                    key,
-                                    png: png.clone(),
-                                },
-                            );
+                if let Some(e) = last.get(&f.scanout_id).filter(|e| Some(e.key) == key) {
+                    write_file(&what.dir, &name, &e.png)?;
+                } else {
+                    let pixels = match reader.read_payload(&f.pixels) {
+                        Ok(p) => p,
+                        Err(e) => {
+                            done.failed
+                                .push((id, format!("frame pixels unreadable: {e}")));
+                            continue;
                         }
-                        png
+                    };
+                    let png = match encode(
+                        Format(f.format),
+                        f.width,
+                        f.height,
+                        f.stride,
+                        &pixels,
+                        &name,
+                    ) {
+                        Ok(png) => png,
+                        Err(e) => {
+                            done.failed.push((id, e));
+                            continue;
+                        }
+                    };
+                    write_file(&what.dir, &name, &png)?;
+                    if let Some(key) = key {
+                        last.insert(f.scanout_id, Encoded { key, png });
                     }
-                };
-                write_file(&what.dir, &name, &png)?;
+                }
                 *per_scanout.entry(f.scanout_id).or_default() += 1;
                 if hash.is_none_or(|h| seen.insert(h)) {
                     done.distinct += 1;

@@ -1315,8 +1315,6 @@ impl ProxyState {
     }
 }
 
-/// Guest ranges read by a 2D transfer: `rows` rows of `row_len` bytes, row r at backing offset
-/// `first + r * stride`, merged where contiguous in guest memory (as vgt-device reports them).
 /// The most guest memory one MemoryRead record holds (and so the largest buffer a transfer's
 /// recording and its in-flight check need): longer runs are split.
 const MAX_READ_CHUNK: u64 = 16 << 20;
@@ -1331,6 +1329,8 @@ fn read_chunks(runs: &[(u64, u64)]) -> impl Iterator<Item = (u64, u64)> + '_ {
     })
 }
 
+/// Guest ranges read by a 2D transfer: `rows` rows of `row_len` bytes, row r at backing offset
+/// `first + r * stride`, merged where contiguous in guest memory (as vgt-device reports them).
 fn row_runs(
     entries: &[(u64, u32)],
     first: u64,
