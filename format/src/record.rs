@@ -521,8 +521,43 @@ pub enum LifecycleKind {
     /// command): a driver race. In proxy mode the backend may have read the newer bytes, which
     /// the capture does not hold (it holds what was there when the command was taken).
     InFlightWrite = 13,
+    /// A line the backend process wrote to its standard output (proxy mode, a backend started
+    /// with `--backend-cmd`; `command` names the last command taken from the guest by then).
+    BackendStdout = 14,
+    /// A line the backend process wrote to its standard error (as [`LifecycleKind::BackendStdout`]):
+    /// where a crashing backend says why.
+    BackendStderr = 15,
     /// A code this version does not know.
     Other = 0xffff,
+}
+
+impl LifecycleKind {
+    /// Every kind this version knows, in code order ([`LifecycleKind::Other`] excluded).
+    pub const ALL: [LifecycleKind; 15] = [
+        LifecycleKind::Connect,
+        LifecycleKind::Disconnect,
+        LifecycleKind::Reset,
+        LifecycleKind::QueueReset,
+        LifecycleKind::QueueStart,
+        LifecycleKind::QueueStop,
+        LifecycleKind::DriverOk,
+        LifecycleKind::ConfigChange,
+        LifecycleKind::ValidationError,
+        LifecycleKind::Error,
+        LifecycleKind::Crash,
+        LifecycleKind::End,
+        LifecycleKind::InFlightWrite,
+        LifecycleKind::BackendStdout,
+        LifecycleKind::BackendStderr,
+    ];
+
+    /// The kind with this code; [`LifecycleKind::Other`] for a code this version does not know.
+    pub fn from_code(code: u16) -> LifecycleKind {
+        LifecycleKind::ALL
+            .into_iter()
+            .find(|k| *k as u16 == code)
+            .unwrap_or(LifecycleKind::Other)
+    }
 }
 
 /// Connection, reset, error, crash and other lifecycle events.
@@ -543,4 +578,21 @@ pub struct Lifecycle {
 pub struct Marker {
     /// The text.
     pub text: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_lifecycle_code_reads_back_as_its_kind_and_others_as_other() {
+        for (i, k) in LifecycleKind::ALL.into_iter().enumerate() {
+            // Codes are 1, 2, 3 ... in ALL's order, so a new kind cannot be left out of ALL.
+            assert_eq!(k as u16, i as u16 + 1, "{k:?}");
+            assert_eq!(LifecycleKind::from_code(k as u16), k);
+        }
+        for code in [0, LifecycleKind::ALL.len() as u16 + 1, 0x7fff, 0xffff] {
+            assert_eq!(LifecycleKind::from_code(code), LifecycleKind::Other);
+        }
+    }
 }

@@ -537,12 +537,11 @@ fn build<W: std::io::Write>(w: &mut CaptureWriter<W>, s: &Spec) -> (Record, Vec<
         ),
         9 => (
             RecordBody::Lifecycle(Lifecycle {
-                kind: [
-                    LifecycleKind::Connect,
-                    LifecycleKind::Crash,
-                    LifecycleKind::End,
-                    LifecycleKind::Other,
-                ][n[0] as usize % 4],
+                // Every known kind (the newest included) and one this version does not know.
+                kind: LifecycleKind::ALL
+                    .get(n[0] as usize % (LifecycleKind::ALL.len() + 1))
+                    .copied()
+                    .unwrap_or(LifecycleKind::Other),
                 queue: n[1].is_multiple_of(2).then_some(n[2] as u16),
                 command: s.some.then_some(n[3]),
                 message: s.s.clone(),

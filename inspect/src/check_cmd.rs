@@ -54,7 +54,7 @@ pub fn run(path: &Path, json: bool, out: &mut dyn Write) -> Result<Outcome> {
                 f.severity.name(),
                 f.check.name(),
                 ids.join(","),
-                f.message
+                crate::describe::printable(&f.message)
             )?;
         }
         for (check, n) in &report.suppressed {

@@ -36,6 +36,24 @@ pub fn format_ts(ts_ns: u64) -> String {
     )
 }
 
+/// `text` safe for a terminal: control characters (a recorded backend's colour codes, a
+/// damaged or hostile capture's escape sequences) are written as `\u{..}` escapes; everything
+/// else, tabs included, is left as it is.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(|c| c.is_control() && c != '\t') {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() && c != '\t' {
+            let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 fn direction_arrow(d: Direction) -> &'static str {
     match d {
         Direction::FrontToBack => "front->back",
@@ -80,6 +98,8 @@ pub fn lifecycle_name(k: LifecycleKind) -> &'static str {
         LifecycleKind::Crash => "crash",
         LifecycleKind::End => "end",
         LifecycleKind::InFlightWrite => "in-flight-write",
+        LifecycleKind::BackendStdout => "backend-stdout",
+        LifecycleKind::BackendStderr => "backend-stderr",
         LifecycleKind::Other => "other",
     }
 }
@@ -106,10 +126,10 @@ pub fn describe(record: &Record, src: &dyn PayloadSource) -> String {
             let _ = write!(
                 s,
                 "{} {} mode={} renderer=\"{}\" features offered={:#x} acked={:#x} queues={} sizes={:?}",
-                st.tool,
-                st.tool_version,
+                printable(&st.tool),
+                printable(&st.tool_version),
                 mode_name(st.mode),
-                st.renderer,
+                printable(&st.renderer),
                 st.features_offered,
                 st.features_acked,
                 st.num_queues,
@@ -296,7 +316,7 @@ pub fn describe(record: &Record, src: &dyn PayloadSource) -> String {
                 let _ = write!(s, " cmd=#{c}");
             }
             if !l.message.is_empty() {
-                let _ = write!(s, ": {}", l.message);
+                let _ = write!(s, ": {}", printable(&l.message));
             }
         }
         RecordBody::Marker(m) => {
@@ -468,4 +488,21 @@ pub fn to_json(id: RecordId, record: &Record, src: &dyn PayloadSource) -> Value 
         dst.extend(src_fields);
     }
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_escaped_and_the_rest_kept() {
+        assert!(matches!(
+            printable("plain\ttext é"),
+            std::borrow::Cow::Borrowed("plain\ttext é")
+        ));
+        assert_eq!(
+            printable("\u{1b}[31mred\u{1b}[0m\r\u{7}"),
+            "\\u{1b}[31mred\\u{1b}[0m\\u{d}\\u{7}"
+        );
+    }
 }

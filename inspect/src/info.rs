@@ -1,20 +1,22 @@
 //! `vgt-inspect info`: what a capture holds and whether it is whole.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::io::Write;
 use std::path::Path;
 
 use anyhow::{Context as _, Result};
 use serde_json::json;
 use vgt_format::CaptureReader;
-use vgt_format::record::{ContentHash, Direction, Payload, RecordBody, RecordKind, SessionStart};
+use vgt_format::record::{
+    ContentHash, Direction, LifecycleKind, Payload, RecordBody, RecordId, RecordKind, SessionStart,
+};
 use vgt_format::wire::{
     CommandType, Request, Response, ResponseType, VhostUserPayload, VhostUserRequest,
     decode_vhost_user_payload,
 };
 
 use crate::cli::Outcome;
-use crate::describe::format_ts;
+use crate::describe::{format_ts, printable};
 use crate::progress;
 
 /// Everything `info` reports, gathered in one pass over the records.
@@ -49,7 +51,21 @@ pub struct Summary {
     pub distinct_blobs: u64,
     /// Bytes of distinct blob content (uncompressed).
     pub distinct_blob_bytes: u64,
+    /// The End record's message: how the capture was finished (None: it was not).
+    pub end: Option<String>,
+    /// The first Crash record (id, message): in proxy mode the summary naming the commands in
+    /// flight, in built-in mode the panic.
+    pub crash: Option<(RecordId, String)>,
+    /// Crash records in all (the proxy adds one per command in flight).
+    pub crash_records: u64,
+    /// Lines the backend wrote (proxy mode, `--backend-cmd`): stdout, stderr.
+    pub backend_lines: [u64; 2],
+    /// The backend's last [`LAST_WORDS`] stderr lines that are not blank (id, text).
+    pub backend_last_stderr: VecDeque<(RecordId, String)>,
 }
+
+/// How many of a backend's last stderr lines `info` shows.
+pub const LAST_WORDS: usize = 5;
 
 impl Summary {
     /// Reads every record of `reader` and tallies it.
@@ -61,7 +77,7 @@ impl Summary {
             if n % 4096 == 0 {
                 bar.set_position(n as u64);
             }
-            let (_, record) = match item {
+            let (id, record) = match item {
                 Ok(r) => r,
                 Err(_) => {
                     s.unreadable_records += 1;
@@ -128,6 +144,27 @@ impl Summary {
                 RecordBody::Frame(f) => {
                     *s.frames_per_scanout.entry(f.scanout_id).or_default() += 1;
                 }
+                RecordBody::Lifecycle(l) => match l.kind {
+                    LifecycleKind::End => s.end = Some(l.message.clone()),
+                    LifecycleKind::Crash => {
+                        s.crash_records += 1;
+                        if s.crash.is_none() {
+                            s.crash = Some((id, l.message.clone()));
+                        }
+                    }
+                    LifecycleKind::BackendStdout => s.backend_lines[0] += 1,
+                    LifecycleKind::BackendStderr => {
+                        s.backend_lines[1] += 1;
+                        // Blank lines are counted, not shown (GLib starts its warnings with one).
+                        if !l.message.trim().is_empty() {
+                            if s.backend_last_stderr.len() == LAST_WORDS {
+                                s.backend_last_stderr.pop_front();
+                            }
+                            s.backend_last_stderr.push_back((id, l.message.clone()));
+                        }
+                    }
+                    _ => {}
+                },
                 _ => {}
             }
         }
@@ -228,6 +265,12 @@ pub fn run(path: &Path, json: bool, out: &mut dyn Write) -> Result<Outcome> {
             "truncated_at": verify.truncated_at.or(health.truncated_at),
             "zero_tail_bytes": health.zero_tail,
             "corrupt": verify.corrupt,
+            "end": summary.end,
+            "crash": summary.crash.as_ref().map(|(id, m)| json!({ "record": id, "message": m })),
+            "crash_records": summary.crash_records,
+            "backend_stdout_lines": summary.backend_lines[0],
+            "backend_stderr_lines": summary.backend_lines[1],
+            "backend_last_stderr": summary.backend_last_stderr.iter().map(|(id, m)| json!({ "record": id, "line": m })).collect::<Vec<_>>(),
         });
         writeln!(out, "{v}")?;
         return Ok(Outcome {
@@ -268,15 +311,15 @@ pub fn run(path: &Path, json: bool, out: &mut dyn Write) -> Result<Outcome> {
         writeln!(
             out,
             "recorded by: {} {} ({}), renderer {}",
-            st.tool,
-            st.tool_version,
+            printable(&st.tool),
+            printable(&st.tool_version),
             match st.mode {
                 vgt_format::record::CaptureMode::BuiltIn => "built-in",
                 vgt_format::record::CaptureMode::Proxy => "proxy",
                 vgt_format::record::CaptureMode::Synthetic => "synthetic",
                 vgt_format::record::CaptureMode::Other => "other mode",
             },
-            st.renderer
+            printable(&st.renderer)
         )?;
         let acked = summary.features_acked.unwrap_or(st.features_acked);
         writeln!(
@@ -288,6 +331,32 @@ pub fn run(path: &Path, json: bool, out: &mut dyn Write) -> Result<Outcome> {
         )?;
     }
     writeln!(out, "duration:    {} s", format_ts(summary.last_ts_ns))?;
+    match &summary.end {
+        Some(m) => writeln!(out, "ended:       {}", printable(m))?,
+        None => writeln!(
+            out,
+            "ended:       not finished (no End record: the capturing process died or is still writing)"
+        )?,
+    }
+    if let Some((id, m)) = &summary.crash {
+        writeln!(out, "crash:       #{id} {}", printable(m))?;
+    }
+    let [stdout_lines, stderr_lines] = summary.backend_lines;
+    if stdout_lines + stderr_lines > 0 {
+        writeln!(
+            out,
+            "backend:     {} output line(s) recorded ({stdout_lines} stdout, {stderr_lines} stderr){}",
+            stdout_lines + stderr_lines,
+            if summary.backend_last_stderr.is_empty() {
+                ""
+            } else {
+                "; last on stderr:"
+            }
+        )?;
+        for (id, line) in &summary.backend_last_stderr {
+            writeln!(out, "  #{id:<10} {}", printable(line))?;
+        }
+    }
     writeln!(out, "records:     {}", summary.records)?;
     for (kind, n) in &summary.per_kind {
         writeln!(out, "  {:<13}{n:>10}", kind.name())?;

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use vgt_format::record::{BlobRef, ContentHash, LifecycleKind, RecordBody};
+use vgt_format::record::{BlobRef, ContentHash, Lifecycle, LifecycleKind, RecordBody};
 use vgt_format::testing::{CaptureBuilder, patch_blob_ref};
 use vgt_format::wire::CtrlHeader;
 use vgt_format::{CaptureWriter, WriterOptions};
@@ -81,6 +81,131 @@ fn info_json_is_one_object_with_the_same_counts() {
     assert_eq!(v["indexed"], true);
     assert_eq!(v["error_responses"], 0);
     assert!(v["truncated_at"].is_null());
+}
+
+/// A proxy capture of a backend crash: `info` says how it ended, names the crash and shows the
+/// backend's last stderr lines (blank ones and escape sequences made harmless); dump shows
+/// each line with the command it followed.
+#[test]
+fn info_tells_how_the_capture_ended_and_what_the_backend_said() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("crash.vgt");
+    let writer = CaptureWriter::create(&path, WriterOptions::default()).unwrap();
+    let mut b = CaptureBuilder::new(writer, 1).unwrap();
+    b.linux_boot(32, 16, 1).unwrap();
+    let line = |b: &mut CaptureBuilder<_>, kind, text: &str, command| {
+        b.append(RecordBody::Lifecycle(Lifecycle {
+            kind,
+            queue: None,
+            command,
+            message: text.to_owned(),
+        }))
+        .unwrap()
+    };
+    line(&mut b, LifecycleKind::BackendStdout, "listening", None);
+    for i in 0..6 {
+        line(
+            &mut b,
+            LifecycleKind::BackendStderr,
+            &format!("warning {i}"),
+            Some(3),
+        );
+    }
+    let last = line(
+        &mut b,
+        LifecycleKind::BackendStderr,
+        "\u{1b}[31massertion failed\u{1b}[0m",
+        Some(5),
+    );
+    line(&mut b, LifecycleKind::BackendStderr, "", Some(5));
+    let crash = b
+        .append(RecordBody::Lifecycle(Lifecycle {
+            kind: LifecycleKind::Crash,
+            queue: None,
+            command: Some(5),
+            message: "backend closed the connection (process killed by signal 6); 0 command(s) in flight: none; last completed: #5 RESOURCE_FLUSH".to_owned(),
+        }))
+        .unwrap();
+    b.lifecycle(LifecycleKind::End, "backend crashed").unwrap();
+    b.finish().unwrap();
+
+    let o = inspect(&["info", path.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("ended:       backend crashed\n"), "{out}");
+    assert!(
+        out.contains(&format!(
+            "crash:       #{crash} backend closed the connection (process killed by signal 6)"
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "backend:     9 output line(s) recorded (1 stdout, 8 stderr); last on stderr:"
+        ),
+        "{out}"
+    );
+    // The last five that are not blank, oldest first; no raw escape reaches the terminal.
+    let shown: Vec<&str> = out
+        .lines()
+        .skip_while(|l| !l.starts_with("backend:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  #"))
+        .collect();
+    assert_eq!(shown.len(), 5, "{out}");
+    assert!(shown[0].ends_with("warning 2"), "{shown:?}");
+    assert!(
+        shown[4].starts_with(&format!("  #{last} "))
+            && shown[4].ends_with("\\u{1b}[31massertion failed\\u{1b}[0m"),
+        "{shown:?}"
+    );
+    assert!(!out.contains('\u{1b}'), "{out}");
+
+    let o = inspect(&["info", "--json", path.to_str().unwrap()]);
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(v["end"], "backend crashed");
+    assert_eq!(v["crash"]["record"], crash);
+    assert_eq!(v["crash_records"], 1);
+    assert_eq!(v["backend_stdout_lines"], 1);
+    assert_eq!(v["backend_stderr_lines"], 8);
+    assert_eq!(v["backend_last_stderr"][4]["record"], last);
+    assert_eq!(
+        v["backend_last_stderr"][4]["line"],
+        "\u{1b}[31massertion failed\u{1b}[0m"
+    );
+
+    let o = inspect(&["dump", "--kind", "lifecycle", path.to_str().unwrap()]);
+    let out = stdout(&o);
+    assert!(
+        out.contains("backend-stderr cmd=#3: warning 0\n")
+            && out.contains("backend-stdout: listening\n"),
+        "{out}"
+    );
+}
+
+/// A capture whose writer died says so instead of how it ended.
+#[test]
+fn info_says_an_unfinished_capture_has_no_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cut.vgt");
+    let writer = CaptureWriter::create(&path, WriterOptions::default()).unwrap();
+    let mut b = CaptureBuilder::new(writer, 1).unwrap();
+    b.linux_boot(32, 16, 1).unwrap();
+    drop(b);
+    let o = inspect(&["info", path.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("ended:       not finished (no End record"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("crash:") && !out.contains("backend:"),
+        "{out}"
+    );
+    let o = inspect(&["info", "--json", path.to_str().unwrap()]);
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert!(v["end"].is_null() && v["crash"].is_null(), "{v}");
 }
 
 #[test]

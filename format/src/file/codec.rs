@@ -839,7 +839,7 @@ fn encode_lifecycle(w: &mut BodyWriter<'_>, l: &Lifecycle) -> Result<(), CodecEr
 }
 
 fn decode_lifecycle(r: &mut BodyReader<'_>) -> Result<Lifecycle, CodecError> {
-    let kind = lifecycle_kind(r.u16());
+    let kind = LifecycleKind::from_code(r.u16());
     let present = r.presence();
     let queue = r.u16();
     let command = r.u64();
@@ -877,26 +877,6 @@ fn cursor_action(v: u8) -> CursorAction {
         2 => CursorAction::Hide,
         _ => CursorAction::Other,
     }
-}
-
-fn lifecycle_kind(v: u16) -> LifecycleKind {
-    use LifecycleKind as L;
-    const ALL: [LifecycleKind; 13] = [
-        L::Connect,
-        L::Disconnect,
-        L::Reset,
-        L::QueueReset,
-        L::QueueStart,
-        L::QueueStop,
-        L::DriverOk,
-        L::ConfigChange,
-        L::ValidationError,
-        L::Error,
-        L::Crash,
-        L::End,
-        L::InFlightWrite,
-    ];
-    ALL.into_iter().find(|k| *k as u16 == v).unwrap_or(L::Other)
 }
 
 #[cfg(test)]

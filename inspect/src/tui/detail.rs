@@ -107,7 +107,12 @@ pub fn build_detail(reader: &CaptureReader, id: RecordId, index: Option<&Indexed
     if let Some(ix) = index {
         for f in ix.findings.iter().filter(|f| f.records.contains(&id)) {
             lines.push(Line::from(Span::styled(
-                format!("{} [{}] {}", f.severity.name(), f.check.name(), f.message),
+                format!(
+                    "{} [{}] {}",
+                    f.severity.name(),
+                    f.check.name(),
+                    crate::describe::printable(&f.message)
+                ),
                 Style::default().fg(Color::Yellow),
             )));
         }

@@ -318,28 +318,26 @@ pub fn code_name(kind: RecordKind, code: u32) -> String {
 }
 
 fn lifecycle_code_name(code: u32) -> &'static str {
-    const ALL: [LifecycleKind; 12] = [
-        LifecycleKind::Connect,
-        LifecycleKind::Disconnect,
-        LifecycleKind::Reset,
-        LifecycleKind::QueueReset,
-        LifecycleKind::QueueStart,
-        LifecycleKind::QueueStop,
-        LifecycleKind::DriverOk,
-        LifecycleKind::ConfigChange,
-        LifecycleKind::ValidationError,
-        LifecycleKind::Error,
-        LifecycleKind::Crash,
-        LifecycleKind::End,
-    ];
-    ALL.iter()
-        .find(|k| **k as u32 == code)
-        .map_or("other", |k| crate::describe::lifecycle_name(*k))
+    u16::try_from(code)
+        .map(LifecycleKind::from_code)
+        .map_or("other", crate::describe::lifecycle_name)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_lifecycle_kind_has_its_name_for_the_filter() {
+        for k in LifecycleKind::ALL {
+            let name = code_name(RecordKind::LIFECYCLE, k as u32);
+            assert_eq!(name, crate::describe::lifecycle_name(k).to_ascii_uppercase());
+            assert_ne!(name, "OTHER", "{k:?}");
+        }
+        assert_eq!(code_name(RecordKind::LIFECYCLE, 13), "IN-FLIGHT-WRITE");
+        assert_eq!(code_name(RecordKind::LIFECYCLE, 15), "BACKEND-STDERR");
+        assert_eq!(code_name(RecordKind::LIFECYCLE, 0x1_0000), "OTHER");
+    }
 
     #[test]
     fn bad_filters_are_rejected_with_the_reason() {
