@@ -897,6 +897,147 @@ fn proxy_backend_killed_with_a_command_in_flight_names_it_and_finishes_the_file(
     assert_eq!(end.kind, LifecycleKind::End);
 }
 
+/// A started backend's stdout and stderr reach the proxy's own, as written, and the capture, a
+/// record per line: what a wrapper wrote before QEMU connected (one stderr line in two writes
+/// stays one record), and the C backend's own GLib warning when QEMU hands over a second
+/// display socket, recorded before the crash records of the SIGPIPE that kills it next.
+#[test]
+fn proxy_records_the_backends_output_and_its_last_words_before_the_crash() {
+    if !have_backend() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("vgpu.sock");
+    let out = dir.path().join("proxy.vgt");
+    // Not `exec`: the shell's last line comes after the backend closed its connection.
+    let cmd = format!(
+        "sh -c 'echo on-stdout; printf \"on-stderr, \" >&2; sleep 0.01; echo \"in two writes\" >&2; \
+         {C_BACKEND} --socket-path %s; echo \"backend status $?\" >&2'"
+    );
+    let mut proxy = Command::new(env!("CARGO_BIN_EXE_vgt-capture"))
+        .args(["proxy", "--quiet", "--socket"])
+        .arg(&sock)
+        .arg("--backend-cmd")
+        .arg(cmd)
+        .arg("-o")
+        .arg(&out)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let collect = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = r.read_to_string(&mut s);
+            s
+        })
+    };
+    let stdout = collect(Box::new(proxy.stdout.take().unwrap()));
+    let stderr = collect(Box::new(proxy.stderr.take().unwrap()));
+    let mut fe = TestFrontend::connect(&sock, DisplayAnswers::default());
+    ok_nodata(&mut fe, gpu::create_2d(1, 2, 8, 8));
+    // QEMU after a `cont`: a new display socket (GPU_SET_SOCKET, request 33) ...
+    let (_ours, theirs) = UnixStream::pair().unwrap();
+    let mut hdr = Vec::new();
+    for v in [33u32, 1, 0] {
+        hdr.extend_from_slice(&v.to_le_bytes());
+    }
+    use std::os::fd::AsRawFd;
+    use vmm_sys_util::sock_ctrl_msg::ScmSocket;
+    fe.raw
+        .send_with_fds(&[&hdr[..]], &[theirs.as_raw_fd()])
+        .unwrap();
+    drop(theirs);
+    // ... and the old one closed: the backend kept it, and its next display message kills it.
+    std::thread::sleep(Duration::from_millis(200));
+    fe.display_sock.shutdown(std::net::Shutdown::Both).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    fe.push(
+        0,
+        &[Buf::Out(gpu::set_scanout(0, 1, [0, 0, 8, 8])), Buf::In(24)],
+        false,
+    );
+    let status = wait_exit(&mut proxy, 20);
+    assert_eq!(status.code(), Some(3), "proxy exit {status:?}");
+    drop(fe);
+    let (stdout, stderr) = (stdout.join().unwrap(), stderr.join().unwrap());
+    const WARNING: &str = "assertion 'g->sock_fd == -1' failed";
+    assert!(stdout.contains("on-stdout\n"), "proxy stdout: {stdout:?}");
+    assert!(
+        stderr.contains("on-stderr, in two writes\n"),
+        "proxy stderr: {stderr:?}"
+    );
+    assert!(stderr.contains(WARNING), "proxy stderr: {stderr:?}");
+    assert!(
+        stderr.contains("backend status 141\n"),
+        "proxy stderr: {stderr:?}"
+    );
+
+    let (_, records) = common::read_capture(&out);
+    let lines: Vec<(usize, LifecycleKind, String, Option<u64>)> = records
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| match &r.body {
+            RecordBody::Lifecycle(l)
+                if matches!(
+                    l.kind,
+                    LifecycleKind::BackendStdout | LifecycleKind::BackendStderr
+                ) =>
+            {
+                Some((i, l.kind, l.message.clone(), l.command))
+            }
+            _ => None,
+        })
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.1 == LifecycleKind::BackendStdout && l.2 == "on-stdout" && l.3.is_none()),
+        "{lines:#?}"
+    );
+    assert!(
+        lines.iter().any(|l| l.1 == LifecycleKind::BackendStderr
+            && l.2 == "on-stderr, in two writes"
+            && l.3.is_none()),
+        "{lines:#?}"
+    );
+    let warning = lines
+        .iter()
+        .find(|l| l.1 == LifecycleKind::BackendStderr && l.2.contains(WARNING))
+        .unwrap_or_else(|| panic!("no recorded warning: {lines:#?}"));
+    // It names the last command taken before it: the CREATE_2D.
+    let create = records
+        .iter()
+        .position(|r| matches!(&r.body, RecordBody::Command(c) if c.request.inline().is_some_and(|b| b[0] == 0x01)))
+        .unwrap() as u64;
+    assert_eq!(warning.3, Some(create), "{warning:?}");
+    let crash = records
+        .iter()
+        .position(|r| matches!(&r.body, RecordBody::Lifecycle(l) if l.kind == LifecycleKind::Crash))
+        .expect("a crash record");
+    assert!(
+        warning.0 < crash,
+        "warning at {} after the crash at {crash}",
+        warning.0
+    );
+    // The last words, written after the connection closed, are in before the crash records.
+    let last = lines
+        .iter()
+        .find(|l| l.2 == "backend status 141")
+        .unwrap_or_else(|| panic!("no last line: {lines:#?}"));
+    assert_eq!(last.1, LifecycleKind::BackendStderr);
+    assert!(
+        last.0 < crash,
+        "last line at {} after the crash at {crash}",
+        last.0
+    );
+    let RecordBody::Lifecycle(end) = &records.last().unwrap().body else {
+        panic!("no End record")
+    };
+    assert_eq!(end.kind, LifecycleKind::End);
+}
+
 /// What the front-end saw after sending one raw message.
 #[derive(Debug, PartialEq, Eq)]
 enum Seen {

@@ -575,6 +575,16 @@ fn proxy_real_guest_stop_and_cont_kill_the_c_backend_as_without_the_proxy() {
         .next()
         .expect("a crash record");
     assert!(crash.message.contains("signal 13"), "{}", crash.message);
+    // The backend said why on its stderr, and the capture holds it.
+    let said: Vec<_> = summary
+        .lifecycles(LifecycleKind::BackendStderr)
+        .map(|l| l.message.clone())
+        .collect();
+    assert!(
+        said.iter()
+            .any(|l| l.contains("assertion 'g->sock_fd == -1' failed")),
+        "{said:#?}"
+    );
 }
 
 /// Boots `workload` against a backend started by `backend` (socket path substituted for

@@ -194,6 +194,7 @@ pub fn null_shared() -> Option<Shared> {
         worker_wake,
         main_wake,
         child: Mutex::new(None),
+        output: None,
         threads: Mutex::new(Vec::new()),
         sockets: Mutex::new(Vec::new()),
         shadow_mapped: AtomicBool::new(false),

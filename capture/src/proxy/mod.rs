@@ -10,6 +10,7 @@
 //!
 //! - [`rings`]: guest memory, shadow rings, command/response recording.
 //! - [`gpu`]: the vhost-user-gpu display socket relay (GpuSocket, Frame and Cursor records).
+//! - [`output`]: a started backend's stdout and stderr, shown and recorded line by line.
 
 pub mod barrier;
 pub mod dmabuf;
@@ -17,6 +18,7 @@ pub mod dmabuf;
 pub mod fuzzing;
 pub mod gpu;
 pub mod memslots;
+pub mod output;
 pub mod rings;
 
 use std::fs::File;
@@ -24,7 +26,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -163,6 +165,8 @@ pub struct Shared {
     pub main_wake: EventFd,
     /// The backend process when the proxy started it.
     pub child: Mutex<Option<Child>>,
+    /// Its stdout and stderr (shown and recorded), when the proxy started it.
+    pub output: Option<output::BackendOutput>,
     /// Helper threads started on the fly (display socket, backend request channel).
     pub threads: Mutex<Vec<JoinHandle<()>>>,
     /// The sockets those threads read (shut down at the end so that they return).
@@ -998,6 +1002,10 @@ fn record_backend_gone(shared: &Arc<Shared>, cause: &str) -> String {
         (st.in_flight_sorted(), st.last_completed.clone())
     };
     let status = child_status(shared);
+    // The backend's last words go in before the crash records.
+    if let Some(o) = &shared.output {
+        o.drain(OUTPUT_DRAIN);
+    }
     let list: Vec<String> = in_flight
         .iter()
         .map(|p| {
@@ -1039,6 +1047,10 @@ fn record_backend_gone(shared: &Arc<Shared>, cause: &str) -> String {
     summary
 }
 
+/// How long the end of a session waits for a started backend's last output to be recorded
+/// (it returns as soon as the pipes are empty).
+const OUTPUT_DRAIN: Duration = Duration::from_secs(1);
+
 /// ", killed by signal N" / ", exit status N" when the started backend has exited.
 fn child_status(shared: &Arc<Shared>) -> String {
     let mut guard = shared.child.lock().unwrap_or_else(|p| p.into_inner());
@@ -1060,9 +1072,12 @@ fn child_status(shared: &Arc<Shared>) -> String {
     " (process still running)".to_owned()
 }
 
+/// Starts the backend (`--backend-cmd`, its stdout and stderr piped to `output`) or finds its
+/// socket, and connects to it.
 fn connect_backend(
     spec: &BackendSpec,
     shared_child: &Mutex<Option<Child>>,
+    output: &mut Option<output::BackendOutput>,
     dir: &Path,
 ) -> anyhow::Result<(UnixStream, String)> {
     let (path, desc) = match spec {
@@ -1070,11 +1085,14 @@ fn connect_backend(
         BackendSpec::Command(cmd) => {
             let path = dir.join("backend.sock");
             let line = cmd.replace("%s", &path.to_string_lossy());
-            let child = Command::new("sh")
+            let mut child = Command::new("sh")
                 .arg("-c")
                 .arg(format!("exec {line}"))
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
                 .spawn()
                 .with_context(|| format!("cannot start backend {line:?}"))?;
+            *output = Some(output::BackendOutput::start(&mut child));
             *shared_child.lock().unwrap_or_else(|p| p.into_inner()) = Some(child);
             (path, format!("proxy to `{line}`"))
         }
@@ -1090,6 +1108,10 @@ fn connect_backend(
                     .as_mut()
                     && let Ok(Some(st)) = child.try_wait()
                 {
+                    // Its last words first (they name the reason).
+                    if let Some(o) = output.as_ref() {
+                        o.drain(OUTPUT_DRAIN);
+                    }
                     bail!(
                         "the backend exited ({st}) before listening on {}",
                         path.display()
@@ -1139,7 +1161,8 @@ fn run_inner(
     dir: &Path,
     child: Mutex<Option<Child>>,
 ) -> anyhow::Result<ProxyOutcome> {
-    let (back, renderer) = match connect_backend(&opts.backend, &child, dir) {
+    let mut output = None;
+    let (back, renderer) = match connect_backend(&opts.backend, &child, &mut output, dir) {
         Ok(v) => v,
         Err(e) => {
             if let Some(mut c) = child.lock().unwrap_or_else(|p| p.into_inner()).take() {
@@ -1231,16 +1254,27 @@ fn run_inner(
         worker_wake: EventFd::new(EFD_NONBLOCK).context("eventfd")?,
         main_wake: EventFd::new(EFD_NONBLOCK).context("eventfd")?,
         child,
+        output,
         threads: Mutex::new(Vec::new()),
         sockets: Mutex::new(Vec::new()),
         shadow_mapped: AtomicBool::new(false),
         restarts: relay::RingRestarts::default(),
     });
+    if let Some(o) = &shared.output {
+        let weak = Arc::downgrade(&shared);
+        o.attach(
+            recorder.clone(),
+            Box::new(move || weak.upgrade().and_then(|s| s.lock().latest_command())),
+        );
+    }
     let outcome = serve(&shared, front, back, sig_read);
     // Stop the helpers and finish the file.
     shared.stopping.store(true, Ordering::SeqCst);
     let _ = shared.worker_wake.write(1);
     shared.lock().record_reads();
+    if let Some(o) = &shared.output {
+        o.drain(OUTPUT_DRAIN);
+    }
     let message = match &outcome {
         ProxyOutcome::Clean => "front-end disconnected",
         ProxyOutcome::BackendCrashed(_) => "backend crashed",

@@ -1307,6 +1307,11 @@ impl ProxyState {
         true
     }
 
+    /// The last command taken from the guest on either queue.
+    pub fn latest_command(&self) -> Option<RecordId> {
+        self.last_command.iter().flatten().copied().max()
+    }
+
     /// Commands in flight, oldest first.
     pub fn in_flight_sorted(&self) -> Vec<InFlight> {
         let mut v: Vec<InFlight> = self.in_flight.values().cloned().collect();
