@@ -71,6 +71,10 @@ struct ProxyArgs {
     /// No progress messages.
     #[arg(long, short)]
     quiet: bool,
+    /// Seconds a command may stay unanswered before the proxy records and prints that the
+    /// backend has not answered it (once per command; 0: never).
+    #[arg(long, default_value_t = 10, value_name = "SECS")]
+    stall_warn: u64,
 }
 
 #[derive(Debug, Args)]
@@ -142,6 +146,7 @@ fn run_proxy(a: ProxyArgs) -> ExitCode {
         sync: sync_mode(a.sync),
         compression: a.compression,
         quiet: a.quiet,
+        stall_warn: (a.stall_warn > 0).then(|| std::time::Duration::from_secs(a.stall_warn)),
     };
     match proxy::run(&opts) {
         Ok(ProxyOutcome::Clean) => ExitCode::SUCCESS,

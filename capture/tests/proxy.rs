@@ -1038,6 +1038,175 @@ fn proxy_records_the_backends_output_and_its_last_words_before_the_crash() {
     assert_eq!(end.kind, LifecycleKind::End);
 }
 
+/// A command the backend leaves unanswered for `--stall-warn` seconds is recorded (an Error
+/// naming it, before its late response) and printed, once; the commands it answers at once
+/// are not.
+#[test]
+fn proxy_reports_a_command_the_backend_sits_on_once() {
+    if !have_backend() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("vgpu.sock");
+    let out = dir.path().join("proxy.vgt");
+    let mut proxy = Command::new(env!("CARGO_BIN_EXE_vgt-capture"))
+        .args(["proxy", "--quiet", "--stall-warn", "1", "--socket"])
+        .arg(&sock)
+        .arg("--backend-cmd")
+        .arg(format!("{C_BACKEND} --socket-path %s"))
+        .arg("-o")
+        .arg(&out)
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = proxy.stderr.take().unwrap();
+    let stderr = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    // The display holds GET_DISPLAY_INFO's answer, so the backend sits on the command.
+    let gate = Arc::new(Gate::default());
+    let answers = DisplayAnswers {
+        display_info_gate: Some(gate.clone()),
+        ..DisplayAnswers::default()
+    };
+    let mut fe = TestFrontend::connect(&sock, answers);
+    ok_nodata(&mut fe, gpu::create_2d(5, 2, 8, 8));
+    fe.push(0, &[Buf::Out(gpu::get_display_info()), Buf::In(408)], false);
+    assert!(fe.no_used_within(0, Duration::from_millis(2500)));
+    gate.open();
+    fe.wait_used(0);
+    ok_nodata(&mut fe, gpu::create_2d(6, 2, 8, 8));
+    drop(fe);
+    let status = wait_exit(&mut proxy, 20);
+    assert!(status.success(), "proxy exit {status:?}");
+    let stderr = stderr.join().unwrap();
+
+    let (_, records) = common::read_capture(&out);
+    let info_cmd = records
+        .iter()
+        .position(|r| matches!(&r.body, RecordBody::Command(c) if c.request.inline().is_some_and(|b| b[0] == 0x00 && b[1] == 0x01)))
+        .unwrap();
+    let stalls: Vec<(usize, &vgt_format::record::Lifecycle)> = records
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| match &r.body {
+            RecordBody::Lifecycle(l) if l.kind == LifecycleKind::Error => Some((i, l)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(stalls.len(), 1, "{stalls:#?}");
+    let (at, l) = stalls[0];
+    assert_eq!(l.command, Some(info_cmd as u64));
+    assert_eq!(l.queue, Some(0));
+    assert!(
+        l.message
+            .starts_with("the backend has not answered GET_DISPLAY_INFO (queue 0, head ")
+            && l.message.ends_with(" for 1 s (process still running)"),
+        "{}",
+        l.message
+    );
+    let response = records
+        .iter()
+        .position(|r| matches!(&r.body, RecordBody::Response(x) if x.command == info_cmd as u64))
+        .expect("the late response");
+    assert!(
+        at > info_cmd && at < response,
+        "stall #{at}, command #{info_cmd}, response #{response}"
+    );
+    assert_eq!(
+        stderr.matches("has not answered").count(),
+        1,
+        "proxy stderr: {stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("vgt-capture proxy: #{info_cmd}: {}", l.message)),
+        "proxy stderr: {stderr}"
+    );
+}
+
+/// The case both features are for, on a real backend: vhost-device-gpu 0.2.0's vring thread
+/// panics on RESOURCE_CREATE_BLOB and the process lives on, so the guest waits for ever. The
+/// capture holds the panic message (its stderr, after the command) and the stall record
+/// naming the command.
+#[test]
+fn proxy_capture_of_a_backend_that_panics_and_hangs_holds_the_panic_and_the_stall() {
+    let Some(vdg) = vgt_e2e::backends::vhost_device_gpu() else {
+        eprintln!("skipped: vhost-device-gpu could not be installed");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("vgpu.sock");
+    let out = dir.path().join("proxy.vgt");
+    let mut proxy = Command::new(env!("CARGO_BIN_EXE_vgt-capture"))
+        .args(["proxy", "--quiet", "--stall-warn", "1", "--socket"])
+        .arg(&sock)
+        .arg("--backend-cmd")
+        .arg(format!(
+            "{} --socket-path %s --gpu-mode null",
+            vdg.display()
+        ))
+        .arg("-o")
+        .arg(&out)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut fe = TestFrontend::connect(&sock, DisplayAnswers::default());
+    ok_nodata(&mut fe, gpu::create_2d(5, 2, 8, 8));
+    // RESOURCE_CREATE_BLOB: resource 9, guest memory, no entries, 4096 bytes.
+    let blob = gpu::with(gpu::hdr(0x10c, 0, 0), &[9, 1, 0, 0, 0, 0, 4096, 0]);
+    fe.push(0, &[Buf::Out(blob), Buf::In(24)], false);
+    assert!(fe.no_used_within(0, Duration::from_millis(2000)));
+    drop(fe);
+    wait_exit(&mut proxy, 30);
+
+    let (_, records) = common::read_capture(&out);
+    let blob_cmd = records
+        .iter()
+        .position(|r| matches!(&r.body, RecordBody::Command(c) if c.request.inline().is_some_and(|b| b[0] == 0x0c && b[1] == 0x01)))
+        .expect("the CREATE_BLOB command") as u64;
+    let lifecycle = |kind| {
+        records
+            .iter()
+            .enumerate()
+            .filter_map(move |(i, r)| match &r.body {
+                RecordBody::Lifecycle(l) if l.kind == kind => Some((i as u64, l.clone())),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    let said = lifecycle(LifecycleKind::BackendStderr);
+    let panic = said
+        .iter()
+        .find(|(_, l)| l.message.contains("panicked"))
+        .unwrap_or_else(|| panic!("no panic message recorded: {said:#?}"));
+    assert!(panic.0 > blob_cmd, "{panic:?}");
+    assert_eq!(panic.1.command, Some(blob_cmd), "{panic:?}");
+    let stalls: Vec<_> = lifecycle(LifecycleKind::Error)
+        .into_iter()
+        .filter(|(_, l)| l.message.contains("has not answered"))
+        .collect();
+    assert_eq!(stalls.len(), 1, "{stalls:#?}");
+    assert_eq!(stalls[0].1.command, Some(blob_cmd));
+    assert!(
+        stalls[0]
+            .1
+            .message
+            .starts_with("the backend has not answered RESOURCE_CREATE_BLOB"),
+        "{:?}",
+        stalls[0].1
+    );
+    // It never answered: no Response for the command.
+    assert!(
+        !records
+            .iter()
+            .any(|r| matches!(&r.body, RecordBody::Response(x) if x.command == blob_cmd))
+    );
+}
+
 /// What the front-end saw after sending one raw message.
 #[derive(Debug, PartialEq, Eq)]
 enum Seen {

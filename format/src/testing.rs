@@ -72,6 +72,11 @@ impl<W: Write> CaptureBuilder<W> {
         self.ts_ns
     }
 
+    /// Moves the fake clock `ns` forward (a pause in the capture).
+    pub fn advance(&mut self, ns: u64) {
+        self.ts_ns = self.ts_ns.saturating_add(ns);
+    }
+
     /// Appends a record body at the next tick.
     pub fn append(&mut self, body: RecordBody) -> Result<RecordId> {
         let ts_ns = self.tick();

@@ -69,6 +69,9 @@ pub struct ProxyOptions {
     pub compression: vgt_format::file::Compression,
     /// No progress messages.
     pub quiet: bool,
+    /// A command unanswered this long is recorded (an Error lifecycle record naming it) and
+    /// printed as a stall, once per command (`--stall-warn`; None: never).
+    pub stall_warn: Option<Duration>,
 }
 
 /// How a proxy run ended.
@@ -986,6 +989,45 @@ fn session_start(
     Ok(())
 }
 
+/// Records (and prints) each command the backend has left unanswered for `limit`, once: a
+/// backend that hangs leaves the guest waiting without a word otherwise.
+fn warn_stalls(shared: &Arc<Shared>, limit: Duration) {
+    let stalled = shared.lock().newly_stalled(Instant::now(), limit);
+    if stalled.is_empty() {
+        return;
+    }
+    let status = child_status_now(shared);
+    for p in stalled {
+        let message = format!(
+            "the backend has not answered {} (queue {}, head {}) for {} s{status}",
+            p.name,
+            p.queue,
+            p.head,
+            limit.as_secs_f64()
+        );
+        let _ = shared.recorder.lifecycle(
+            LifecycleKind::Error,
+            Some(p.queue),
+            Some(p.record),
+            message.clone(),
+        );
+        eprintln!("vgt-capture proxy: #{}: {message}", p.record);
+    }
+}
+
+/// " (process still running)" / " (process exit status N)" without waiting; empty when the
+/// proxy did not start the backend.
+fn child_status_now(shared: &Arc<Shared>) -> String {
+    let mut guard = shared.child.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(child) = guard.as_mut() else {
+        return String::new();
+    };
+    match child.try_wait() {
+        Ok(Some(st)) => format!(" (process ended: {st})"),
+        _ => " (process still running)".to_owned(),
+    }
+}
+
 /// Describes the in-flight commands and the last completed one, and records the crash.
 fn record_backend_gone(shared: &Arc<Shared>, cause: &str) -> String {
     let (in_flight, last) = {
@@ -1267,7 +1309,7 @@ fn run_inner(
             Box::new(move || weak.upgrade().and_then(|s| s.lock().latest_command())),
         );
     }
-    let outcome = serve(&shared, front, back, sig_read);
+    let outcome = serve(&shared, front, back, sig_read, opts.stall_warn);
     // Stop the helpers and finish the file.
     shared.stopping.store(true, Ordering::SeqCst);
     let _ = shared.worker_wake.write(1);
@@ -1319,6 +1361,7 @@ fn serve(
     front: UnixStream,
     back: UnixStream,
     sig_read: &UnixStream,
+    stall_warn: Option<Duration>,
 ) -> ProxyOutcome {
     let clone = |s: &UnixStream| s.try_clone();
     let (Ok(f1), Ok(b1), Ok(f2), Ok(b2)) =
@@ -1442,6 +1485,9 @@ fn serve(
                 break;
             }
             let _ = shared.main_wake.read();
+            if let Some(limit) = stall_warn {
+                warn_stalls(shared, limit);
+            }
             if shared
                 .backend_crashed
                 .lock()

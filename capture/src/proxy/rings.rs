@@ -10,6 +10,7 @@ use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{Ordering, fence};
+use std::time::{Duration, Instant};
 
 use vgt_format::hash::content_hash;
 use vgt_format::record::{
@@ -85,6 +86,10 @@ pub struct InFlight {
     pub fence: Option<u64>,
     /// The guest memory recorded for it, checked again when its response comes.
     pub reads: Vec<ReadSum>,
+    /// When the proxy took it from the guest.
+    pub taken: Instant,
+    /// A stall was reported for it (`ProxyState::newly_stalled`).
+    pub stall_reported: bool,
 }
 
 /// Per-queue state.
@@ -919,6 +924,8 @@ impl ProxyState {
                 writable,
                 fence,
                 reads: Vec::new(),
+                taken: Instant::now(),
+                stall_reported: false,
             },
         );
     }
@@ -1305,6 +1312,20 @@ impl ProxyState {
         self.last_completed = Some((p.record, p.name));
         self.response = bytes;
         true
+    }
+
+    /// Commands in flight for `limit` or longer at `now` that were not reported yet, oldest
+    /// first; they count as reported from now on.
+    pub fn newly_stalled(&mut self, now: Instant, limit: Duration) -> Vec<InFlight> {
+        let mut out: Vec<InFlight> = Vec::new();
+        for p in self.in_flight.values_mut() {
+            if !p.stall_reported && now.saturating_duration_since(p.taken) >= limit {
+                p.stall_reported = true;
+                out.push(p.clone());
+            }
+        }
+        out.sort_by_key(|p| p.record);
+        out
     }
 
     /// The last command taken from the guest on either queue.

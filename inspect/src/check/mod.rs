@@ -36,6 +36,10 @@ const OUTLIER_MIN_NS: u64 = 1_000_000;
 /// … among at least this many fence latencies.
 const OUTLIER_MIN_SAMPLES: usize = 16;
 
+/// A command still unanswered this long before the capture's end is an error (the device hung
+/// on it); closer to the end it may only have been cut off (a warning).
+const UNANSWERED_HUNG_NS: u64 = 1_000_000_000;
+
 /// Transfers may move this many bytes more than twice the flushed area before it is a finding
 /// (room for partial rows and alignment).
 const REDUNDANT_SLACK_BYTES: u64 = 4096;
@@ -67,11 +71,14 @@ pub enum CheckId {
     /// Guest memory a command had read, changed by the guest while the command was in flight
     /// (recorded by the proxy as `InFlightWrite`): driver races.
     InFlightWrites,
+    /// Commands that wanted a response and never got one (not fenced, not in flight at a
+    /// recorded crash): a device that hung on them, or a capture cut mid-command.
+    Unanswered,
 }
 
 impl CheckId {
     /// Every check.
-    pub const ALL: [CheckId; 11] = [
+    pub const ALL: [CheckId; 12] = [
         CheckId::Lifecycle,
         CheckId::TransferBounds,
         CheckId::Ids,
@@ -83,6 +90,7 @@ impl CheckId {
         CheckId::RedundantCopies,
         CheckId::UseAfterTeardown,
         CheckId::InFlightWrites,
+        CheckId::Unanswered,
     ];
 
     /// The name printed in reports and JSON.
@@ -99,6 +107,7 @@ impl CheckId {
             CheckId::RedundantCopies => "redundant-copies",
             CheckId::UseAfterTeardown => "use-after-teardown",
             CheckId::InFlightWrites => "in-flight-writes",
+            CheckId::Unanswered => "unanswered",
         }
     }
 }
@@ -237,6 +246,7 @@ struct PendingFence {
 struct Awaiting {
     name: String,
     request: Request,
+    ts_ns: u64,
 }
 
 /// The memory reads of one command, compared with the previous reads at the same places.
@@ -288,6 +298,10 @@ pub struct Checker {
     fence_latencies: Vec<(u64, RecordId, String)>,
     // errors
     awaiting: HashMap<RecordId, Awaiting>,
+    /// Commands a Crash record names (in flight when the renderer or backend died).
+    crashed_in: std::collections::HashSet<RecordId>,
+    /// The last record's timestamp.
+    last_ts_ns: u64,
     recent: VecDeque<(RecordId, String)>,
     // ids
     capsets: HashMap<u32, u32>,
@@ -331,6 +345,7 @@ impl Checker {
     /// Folds one record (records must come in file order).
     pub fn observe(&mut self, id: RecordId, record: &Record, src: &dyn PayloadSource) {
         self.report.records += 1;
+        self.last_ts_ns = self.last_ts_ns.max(record.ts_ns);
         match &record.body {
             RecordBody::SessionStart(s) => self.session(s, src),
             RecordBody::VhostUser(m) => {
@@ -412,6 +427,11 @@ impl Checker {
                     );
                 }
                 LifecycleKind::ValidationError | LifecycleKind::Error | LifecycleKind::Crash => {
+                    if l.kind == LifecycleKind::Crash
+                        && let Some(c) = l.command
+                    {
+                        self.crashed_in.insert(c);
+                    }
                     let mut records = vec![id];
                     records.extend(l.command);
                     let what = match l.kind {
@@ -720,6 +740,7 @@ impl Checker {
                 Awaiting {
                     name: name.clone(),
                     request,
+                    ts_ns,
                 },
             );
         }
@@ -1552,6 +1573,38 @@ impl Checker {
                     format!(
                         "{} commands arrived on queue {queue} before the ring was enabled (#{at})",
                         early.count
+                    ),
+                );
+            }
+        }
+        // Commands never answered (fenced ones are the fence check's: their answer is the
+        // signal).
+        let mut unanswered: Vec<(RecordId, Awaiting)> = std::mem::take(&mut self.awaiting)
+            .into_iter()
+            .filter(|(id, a)| !a.request.header.is_fenced() && !self.crashed_in.contains(id))
+            .collect();
+        unanswered.sort_by_key(|(id, _)| *id);
+        for (id, a) in unanswered {
+            let after = self.last_ts_ns.saturating_sub(a.ts_ns);
+            let secs = after as f64 / 1e9;
+            if after >= UNANSWERED_HUNG_NS {
+                self.find(
+                    CheckId::Unanswered,
+                    Severity::Error,
+                    vec![id],
+                    format!(
+                        "{} was never answered: the capture goes on {secs:.3} s after it (the device hung on it or lost it)",
+                        a.name
+                    ),
+                );
+            } else {
+                self.find(
+                    CheckId::Unanswered,
+                    Severity::Warning,
+                    vec![id],
+                    format!(
+                        "{} was not answered before the capture ended {secs:.3} s after it (cut mid-command?)",
+                        a.name
                     ),
                 );
             }

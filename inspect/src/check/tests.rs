@@ -1065,3 +1065,73 @@ fn in_flight_write_event_is_a_driver_race_warning_naming_the_command() {
         report.findings
     );
 }
+
+#[test]
+fn unanswered_commands_are_errors_when_the_capture_went_on_and_warnings_at_its_end() {
+    let flush = |res| {
+        Command::ResourceFlush(ResourceFlush {
+            r: rect(0, 0, 8, 8),
+            resource_id: res,
+            padding: 0,
+        })
+    };
+    let mut ids = (0, 0, 0, 0);
+    let report = check(|b| {
+        create(b, 7, 8, 8);
+        // Hung on: the capture goes on 2 s after it.
+        let hung = b.command(0, &req(flush(7)), 24).unwrap();
+        // Fenced: the fence check's (its answer is the signal).
+        let fenced_cmd = b.command(0, &fenced(flush(7), 1), 24).unwrap();
+        // In flight when the backend died: the crash record says so already.
+        let crashed = b.command(0, &req(flush(7)), 24).unwrap();
+        b.append(RecordBody::Lifecycle(Lifecycle {
+            kind: LifecycleKind::Crash,
+            queue: Some(0),
+            command: Some(crashed),
+            message: "in flight when the backend went away".to_owned(),
+        }))
+        .unwrap();
+        // No response wanted (no writable bytes).
+        b.command(0, &req(flush(7)), 0).unwrap();
+        b.advance(2_000_000_000);
+        b.marker("later").unwrap();
+        // Cut: the capture ends right after it.
+        let cut = b.command(0, &req(flush(7)), 24).unwrap();
+        ids = (hung, fenced_cmd, crashed, cut);
+    });
+    let found: Vec<&Finding> = report.of(CheckId::Unanswered).collect();
+    assert_eq!(found.len(), 2, "{:#?}", report.findings);
+    assert_eq!(found[0].records, vec![ids.0]);
+    assert_eq!(found[0].severity, Severity::Error);
+    assert!(
+        found[0]
+            .message
+            .starts_with("RESOURCE_FLUSH was never answered: the capture goes on 2.0"),
+        "{}",
+        found[0].message
+    );
+    assert_eq!(found[1].records, vec![ids.3]);
+    assert_eq!(found[1].severity, Severity::Warning);
+    assert!(
+        found[1]
+            .message
+            .contains("was not answered before the capture ended 0.000 s after it"),
+        "{}",
+        found[1].message
+    );
+    // The fenced one is the fence check's finding, the crashed one the errors check's.
+    assert!(
+        report
+            .of(CheckId::Fences)
+            .any(|f| f.records == vec![ids.1] && f.message.contains("never signalled")),
+        "{:#?}",
+        report.findings
+    );
+    assert!(
+        report
+            .of(CheckId::Errors)
+            .any(|f| f.records.contains(&ids.2)),
+        "{:#?}",
+        report.findings
+    );
+}

@@ -331,7 +331,10 @@ mod tests {
     fn every_lifecycle_kind_has_its_name_for_the_filter() {
         for k in LifecycleKind::ALL {
             let name = code_name(RecordKind::LIFECYCLE, k as u32);
-            assert_eq!(name, crate::describe::lifecycle_name(k).to_ascii_uppercase());
+            assert_eq!(
+                name,
+                crate::describe::lifecycle_name(k).to_ascii_uppercase()
+            );
             assert_ne!(name, "OTHER", "{k:?}");
         }
         assert_eq!(code_name(RecordKind::LIFECYCLE, 13), "IN-FLIGHT-WRITE");
