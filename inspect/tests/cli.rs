@@ -408,7 +408,7 @@ fn check_on_a_clean_boot_exits_0_with_no_finding() {
     assert_eq!(o.status.code(), Some(0));
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(v["total"], 0);
-    assert_eq!(v["checks"].as_array().unwrap().len(), 11);
+    assert_eq!(v["checks"].as_array().unwrap().len(), 12);
 }
 
 #[test]
@@ -610,6 +610,10 @@ fn check_on_the_v1_sample_reports_only_its_true_findings() {
             ("fences".to_string(), vec![15]),
             ("fences".to_string(), vec![17]),
             ("fences".to_string(), vec![19]),
+            // Its unfenced commands at the end get no response either.
+            ("unanswered".to_string(), vec![14]),
+            ("unanswered".to_string(), vec![16]),
+            ("unanswered".to_string(), vec![18]),
         ],
         "{v}"
     );
