@@ -72,6 +72,43 @@ fn spawn_proxy_env(dir: &Path, env: &[(&str, &str)]) -> (Child, PathBuf, PathBuf
     (child, sock, out)
 }
 
+/// Starts `vgt-capture proxy --quiet ARGS --backend-cmd CMD` in `dir`, its stdout and stderr
+/// as given; returns (proxy, QEMU socket, capture path).
+fn start_proxy_with(
+    dir: &Path,
+    args: &[&str],
+    backend_cmd: &str,
+    stdout: Stdio,
+    stderr: Stdio,
+) -> (Child, PathBuf, PathBuf) {
+    let sock = dir.join("vgpu.sock");
+    let out = dir.join("proxy.vgt");
+    let child = Command::new(env!("CARGO_BIN_EXE_vgt-capture"))
+        .args(["proxy", "--quiet"])
+        .args(args)
+        .arg("--socket")
+        .arg(&sock)
+        .arg("--backend-cmd")
+        .arg(backend_cmd)
+        .arg("-o")
+        .arg(&out)
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    (child, sock, out)
+}
+
+/// Reads `r` to its end on a thread of its own (a piped child's output, read while it runs).
+fn read_all(mut r: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = r.read_to_string(&mut s);
+        s
+    })
+}
+
 /// CPU time of process `pid`, all its threads (nanoseconds, from /proc/PID/task/*/schedstat).
 fn cpu_ns(pid: u32) -> u64 {
     std::fs::read_dir(format!("/proc/{pid}/task"))
@@ -907,34 +944,15 @@ fn proxy_records_the_backends_output_and_its_last_words_before_the_crash() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let sock = dir.path().join("vgpu.sock");
-    let out = dir.path().join("proxy.vgt");
     // Not `exec`: the shell's last line comes after the backend closed its connection.
     let cmd = format!(
         "sh -c 'echo on-stdout; printf \"on-stderr, \" >&2; sleep 0.01; echo \"in two writes\" >&2; \
          {C_BACKEND} --socket-path %s; echo \"backend status $?\" >&2'"
     );
-    let mut proxy = Command::new(env!("CARGO_BIN_EXE_vgt-capture"))
-        .args(["proxy", "--quiet", "--socket"])
-        .arg(&sock)
-        .arg("--backend-cmd")
-        .arg(cmd)
-        .arg("-o")
-        .arg(&out)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let collect = |mut r: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = r.read_to_string(&mut s);
-            s
-        })
-    };
-    let stdout = collect(Box::new(proxy.stdout.take().unwrap()));
-    let stderr = collect(Box::new(proxy.stderr.take().unwrap()));
+    let (mut proxy, sock, out) =
+        start_proxy_with(dir.path(), &[], &cmd, Stdio::piped(), Stdio::piped());
+    let stdout = read_all(proxy.stdout.take().unwrap());
+    let stderr = read_all(proxy.stderr.take().unwrap());
     let mut fe = TestFrontend::connect(&sock, DisplayAnswers::default());
     ok_nodata(&mut fe, gpu::create_2d(1, 2, 8, 8));
     // QEMU after a `cont`: a new display socket (GPU_SET_SOCKET, request 33) ...
@@ -1047,25 +1065,14 @@ fn proxy_reports_a_command_the_backend_sits_on_once() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let sock = dir.path().join("vgpu.sock");
-    let out = dir.path().join("proxy.vgt");
-    let mut proxy = Command::new(env!("CARGO_BIN_EXE_vgt-capture"))
-        .args(["proxy", "--quiet", "--stall-warn", "1", "--socket"])
-        .arg(&sock)
-        .arg("--backend-cmd")
-        .arg(format!("{C_BACKEND} --socket-path %s"))
-        .arg("-o")
-        .arg(&out)
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = proxy.stderr.take().unwrap();
-    let stderr = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
+    let (mut proxy, sock, out) = start_proxy_with(
+        dir.path(),
+        &["--stall-warn", "1"],
+        &format!("{C_BACKEND} --socket-path %s"),
+        Stdio::inherit(),
+        Stdio::piped(),
+    );
+    let stderr = read_all(proxy.stderr.take().unwrap());
     // The display holds GET_DISPLAY_INFO's answer, so the backend sits on the command.
     let gate = Arc::new(Gate::default());
     let answers = DisplayAnswers {
@@ -1138,22 +1145,13 @@ fn proxy_capture_of_a_backend_that_panics_and_hangs_holds_the_panic_and_the_stal
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let sock = dir.path().join("vgpu.sock");
-    let out = dir.path().join("proxy.vgt");
-    let mut proxy = Command::new(env!("CARGO_BIN_EXE_vgt-capture"))
-        .args(["proxy", "--quiet", "--stall-warn", "1", "--socket"])
-        .arg(&sock)
-        .arg("--backend-cmd")
-        .arg(format!(
-            "{} --socket-path %s --gpu-mode null",
-            vdg.display()
-        ))
-        .arg("-o")
-        .arg(&out)
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let (mut proxy, sock, out) = start_proxy_with(
+        dir.path(),
+        &["--stall-warn", "1"],
+        &format!("{} --socket-path %s --gpu-mode null", vdg.display()),
+        Stdio::inherit(),
+        Stdio::null(),
+    );
     let mut fe = TestFrontend::connect(&sock, DisplayAnswers::default());
     ok_nodata(&mut fe, gpu::create_2d(5, 2, 8, 8));
     // RESOURCE_CREATE_BLOB: resource 9, guest memory, no entries, 4096 bytes.

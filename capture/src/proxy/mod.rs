@@ -996,35 +996,19 @@ fn warn_stalls(shared: &Arc<Shared>, limit: Duration) {
     if stalled.is_empty() {
         return;
     }
-    let status = child_status_now(shared);
-    for p in stalled {
+    let status = child_status(shared, Duration::ZERO);
+    for (record, name, queue, head) in stalled {
         let message = format!(
-            "the backend has not answered {} (queue {}, head {}) for {} s{status}",
-            p.name,
-            p.queue,
-            p.head,
+            "the backend has not answered {name} (queue {queue}, head {head}) for {} s{status}",
             limit.as_secs_f64()
         );
         let _ = shared.recorder.lifecycle(
             LifecycleKind::Error,
-            Some(p.queue),
-            Some(p.record),
+            Some(queue),
+            Some(record),
             message.clone(),
         );
-        eprintln!("vgt-capture proxy: #{}: {message}", p.record);
-    }
-}
-
-/// " (process still running)" / " (process exit status N)" without waiting; empty when the
-/// proxy did not start the backend.
-fn child_status_now(shared: &Arc<Shared>) -> String {
-    let mut guard = shared.child.lock().unwrap_or_else(|p| p.into_inner());
-    let Some(child) = guard.as_mut() else {
-        return String::new();
-    };
-    match child.try_wait() {
-        Ok(Some(st)) => format!(" (process ended: {st})"),
-        _ => " (process still running)".to_owned(),
+        eprintln!("vgt-capture proxy: #{record}: {message}");
     }
 }
 
@@ -1043,7 +1027,7 @@ fn record_backend_gone(shared: &Arc<Shared>, cause: &str) -> String {
         }
         (st.in_flight_sorted(), st.last_completed.clone())
     };
-    let status = child_status(shared);
+    let status = child_status(shared, Duration::from_secs(2));
     // The backend's last words go in before the crash records.
     if let Some(o) = &shared.output {
         o.drain(OUTPUT_DRAIN);
@@ -1093,14 +1077,16 @@ fn record_backend_gone(shared: &Arc<Shared>, cause: &str) -> String {
 /// (it returns as soon as the pipes are empty).
 const OUTPUT_DRAIN: Duration = Duration::from_secs(1);
 
-/// ", killed by signal N" / ", exit status N" when the started backend has exited.
-fn child_status(shared: &Arc<Shared>) -> String {
+/// " (process killed by signal N)" / " (process exit status N)" once the started backend has
+/// exited, waiting at most `wait` for it; " (process still running)" after that; empty when
+/// the proxy did not start the backend.
+fn child_status(shared: &Arc<Shared>, wait: Duration) -> String {
     let mut guard = shared.child.lock().unwrap_or_else(|p| p.into_inner());
     let Some(child) = guard.as_mut() else {
         return String::new();
     };
     let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(2) {
+    loop {
         if let Ok(Some(st)) = child.try_wait() {
             use std::os::unix::process::ExitStatusExt;
             return match (st.code(), st.signal()) {
@@ -1109,9 +1095,11 @@ fn child_status(shared: &Arc<Shared>) -> String {
                 _ => String::new(),
             };
         }
+        if start.elapsed() >= wait {
+            return " (process still running)".to_owned();
+        }
         std::thread::sleep(Duration::from_millis(10));
     }
-    " (process still running)".to_owned()
 }
 
 /// Starts the backend (`--backend-cmd`, its stdout and stderr piped to `output`) or finds its

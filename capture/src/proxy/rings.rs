@@ -86,10 +86,6 @@ pub struct InFlight {
     pub fence: Option<u64>,
     /// The guest memory recorded for it, checked again when its response comes.
     pub reads: Vec<ReadSum>,
-    /// When the proxy took it from the guest.
-    pub taken: Instant,
-    /// A stall was reported for it (`ProxyState::newly_stalled`).
-    pub stall_reported: bool,
 }
 
 /// Per-queue state.
@@ -189,6 +185,9 @@ pub struct ProxyState {
     pub acked: u64,
     /// Commands in flight by (queue, head).
     pub in_flight: HashMap<(u16, u16), InFlight>,
+    /// For [`ProxyState::newly_stalled`]: when it first saw each command in flight, and
+    /// whether it reported it.
+    stall_watch: HashMap<RecordId, (Instant, bool)>,
     /// The last command answered (record id, name).
     pub last_completed: Option<(RecordId, Cow<'static, str>)>,
     /// Last command taken per queue (display records name it as their cause).
@@ -293,6 +292,7 @@ impl ProxyState {
             queues,
             acked: 0,
             in_flight: HashMap::new(),
+            stall_watch: HashMap::new(),
             last_completed: None,
             last_command: [None; 2],
             scanout_resource: BTreeMap::new(),
@@ -924,8 +924,6 @@ impl ProxyState {
                 writable,
                 fence,
                 reads: Vec::new(),
-                taken: Instant::now(),
-                stall_reported: false,
             },
         );
     }
@@ -1315,16 +1313,27 @@ impl ProxyState {
     }
 
     /// Commands in flight for `limit` or longer at `now` that were not reported yet, oldest
-    /// first; they count as reported from now on.
-    pub fn newly_stalled(&mut self, now: Instant, limit: Duration) -> Vec<InFlight> {
-        let mut out: Vec<InFlight> = Vec::new();
-        for p in self.in_flight.values_mut() {
-            if !p.stall_reported && now.saturating_duration_since(p.taken) >= limit {
-                p.stall_reported = true;
-                out.push(p.clone());
+    /// first (record, name, queue, head); they count as reported from now on. A command's
+    /// time starts when a call first sees it in flight, so the command path carries no clock
+    /// and the caller's period (the proxy's main loop: 200 ms at most) is the precision.
+    pub fn newly_stalled(
+        &mut self,
+        now: Instant,
+        limit: Duration,
+    ) -> Vec<(RecordId, Cow<'static, str>, u16, u16)> {
+        let mut out = Vec::new();
+        let live: std::collections::HashSet<RecordId> =
+            self.in_flight.values().map(|p| p.record).collect();
+        let seen = &mut self.stall_watch;
+        seen.retain(|record, _| live.contains(record));
+        for p in self.in_flight.values() {
+            let (since, reported) = seen.entry(p.record).or_insert((now, false));
+            if !*reported && now.saturating_duration_since(*since) >= limit {
+                *reported = true;
+                out.push((p.record, p.name.clone(), p.queue, p.head));
             }
         }
-        out.sort_by_key(|p| p.record);
+        out.sort_by_key(|p| p.0);
         out
     }
 

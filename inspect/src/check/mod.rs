@@ -11,7 +11,7 @@
 
 mod model;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use serde::Serialize;
 use vgt_format::CaptureReader;
@@ -299,7 +299,7 @@ pub struct Checker {
     // errors
     awaiting: HashMap<RecordId, Awaiting>,
     /// Commands a Crash record names (in flight when the renderer or backend died).
-    crashed_in: std::collections::HashSet<RecordId>,
+    crashed_in: HashSet<RecordId>,
     /// The last record's timestamp.
     last_ts_ns: u64,
     recent: VecDeque<(RecordId, String)>,
