@@ -1144,16 +1144,45 @@ fn proxy_capture_of_a_backend_that_panics_and_hangs_holds_the_panic_and_the_stal
         eprintln!("skipped: vhost-device-gpu could not be installed");
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let (mut proxy, sock, out) = start_proxy_with(
-        dir.path(),
-        &["--stall-warn", "1"],
-        &format!("{} --socket-path %s --gpu-mode null", vdg.display()),
-        Stdio::inherit(),
-        Stdio::null(),
-    );
-    let mut fe = TestFrontend::connect(&sock, DisplayAnswers::default());
-    ok_nodata(&mut fe, gpu::create_2d(5, 2, 8, 8));
+    // vhost-device-gpu 0.2.0 sometimes never answers the first command after the handshake,
+    // connected directly too (2 of 6 direct connections from the test front-end while the
+    // other proxy tests ran, 2026-12-07; a second kick does not wake it through the proxy).
+    // Such a connection is its flake, not this test's subject: start again, up to 5 times.
+    let mut attempt = 0;
+    let (dir, mut proxy, out, mut fe) = loop {
+        attempt += 1;
+        let dir = tempfile::tempdir().unwrap();
+        let (mut proxy, sock, out) = start_proxy_with(
+            dir.path(),
+            &["--stall-warn", "1"],
+            &format!("{} --socket-path %s --gpu-mode null", vdg.display()),
+            Stdio::inherit(),
+            Stdio::null(),
+        );
+        let mut fe = TestFrontend::connect(&sock, DisplayAnswers::default());
+        let created = fe.push(
+            0,
+            &[Buf::Out(gpu::create_2d(5, 2, 8, 8)), Buf::In(24)],
+            false,
+        );
+        if !fe.no_used_within(0, Duration::from_millis(1500)) {
+            let (id, _) = fe.wait_used(0);
+            assert_eq!(id, u32::from(created.head));
+            let mut r = [0u8; 24];
+            fe.mem
+                .read_slice(&mut r, GuestAddress(created.writable[0].0))
+                .unwrap();
+            assert_eq!(gpu::resp_type(&r), 0x1100);
+            break (dir, proxy, out, fe);
+        }
+        assert!(
+            attempt < 5,
+            "vhost-device-gpu answered no first command in 5 connections"
+        );
+        drop(fe);
+        wait_exit(&mut proxy, 30);
+    };
+    let _keep = dir;
     // RESOURCE_CREATE_BLOB: resource 9, guest memory, no entries, 4096 bytes.
     let blob = gpu::with(gpu::hdr(0x10c, 0, 0), &[9, 1, 0, 0, 0, 0, 4096, 0]);
     fe.push(0, &[Buf::Out(blob), Buf::In(24)], false);
