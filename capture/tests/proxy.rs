@@ -1810,3 +1810,109 @@ fn proxy_transfer_over_an_absurd_backing_is_not_read_and_the_proxy_serves_on() {
         "no record says why the transfer's memory is missing"
     );
 }
+
+/// A guest that queues several display commands before the backend runs them: every Frame and
+/// Cursor record names the command whose execution sent it (not the one the proxy took last),
+/// with that command's resource; a flush of a resource no scanout shows and one the backend
+/// refuses (its rectangle past the resource) take nothing.
+#[test]
+fn proxy_frames_and_cursor_records_name_the_queued_command_that_showed_them() {
+    if !have_backend() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (mut proxy, sock, out) = spawn_proxy(dir.path());
+    let mut fe = TestFrontend::connect(&sock, DisplayAnswers::default());
+    let full = [0, 0, 64, 64];
+    for (id, seed) in [(3u32, 13usize), (4, 29), (5, 7)] {
+        ok_nodata(&mut fe, gpu::create_2d(id, 2, 64, 64));
+        let pixels: Vec<u8> = (0..64 * 64 * 4).map(|i| (i * seed % 251) as u8).collect();
+        let backing = fe.put(&pixels);
+        let (_, _, r) = fe.command(
+            0,
+            &[
+                Buf::Out(gpu::attach_backing(id, 1)),
+                Buf::Out(gpu::mem_entries(&[(backing, pixels.len() as u32)])),
+                Buf::In(24),
+            ],
+            false,
+        );
+        assert_eq!(gpu::resp_type(&r), 0x1100);
+        ok_nodata(&mut fe, gpu::transfer_2d(id, full, 0, None));
+    }
+    let batch = [
+        gpu::set_scanout(0, 3, full),
+        gpu::flush(3, full), // shows resource 3
+        gpu::flush(4, full), // not on a scanout: no update
+        gpu::set_scanout(0, 4, full),
+        gpu::flush(4, full),          // shows resource 4
+        gpu::flush(4, [0, 0, 65, 1]), // past the resource: refused
+        gpu::set_scanout(0, 3, full),
+        gpu::flush(3, [0, 0, 8, 8]), // the corner of resource 3
+    ];
+    let chains: Vec<Vec<Buf>> = batch
+        .iter()
+        .map(|c| vec![Buf::Out(c.clone()), Buf::In(24)])
+        .collect();
+    fe.push_all(0, &chains);
+    for _ in 0..batch.len() {
+        fe.wait_used(0);
+    }
+    let move_with =
+        |x: u32, y: u32, res: u32| gpu::with(gpu::hdr(0x301, 0, 0), &[0, x, y, 0, res, 0, 0, 0]);
+    let cursor = [
+        gpu::update_cursor(0, 10, 10, 5, 1, 2),
+        move_with(20, 21, 5),
+        move_with(30, 31, 5),
+        gpu::move_cursor(0, 40, 41), // resource 0: hidden
+    ];
+    let chains: Vec<Vec<Buf>> = cursor.iter().map(|c| vec![Buf::Out(c.clone())]).collect();
+    fe.push_all(1, &chains);
+    for _ in 0..cursor.len() {
+        fe.wait_used(1);
+    }
+    // Three UPDATEs (8) and the CURSOR_POS_HIDE (5) reached QEMU's side.
+    fe.wait_display_until(|m| {
+        m.iter().filter(|m| m.request == 8).count() >= 3 && m.iter().any(|m| m.request == 5)
+    });
+    drop(fe);
+    let status = wait_exit(&mut proxy, 20);
+    assert!(status.success(), "proxy exit {status:?}");
+    let (_reader, records) = common::read_capture(&out);
+    let commands = |q: u16| -> Vec<u64> {
+        records
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| matches!(&r.body, RecordBody::Command(c) if c.queue == q))
+            .map(|(i, _)| i as u64)
+            .collect()
+    };
+    let control = commands(0);
+    let b = &control[control.len() - batch.len()..];
+    let frames: Vec<(u64, u32, [u32; 4])> = records
+        .iter()
+        .filter_map(|r| match &r.body {
+            RecordBody::Frame(f) => Some((f.command, f.resource_id, f.rect)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        frames,
+        vec![(b[1], 3, full), (b[4], 4, full), (b[7], 3, [0, 0, 8, 8])],
+        "Frame records (command, resource, damage); the batch's commands are {b:?}"
+    );
+    let cursors = commands(1);
+    let c = &cursors[cursors.len() - cursor.len()..];
+    let seen: Vec<(u64, u32, u32)> = records
+        .iter()
+        .filter_map(|r| match &r.body {
+            RecordBody::Cursor(k) => Some((k.command, k.x, k.resource_id)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        vec![(c[0], 10, 5), (c[1], 20, 0), (c[2], 30, 0), (c[3], 40, 0)],
+        "Cursor records (command, x, resource); the cursor commands are {c:?}"
+    );
+}

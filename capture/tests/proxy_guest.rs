@@ -20,7 +20,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use vgt_format::record::{LifecycleKind, RecordBody};
-use vgt_format::wire::CommandType;
+use vgt_format::wire::{Command as GpuCommand, CommandType, Request};
 
 use vgt_e2e::backends::{QEMU_GPU_BACKEND as C_BACKEND, vhost_device_gpu};
 
@@ -146,6 +146,74 @@ fn check_capture(path: &Path) -> BTreeMap<u16, Vec<CommandType>> {
     seq
 }
 
+/// In a proxy capture of QEMU's C backend, every Frame names the RESOURCE_FLUSH that sent its
+/// update (a flush of the frame's resource whose rectangle holds the damage, at most one frame
+/// per flush and scanout) and every Cursor record a cursor command at its position; returns
+/// (frames, cursor records) checked.
+fn check_display_causes(path: &Path) -> (usize, usize) {
+    let (reader, records) = common::read_capture(path);
+    let command = |id: u64| -> GpuCommand {
+        let Some(RecordBody::Command(c)) = records.get(id as usize).map(|r| &r.body) else {
+            panic!("{}: #{id} is not a command", path.display());
+        };
+        let b = reader.read_payload(&c.request).unwrap();
+        Request::decode(&b).unwrap().command
+    };
+    let mut shown = BTreeSet::new();
+    let (mut frames, mut cursors) = (0, 0);
+    for (id, r) in records.iter().enumerate() {
+        match &r.body {
+            RecordBody::Frame(f) => {
+                frames += 1;
+                let GpuCommand::ResourceFlush(fl) = command(f.command) else {
+                    panic!(
+                        "{}: frame #{id} names #{}, not a flush",
+                        path.display(),
+                        f.command
+                    );
+                };
+                let [x, y, w, h] = f.rect;
+                let r = fl.r;
+                assert!(
+                    fl.resource_id == f.resource_id
+                        && x >= r.x
+                        && y >= r.y
+                        && x + w <= r.x + r.width
+                        && y + h <= r.y + r.height,
+                    "{}: frame #{id} (resource {}, damage {:?}) names #{} {fl:?}",
+                    path.display(),
+                    f.resource_id,
+                    f.rect,
+                    f.command
+                );
+                assert!(
+                    shown.insert((f.command, f.scanout_id)),
+                    "{}: a second frame #{id} for #{} on scanout {}",
+                    path.display(),
+                    f.command,
+                    f.scanout_id
+                );
+            }
+            RecordBody::Cursor(k) => {
+                cursors += 1;
+                let (GpuCommand::UpdateCursor(c) | GpuCommand::MoveCursor(c)) = command(k.command)
+                else {
+                    panic!("{}: cursor #{id} names #{}", path.display(), k.command);
+                };
+                assert_eq!(
+                    (c.pos.scanout_id, c.pos.x, c.pos.y),
+                    (k.scanout_id, k.x, k.y),
+                    "{}: cursor #{id} names #{}",
+                    path.display(),
+                    k.command
+                );
+            }
+            _ => {}
+        }
+    }
+    (frames, cursors)
+}
+
 /// The control-queue sequence with repeated TRANSFER_TO_HOST_2D + RESOURCE_FLUSH pairs merged
 /// into one: the guest's fbdev damage worker batches framebuffer writes by timing, so the
 /// number of pairs varies from run to run (even against the same backend); everything else
@@ -226,6 +294,9 @@ fn proxy_real_guest_c_backend_behaves_as_direct_and_records_what_builtin_records
         // Every command paired; the same command sequence as built-in mode.
         let p = check_capture(&proxied.join(w).join("gpu.sock.vgt"));
         check_memory_messages(&proxied.join(w).join("gpu.sock.vgt"));
+        let (frames, cursors) = check_display_causes(&proxied.join(w).join("gpu.sock.vgt"));
+        assert!(frames > 0, "{w}: no frames");
+        assert!(w != "cursor" || cursors > 0, "{w}: no cursor records");
         let bdir = if w == "modes" { &builtin2 } else { &builtin };
         let m = check_capture(&bdir.join(w).join("gpu.sock.vgt"));
         let pc = normalise(p.get(&0).map_or(&[][..], |v| v));

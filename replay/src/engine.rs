@@ -2087,9 +2087,9 @@ fn recorded_elsewhere(reader: &CaptureReader, replies: bool) -> (Crashes, Replie
 }
 
 /// Frames are matched in order over the whole capture, not per command window, for proxy
-/// captures: the proxy names the last command it took as a frame's cause (the display socket
-/// does not say), and with a guest that queues several commands that is not always the command
-/// whose execution showed the frame.
+/// captures: which command a frame came from is the proxy's inference (the display socket does
+/// not say; captures made before 2026-12-07 name the last command the proxy took), and the
+/// replaying device may show frames at other commands than the recording backend did.
 fn stream_matched(reader: &CaptureReader) -> bool {
     reader.iter().take(8).any(|item| {
         matches!(item, Ok((_, Record { body: RecordBody::SessionStart(s), .. })) if s.mode == CaptureMode::Proxy)

@@ -15,6 +15,7 @@ use vgt_format::record::{
 use vgt_format::wire::gpu_socket::GpuUpdate;
 
 use super::Shared;
+use super::causes::CursorMessage;
 use super::dmabuf::{DmabufScanout, ScanoutInfo};
 use vgt_device::DisplayEvent;
 use vgt_device::display::{FRAME_FORMAT, Framebuffers};
@@ -466,14 +467,46 @@ fn observe(
     dmabuf_pixels: Option<DmabufPixels>,
 ) {
     let p = &m.payload;
-    let (control_cmd, cursor_cmd, resources, cursor_resource) = {
-        let st = shared.lock();
-        (
-            st.last_command[0].unwrap_or(u64::MAX),
-            st.last_command[1].unwrap_or(u64::MAX),
-            st.scanout_resource.clone(),
-            st.cursor_resource,
-        )
+    // The command that sent the message and the resource it shows (causes.rs); one the pending
+    // commands do not explain names the last command taken on its queue.
+    let (command, resource) = {
+        let mut st = shared.lock();
+        let id = u32_at(p, 0);
+        let last = |st: &super::rings::ProxyState, q: usize| st.last_command[q].unwrap_or(u64::MAX);
+        let shown =
+            |st: &super::rings::ProxyState| st.scanout_resource.get(&id).copied().unwrap_or(0);
+        let causes = &mut st.display_causes;
+        let found = match m.request() {
+            gpu_req::SCANOUT if p.len() >= 12 => causes.scanout(id, [u32_at(p, 1), u32_at(p, 2)]),
+            gpu_req::UPDATE | DMABUF_UPDATE if p.len() >= 20 => {
+                causes.update(id, [u32_at(p, 1), u32_at(p, 2), u32_at(p, 3), u32_at(p, 4)])
+            }
+            DMABUF_SCANOUT | DMABUF_SCANOUT2 => {
+                ScanoutInfo::parse(p, m.request() == DMABUF_SCANOUT2)
+                    .and_then(|i| causes.scanout(id, [i.rect[2], i.rect[3]]))
+            }
+            gpu_req::CURSOR_POS if p.len() >= 12 => {
+                causes.cursor(CursorMessage::Pos, id, [u32_at(p, 1), u32_at(p, 2)])
+            }
+            gpu_req::CURSOR_POS_HIDE if p.len() >= 12 => {
+                causes.cursor(CursorMessage::Hide, id, [u32_at(p, 1), u32_at(p, 2)])
+            }
+            gpu_req::CURSOR_UPDATE if p.len() >= 20 => {
+                causes.cursor(CursorMessage::Update, id, [u32_at(p, 1), u32_at(p, 2)])
+            }
+            _ => None,
+        };
+        let cursor = matches!(
+            m.request(),
+            gpu_req::CURSOR_POS | gpu_req::CURSOR_POS_HIDE | gpu_req::CURSOR_UPDATE
+        );
+        found.unwrap_or_else(|| {
+            if cursor {
+                (last(&st, 1), st.cursor_resource)
+            } else {
+                (last(&st, 0), shown(&st))
+            }
+        })
     };
     match m.request() {
         gpu_req::SCANOUT if p.len() >= 12 => {
@@ -509,18 +542,9 @@ fn observe(
             // GpuSocket record; the Frame shares the payload only when there are none.
             let known = stored.filter(|_| pixels.len() == need);
             pixels.truncate(need);
-            let resource = resources.get(&id).copied().unwrap_or(0);
             let rect = [x, y, w, h];
             record_frame(
-                shared,
-                fbs,
-                pool,
-                control_cmd,
-                id,
-                resource,
-                rect,
-                pixels,
-                known,
+                shared, fbs, pool, command, id, resource, rect, pixels, known,
             );
             return;
         }
@@ -531,7 +555,7 @@ fn observe(
                 CursorAction::Hide
             };
             let _ = shared.recorder.append(RecordBody::Cursor(Cursor {
-                command: cursor_cmd,
+                command,
                 action,
                 scanout_id: u32_at(p, 0),
                 x: u32_at(p, 1),
@@ -547,37 +571,25 @@ fn observe(
                 .get(20..20 + 64 * 64 * 4)
                 .and_then(|i| shared.recorder.store(i).ok());
             let _ = shared.recorder.append(RecordBody::Cursor(Cursor {
-                command: cursor_cmd,
+                command,
                 action: CursorAction::Update,
                 scanout_id: u32_at(p, 0),
                 x: u32_at(p, 1),
                 y: u32_at(p, 2),
                 hot_x: u32_at(p, 3),
                 hot_y: u32_at(p, 4),
-                resource_id: cursor_resource,
+                resource_id: resource,
                 image,
             }));
         }
         DMABUF_SCANOUT | DMABUF_SCANOUT2 => {
             // Its metadata (and fd count) is in the GpuSocket record already.
-            let resource = resources.get(&u32_at(p, 0)).copied().unwrap_or(0);
-            observe_dmabuf_scanout(shared, fbs, pool, dmabufs, m, control_cmd, resource);
+            observe_dmabuf_scanout(shared, fbs, pool, dmabufs, m, command, resource);
         }
         DMABUF_UPDATE => {
             if let Some((rect, pixels)) = dmabuf_pixels {
                 let id = u32_at(p, 0);
-                let resource = resources.get(&id).copied().unwrap_or(0);
-                record_frame(
-                    shared,
-                    fbs,
-                    pool,
-                    control_cmd,
-                    id,
-                    resource,
-                    rect,
-                    pixels,
-                    None,
-                );
+                record_frame(shared, fbs, pool, command, id, resource, rect, pixels, None);
             }
         }
         _ => {}
@@ -594,6 +606,7 @@ fn observe(
 #[cfg(any(test, fuzzing))]
 pub mod fuzzing {
     use super::*;
+    use crate::proxy::causes::{Cause, MAX_PENDING};
     use std::os::fd::OwnedFd;
 
     const REQUESTS: [u32; 8] = [
@@ -617,7 +630,10 @@ pub mod fuzzing {
         Some(OwnedFd::from(file))
     }
 
-    /// Runs one input: messages, each `sel: u8, len: u16, payload` (`sel % 9`: SCANOUT, UPDATE,
+    /// Runs one input: display commands taken from the guest, each `sel: u8` of 0xF0 or more
+    /// (`sel % 4`: flush, scanout change, unref, cursor; bit 2: the cursor queue), `record:
+    /// u32` and its fields as `u32`s; and messages, each `sel: u8, len: u16, payload` (`sel %
+    /// 9`: SCANOUT, UPDATE,
     /// CURSOR_POS, CURSOR_POS_HIDE, CURSOR_UPDATE, DMABUF_SCANOUT, DMABUF_UPDATE,
     /// DMABUF_SCANOUT2, then a raw `u32` code), then for UPDATE `w: u8, h: u8, fill: u8`
     /// (pixels appended: `w * h * 4` bytes, as the reader splits them off) and for the dmabuf
@@ -631,7 +647,37 @@ pub mod fuzzing {
         let mut dmabufs: HashMap<u32, DmabufScanout> = HashMap::new();
         let mut input = crate::fuzzing::Input::new(data);
         while !input.done() {
-            let sel = usize::from(input.u8() % 9);
+            let sel = input.u8();
+            if sel >= 0xF0 {
+                // A display command taken from the guest (`proxy::causes`).
+                let record = u64::from(input.u32());
+                let mut w = || input.u32();
+                let cause = match sel % 4 {
+                    0 => Cause::Flush {
+                        resource: w(),
+                        rect: [w(), w(), w(), w()],
+                        size: [w(), w()],
+                    },
+                    1 => Cause::Scanout {
+                        scanout: w() % 20,
+                        resource: w() % 4,
+                        size: [w(), w()],
+                    },
+                    2 => Cause::Unref { resource: w() % 4 },
+                    _ => Cause::Cursor {
+                        update: w() & 1 != 0,
+                        scanout: w() % 20,
+                        pos: [w(), w()],
+                        resource: w() % 4,
+                    },
+                };
+                let queue = u16::from(sel & 4 != 0);
+                let mut st = shared.lock();
+                st.display_causes.push(queue, record, cause);
+                assert!(st.display_causes.pending(queue) <= MAX_PENDING);
+                continue;
+            }
+            let sel = usize::from(sel % 9);
             let request = match REQUESTS.get(sel) {
                 Some(&r) => r,
                 None => input.u32(),
@@ -697,7 +743,7 @@ pub mod fuzzing {
         }
     }
 
-    /// What a backend sends, as [`run`] inputs: a SCANOUT and UPDATEs (a whole frame, a
+    /// What a backend sends, as [`run`] inputs: display commands and the messages they bring; a SCANOUT and UPDATEs (a whole frame, a
     /// rectangle past the edge), the cursor messages, a dmabuf scanout over a memfd and its
     /// DMABUF_UPDATE, a huge sparse one.
     pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
@@ -736,7 +782,25 @@ pub mod fuzzing {
             &[0xff, 0xff, 0],
         )]
         .concat();
+        // A guest's SET_SCANOUT and flush (records 10, 11) and a cursor move (12), then the
+        // backend's messages for them.
+        fn cause(sel: u8, record: u32, words: &[u32]) -> Vec<u8> {
+            let mut v = vec![sel];
+            v.extend(record.to_le_bytes());
+            v.extend(words.iter().flat_map(|w| w.to_le_bytes()));
+            v
+        }
+        let causes = [
+            cause(0xF1, 10, &[0, 3, 16, 8]),
+            cause(0xF0, 11, &[3, 0, 0, 16, 8, 16, 8]),
+            cause(0xF7, 12, &[0, 0, 5, 6, 1]),
+            msg(0, &[0, 16, 8], &[]),
+            msg(1, &[0, 0, 0, 16, 8], &[16, 8, 0x40]),
+            msg(2, &[0, 5, 6], &[]),
+        ]
+        .concat();
         vec![
+            ("causes", causes),
             ("display", display),
             ("dmabuf", dmabuf),
             ("huge_dmabuf", huge),

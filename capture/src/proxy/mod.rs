@@ -11,8 +11,10 @@
 //! - [`rings`]: guest memory, shadow rings, command/response recording.
 //! - [`gpu`]: the vhost-user-gpu display socket relay (GpuSocket, Frame and Cursor records).
 //! - [`output`]: a started backend's stdout and stderr, shown and recorded line by line.
+//! - [`causes`]: which guest command each display message came from.
 
 pub mod barrier;
+pub mod causes;
 pub mod dmabuf;
 #[cfg(any(test, fuzzing))]
 pub mod fuzzing;

@@ -17,10 +17,11 @@ use vgt_format::record::{
     CommandRecord, FenceSignal, LifecycleKind, MemoryRead, Payload, RecordBody, RecordId,
     ResponseRecord,
 };
-use vgt_format::wire::{Command, CommandType, Request};
+use vgt_format::wire::{Command, CommandType, Rect, Request};
 use vm_memory::{Bytes, FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
+use super::causes::{Cause, DisplayCauses};
 use crate::chain::{self, WalkedChain};
 use crate::recorder::Recorder;
 
@@ -194,6 +195,8 @@ pub struct ProxyState {
     pub last_command: [Option<RecordId>; 2],
     /// Resource shown per scanout (from SET_SCANOUT).
     pub scanout_resource: BTreeMap<u32, u32>,
+    /// The commands taken that can still explain a display message ([`DisplayCauses`]).
+    pub display_causes: DisplayCauses,
     /// The resource of the last UPDATE_CURSOR taken (a CURSOR_UPDATE message names none).
     pub cursor_resource: u32,
     resources: HashMap<u32, Resource>,
@@ -296,6 +299,7 @@ impl ProxyState {
             last_completed: None,
             last_command: [None; 2],
             scanout_resource: BTreeMap::new(),
+            display_causes: DisplayCauses::default(),
             cursor_resource: 0,
             resources: HashMap::new(),
             closed: false,
@@ -492,6 +496,7 @@ impl ProxyState {
         queue.signalled_used = None;
         let q16 = q as u16;
         self.in_flight.retain(|(qq, _), _| *qq != q16);
+        self.display_causes.clear(q16);
         let (_, avail, _) = self.shadow_rings(q);
         let _ = self
             .shadow
@@ -928,11 +933,71 @@ impl ProxyState {
         );
     }
 
+    /// Keeps a command that can make the backend send display messages in [`DisplayCauses`],
+    /// unless the backends refuse it before sending any (a flush or scanout rectangle outside
+    /// its resource, an unknown resource, a scanout past 16: QEMU's backend answers an error).
+    fn display_cause(&mut self, record: RecordId, queue: u16, command: &Command) {
+        let inside = |r: &Rect, res: &Resource| {
+            res.width == 0
+                || (u64::from(r.x) + u64::from(r.width) <= u64::from(res.width)
+                    && u64::from(r.y) + u64::from(r.height) <= u64::from(res.height))
+        };
+        let scanouts = vgt_device::MAX_SCANOUTS as u32;
+        let cause = match (queue, command) {
+            (0, Command::ResourceFlush(f)) => {
+                let Some(res) = self
+                    .resources
+                    .get(&f.resource_id)
+                    .filter(|r| inside(&f.r, r))
+                else {
+                    return;
+                };
+                Cause::Flush {
+                    resource: f.resource_id,
+                    rect: [f.r.x, f.r.y, f.r.width, f.r.height],
+                    size: [res.width, res.height],
+                }
+            }
+            (0, Command::SetScanout(c)) if c.scanout_id < scanouts => {
+                if c.resource_id != 0
+                    && !self
+                        .resources
+                        .get(&c.resource_id)
+                        .is_some_and(|r| inside(&c.r, r))
+                {
+                    return;
+                }
+                Cause::Scanout {
+                    scanout: c.scanout_id,
+                    resource: c.resource_id,
+                    size: [c.r.width, c.r.height],
+                }
+            }
+            (0, Command::SetScanoutBlob(c)) if c.scanout_id < scanouts => Cause::Scanout {
+                scanout: c.scanout_id,
+                resource: c.resource_id,
+                size: [c.r.width, c.r.height],
+            },
+            (0, Command::ResourceUnref(c)) => Cause::Unref {
+                resource: c.resource_id,
+            },
+            (1, Command::UpdateCursor(c) | Command::MoveCursor(c)) => Cause::Cursor {
+                update: matches!(command, Command::UpdateCursor(_)),
+                scanout: c.pos.scanout_id,
+                pos: [c.pos.x, c.pos.y],
+                resource: c.resource_id,
+            },
+            _ => return,
+        };
+        self.display_causes.push(queue, record, cause);
+    }
+
     /// Keeps the resource map and records the guest memory a command makes the backend read.
     fn decode(&mut self, record: RecordId, key: (u16, u16), request: &[u8]) {
         let Ok(req) = Request::decode(request) else {
             return;
         };
+        self.display_cause(record, key.0, &req.command);
         match req.command {
             Command::ResourceCreate2d(c) => {
                 self.resources.insert(

@@ -580,12 +580,21 @@ impl TestFrontend {
     /// unless the used ring's flags say NO_NOTIFY. A device that fails to ask for a kick it
     /// needs then stalls here as it would under a real guest (the next `wait_used` fails).
     pub fn publish(&mut self, queue: u16, head: u16) {
+        self.publish_all(queue, &[head]);
+    }
+
+    /// Places `heads` in the available ring with one index update, then kicks as
+    /// [`TestFrontend::publish`] does: the device sees them all at once (a guest that queued
+    /// several commands before the device ran).
+    pub fn publish_all(&mut self, queue: u16, heads: &[u16]) {
         let event_idx = self.event_idx();
         let q = &mut self.queues[usize::from(queue)];
-        let slot = q.avail + 4 + 2 * u64::from(q.avail_idx % q.size);
-        self.mem.write_obj(head, GuestAddress(slot)).unwrap();
         let old = q.avail_idx;
-        q.avail_idx = q.avail_idx.wrapping_add(1);
+        for &head in heads {
+            let slot = q.avail + 4 + 2 * u64::from(q.avail_idx % q.size);
+            self.mem.write_obj(head, GuestAddress(slot)).unwrap();
+            q.avail_idx = q.avail_idx.wrapping_add(1);
+        }
         fence(Ordering::SeqCst);
         self.mem
             .store(q.avail_idx, GuestAddress(q.avail + 2), Ordering::Release)
@@ -612,6 +621,25 @@ impl TestFrontend {
     /// Pushes a chain the way the Linux driver does (readable parts, then writable ones),
     /// optionally as one indirect descriptor.
     pub fn push(&mut self, queue: u16, bufs: &[Buf], indirect: bool) -> Pushed {
+        let pushed = self.place(queue, bufs, indirect);
+        self.publish(queue, pushed.head);
+        pushed
+    }
+
+    /// Pushes several chains (as [`TestFrontend::push`], direct descriptors) and publishes
+    /// them together ([`TestFrontend::publish_all`]).
+    pub fn push_all(&mut self, queue: u16, chains: &[Vec<Buf>]) -> Vec<Pushed> {
+        let pushed: Vec<Pushed> = chains
+            .iter()
+            .map(|bufs| self.place(queue, bufs, false))
+            .collect();
+        let heads: Vec<u16> = pushed.iter().map(|p| p.head).collect();
+        self.publish_all(queue, &heads);
+        pushed
+    }
+
+    /// Writes a chain's buffers and descriptors; returns its head, not yet published.
+    fn place(&mut self, queue: u16, bufs: &[Buf], indirect: bool) -> Pushed {
         let mut descs = Vec::new();
         let mut writable = Vec::new();
         for b in bufs {
@@ -647,7 +675,6 @@ impl TestFrontend {
             let head = q.next_desc;
             q.next_desc = (q.next_desc + 1) % size;
             self.write_desc(table_base, head, (table, (16 * n) as u32, F_INDIRECT, 0));
-            self.publish(queue, head);
             let mut all = vec![(table, (16 * n) as u32, F_INDIRECT, 0)];
             all.extend(descs);
             Pushed {
@@ -667,7 +694,6 @@ impl TestFrontend {
                 }
                 self.write_desc(table_base, ids[k], *d);
             }
-            self.publish(queue, ids[0]);
             Pushed {
                 queue,
                 head: ids[0],
