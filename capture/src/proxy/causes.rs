@@ -65,6 +65,18 @@ pub enum Cause {
     },
 }
 
+impl Cause {
+    /// The resource the command shows (0 for an unref: what it shows is nothing).
+    fn resource(&self) -> u32 {
+        match *self {
+            Cause::Flush { resource, .. }
+            | Cause::Scanout { resource, .. }
+            | Cause::Cursor { resource, .. } => resource,
+            Cause::Unref { .. } => 0,
+        }
+    }
+}
+
 /// A cursor message of the display socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CursorMessage {
@@ -212,11 +224,7 @@ impl DisplayCauses {
         self.pending[0][i].served |= SCANOUT_SERVED;
         self.retire_before(0, i);
         let p = self.pending[0][0];
-        let resource = match p.cause {
-            Cause::Scanout { resource, .. } => resource,
-            _ => 0,
-        };
-        Some((p.record, resource))
+        Some((p.record, p.cause.resource()))
     }
 
     /// UPDATE or DMABUF_UPDATE of `rect` on `scanout`: the command that showed it and the
@@ -269,16 +277,12 @@ impl DisplayCauses {
         self.pending[0][i].served |= served;
         self.retire_before(0, i);
         let p = self.pending[0][0];
-        let resource = match p.cause {
-            Cause::Flush { resource, .. } | Cause::Scanout { resource, .. } => resource,
-            _ => 0,
-        };
         if let Some(sh) = self.shown.get_mut(s)
             && matches!(p.cause, Cause::Flush { .. })
         {
-            *sh = resource;
+            *sh = p.cause.resource();
         }
-        Some((p.record, resource))
+        Some((p.record, p.cause.resource()))
     }
 
     /// A cursor message for `scanout` at `pos`: the cursor command that sent it and the
@@ -310,11 +314,7 @@ impl DisplayCauses {
         self.pending[1][i].served |= message.bit();
         self.retire_before(1, i);
         let p = self.pending[1][0];
-        let resource = match p.cause {
-            Cause::Cursor { resource, .. } => resource,
-            _ => 0,
-        };
-        Some((p.record, resource))
+        Some((p.record, p.cause.resource()))
     }
 
     /// Commands pending on `queue` (tests, and the proxy's fuzz target's bound check).

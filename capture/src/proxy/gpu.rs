@@ -472,9 +472,6 @@ fn observe(
     let (command, resource) = {
         let mut st = shared.lock();
         let id = u32_at(p, 0);
-        let last = |st: &super::rings::ProxyState, q: usize| st.last_command[q].unwrap_or(u64::MAX);
-        let shown =
-            |st: &super::rings::ProxyState| st.scanout_resource.get(&id).copied().unwrap_or(0);
         let causes = &mut st.display_causes;
         let found = match m.request() {
             gpu_req::SCANOUT if p.len() >= 12 => causes.scanout(id, [u32_at(p, 1), u32_at(p, 2)]),
@@ -502,9 +499,10 @@ fn observe(
         );
         found.unwrap_or_else(|| {
             if cursor {
-                (last(&st, 1), st.cursor_resource)
+                (st.last_command[1].unwrap_or(u64::MAX), st.cursor_resource)
             } else {
-                (last(&st, 0), shown(&st))
+                let shown = st.scanout_resource.get(&id).copied().unwrap_or(0);
+                (st.last_command[0].unwrap_or(u64::MAX), shown)
             }
         })
     };
