@@ -136,14 +136,96 @@ fn check_capture(path: &Path) -> BTreeMap<u16, Vec<CommandType>> {
             _ => {}
         }
     }
-    let unanswered: Vec<_> = commands.keys().filter(|c| !answered.contains(c)).collect();
+    let unanswered: Vec<_> = commands
+        .iter()
+        .filter(|(c, _)| !answered.contains(c))
+        .map(|(&c, ty)| describe_unanswered(&records, c, *ty))
+        .collect();
     assert!(
         unanswered.is_empty(),
-        "{}: unanswered {unanswered:?}",
+        "{}: unanswered {unanswered:#?}",
         path.display()
     );
     assert!(!commands.is_empty(), "{}: no commands", path.display());
     seq
+}
+
+/// Where an unanswered command stood: its queue and type, and how many commands that queue had
+/// carried since it was last started (`QueueStart`), so a failure says whether the lost command
+/// was, say, the first one after a `cont`.
+fn describe_unanswered(records: &[vgt_format::record::Record], id: u64, ty: CommandType) -> String {
+    let RecordBody::Command(cmd) = &records[id as usize].body else {
+        unreachable!("#{id} was collected as a command");
+    };
+    let queue = cmd.queue;
+    let mut since_start = 0;
+    let mut start = None;
+    for (i, r) in records[..id as usize].iter().enumerate().rev() {
+        match &r.body {
+            RecordBody::Command(c) if c.queue == queue => since_start += 1,
+            RecordBody::Lifecycle(l)
+                if l.kind == LifecycleKind::QueueStart && l.queue == Some(queue) =>
+            {
+                start = Some(i);
+                break;
+            }
+            _ => {}
+        }
+    }
+    match start {
+        Some(s) => format!(
+            "#{id} {ty:?} on queue {queue}: {since_start} commands after its QueueStart #{s}"
+        ),
+        None => format!("#{id} {ty:?} on queue {queue}: no QueueStart before it"),
+    }
+}
+
+/// A test's working directory that survives a failing test: its files are copied to
+/// `$CARGO_TARGET_TMPDIR/<test>` (replacing an earlier copy) when the test panics, and the path
+/// is printed, so an intermittent failure leaves its capture and serial log to read.
+struct KeepOnFailure {
+    dir: tempfile::TempDir,
+    test: &'static str,
+}
+
+impl KeepOnFailure {
+    fn new(test: &'static str) -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+            test,
+        }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for KeepOnFailure {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let dest = Path::new(env!("CARGO_TARGET_TMPDIR")).join(self.test);
+        let _ = std::fs::remove_dir_all(&dest);
+        let copied = std::fs::create_dir_all(&dest).and_then(|()| {
+            for entry in std::fs::read_dir(self.dir.path())? {
+                let entry = entry?;
+                if entry.file_type()?.is_file() {
+                    std::fs::copy(entry.path(), dest.join(entry.file_name()))?;
+                }
+            }
+            Ok(())
+        });
+        match copied {
+            Ok(()) => eprintln!("{}: files kept in {}", self.test, dest.display()),
+            Err(e) => eprintln!(
+                "{}: could not keep files in {}: {e}",
+                self.test,
+                dest.display()
+            ),
+        }
+    }
 }
 
 /// In a proxy capture of QEMU's C backend, every Frame names the RESOURCE_FLUSH that sent its
@@ -590,7 +672,7 @@ fn proxy_real_guest_stop_and_cont_mid_fb_leave_no_command_unanswered() {
         panic!("vhost-device-gpu could not be installed (scripts/install-vhost-device-gpu.sh)");
     };
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    let dir = tempfile::tempdir().unwrap();
+    let dir = KeepOnFailure::new("proxy_real_guest_stop_and_cont");
     let backend = format!("{} --socket-path %s --gpu-mode null", vdg.display());
     // The null backend shows no scanout unless the connector is forced.
     let (guest, proxy, out) = stop_and_cont(&backend, &["video=Virtual-1:1024x768e"], dir.path());
