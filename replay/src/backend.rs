@@ -10,8 +10,9 @@
 //! addresses. What the backend answers (used-ring entry and response bytes), the fences its
 //! completions signal and what it shows on the display socket (SCANOUT, UPDATE pixels, cursor
 //! messages) go through the same comparison as a replay on vgt-device. A backend that dies or
-//! stops answering ends the replay with a divergence that names the command; where the capture
-//! recorded a crash on that command, the crash is reported as reproduced.
+//! stops answering ends the replay with a divergence that names the command and quotes what a
+//! started backend said on its stderr since its last answer (`backend/stderr.rs`); where the
+//! capture recorded a crash on that command, the crash is reported as reproduced.
 //!
 //! One command is in the rings at a time: replay waits for its used entry (at most
 //! [`BackendOptions::timeout`]) before it writes the next one's memory, so the backend never
@@ -40,6 +41,9 @@ use vhost::{VhostBackend, VhostUserMemoryRegionInfo, VringConfigData};
 use vm_memory::{Bytes, FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 use vmm_sys_util::sock_ctrl_msg::ScmSocket;
+
+mod stderr;
+use stderr::StderrTail;
 
 /// How long replay waits for the backend to answer one command, by default.
 pub const DEFAULT_BACKEND_TIMEOUT: Duration = Duration::from_secs(10);
@@ -794,6 +798,9 @@ impl ExternalBackend {
             host,
             cursor_resource,
         )?;
+        if let Some(t) = &self.process.stderr {
+            t.answered();
+        }
         Ok(done)
     }
 
@@ -975,26 +982,36 @@ impl ExternalBackend {
     }
 
     /// " (process killed by signal N)" and the like, for a started backend that ended (waits up
-    /// to 2 s for it to).
+    /// to 2 s for it to), with what it said on stderr since its last answer.
     fn exit_reason(&mut self) -> String {
         let Some(child) = self.process.child.as_mut() else {
             return String::new();
         };
         let start = Instant::now();
+        let mut status = None;
         while start.elapsed() < Duration::from_secs(2) {
             if let Ok(Some(st)) = child.try_wait() {
                 use std::os::unix::process::ExitStatusExt;
-                return match (st.code(), st.signal()) {
-                    (_, Some(sig)) => {
-                        format!(" (process killed by signal {sig}{})", signal_name(sig))
-                    }
-                    (Some(code), _) => format!(" (process exit status {code})"),
-                    _ => String::new(),
-                };
+                status = Some(match (st.code(), st.signal()) {
+                    (_, Some(sig)) => format!("process killed by signal {sig}{}", signal_name(sig)),
+                    (Some(code), _) => format!("process exit status {code}"),
+                    _ => "process ended".to_owned(),
+                });
+                break;
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        " (process still running)".to_owned()
+        let exited = status.is_some();
+        let status = status.unwrap_or_else(|| "process still running".to_owned());
+        match self
+            .process
+            .stderr
+            .as_ref()
+            .and_then(|t| t.last_words(exited))
+        {
+            Some(words) => format!(" ({status}; {words})"),
+            None => format!(" ({status})"),
+        }
     }
 }
 
@@ -1026,6 +1043,8 @@ impl Drop for ExternalBackend {
 struct Started {
     child: Option<Child>,
     dir: Option<PathBuf>,
+    /// Its stderr, copied through and kept for failure messages.
+    stderr: Option<StderrTail>,
 }
 
 impl Drop for Started {
@@ -1333,22 +1352,37 @@ fn connect(spec: &BackendSpec) -> Result<(UnixStream, Started, String), String> 
             let mut started = Started {
                 child: None,
                 dir: Some(dir),
+                stderr: None,
             };
-            let child = Command::new("sh")
+            let mut child = Command::new("sh")
                 .arg("-c")
                 .arg(format!("exec {line}"))
                 .stdin(Stdio::null())
+                .stderr(Stdio::piped())
                 .spawn()
                 .map_err(|e| format!("cannot start backend `{line}`: {e}"))?;
+            let pipe = child.stderr.take();
+            // Owned by the guard first, so an error below still ends it.
             let child = started.child.insert(child);
+            if let Some(pipe) = pipe {
+                started.stderr = Some(
+                    StderrTail::spawn(pipe)
+                        .map_err(|e| format!("cannot read the backend's stderr: {e}"))?,
+                );
+            }
             let start = Instant::now();
             loop {
                 match UnixStream::connect(&path) {
                     Ok(s) => return Ok((s, started, format!("backend `{line}`"))),
                     Err(e) => {
                         if let Ok(Some(st)) = child.try_wait() {
+                            let words = started
+                                .stderr
+                                .as_ref()
+                                .and_then(|t| t.last_words(true))
+                                .map_or_else(String::new, |w| format!("; {w}"));
                             return Err(format!(
-                                "the backend `{line}` exited ({st}) before listening on {}",
+                                "the backend `{line}` exited ({st}) before listening on {}{words}",
                                 path.display()
                             ));
                         }

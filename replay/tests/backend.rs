@@ -270,6 +270,14 @@ fn a_command_that_breaks_vhost_device_gpu_is_named_and_a_recorded_crash_is_repro
         message.contains("did not complete RESOURCE_CREATE_BLOB within 2000 ms"),
         "{message}"
     );
+    // Why: the panic message its worker thread wrote on stderr, quoted from the pipe replay
+    // reads it through.
+    assert!(
+        message.contains("process still running; its stderr since its last answer")
+            && message.contains("panicked at")
+            && message.contains("GpuCommand::ResourceCreateBlob unimplemented"),
+        "{message}"
+    );
     // Nothing ran after it.
     assert!(report.commands <= at, "{} commands", report.commands);
 
@@ -426,9 +434,15 @@ fn a_driver_restart_restarts_the_backends_rings_and_replay_goes_on() {
     let d = report.divergences.last().unwrap();
     assert_eq!(d.command_name, "GET_DISPLAY_INFO", "{d}");
     assert!(d.command > 40, "{d}");
+    let DivergenceKind::Backend { message } = &d.kind else {
+        panic!("{d}");
+    };
+    // Killed by SIGPIPE; why, in its own words: it refused the second socket (written at the
+    // restart, after its last answer and before the command it died on).
+    assert!(message.contains("process killed by signal 13"), "{message}");
     assert!(
-        matches!(&d.kind, DivergenceKind::Backend { message } if message.contains("signal 13")),
-        "{d}"
+        message.contains("assertion 'g->sock_fd == -1' failed"),
+        "{message}"
     );
 }
 
@@ -534,6 +548,23 @@ fn bad_backend_arguments_get_one_line_and_exit_status_2() {
         Some(r)
     });
     let far = write(dir.path(), "far.vgt", &far);
+    // A real backend refusing its arguments: the error quotes why.
+    if let Some(c) = c_backend() {
+        let wrong = format!("{c} --no-such-option");
+        let out = vgt_replay(&["--backend-cmd", &wrong, file]);
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+        let err = text(&out.stderr);
+        let line = err
+            .lines()
+            .find(|l| l.contains("before listening"))
+            .unwrap_or_else(|| panic!("{err}"));
+        assert!(
+            line.contains("exited (exit status: 1)")
+                && line.contains("its stderr: ")
+                && line.contains("Unknown option --no-such-option"),
+            "{err}"
+        );
+    }
     let out = vgt_replay(&["--backend-cmd", "true", far.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     let err = text(&out.stderr);
