@@ -1358,13 +1358,18 @@ fn connect(spec: &BackendSpec) -> Result<(UnixStream, Started, String), String> 
                 .arg("-c")
                 .arg(format!("exec {line}"))
                 .stdin(Stdio::null())
+                .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 .spawn()
                 .map_err(|e| format!("cannot start backend `{line}`: {e}"))?;
-            let pipe = child.stderr.take();
+            let (out, err) = (child.stdout.take(), child.stderr.take());
             // Owned by the guard first, so an error below still ends it.
             let child = started.child.insert(child);
-            if let Some(pipe) = pipe {
+            if let Some(pipe) = out {
+                stderr::forward(pipe)
+                    .map_err(|e| format!("cannot read the backend's stdout: {e}"))?;
+            }
+            if let Some(pipe) = err {
                 started.stderr = Some(
                     StderrTail::spawn(pipe)
                         .map_err(|e| format!("cannot read the backend's stderr: {e}"))?,

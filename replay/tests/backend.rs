@@ -497,6 +497,32 @@ fn a_backend_already_listening_on_a_socket_is_replayed_against_with_a_json_summa
     }
 }
 
+/// vgt-replay's stdout is its report: what a started backend writes on its stdout (glib sends
+/// g_message and g_info there) goes to replay's stderr, so `--json | jq` reads one document.
+#[test]
+fn a_started_backends_stdout_goes_to_stderr_and_the_json_summary_stays_whole() {
+    let Some(backend) = c_backend() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), "s.vgt", &linux_like(16, 8, 2).finish());
+    let cmd = format!("sh -c 'echo hello from the backend; exec {backend}'");
+    let out = vgt_replay(&[
+        "--backend-cmd",
+        &cmd,
+        "--keep-going",
+        "--json",
+        path.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: stdout {:?}", text(&out.stdout)));
+    assert_eq!(v["responses"], v["commands"], "{v}");
+    assert!(
+        text(&out.stderr).contains("hello from the backend"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
 #[test]
 fn bad_backend_arguments_get_one_line_and_exit_status_2() {
     let dir = tempfile::tempdir().unwrap();

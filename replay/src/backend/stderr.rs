@@ -1,4 +1,4 @@
-//! What a backend started with `--backend-cmd` says on its standard error.
+//! What a backend started with `--backend-cmd` says on its standard error (and output).
 //!
 //! The backend's stderr is a pipe to replay. A thread copies every byte to replay's own stderr
 //! as it comes (the user sees the backend's output as without replay) and keeps the lines the
@@ -7,12 +7,16 @@
 //! assertion, panic message or usage error that says why, in the one-line divergence and in
 //! `--json`.
 //!
+//! The backend's stdout is a pipe too, copied to replay's stderr ([`forward`]): replay's stdout
+//! is its report (`--json` is one document), and a backend may write there (glib sends
+//! `g_message` and `g_info` to stdout).
+//!
 //! Lines are attributed by when replay read them: a warning the backend writes just before an
 //! answer may be read just after it, and then counts towards the next command.
 
 use std::collections::VecDeque;
 use std::io::{Read, Write};
-use std::process::ChildStderr;
+use std::process::{ChildStderr, ChildStdout};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -239,6 +243,26 @@ impl StderrTail {
         }
         t.quote()
     }
+}
+
+/// Starts a thread that copies a started backend's stdout to replay's stderr until its end.
+pub(crate) fn forward(mut pipe: ChildStdout) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("backend-stdout".to_owned())
+        .spawn(move || {
+            let mut buf = [0u8; 4096];
+            loop {
+                match pipe.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        let _ = std::io::stderr().write_all(&buf[..n]);
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => break,
+                }
+            }
+        })
+        .map(drop)
 }
 
 fn lock(m: &Mutex<Tail>) -> MutexGuard<'_, Tail> {
