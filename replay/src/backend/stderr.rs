@@ -295,6 +295,23 @@ mod tests {
     }
 
     #[test]
+    fn where_the_pipe_splits_the_bytes_changes_nothing() {
+        let text: &[u8] =
+            b"[INFO] up\r\n\nthread 'w' panicked at a.rs:1:2:\nboom \xff\n   0: x::error\nnote: y";
+        let whole = tail(&[text]).quote();
+        for i in 0..=text.len() {
+            for j in i..=text.len() {
+                let t = tail(&[&text[..i], &text[i..j], &text[j..]]);
+                assert_eq!(t.quote(), whole, "split at {i}, {j}");
+            }
+        }
+        assert_eq!(
+            whole.unwrap(),
+            "its stderr (5 lines), lines 2-4: \"thread 'w' panicked at a.rs:1:2:\" / \"boom \u{fffd}\" / \"0: x::error\""
+        );
+    }
+
+    #[test]
     fn a_panic_under_a_backtrace_is_quoted_from_its_first_line() {
         // What vhost-device-gpu 0.2.0 writes with RUST_BACKTRACE=1: the frames name functions
         // with "error" in them, and the last lines say nothing.
