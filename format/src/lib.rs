@@ -17,6 +17,7 @@
 //!   format.
 //! - [`summary`]: a fixed-size integer summary of each record, for tools that index and filter
 //!   whole captures.
+//! - [`words`]: which of a backend's output lines say why it failed.
 #![forbid(unsafe_code)]
 
 pub mod file;
@@ -27,6 +28,7 @@ pub mod record;
 pub mod state;
 pub mod summary;
 pub mod wire;
+pub mod words;
 
 pub use file::{CaptureReader, CaptureWriter, Compression, SyncPolicy, WriterOptions};
 pub use record::{Payload, Record, RecordBody, RecordId};

@@ -1,6 +1,6 @@
 //! `vgt-inspect info`: what a capture holds and whether it is whole.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
 use std::path::Path;
 
@@ -14,6 +14,7 @@ use vgt_format::wire::{
     CommandType, Request, Response, ResponseType, VhostUserPayload, VhostUserRequest,
     decode_vhost_user_payload,
 };
+use vgt_format::words::LastWords;
 
 use crate::cli::Outcome;
 use crate::describe::{format_ts, printable};
@@ -60,11 +61,21 @@ pub struct Summary {
     pub crash_records: u64,
     /// Lines the backend wrote (proxy mode, `--backend-cmd`): stdout, stderr.
     pub backend_lines: [u64; 2],
-    /// The backend's last [`LAST_WORDS`] stderr lines that are not blank (id, text).
-    pub backend_last_stderr: VecDeque<(RecordId, String)>,
+    /// Up to [`LAST_WORDS`] of the backend's stderr lines that are not blank (id, text), as
+    /// [`vgt_format::words::LastWords`] picks them: from the first telling line (a panic, an
+    /// assertion, an error) on, else the last. Taken from what it wrote since its last answer
+    /// (the last Response record before the lines), or from all its lines when it said nothing
+    /// after that.
+    pub backend_last_stderr: Vec<(RecordId, String)>,
+    /// `backend_last_stderr` is from the lines since the backend's last answer.
+    pub backend_last_stderr_since_answer: bool,
+    /// The number of the first line shown, counting from 1 the lines it was picked from.
+    pub backend_last_stderr_first: u64,
+    /// How many lines (not blank) it was picked from.
+    pub backend_last_stderr_of: u64,
 }
 
-/// How many of a backend's last stderr lines `info` shows.
+/// How many of a backend's stderr lines `info` shows.
 pub const LAST_WORDS: usize = 5;
 
 impl Summary {
@@ -72,6 +83,10 @@ impl Summary {
     pub fn gather(reader: &CaptureReader) -> Summary {
         let mut s = Summary::default();
         let mut seen: HashSet<ContentHash> = HashSet::new();
+        // The backend's stderr since its last answer, and all of it.
+        let mut since_answer = LastWords::new(LAST_WORDS);
+        let mut all = LastWords::new(LAST_WORDS);
+        let mut answered = false;
         let bar = progress::records_bar(reader.len(), "reading");
         for (n, item) in reader.iter().enumerate() {
             if n % 4096 == 0 {
@@ -125,6 +140,8 @@ impl Summary {
                     *s.per_command.entry(name).or_default() += 1;
                 }
                 RecordBody::Response(r) => {
+                    since_answer.forget();
+                    answered = true;
                     let name = match reader.read_payload(&r.bytes) {
                         Ok(b) if b.is_empty() => "<empty>".to_string(),
                         Ok(b) => match Response::decode(&b) {
@@ -156,12 +173,8 @@ impl Summary {
                     LifecycleKind::BackendStderr => {
                         s.backend_lines[1] += 1;
                         // Blank lines are counted, not shown (GLib starts its warnings with one).
-                        if !l.message.trim().is_empty() {
-                            if s.backend_last_stderr.len() == LAST_WORDS {
-                                s.backend_last_stderr.pop_front();
-                            }
-                            s.backend_last_stderr.push_back((id, l.message.clone()));
-                        }
+                        since_answer.push(&l.message, (id, l.message.clone()));
+                        all.push(&l.message, (id, l.message.clone()));
                     }
                     _ => {}
                 },
@@ -169,6 +182,14 @@ impl Summary {
             }
         }
         bar.finish_and_clear();
+        let (words, since) = if since_answer.count() > 0 {
+            (since_answer, answered)
+        } else {
+            (all, false)
+        };
+        (s.backend_last_stderr_first, s.backend_last_stderr) = words.selection();
+        s.backend_last_stderr_of = words.count();
+        s.backend_last_stderr_since_answer = since;
         s
     }
 
@@ -186,6 +207,31 @@ fn type_name(t: CommandType) -> String {
 fn response_name(t: ResponseType) -> String {
     t.name()
         .map_or_else(|| format!("UNKNOWN({:#06x})", t.0), str::to_string)
+}
+
+/// "; on stderr since its last answer (7 lines), lines 3-7:" and the like: what the lines under
+/// `backend:` are (nothing when there are none).
+fn stderr_heading(s: &Summary) -> String {
+    let shown = s.backend_last_stderr.len() as u64;
+    if shown == 0 {
+        return String::new();
+    }
+    let since = if s.backend_last_stderr_since_answer {
+        " since its last answer"
+    } else {
+        ""
+    };
+    let first = s.backend_last_stderr_first;
+    let which = match (shown == s.backend_last_stderr_of, shown) {
+        (true, _) => String::new(),
+        (false, 1) => format!(" ({} lines), line {first}", s.backend_last_stderr_of),
+        (false, _) => format!(
+            " ({} lines), lines {first}-{}",
+            s.backend_last_stderr_of,
+            first + shown - 1
+        ),
+    };
+    format!("; on stderr{since}{which}:")
 }
 
 /// Formats Unix nanoseconds as an ISO-8601 UTC timestamp.
@@ -271,6 +317,9 @@ pub fn run(path: &Path, json: bool, out: &mut dyn Write) -> Result<Outcome> {
             "backend_stdout_lines": summary.backend_lines[0],
             "backend_stderr_lines": summary.backend_lines[1],
             "backend_last_stderr": summary.backend_last_stderr.iter().map(|(id, m)| json!({ "record": id, "line": m })).collect::<Vec<_>>(),
+            "backend_last_stderr_since_answer": summary.backend_last_stderr_since_answer,
+            "backend_last_stderr_first": summary.backend_last_stderr_first,
+            "backend_last_stderr_of": summary.backend_last_stderr_of,
         });
         writeln!(out, "{v}")?;
         return Ok(Outcome {
@@ -347,11 +396,7 @@ pub fn run(path: &Path, json: bool, out: &mut dyn Write) -> Result<Outcome> {
             out,
             "backend:     {} output line(s) recorded ({stdout_lines} stdout, {stderr_lines} stderr){}",
             stdout_lines + stderr_lines,
-            if summary.backend_last_stderr.is_empty() {
-                ""
-            } else {
-                "; last on stderr:"
-            }
+            stderr_heading(&summary)
         )?;
         for (id, line) in &summary.backend_last_stderr {
             writeln!(out, "  #{id:<10} {}", printable(line))?;

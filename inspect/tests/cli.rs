@@ -92,7 +92,6 @@ fn info_tells_how_the_capture_ended_and_what_the_backend_said() {
     let path = dir.path().join("crash.vgt");
     let writer = CaptureWriter::create(&path, WriterOptions::default()).unwrap();
     let mut b = CaptureBuilder::new(writer, 1).unwrap();
-    b.linux_boot(32, 16, 1).unwrap();
     let line = |b: &mut CaptureBuilder<_>, kind, text: &str, command| {
         b.append(RecordBody::Lifecycle(Lifecycle {
             kind,
@@ -102,6 +101,9 @@ fn info_tells_how_the_capture_ended_and_what_the_backend_said() {
         }))
         .unwrap()
     };
+    // Said before the backend answered anything since: not shown, telling as it is.
+    line(&mut b, LifecycleKind::BackendStderr, "early error", None);
+    b.linux_boot(32, 16, 1).unwrap();
     line(&mut b, LifecycleKind::BackendStdout, "listening", None);
     for i in 0..6 {
         line(
@@ -141,11 +143,12 @@ fn info_tells_how_the_capture_ended_and_what_the_backend_said() {
     );
     assert!(
         out.contains(
-            "backend:     9 output line(s) recorded (1 stdout, 8 stderr); last on stderr:"
+            "backend:     10 output line(s) recorded (1 stdout, 9 stderr); on stderr since its last answer (7 lines), lines 3-7:"
         ),
         "{out}"
     );
-    // The last five that are not blank, oldest first; no raw escape reaches the terminal.
+    // Five of the seven since the last answer, the telling one among them (the last five here:
+    // fewer than five follow it), oldest first; no raw escape reaches the terminal.
     let shown: Vec<&str> = out
         .lines()
         .skip_while(|l| !l.starts_with("backend:"))
@@ -167,7 +170,10 @@ fn info_tells_how_the_capture_ended_and_what_the_backend_said() {
     assert_eq!(v["crash"]["record"], crash);
     assert_eq!(v["crash_records"], 1);
     assert_eq!(v["backend_stdout_lines"], 1);
-    assert_eq!(v["backend_stderr_lines"], 8);
+    assert_eq!(v["backend_stderr_lines"], 9);
+    assert_eq!(v["backend_last_stderr_since_answer"], true);
+    assert_eq!(v["backend_last_stderr_first"], 3);
+    assert_eq!(v["backend_last_stderr_of"], 7);
     assert_eq!(v["backend_last_stderr"][4]["record"], last);
     assert_eq!(
         v["backend_last_stderr"][4]["line"],
@@ -180,6 +186,62 @@ fn info_tells_how_the_capture_ended_and_what_the_backend_said() {
         out.contains("backend-stderr cmd=#3: warning 0\n")
             && out.contains("backend-stdout: listening\n"),
         "{out}"
+    );
+}
+
+/// A backend that panics with `RUST_BACKTRACE=1` ends with frames and a note: `info` shows
+/// its panic from the first line on, not the frames.
+#[test]
+fn info_shows_a_backends_panic_not_the_backtrace_under_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("panic.vgt");
+    let writer = CaptureWriter::create(&path, WriterOptions::default()).unwrap();
+    let mut b = CaptureBuilder::new(writer, 1).unwrap();
+    b.linux_boot(32, 16, 1).unwrap();
+    let mut lines = vec![
+        "thread 'vring_worker' (7) panicked at src/device.rs:261:17:".to_owned(),
+        "virtio_gpu: GpuCommand::ResourceCreateBlob unimplemented".to_owned(),
+        "stack backtrace:".to_owned(),
+    ];
+    for i in 0..12 {
+        lines.push(format!("  {i:>2}: vhost_user_backend::handle_error_{i}"));
+        lines.push(format!("             at src/error.rs:{i}:5"));
+    }
+    lines.push("note: Some details are omitted".to_owned());
+    let mut first = None;
+    for l in &lines {
+        let id = b
+            .append(RecordBody::Lifecycle(Lifecycle {
+                kind: LifecycleKind::BackendStderr,
+                queue: None,
+                command: None,
+                message: l.clone(),
+            }))
+            .unwrap();
+        first.get_or_insert(id);
+    }
+    b.finish().unwrap();
+    let o = inspect(&["info", path.to_str().unwrap()]);
+    let out = stdout(&o);
+    assert!(
+        out.contains("on stderr since its last answer (28 lines), lines 1-5:"),
+        "{out}"
+    );
+    let shown: Vec<&str> = out
+        .lines()
+        .skip_while(|l| !l.starts_with("backend:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  #"))
+        .collect();
+    assert_eq!(shown.len(), 5, "{out}");
+    assert!(
+        shown[0].starts_with(&format!("  #{} ", first.unwrap()))
+            && shown[0].ends_with("panicked at src/device.rs:261:17:"),
+        "{shown:?}"
+    );
+    assert!(
+        shown[1].ends_with("ResourceCreateBlob unimplemented"),
+        "{shown:?}"
     );
 }
 

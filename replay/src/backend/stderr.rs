@@ -14,11 +14,12 @@
 //! Lines are attributed by when replay read them: a warning the backend writes just before an
 //! answer may be read just after it, and then counts towards the next command.
 
-use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::process::{ChildStderr, ChildStdout};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+use vgt_format::words::LastWords;
 
 /// How many lines a failure quotes.
 pub(crate) const QUOTE: usize = 3;
@@ -34,41 +35,11 @@ const QUOTE_CHARS: usize = 240;
 const EXITED_WAIT: Duration = Duration::from_millis(500);
 const RUNNING_WAIT: Duration = Duration::from_millis(50);
 
-/// Words that mark a line saying what went wrong (matched without regard to case): a Rust
-/// panic's first line, a glib assertion or critical, an error or usage message.
-const TELLING: [&str; 9] = [
-    "panicked at",
-    "assert",
-    "critical",
-    "error",
-    "fatal",
-    "abort",
-    "fault",
-    "failed",
-    "unknown option",
-];
-
-/// True for a line that says what went wrong; a backtrace's frames ("  5: path::to::fn",
-/// "at src/x.rs:1") never do, whatever their function names say.
-fn telling(line: &str) -> bool {
-    let t = line.trim_start();
-    let frame = t.starts_with("at ")
-        || t.split_once(':')
-            .is_some_and(|(n, _)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
-    let lower = t.to_ascii_lowercase();
-    !frame && TELLING.iter().any(|w| lower.contains(w))
-}
-
 /// What the backend wrote since its last answer: line numbers count non-blank lines from 1.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 struct Tail {
-    /// Non-blank lines since the last answer.
-    count: u64,
-    /// The first telling line since the last answer (its number) and up to [`QUOTE`] - 1 lines
-    /// after it: the panic message under a panic's first line, say.
-    first_telling: Option<(u64, Vec<String>)>,
-    /// The last [`QUOTE`] lines, oldest first.
-    last: VecDeque<String>,
+    /// The lines worth quoting ([`LastWords`]).
+    words: LastWords<String>,
     /// The current line, without its newline (at most [`MAX_LINE`] bytes).
     partial: Vec<u8>,
     /// Bytes of the current line beyond [`MAX_LINE`] were dropped.
@@ -77,6 +48,18 @@ struct Tail {
     eof: bool,
     /// The backend has answered a command (so the lines are those since its last answer).
     answered: bool,
+}
+
+impl Default for Tail {
+    fn default() -> Self {
+        Tail {
+            words: LastWords::new(QUOTE),
+            partial: Vec::new(),
+            cut: false,
+            eof: false,
+            answered: false,
+        }
+    }
 }
 
 impl Tail {
@@ -108,57 +91,39 @@ impl Tail {
         if std::mem::take(&mut self.cut) {
             text.push_str("...");
         }
-        // Blank lines say nothing.
-        if text.is_empty() {
-            return;
-        }
-        self.count += 1;
-        match &mut self.first_telling {
-            Some((_, group)) if group.len() < QUOTE => group.push(text.clone()),
-            Some(_) => {}
-            None if telling(&text) => self.first_telling = Some((self.count, vec![text.clone()])),
-            None => {}
-        }
-        self.last.push_back(text);
-        if self.last.len() > QUOTE {
-            self.last.pop_front();
-        }
+        self.words.push(&text, text.clone());
     }
 
     /// The backend answered: the lines before are no longer news (a partial line goes on).
     fn forget(&mut self) {
-        self.count = 0;
-        self.first_telling = None;
-        self.last.clear();
+        self.words.forget();
         self.answered = true;
     }
 
     /// `its stderr since its last answer: "a" / "b"` (`its stderr: ...` before any answer), or
-    /// None when it said nothing. Up to [`QUOTE`] lines are all quoted; of more, the first
-    /// telling line and those after it, or else the last ones, saying which: `its stderr (11
-    /// lines), lines 1-3: ...`. A partial line counts as the last line.
+    /// None when it said nothing. Up to [`QUOTE`] lines are all quoted; of more, the ones
+    /// [`LastWords::selection`] picks (from the first telling line on), saying which: `its
+    /// stderr (11 lines), lines 1-3: ...`. A partial line counts as the last line.
     fn quote(&self) -> Option<String> {
         let mut t = self.clone();
         if !t.partial.is_empty() {
             t.end_line();
         }
-        if t.count == 0 {
+        let count = t.words.count();
+        if count == 0 {
             return None;
         }
-        let (first, shown): (u64, Vec<String>) = match t.first_telling {
-            Some((n, group)) if t.count > QUOTE as u64 => (n, group),
-            _ => (t.count + 1 - t.last.len() as u64, t.last.into()),
-        };
+        let (first, shown) = t.words.selection();
         let since = if t.answered {
             " since its last answer"
         } else {
             ""
         };
         let last = first + shown.len() as u64 - 1;
-        let which = match (shown.len() as u64 == t.count, first == last) {
-            (true, _) => String::new(),
-            (false, true) => format!(" ({} lines), line {first}", t.count),
-            (false, false) => format!(" ({} lines), lines {first}-{last}", t.count),
+        let which = match (t.words.is_partial(), first == last) {
+            (false, _) => String::new(),
+            (true, true) => format!(" ({count} lines), line {first}"),
+            (true, false) => format!(" ({count} lines), lines {first}-{last}"),
         };
         let quoted: Vec<String> = shown.iter().map(|l| format!("{:?}", clip(l))).collect();
         Some(format!("its stderr{since}{which}: {}", quoted.join(" / ")))
@@ -353,7 +318,7 @@ mod tests {
         t.push(b"z\n");
         assert_eq!(
             t.quote().unwrap(),
-            r#"its stderr since its last answer (4 lines), lines 3-4: "(process:1): GLib-CRITICAL **: assertion 'g->sock_fd == -1' failed" / "z""#
+            r#"its stderr since its last answer (4 lines), lines 2-4: "y" / "(process:1): GLib-CRITICAL **: assertion 'g->sock_fd == -1' failed" / "z""#
         );
         t.push(b"later error\nw\n");
         assert!(t.quote().unwrap().contains("(6 lines), lines 3-5:"));
@@ -379,24 +344,16 @@ mod tests {
         let mut long = vec![b'x'; MAX_LINE * 3];
         long.push(b'\n');
         let t = tail(&[&long, b"\xff\xfeok\n"]);
-        assert_eq!(t.last[0].len(), MAX_LINE + 3);
-        assert!(t.last[0].ends_with("..."));
-        assert_eq!(t.last[1], "\u{fffd}\u{fffd}ok");
+        let (_, lines) = t.words.selection();
+        assert_eq!(lines[0].len(), MAX_LINE + 3);
+        assert!(lines[0].ends_with("..."));
+        assert_eq!(lines[1], "\u{fffd}\u{fffd}ok");
         let q = t.quote().unwrap();
         // Each quoted line is at most QUOTE_CHARS characters and an ellipsis.
         assert!(
             q.contains(&format!("\"{}...\"", "x".repeat(QUOTE_CHARS))),
             "{q}"
         );
-    }
-
-    #[test]
-    fn backtrace_frames_never_tell_but_messages_do() {
-        assert!(!telling("   5: vhost_user_backend::handle_error"));
-        assert!(!telling("             at src/error.rs:10:5"));
-        assert!(telling("Option parsing failed: Unknown option --x"));
-        assert!(telling("Error: Os { code: 2 }"));
-        assert!(!telling("[INFO] listening on gpu.sock"));
     }
 
     #[test]
