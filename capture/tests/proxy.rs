@@ -1050,6 +1050,17 @@ fn proxy_records_the_backends_output_and_its_last_words_before_the_crash() {
         "last line at {} after the crash at {crash}",
         last.0
     );
+    // The crash summary, in the capture and on the proxy's stderr, quotes them: what the
+    // backend said since its last answer (the CREATE_2D's).
+    let RecordBody::Lifecycle(summary) = &records[crash].body else {
+        unreachable!()
+    };
+    let quote = format!(
+        "; its stderr since its last control-queue answer: {:?} / \"backend status 141\"",
+        warning.2
+    );
+    assert!(summary.message.ends_with(&quote), "{}", summary.message);
+    assert!(stderr.contains(&quote), "proxy stderr: {stderr:?}");
     let RecordBody::Lifecycle(end) = &records.last().unwrap().body else {
         panic!("no End record")
     };
@@ -1223,6 +1234,19 @@ fn proxy_capture_of_a_backend_that_panics_and_hangs_holds_the_panic_and_the_stal
             .1
             .message
             .starts_with("the backend has not answered RESOURCE_CREATE_BLOB"),
+        "{:?}",
+        stalls[0].1
+    );
+    // And it quotes why: the panic message written since the backend's last answer.
+    assert!(
+        stalls[0]
+            .1
+            .message
+            .contains("(process still running); its stderr since its last control-queue answer")
+            && stalls[0]
+                .1
+                .message
+                .contains("GpuCommand::ResourceCreateBlob unimplemented"),
         "{:?}",
         stalls[0].1
     );

@@ -106,6 +106,40 @@ impl<T: Clone> LastWords<T> {
     }
 }
 
+/// Longest quote of one line in [`LastWords::quote`], in characters.
+pub const QUOTE_CHARS: usize = 240;
+
+impl LastWords<String> {
+    /// The selection for a one-line message: `its stderr since {since}: "a" / "b"` (`its
+    /// stderr: ...` without `since`), saying which lines when some are left out
+    /// (`its stderr (11 lines), lines 1-3: ...`), each line cut to [`QUOTE_CHARS`] characters
+    /// and quoted as a Rust string literal (control characters escaped). None when nothing was
+    /// said.
+    pub fn quote(&self, since: Option<&str>) -> Option<String> {
+        let (first, shown) = self.selection();
+        if shown.is_empty() {
+            return None;
+        }
+        let since = since.map_or_else(String::new, |s| format!(" since {s}"));
+        let last = first + shown.len() as u64 - 1;
+        let which = match (self.is_partial(), first == last) {
+            (false, _) => String::new(),
+            (true, true) => format!(" ({} lines), line {first}", self.count),
+            (true, false) => format!(" ({} lines), lines {first}-{last}", self.count),
+        };
+        let quoted: Vec<String> = shown.iter().map(|l| format!("{:?}", clip(l))).collect();
+        Some(format!("its stderr{since}{which}: {}", quoted.join(" / ")))
+    }
+}
+
+/// `line` cut to [`QUOTE_CHARS`] characters.
+fn clip(line: &str) -> String {
+    match line.char_indices().nth(QUOTE_CHARS) {
+        Some((i, _)) => format!("{}...", &line[..i]),
+        None => line.to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,6 +218,24 @@ mod tests {
         assert_eq!(w.count(), 0);
         w.push("Option parsing failed: Unknown option --x", "x".to_owned());
         assert_eq!(w.selection(), (1, vec!["x".to_owned()]));
+    }
+
+    #[test]
+    fn a_quote_says_which_lines_and_escapes_them() {
+        let w = words(&["a", "b\u{1b}[0m"], 3);
+        assert_eq!(w.quote(None).unwrap(), r#"its stderr: "a" / "b\u{1b}[0m""#);
+        let w = words(&["1", "2", "3", "4"], 1);
+        assert_eq!(
+            w.quote(Some("its last answer")).unwrap(),
+            r#"its stderr since its last answer (4 lines), line 4: "4""#
+        );
+        let long = "é".repeat(QUOTE_CHARS + 5);
+        let w = words(&[&long], 1);
+        assert_eq!(
+            w.quote(None).unwrap(),
+            format!("its stderr: \"{}...\"", "é".repeat(QUOTE_CHARS))
+        );
+        assert_eq!(words(&[" "], 3).quote(Some("x")), None);
     }
 
     #[test]

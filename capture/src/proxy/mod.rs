@@ -999,9 +999,11 @@ fn warn_stalls(shared: &Arc<Shared>, limit: Duration) {
         return;
     }
     let status = child_status(shared, Duration::ZERO);
+    let answer = shared.lock().last_control_answer;
+    let words = last_words(shared, answer);
     for (record, name, queue, head) in stalled {
         let message = format!(
-            "the backend has not answered {name} (queue {queue}, head {head}) for {} s{status}",
+            "the backend has not answered {name} (queue {queue}, head {head}) for {} s{status}{words}",
             limit.as_secs_f64()
         );
         let _ = shared.recorder.lifecycle(
@@ -1046,8 +1048,10 @@ fn record_backend_gone(shared: &Arc<Shared>, cause: &str) -> String {
     let last_text = last
         .as_ref()
         .map_or("none".to_owned(), |(id, name)| format!("#{id} {name}"));
+    let answer = shared.lock().last_control_answer;
+    let words = last_words(shared, answer);
     let summary = format!(
-        "backend {cause}{status}; {} command(s) in flight: {}; last completed: {last_text}",
+        "backend {cause}{status}; {} command(s) in flight: {}; last completed: {last_text}{words}",
         in_flight.len(),
         if list.is_empty() {
             "none".to_owned()
@@ -1073,6 +1077,17 @@ fn record_backend_gone(shared: &Arc<Shared>, cause: &str) -> String {
         );
     }
     summary
+}
+
+/// "; its stderr since its last control-queue answer: ..." for a started backend that said
+/// something since `answer` (the last command it completed on the control queue); empty
+/// otherwise.
+fn last_words(shared: &Arc<Shared>, answer: Option<vgt_format::RecordId>) -> String {
+    shared
+        .output
+        .as_ref()
+        .and_then(|o| o.last_words(answer))
+        .map_or_else(String::new, |w| format!("; {w}"))
 }
 
 /// How long the end of a session waits for a started backend's last output to be recorded
@@ -1296,7 +1311,12 @@ fn run_inner(
         let weak = Arc::downgrade(&shared);
         o.attach(
             recorder.clone(),
-            Box::new(move || weak.upgrade().and_then(|s| s.lock().latest_command())),
+            Box::new(move || {
+                weak.upgrade().map_or((None, None), |s| {
+                    let st = s.lock();
+                    (st.latest_command(), st.last_control_answer)
+                })
+            }),
         );
     }
     let outcome = serve(&shared, front, back, sig_read, opts.stall_warn);

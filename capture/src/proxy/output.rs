@@ -12,6 +12,10 @@
 //! unbuffered stderr does, still gives one record; one that dies mid-line still gives its
 //! last bytes). Output that comes before the capture file exists (before QEMU connects) is
 //! kept, up to [`PENDING_MAX`] bytes, and recorded first when it does.
+//!
+//! The stderr lines since the backend's last control-queue answer are also kept as
+//! [`vgt_format::words::LastWords`], so the crash summary and a stall warning can quote what the
+//! backend said about it ([`BackendOutput::last_words`]).
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -22,6 +26,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use vgt_format::record::{LifecycleKind, RecordId};
+use vgt_format::words::LastWords;
 
 use crate::recorder::Recorder;
 
@@ -85,22 +90,57 @@ impl LineSplitter {
     }
 }
 
+/// How many stderr lines a crash summary or stall warning quotes.
+pub const QUOTE: usize = 3;
+
+/// (the last command taken, the last command the backend answered on the control queue), from
+/// the proxy's state.
+pub type Context = Box<dyn Fn() -> (Option<RecordId>, Option<RecordId>) + Send + Sync>;
+
 /// Where lines go once the capture exists, and what they wait in until then.
-#[derive(Default)]
 struct Sink {
     recorder: Option<Arc<Recorder>>,
-    /// The last command taken, for each line's `command`.
-    context: Option<Box<dyn Fn() -> Option<RecordId> + Send + Sync>>,
+    /// For each line's `command`, and for what counts as since the last answer.
+    context: Option<Context>,
     pending: VecDeque<(LifecycleKind, String)>,
     pending_bytes: usize,
     dropped: u64,
+    /// Stderr lines since the backend's last answer (`answer`).
+    words: LastWords<String>,
+    answer: Option<RecordId>,
+}
+
+impl Default for Sink {
+    fn default() -> Self {
+        Sink {
+            recorder: None,
+            context: None,
+            pending: VecDeque::new(),
+            pending_bytes: 0,
+            dropped: 0,
+            words: LastWords::new(QUOTE),
+            answer: None,
+        }
+    }
 }
 
 impl Sink {
+    /// The backend's last answer is now `answer`: a newer one starts the words over.
+    fn answered(&mut self, answer: Option<RecordId>) {
+        if answer != self.answer {
+            self.words.forget();
+            self.answer = answer;
+        }
+    }
+
     fn line(&mut self, kind: LifecycleKind, line: String) {
+        let (command, answer) = self.context.as_ref().map_or((None, None), |c| c());
+        if kind == LifecycleKind::BackendStderr {
+            self.answered(answer);
+            self.words.push(&line, line.clone());
+        }
         match &self.recorder {
             Some(r) => {
-                let command = self.context.as_ref().and_then(|c| c());
                 // After the file is finished nothing more can go in; the line was shown.
                 let _ = r.lifecycle(kind, None, command, line);
             }
@@ -193,11 +233,7 @@ impl BackendOutput {
 
     /// From now on lines go into `recorder`; the ones kept so far go first (with a note when
     /// some were dropped). `context` names the last command taken.
-    pub fn attach(
-        &self,
-        recorder: Arc<Recorder>,
-        context: Box<dyn Fn() -> Option<RecordId> + Send + Sync>,
-    ) {
+    pub fn attach(&self, recorder: Arc<Recorder>, context: Context) {
         let mut sink = self.inner.sink();
         if sink.dropped > 0 {
             let _ = recorder.lifecycle(
@@ -217,6 +253,17 @@ impl BackendOutput {
         sink.pending_bytes = 0;
         sink.recorder = Some(recorder);
         sink.context = Some(context);
+    }
+
+    /// What the backend wrote on stderr since its last answer (`answer`, the last command it
+    /// completed on the control queue), quoted for a one-line message ([`LastWords::quote`]);
+    /// None when it said nothing since. Call [`BackendOutput::drain`] first for the lines still
+    /// in the pipe.
+    pub fn last_words(&self, answer: Option<RecordId>) -> Option<String> {
+        let mut sink = self.inner.sink();
+        sink.answered(answer);
+        sink.words
+            .quote(answer.map(|_| "its last control-queue answer"))
     }
 
     /// Waits (at most `max`) until everything the backend has written so far is shown and
@@ -352,6 +399,33 @@ mod tests {
         assert!(lines.iter().all(|l| l.len() == MAX_LINE));
         assert_eq!(s.flush().map(|l| l.len()), Some(10));
         assert_eq!(s.push(b"a\xffb\n"), ["a\u{fffd}b"]);
+    }
+
+    #[test]
+    fn the_words_quoted_are_those_since_the_backends_last_answer() {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let answer = Arc::new(AtomicU64::new(0));
+        let mut sink = Sink::default();
+        let a = answer.clone();
+        sink.context = Some(Box::new(move || {
+            let n = a.load(Ordering::Relaxed);
+            (None, (n > 0).then_some(n))
+        }));
+        sink.line(LifecycleKind::BackendStderr, "before any answer".to_owned());
+        answer.store(7, Ordering::Relaxed);
+        sink.line(
+            LifecycleKind::BackendStdout,
+            "stdout is not quoted".to_owned(),
+        );
+        sink.line(LifecycleKind::BackendStderr, "assertion failed".to_owned());
+        sink.answered(Some(7));
+        assert_eq!(
+            sink.words.quote(Some("its last answer")).unwrap(),
+            r#"its stderr since its last answer: "assertion failed""#
+        );
+        // A later answer: nothing said since.
+        sink.answered(Some(9));
+        assert_eq!(sink.words.quote(Some("its last answer")), None);
     }
 
     #[test]

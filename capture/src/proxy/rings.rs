@@ -191,6 +191,10 @@ pub struct ProxyState {
     stall_watch: HashMap<RecordId, (Instant, bool)>,
     /// The last command answered (record id, name).
     pub last_completed: Option<(RecordId, Cow<'static, str>)>,
+    /// The last command answered on the control queue: what the backend wrote on stderr after
+    /// it is quoted by a crash summary or stall warning (a cursor queue that goes on answering
+    /// while the control queue hangs does not make the backend's panic message old news).
+    pub last_control_answer: Option<RecordId>,
     /// Last command taken per queue (display records name it as their cause).
     pub last_command: [Option<RecordId>; 2],
     /// Resource shown per scanout (from SET_SCANOUT).
@@ -297,6 +301,7 @@ impl ProxyState {
             in_flight: HashMap::new(),
             stall_watch: HashMap::new(),
             last_completed: None,
+            last_control_answer: None,
             last_command: [None; 2],
             scanout_resource: BTreeMap::new(),
             display_causes: DisplayCauses::default(),
@@ -1371,6 +1376,9 @@ impl ProxyState {
                 ring_idx: bytes.get(20).copied().unwrap_or(0),
                 context_ring: rflags & FLAG_INFO_RING_IDX != 0,
             }));
+        }
+        if queue == 0 {
+            self.last_control_answer = Some(p.record);
         }
         self.last_completed = Some((p.record, p.name));
         self.response = bytes;

@@ -27,9 +27,6 @@ pub(crate) const QUOTE: usize = 3;
 /// Longest line kept, in bytes; the rest of a longer line is dropped.
 pub(crate) const MAX_LINE: usize = 1024;
 
-/// Longest quote of one line, in characters.
-const QUOTE_CHARS: usize = 240;
-
 /// How long a failure waits for the pipe's end after the process exited (its last bytes may
 /// still be in the pipe), and for more bytes from a process still running.
 const EXITED_WAIT: Duration = Duration::from_millis(500);
@@ -100,41 +97,14 @@ impl Tail {
         self.answered = true;
     }
 
-    /// `its stderr since its last answer: "a" / "b"` (`its stderr: ...` before any answer), or
-    /// None when it said nothing. Up to [`QUOTE`] lines are all quoted; of more, the ones
-    /// [`LastWords::selection`] picks (from the first telling line on), saying which: `its
-    /// stderr (11 lines), lines 1-3: ...`. A partial line counts as the last line.
+    /// [`LastWords::quote`] of the lines since the last answer; a partial line counts as the
+    /// last line.
     fn quote(&self) -> Option<String> {
         let mut t = self.clone();
         if !t.partial.is_empty() {
             t.end_line();
         }
-        let count = t.words.count();
-        if count == 0 {
-            return None;
-        }
-        let (first, shown) = t.words.selection();
-        let since = if t.answered {
-            " since its last answer"
-        } else {
-            ""
-        };
-        let last = first + shown.len() as u64 - 1;
-        let which = match (t.words.is_partial(), first == last) {
-            (false, _) => String::new(),
-            (true, true) => format!(" ({count} lines), line {first}"),
-            (true, false) => format!(" ({count} lines), lines {first}-{last}"),
-        };
-        let quoted: Vec<String> = shown.iter().map(|l| format!("{:?}", clip(l))).collect();
-        Some(format!("its stderr{since}{which}: {}", quoted.join(" / ")))
-    }
-}
-
-/// `line` cut to [`QUOTE_CHARS`] characters.
-fn clip(line: &str) -> String {
-    match line.char_indices().nth(QUOTE_CHARS) {
-        Some((i, _)) => format!("{}...", &line[..i]),
-        None => line.to_owned(),
+        t.words.quote(t.answered.then_some("its last answer"))
     }
 }
 
@@ -351,7 +321,10 @@ mod tests {
         let q = t.quote().unwrap();
         // Each quoted line is at most QUOTE_CHARS characters and an ellipsis.
         assert!(
-            q.contains(&format!("\"{}...\"", "x".repeat(QUOTE_CHARS))),
+            q.contains(&format!(
+                "\"{}...\"",
+                "x".repeat(vgt_format::words::QUOTE_CHARS)
+            )),
             "{q}"
         );
     }
