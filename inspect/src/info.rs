@@ -63,11 +63,11 @@ pub struct Summary {
     pub backend_lines: [u64; 2],
     /// Up to [`LAST_WORDS`] of the backend's stderr lines that are not blank (id, text), as
     /// [`vgt_format::words::LastWords`] picks them: from the first telling line (a panic, an
-    /// assertion, an error) on, else the last. Taken from what it wrote since its last answer
-    /// (the last Response record before the lines), or from all its lines when it said nothing
-    /// after that.
+    /// assertion, an error) on, else the last. Taken from what it wrote since its last answer on
+    /// the control queue (the last such Response record before the lines), or from all its
+    /// lines when it said nothing after that.
     pub backend_last_stderr: Vec<(RecordId, String)>,
-    /// `backend_last_stderr` is from the lines since the backend's last answer.
+    /// `backend_last_stderr` is from the lines since the backend's last control-queue answer.
     pub backend_last_stderr_since_answer: bool,
     /// The number of the first line shown, counting from 1 the lines it was picked from.
     pub backend_last_stderr_first: u64,
@@ -140,8 +140,12 @@ impl Summary {
                     *s.per_command.entry(name).or_default() += 1;
                 }
                 RecordBody::Response(r) => {
-                    since_answer.forget();
-                    answered = true;
+                    // Control queue only: a cursor queue answering on while the control queue
+                    // hangs does not make the backend's panic old news.
+                    if r.queue == 0 {
+                        since_answer.forget();
+                        answered = true;
+                    }
                     let name = match reader.read_payload(&r.bytes) {
                         Ok(b) if b.is_empty() => "<empty>".to_string(),
                         Ok(b) => match Response::decode(&b) {
@@ -209,7 +213,7 @@ fn response_name(t: ResponseType) -> String {
         .map_or_else(|| format!("UNKNOWN({:#06x})", t.0), str::to_string)
 }
 
-/// "; on stderr since its last answer (7 lines), lines 3-7:" and the like: what the lines under
+/// "; on stderr since its last control-queue answer (7 lines), lines 3-7:" and the like: what the lines under
 /// `backend:` are (nothing when there are none).
 fn stderr_heading(s: &Summary) -> String {
     let shown = s.backend_last_stderr.len() as u64;
@@ -217,7 +221,7 @@ fn stderr_heading(s: &Summary) -> String {
         return String::new();
     }
     let since = if s.backend_last_stderr_since_answer {
-        " since its last answer"
+        " since its last control-queue answer"
     } else {
         ""
     };

@@ -143,7 +143,7 @@ fn info_tells_how_the_capture_ended_and_what_the_backend_said() {
     );
     assert!(
         out.contains(
-            "backend:     10 output line(s) recorded (1 stdout, 9 stderr); on stderr since its last answer (7 lines), lines 3-7:"
+            "backend:     10 output line(s) recorded (1 stdout, 9 stderr); on stderr since its last control-queue answer (7 lines), lines 3-7:"
         ),
         "{out}"
     );
@@ -224,7 +224,7 @@ fn info_shows_a_backends_panic_not_the_backtrace_under_it() {
     let o = inspect(&["info", path.to_str().unwrap()]);
     let out = stdout(&o);
     assert!(
-        out.contains("on stderr since its last answer (28 lines), lines 1-5:"),
+        out.contains("on stderr since its last control-queue answer (28 lines), lines 1-5:"),
         "{out}"
     );
     let shown: Vec<&str> = out
